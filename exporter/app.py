@@ -1,0 +1,181 @@
+"""Wiring: config → sources → pipeline → collector → HTTP. No argument parsing here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+from exporter import __version__
+from exporter.config import Config
+from exporter.export.collector import ExportSettings, SnapshotCollector
+from exporter.export.http import HttpServer, landing_page, make_app
+from exporter.loop import PollLoop, VllmSource
+from exporter.pipeline import Pipeline
+from exporter.recording import RecordingWriter, gpu_entry
+from exporter.samples import PollError, Tick
+from exporter.scrape.nvml import GpuSource, NoGpuSource, NvmlSource, NvmlUnavailable
+from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
+from exporter.scrape.vllm_fetch import VllmFetcher
+
+log = logging.getLogger(__name__)
+
+DEMO_VLLM = "demo-vllm-saturation.jsonl.gz"
+DEMO_GPU = "demo-gpu-h200.jsonl.gz"
+
+
+def demo_paths() -> tuple[Path, Path]:
+    """The bundled demo recordings: real vLLM bodies and real H200 NVML readings."""
+    base = resources.files("exporter") / "demo"
+    return Path(str(base / DEMO_VLLM)), Path(str(base / DEMO_GPU))
+
+
+def gpu_source_name(cfg: Config) -> str | None:
+    return None if cfg.gpu_source == "none" else cfg.gpu_source
+
+
+def make_pipeline(cfg: Config) -> Pipeline:
+    return Pipeline(
+        horizon_seconds=cfg.horizon,
+        poll_interval=cfg.poll_interval,
+        ticks_per_window=cfg.ticks_per_window,
+        gpu_source_name=gpu_source_name(cfg),
+    )
+
+
+def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
+    return ExportSettings(
+        version=__version__,
+        horizon_seconds=cfg.horizon,
+        poll_interval=cfg.poll_interval,
+        max_num_seqs=float(cfg.max_num_seqs) if cfg.max_num_seqs else None,
+        demo=demo,
+    )
+
+
+def make_registry(pipeline: Pipeline, settings: ExportSettings, process: bool) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: pipeline.snapshot, settings))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+def make_sources(
+    cfg: Config, clock: Callable[[], float], loop_replay: bool = False
+) -> tuple[VllmSource, GpuSource | None]:
+    vllm: VllmSource
+    if cfg.vllm_replay is not None:
+        vllm = ReplayVllmSource(cfg.vllm_replay, clock, loop=loop_replay)
+    else:
+        vllm = VllmFetcher(cfg.vllm_url, timeout=cfg.fetch_timeout, clock=clock)
+    gpu: GpuSource | None
+    if cfg.gpu_replay is not None:
+        gpu = ReplayGpuSource(cfg.gpu_replay, clock, loop=loop_replay)
+    elif cfg.gpu_source == "none":
+        gpu = None
+    else:
+        try:
+            gpu = NvmlSource(clock=clock, gpus=cfg.gpu)
+        except NvmlUnavailable as e:
+            log.warning("NVML unavailable, running on vLLM data alone: %s", e)
+            gpu = NoGpuSource(clock, "unavailable", str(e))
+    return vllm, gpu
+
+
+@dataclass
+class Service:
+    """A running exporter: poll loop plus HTTP server."""
+
+    loop: PollLoop
+    server: HttpServer
+    gpu: GpuSource | None
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.server.stop()
+        if self.gpu is not None:
+            self.gpu.close()
+
+
+def start_service(cfg: Config, demo: bool = False) -> Service:
+    clock = time.time
+    vllm, gpu = make_sources(cfg, clock, loop_replay=demo)
+    pipeline = make_pipeline(cfg)
+    settings = export_settings(cfg, demo)
+    registry = make_registry(pipeline, settings, process=True)
+    target = "bundled demo recording" if demo else str(cfg.vllm_replay or cfg.vllm_url)
+    app = make_app(
+        registry,
+        landing_page(__version__, target, demo),
+        ready=lambda: pipeline.snapshot.ticks > 0,
+    )
+    server = HttpServer(app, cfg.web_listen_address)
+    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
+    server.start()
+    loop.start()
+    return Service(loop, server, gpu)
+
+
+def run_replay(cfg: Config, vllm_path: Path | None, gpu_path: Path | None) -> Pipeline:
+    """The unchanged pipeline over whole recordings, in recorded time."""
+    pipeline = make_pipeline(cfg)
+    for tick in replay_ticks(vllm_path, gpu_path):
+        pipeline.add_tick(tick)
+    return pipeline
+
+
+def metrics_text(pipeline: Pipeline, settings: ExportSettings) -> str:
+    """What ``/metrics`` would show now, without the exporter's own process metrics."""
+    return generate_latest(make_registry(pipeline, settings, process=False)).decode()
+
+
+def record(cfg: Config, output: Path, duration: float) -> int:
+    """Poll live sources for ``duration`` seconds, writing every raw poll to ``output``."""
+    clock = time.time
+    vllm, gpu = make_sources(cfg, clock)
+    writer = RecordingWriter(
+        output,
+        {
+            "exporter_version": __version__,
+            "config": {"vllm_url": cfg.vllm_url, "poll_interval": cfg.poll_interval},
+        },
+    )
+    fetcher = vllm if isinstance(vllm, VllmFetcher) else None
+
+    def on_tick(tick: Tick) -> None:
+        for entry in _entries(tick, fetcher):
+            writer.write(entry)
+
+    pipeline = make_pipeline(cfg)
+    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval, on_tick=on_tick)
+    try:
+        loop.run(duration=duration)
+    finally:
+        loop.stop()
+        writer.close()
+        if gpu is not None:
+            gpu.close()
+    return loop.stats.ticks
+
+
+def _entries(tick: Tick, fetcher: VllmFetcher | None) -> Iterable[dict[str, object]]:
+    if tick.models is not None and fetcher is not None and fetcher.last_models_body is not None:
+        yield {
+            "t": tick.models.observed_at,
+            "source": "vllm_models",
+            "body": fetcher.last_models_body,
+        }
+    if isinstance(tick.vllm, PollError):
+        yield {"t": tick.vllm.observed_at, "source": "vllm", "error": tick.vllm.reason}
+    elif tick.vllm is not None and fetcher is not None and fetcher.last_body is not None:
+        yield {"t": tick.vllm.observed_at, "source": "vllm", "body": fetcher.last_body}
+    if tick.gpu is not None and not (
+        isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"
+    ):
+        yield gpu_entry(tick.gpu)

@@ -1,0 +1,158 @@
+"""Command line: ``serve``, ``record``, ``replay``. The only module that reads files and the
+environment for configuration, and the only one that chooses an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter import __version__
+from exporter.app import (
+    demo_paths,
+    export_settings,
+    metrics_text,
+    record,
+    run_replay,
+    start_service,
+)
+from exporter.config import OPTIONS, Config, ConfigError, load_config, parse_duration
+from exporter.recording import RecordingError
+
+log = logging.getLogger("vllm_profile_exporter")
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML file of options (keys are flag names)")
+    for o in OPTIONS:
+        p.add_argument(
+            f"--{o.flag}",
+            dest=o.dest,
+            default=None,
+            help=f"{o.help} [env {o.env}; default {o.default!r}]",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vllm-profile-exporter",
+        description="Prometheus exporter that profiles a vLLM server against its hardware ceiling.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="poll vLLM and the GPUs, serve /metrics")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve a bundled recording of a real vLLM server and H200 instead of live sources",
+    )
+    _add_options(serve)
+
+    rec = sub.add_parser("record", help="write every raw poll to a recording (JSON Lines)")
+    rec.add_argument("--output", "-o", type=Path, required=True, help="file; .gz compresses")
+    rec.add_argument("--duration", default="60s", help="how long to record, e.g. 2m")
+    _add_options(rec)
+
+    rep = sub.add_parser("replay", help="run the pipeline over a recording in simulated time")
+    rep.add_argument("file", type=Path, help="recording (vLLM and/or GPU entries)")
+    rep.add_argument(
+        "--print-metrics", action="store_true", help="print the final /metrics text and exit"
+    )
+    _add_options(rep)
+    return parser
+
+
+def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
+    file_values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            loaded = yaml.safe_load(args.config.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"--config {args.config}: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"--config {args.config}: expected a mapping of option: value")
+        file_values = loaded or {}
+    flags = {o.dest: getattr(args, o.dest) for o in OPTIONS}
+    return load_config(flags, env, file_values)
+
+
+def _serve(cfg: Config, demo: bool) -> int:
+    if demo:
+        vllm_path, gpu_path = demo_paths()
+        # The recorded server ran with --max-num-seqs 4.
+        cfg = replace(
+            cfg, vllm_replay=vllm_path, gpu_replay=gpu_path, max_num_seqs=cfg.max_num_seqs or 4
+        )
+    service = start_service(cfg, demo=demo)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    log.info(
+        "vllm-profile-exporter %s: profiling %s; metrics on http://%s/metrics",
+        __version__,
+        "a bundled DEMO recording (not live data)" if demo else cfg.vllm_replay or cfg.vllm_url,
+        ("localhost" + cfg.web_listen_address)
+        if cfg.web_listen_address.startswith(":")
+        else cfg.web_listen_address,
+    )
+    done.wait()
+    log.info("shutting down")
+    service.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = _config(args, dict(os.environ))
+    except ConfigError as e:
+        print(f"vllm-profile-exporter: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "serve":
+            return _serve(cfg, args.demo)
+        if args.command == "record":
+            try:
+                duration = parse_duration(args.duration)
+            except ValueError as e:
+                raise ConfigError(f"--duration: invalid value {args.duration!r}: {e}") from None
+            n = record(cfg, args.output, duration)
+            log.info("recorded %d polls to %s", n, args.output)
+            return 0
+        if args.command == "replay":
+            pipeline = run_replay(cfg, args.file, cfg.gpu_replay)
+            if args.print_metrics:
+                sys.stdout.write(metrics_text(pipeline, export_settings(cfg)))
+            else:
+                snap = pipeline.snapshot
+                print(f"replayed {snap.ticks} polls into {len(pipeline.windows)} windows")
+            return 0
+    except ConfigError as e:
+        print(f"vllm-profile-exporter: {e}", file=sys.stderr)
+        return 2
+    except RecordingError as e:
+        print(f"vllm-profile-exporter: bad recording: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"vllm-profile-exporter: {e}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

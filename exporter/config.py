@@ -1,0 +1,151 @@
+"""Configuration: flags, their ``VLLM_PROFILE_*`` environment twins, and an optional YAML file.
+
+Precedence: flag > environment > file > default. Built from values passed in (``load_config``
+never reads files or the environment itself), and validated into a frozen :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VLLM_PROFILE_"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the option and the value."""
+
+
+def parse_duration(text: str) -> float:
+    """``250ms``, ``2s``, ``1m``, ``1h`` or plain seconds → seconds.
+
+    >>> parse_duration("250ms"), parse_duration("60s"), parse_duration("2m"), parse_duration("1.5")
+    (0.25, 60.0, 120.0, 1.5)
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r}")
+    scale = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def _positive_int(text: str) -> int:
+    v = int(str(text))
+    if v <= 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        v = str(text).lower()
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def _gpu_list(text: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in str(text).split(",") if x.strip())
+    for x in items:
+        if not (x.isdigit() or x.startswith(("GPU-", "MIG-"))):
+            raise ValueError(f"{x!r} is neither a GPU index nor a UUID")
+    return items
+
+
+def _path(text: str) -> Path:
+    return Path(str(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flag: str  # without the leading dashes
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_").replace(".", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("vllm-url", str, "http://localhost:8000", "vLLM base URL, or its /metrics URL"),
+    Option("web.listen-address", str, ":9709", "address for our /metrics and /, [HOST]:PORT"),
+    Option("gpu", _gpu_list, (), "GPU indices or UUIDs, comma-separated (default: all visible)"),
+    Option(
+        "gpu-source", _choice("nvml", "none"), "nvml", "where GPU data comes from: nvml or none"
+    ),
+    Option("vllm-replay", _path, None, "serve vLLM data from this recording instead of vLLM"),
+    Option("gpu-replay", _path, None, "serve GPU data from this recording instead of NVML"),
+    Option("max-num-seqs", _positive_int, None, "vLLM's --max-num-seqs (not on vLLM's /metrics)"),
+    Option("horizon", parse_duration, 60.0, "aggregation and persistence horizon, e.g. 60s"),
+    Option("poll-interval", parse_duration, 0.25, "interval between polls, e.g. 250ms"),
+    Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"),
+)
+BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    vllm_url: str
+    web_listen_address: str
+    gpu: tuple[str, ...]
+    gpu_source: str
+    vllm_replay: Path | None
+    gpu_replay: Path | None
+    max_num_seqs: int | None
+    horizon: float
+    poll_interval: float
+    log_level: str
+
+    @property
+    def fetch_timeout(self) -> float:
+        """Well under the poll interval, so a slow vLLM costs one poll, not a backlog."""
+        return max(0.05, self.poll_interval * 0.8)
+
+    @property
+    def ticks_per_window(self) -> int:
+        """~2 s windows: 8 ticks (9 polls with the shared boundary) at the default 250 ms."""
+        return max(1, round(2.0 / self.poll_interval))
+
+
+def load_config(
+    flags: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any]
+) -> Config:
+    """Merge the three layers and validate. ``flags`` holds only options given on the command
+    line (by dest); ``file_values`` the YAML mapping, keyed by flag name."""
+    unknown = sorted(set(file_values) - {o.flag for o in OPTIONS})
+    if unknown:
+        raise ConfigError(f"config file: unknown key {unknown[0]!r}")
+    values: dict[str, Any] = {}
+    for o in OPTIONS:
+        if flags.get(o.dest) is not None:
+            raw, where = flags[o.dest], f"--{o.flag}"
+        elif o.env in env:
+            raw, where = env[o.env], o.env
+        elif o.flag in file_values:
+            raw, where = file_values[o.flag], f"config file key {o.flag!r}"
+        else:
+            values[o.dest] = o.default
+            continue
+        try:
+            values[o.dest] = o.parse(raw)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: invalid value {raw!r}: {e}") from None
+    cfg = Config(**values)
+    if cfg.poll_interval < 0.05 or cfg.poll_interval > 10:
+        raise ConfigError(f"--poll-interval: {cfg.poll_interval}s is outside 50ms..10s")
+    if cfg.horizon < 2.0 * 2:
+        raise ConfigError(f"--horizon: {cfg.horizon}s is shorter than two windows (4s)")
+    if cfg.gpu_replay is not None and cfg.gpu_source == "none":
+        raise ConfigError("--gpu-replay conflicts with --gpu-source none")
+    return cfg

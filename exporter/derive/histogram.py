@@ -1,0 +1,80 @@
+"""Histogram deltas and quantiles with Prometheus ``histogram_quantile`` semantics.
+
+A window's histogram is the per-bucket difference between its last and first poll; windows are
+merged by adding those vectors when their bounds match. p99s are never averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from exporter.samples import Histogram
+
+
+@dataclass(frozen=True, slots=True)
+class HistDelta:
+    """Observations made between two polls: cumulative per-bucket counts, sum and count."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    sum: float
+    count: float
+
+
+def delta(first: Histogram, last: Histogram) -> HistDelta | None:
+    """``last − first``; None when the bounds changed or any series went backwards (a reset)."""
+    if first.bounds != last.bounds:
+        return None
+    cum = tuple(b - a for a, b in zip(first.cumulative, last.cumulative, strict=True))
+    d_count = last.count - first.count
+    d_sum = last.sum - first.sum
+    if d_count < 0 or any(c < 0 for c in cum):
+        return None
+    return HistDelta(last.bounds, cum, d_sum, d_count)
+
+
+def quantile(q: float, bounds: tuple[float, ...], cumulative: tuple[float, ...]) -> float | None:
+    """Linear interpolation inside the bucket holding rank ``q × total``.
+
+    As Prometheus does: the first bucket starts at 0 (when its bound is positive), and a rank
+    that falls in the +Inf bucket returns the last finite bound. No observations → None.
+
+    >>> quantile(0.5, (1.0, 2.0, math.inf), (0.0, 10.0, 10.0))   # rank 5 in (1, 2]: 1 + 1×5/10
+    1.5
+    >>> quantile(0.99, (1.0, 2.0, math.inf), (0.0, 0.0, 4.0))    # all above 2 → last finite bound
+    2.0
+    """
+    if len(bounds) < 2 or bounds[-1] != math.inf:
+        return None
+    total = cumulative[-1]
+    if not total > 0:
+        return None
+    rank = q * total
+    b = next((i for i, c in enumerate(cumulative[:-1]) if c >= rank), len(bounds) - 1)
+    if b == len(bounds) - 1:
+        return bounds[-2]
+    if b == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start = 0.0
+    count = cumulative[b]
+    if b > 0:
+        start = bounds[b - 1]
+        count -= cumulative[b - 1]
+        rank -= cumulative[b - 1]
+    return start + (bounds[b] - start) * (rank / count)
+
+
+def merge_latest(deltas: Iterable[HistDelta]) -> HistDelta | None:
+    """Sum the deltas that share the bounds of the last one (bounds change on reconfiguration)."""
+    items = list(deltas)
+    if not items:
+        return None
+    bounds = items[-1].bounds
+    same = [d for d in items if d.bounds == bounds]
+    cum = [0.0] * len(bounds)
+    for d in same:
+        for i, c in enumerate(d.cumulative):
+            cum[i] += c
+    return HistDelta(bounds, tuple(cum), sum(d.sum for d in same), sum(d.count for d in same))

@@ -1,0 +1,224 @@
+"""Aggregates over the horizon of recent windows (SPEC §5).
+
+Which windows feed which figure: histogram means, p99s, throughput and GPU utilization/power use
+active windows; KV mean, prefix hit rate, prompt length and running/waiting use evaluable windows;
+cumulative totals come from the last window. Rates are time-weighted (Σdelta / Σduration), means
+of histograms are weighted by observations (ΣΔsum / ΣΔcount), p99s come from merged bucket deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from exporter.derive.gate import Gate
+from exporter.derive.histogram import HistDelta, merge_latest, quantile
+from exporter.derive.window import P99, GpuWindow, Window
+
+GatedWindow = tuple[Window, Gate]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuAggregate:
+    index: int
+    uuid: str
+    name: str | None
+    util_ratio: float | None = None
+    mem_util_ratio: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    mem_used_bytes: float | None = None
+    mem_used_peak_bytes: float | None = None
+    mem_total_bytes: float | None = None
+    temperature_c: float | None = None
+    temperature_peak_c: float | None = None
+    sm_clock_hz: float | None = None
+    dram_bw_util_ratio: float | None = None
+    energy_joules: float | None = None  # over the active windows
+    energy_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    windows_total: int = 0
+    windows_evaluable: int = 0
+    windows_active: int = 0
+    horizon_start: float | None = None
+    horizon_end: float | None = None
+    vllm_fresh: bool = False  # the latest window holds vLLM data
+    gpu_fresh: bool = False
+    model_name: str | None = None
+    cache_config: Mapping[str, str] = field(default_factory=dict)
+    generation_tps: float | None = None
+    prompt_tps: float | None = None
+    requests_per_second: float | None = None
+    preemptions_per_second: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    running_active: float | None = None  # batch B for the roofline
+    kv_usage_mean: float | None = None
+    kv_usage_peak: float | None = None
+    prefix_hit_ratio: float | None = None
+    ttft_mean: float | None = None
+    ttft_p99: float | None = None
+    tpot_mean: float | None = None
+    tpot_p99: float | None = None
+    prefill_time_mean: float | None = None
+    queue_time_mean: float | None = None
+    prompt_tokens_mean: float | None = None
+    generation_tokens_total: float | None = None
+    requests_total: float | None = None
+    gpus: tuple[GpuAggregate, ...] = ()
+
+
+def _weighted(ws: Sequence[Window], get: Callable[[Window], float | None]) -> float | None:
+    """Time-weighted mean of a per-window value over windows where it and the duration exist."""
+    num = den = 0.0
+    for w in ws:
+        v = get(w)
+        if v is not None and w.duration is not None and w.duration > 0:
+            num += v * w.duration
+            den += w.duration
+    return num / den if den > 0 else None
+
+
+def _ratio_of_sums(
+    ws: Sequence[Window],
+    num: Callable[[Window], float | None],
+    den: Callable[[Window], float | None],
+) -> float | None:
+    """Σnum / Σden over windows where both are known; None unless Σden > 0."""
+    n = d = 0.0
+    for w in ws:
+        a, b = num(w), den(w)
+        if a is not None and b is not None:
+            n += a
+            d += b
+    return n / d if d > 0 else None
+
+
+def _hist_mean(ws: Sequence[Window], get: Callable[[Window], HistDelta | None]) -> float | None:
+    return _ratio_of_sums(
+        ws,
+        lambda w: h.sum if (h := get(w)) is not None and h.count > 0 else None,
+        lambda w: h.count if (h := get(w)) is not None and h.count > 0 else None,
+    )
+
+
+def _hist_p99(ws: Sequence[Window], get: Callable[[Window], HistDelta | None]) -> float | None:
+    merged = merge_latest(h for w in ws if (h := get(w)) is not None and h.count > 0)
+    return None if merged is None else quantile(P99, merged.bounds, merged.cumulative)
+
+
+def _peak(values: Sequence[float | None], current: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    if current is not None:
+        present.append(current)
+    return max(present) if present else None
+
+
+def _pct_to_ratio(v: float | None) -> float | None:
+    return None if v is None else v / 100.0
+
+
+def _gpu_aggregates(
+    all_ws: Sequence[Window], evaluable: Sequence[Window], active: Sequence[Window]
+) -> tuple[GpuAggregate, ...]:
+    latest = next((w for w in reversed(all_ws) if w.gpus), None)
+    if latest is None:
+        return ()
+    # State gauges describe the device now: the latest window with GPU data, which is the last
+    # evaluable window whenever vLLM answers. Peaks are taken over evaluable windows (all windows
+    # when none is evaluable) and never fall below the current value.
+    peak_ws = evaluable or all_ws
+
+    def per_gpu(ws: Sequence[Window], index: int) -> list[tuple[Window, GpuWindow]]:
+        return [(w, g) for w in ws for g in w.gpus if g.index == index]
+
+    def weighted(
+        pairs: list[tuple[Window, GpuWindow]], get: Callable[[GpuWindow], float | None]
+    ) -> float | None:
+        num = den = 0.0
+        for w, g in pairs:
+            v = get(g)
+            span = w.end - w.start
+            if v is not None and span > 0:
+                num += v * span
+                den += span
+        return num / den if den > 0 else None
+
+    out = []
+    for now in latest.gpus:
+        act = per_gpu(active, now.index)
+        peaks = per_gpu(peak_ws, now.index)
+        energy = [(g.energy_joules, w.end - w.start) for w, g in act if g.energy_joules is not None]
+        out.append(
+            GpuAggregate(
+                index=now.index,
+                uuid=now.uuid,
+                name=now.name,
+                util_ratio=_pct_to_ratio(weighted(act, lambda g: g.util_pct)),
+                mem_util_ratio=_pct_to_ratio(weighted(act, lambda g: g.mem_util_pct)),
+                power_watts=weighted(act, lambda g: g.power_watts),
+                power_limit_watts=now.power_limit_watts,
+                mem_used_bytes=now.mem_used_bytes,
+                mem_used_peak_bytes=_peak(
+                    [g.mem_used_peak_bytes for _, g in peaks], now.mem_used_bytes
+                ),
+                mem_total_bytes=now.mem_total_bytes,
+                temperature_c=now.temperature_c,
+                temperature_peak_c=_peak(
+                    [g.temperature_peak_c for _, g in peaks], now.temperature_c
+                ),
+                sm_clock_hz=None if now.sm_clock_mhz is None else now.sm_clock_mhz * 1e6,
+                dram_bw_util_ratio=_pct_to_ratio(weighted(act, lambda g: g.dram_bw_util_pct)),
+                energy_joules=sum(e for e, _ in energy) if energy else None,
+                energy_seconds=sum(s for _, s in energy) if energy else None,
+            )
+        )
+    return tuple(out)
+
+
+def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
+    """Aggregate the horizon, oldest window first."""
+    if not windows:
+        return Aggregate()
+    all_ws = [w for w, _ in windows]
+    evaluable = [w for w, g in windows if g.evaluable]
+    active = [w for w, g in windows if g.active]
+    last = all_ws[-1]
+    last_eval = evaluable[-1] if evaluable else None
+    kv_now = last_eval.kv_last if last_eval is not None else None
+    return Aggregate(
+        windows_total=len(all_ws),
+        windows_evaluable=len(evaluable),
+        windows_active=len(active),
+        horizon_start=all_ws[0].start,
+        horizon_end=last.end,
+        vllm_fresh=last.vllm_polls > 0,
+        gpu_fresh=bool(last.gpus),
+        model_name=next((w.model_name for w in reversed(all_ws) if w.model_name), None),
+        cache_config=(last_eval or last).cache_config,
+        generation_tps=_weighted(active, lambda w: w.generation_tps),
+        prompt_tps=_weighted(active, lambda w: w.rate(w.d_prompt_tokens)),
+        requests_per_second=_weighted(active, lambda w: w.requests_per_second),
+        preemptions_per_second=_weighted(active, lambda w: w.preemptions_per_second),
+        running=_weighted(evaluable, lambda w: w.running),
+        waiting=_weighted(evaluable, lambda w: w.waiting),
+        running_active=_weighted(active, lambda w: w.running),
+        kv_usage_mean=_weighted(evaluable, lambda w: w.kv_usage),
+        kv_usage_peak=_peak([w.kv_peak for w in evaluable], kv_now),
+        prefix_hit_ratio=_ratio_of_sums(
+            evaluable, lambda w: w.d_prefix_hits, lambda w: w.d_prefix_queries
+        ),
+        ttft_mean=_hist_mean(active, lambda w: w.ttft),
+        ttft_p99=_hist_p99(active, lambda w: w.ttft),
+        tpot_mean=_hist_mean(active, lambda w: w.tpot),
+        tpot_p99=_hist_p99(active, lambda w: w.tpot),
+        prefill_time_mean=_hist_mean(active, lambda w: w.prefill_time),
+        queue_time_mean=_hist_mean(active, lambda w: w.queue_time),
+        prompt_tokens_mean=_hist_mean(evaluable, lambda w: w.prompt_len),
+        generation_tokens_total=last.generation_tokens_total,
+        requests_total=last.requests_total,
+        gpus=_gpu_aggregates(all_ws, evaluable, active),
+    )

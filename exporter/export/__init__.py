@@ -1,0 +1,1 @@
+"""Export: snapshot → Prometheus metric families, and the HTTP server that serves them."""

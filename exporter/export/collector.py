@@ -1,0 +1,324 @@
+"""Snapshot → metric families. Fresh families on every scrape; nothing long-lived is mutated.
+
+A value that could not be computed is not exported at all — never 0, never NaN. vLLM-derived
+series are exported only while the latest window holds vLLM data, GPU series only while it holds
+GPU data, so a dead source makes its figures vanish instead of going stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.derive.horizon import Aggregate, GpuAggregate
+from exporter.pipeline import Snapshot
+
+NS = "vllm_profile"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    """Static facts the collector needs besides the snapshot."""
+
+    version: str
+    horizon_seconds: float
+    poll_interval: float
+    max_num_seqs: float | None = None
+    demo: bool = False
+
+
+def _h(text: str, settings: ExportSettings) -> str:
+    return text.replace("{H}", f"{settings.horizon_seconds:g}s")
+
+
+class _Families:
+    """Collects families, skipping absent values so no family ever carries a guess."""
+
+    def __init__(self, settings: ExportSettings) -> None:
+        self.settings = settings
+        self.out: list[Metric] = []
+
+    def gauge(self, name: str, doc: str, value: float | None) -> None:
+        if value is not None:
+            g = GaugeMetricFamily(f"{NS}_{name}", _h(doc, self.settings))
+            g.add_metric([], value)
+            self.out.append(g)
+
+    def labelled(
+        self, name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], float | None]]
+    ) -> None:
+        present = [(lv, v) for lv, v in rows if v is not None]
+        if present:
+            g = GaugeMetricFamily(f"{NS}_{name}", _h(doc, self.settings), labels=labels)
+            for lv, v in present:
+                assert v is not None
+                g.add_metric(lv, v)
+            self.out.append(g)
+
+
+def _health(f: _Families, snap: Snapshot) -> None:
+    health = snap.health
+    f.labelled(
+        "up",
+        "1 if the source answered its last poll (polled every "
+        f"{f.settings.poll_interval:g}s), else 0.",
+        ["source"],
+        [([s], 1.0 if h.up else 0.0) for s, h in health.items()],
+    )
+    f.labelled(
+        "last_poll_timestamp_seconds",
+        "Unix time of the source's last successful poll.",
+        ["source"],
+        [([s], h.last_success) for s, h in health.items()],
+    )
+    f.labelled(
+        "poll_duration_seconds",
+        "How long the source's last poll took.",
+        ["source"],
+        [([s], h.last_duration) for s, h in health.items()],
+    )
+    errors = CounterMetricFamily(
+        f"{NS}_poll_errors",
+        "Failed polls by source and reason (timeout, connection, http_status, malformed, …).",
+        labels=["source", "reason"],
+    )
+    for s, h in health.items():
+        for reason, n in sorted(h.errors.items()):
+            errors.add_metric([s, reason], n)
+    f.out.append(errors)
+
+
+def _vllm(f: _Families, a: Aggregate) -> None:
+    f.gauge(
+        "generation_tokens_per_second",
+        "Generated tokens per second, time-weighted over the active windows of the last {H} "
+        "(windows with running requests and load). From vllm:generation_tokens_total.",
+        a.generation_tps,
+    )
+    f.gauge(
+        "prompt_tokens_per_second",
+        "Prompt tokens per second (cached included), over the active windows of the last {H}. "
+        "From vllm:prompt_tokens_total.",
+        a.prompt_tps,
+    )
+    f.gauge(
+        "requests_per_second",
+        "Finished requests per second, over the active windows of the last {H}. "
+        "From vllm:request_success_total (all finished_reason).",
+        a.requests_per_second,
+    )
+    f.gauge(
+        "preemptions_per_second",
+        "Preemptions per second, over the active windows of the last {H}. "
+        "From vllm:num_preemptions_total.",
+        a.preemptions_per_second,
+    )
+    f.gauge(
+        "requests_running",
+        "Running requests, time-weighted mean over the evaluable windows of the last {H} "
+        "(sampled every poll, so short bursts count). From vllm:num_requests_running.",
+        a.running,
+    )
+    f.gauge(
+        "requests_waiting",
+        "Waiting requests, time-weighted mean over the evaluable windows of the last {H}. "
+        "From vllm:num_requests_waiting.",
+        a.waiting,
+    )
+    mns = f.settings.max_num_seqs
+    f.gauge(
+        "scheduler_occupancy_ratio",
+        "Running requests / --max-num-seqs, over the evaluable windows of the last {H}.",
+        None if a.running is None or not mns else a.running / mns,
+    )
+    f.labelled(
+        "kv_cache_usage_ratio",
+        "KV cache usage 0-1 over the evaluable windows of the last {H}: stat=mean is "
+        "time-weighted, stat=peak the highest poll (catches spikes a 15 s scrape misses). "
+        "From vllm:kv_cache_usage_perc (max over engines).",
+        ["stat"],
+        [(["mean"], a.kv_usage_mean), (["peak"], a.kv_usage_peak)],
+    )
+    f.gauge(
+        "prefix_cache_hit_ratio",
+        "Prefix cache hits / queries (tokens) over the evaluable windows of the last {H}. "
+        "From vllm:prefix_cache_hits_total and vllm:prefix_cache_queries_total.",
+        a.prefix_hit_ratio,
+    )
+    f.labelled(
+        "time_to_first_token_seconds",
+        "Time to first token over the active windows of the last {H}: stat=mean is Δsum/Δcount, "
+        "stat=p99 is interpolated from merged per-window bucket deltas (never an average of "
+        "p99s). From vllm:time_to_first_token_seconds.",
+        ["stat"],
+        [(["mean"], a.ttft_mean), (["p99"], a.ttft_p99)],
+    )
+    f.labelled(
+        "time_per_output_token_seconds",
+        "Time per output token over the active windows of the last {H} (mean, p99 as for TTFT). "
+        "From vllm:request_time_per_output_token_seconds, else vllm:inter_token_latency_seconds.",
+        ["stat"],
+        [(["mean"], a.tpot_mean), (["p99"], a.tpot_p99)],
+    )
+    f.labelled(
+        "prefill_time_seconds",
+        "Request prefill time, mean over the active windows of the last {H}. "
+        "From vllm:request_prefill_time_seconds.",
+        ["stat"],
+        [(["mean"], a.prefill_time_mean)],
+    )
+    f.labelled(
+        "queue_time_seconds",
+        "Request queue time, mean over the active windows of the last {H}. "
+        "From vllm:request_queue_time_seconds.",
+        ["stat"],
+        [(["mean"], a.queue_time_mean)],
+    )
+    f.gauge(
+        "prompt_tokens_mean",
+        "Mean prompt length (tokens) of requests finished in the evaluable windows of the last "
+        "{H}. From vllm:request_prompt_tokens.",
+        a.prompt_tokens_mean,
+    )
+    for name, doc, value in (
+        ("generation_tokens", "Generated tokens since vLLM started", a.generation_tokens_total),
+        ("requests", "Finished requests since vLLM started", a.requests_total),
+    ):
+        if value is not None:
+            c = CounterMetricFamily(f"{NS}_{name}", doc + " (vLLM's counter at the last poll).")
+            c.add_metric([], value)
+            f.out.append(c)
+
+
+def _gpu(f: _Families, gpus: tuple[GpuAggregate, ...]) -> None:
+    labels = ["gpu", "UUID"]
+
+    def rows(get: Callable[[GpuAggregate], float | None]) -> list[tuple[list[str], float | None]]:
+        return [([str(g.index), g.uuid], get(g)) for g in gpus]
+
+    def stat_rows(
+        cur: Callable[[GpuAggregate], float | None], peak: Callable[[GpuAggregate], float | None]
+    ) -> list[tuple[list[str], float | None]]:
+        out: list[tuple[list[str], float | None]] = []
+        for g in gpus:
+            out.append(([str(g.index), g.uuid, "current"], cur(g)))
+            out.append(([str(g.index), g.uuid, "peak"], peak(g)))
+        return out
+
+    f.labelled(
+        "gpu_utilization_ratio",
+        "GPU utilization 0-1 (NVML utilization.gpu), mean over the active windows of the last {H}.",
+        labels,
+        rows(lambda g: g.util_ratio),
+    )
+    f.labelled(
+        "gpu_memory_utilization_ratio",
+        "GPU memory-controller utilization 0-1 (NVML utilization.memory), mean over the active "
+        "windows of the last {H}.",
+        labels,
+        rows(lambda g: g.mem_util_ratio),
+    )
+    f.labelled(
+        "gpu_power_watts",
+        "GPU power draw, mean over the active windows of the last {H} (NVML power usage).",
+        labels,
+        rows(lambda g: g.power_watts),
+    )
+    f.labelled(
+        "gpu_power_limit_watts",
+        "Enforced GPU power limit (NVML, read once at start).",
+        labels,
+        rows(lambda g: g.power_limit_watts),
+    )
+    f.labelled(
+        "gpu_memory_used_bytes",
+        "GPU memory used: stat=current at the latest poll, stat=peak the highest poll over the "
+        "last {H}.",
+        labels + ["stat"],
+        stat_rows(lambda g: g.mem_used_bytes, lambda g: g.mem_used_peak_bytes),
+    )
+    f.labelled(
+        "gpu_memory_total_bytes",
+        "GPU memory total (NVML).",
+        labels,
+        rows(lambda g: g.mem_total_bytes),
+    )
+    f.labelled(
+        "gpu_temperature_celsius",
+        "GPU temperature: stat=current at the latest poll, stat=peak over the last {H}.",
+        labels + ["stat"],
+        stat_rows(lambda g: g.temperature_c, lambda g: g.temperature_peak_c),
+    )
+    f.labelled(
+        "gpu_sm_clock_hertz",
+        "SM clock at the latest poll (NVML).",
+        labels,
+        rows(lambda g: g.sm_clock_hz),
+    )
+    f.labelled(
+        "gpu_dram_bandwidth_utilization_ratio",
+        "Measured DRAM bandwidth utilization 0-1 (NVML GPM, Hopper and newer), mean over the "
+        "active windows of the last {H}. Absent where GPM is unsupported.",
+        labels,
+        rows(lambda g: g.dram_bw_util_ratio),
+    )
+
+
+def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
+    """All families for one scrape, from one immutable snapshot."""
+    f = _Families(settings)
+    a = snap.agg
+    _health(f, snap)
+    info = GaugeMetricFamily(
+        f"{NS}_info",
+        "Exporter and target facts; value always 1.",
+        labels=["version", "model", "gpu_name", "mode"],
+    )
+    gpu_name = a.gpus[0].name if a.gpus and a.gpus[0].name else ""
+    info.add_metric(
+        [settings.version, a.model_name or "", gpu_name, "demo" if settings.demo else "live"], 1.0
+    )
+    f.out.append(info)
+    f.gauge("horizon_seconds", "Length of the aggregation horizon.", settings.horizon_seconds)
+    f.gauge(
+        "poll_interval_seconds", "Interval between polls of each source.", settings.poll_interval
+    )
+    f.labelled(
+        "windows",
+        "Windows (~2 s each) in the last {H}: total, evaluable (vLLM answered), "
+        "active (under load).",
+        ["kind"],
+        [
+            (["total"], float(a.windows_total)),
+            (["evaluable"], float(a.windows_evaluable)),
+            (["active"], float(a.windows_active)),
+        ],
+    )
+    f.gauge("last_window_timestamp_seconds", "Unix time the latest window closed.", a.horizon_end)
+    f.gauge(
+        "vllm_max_model_len",
+        "max_model_len reported by vLLM's /v1/models (read at start and after a restart).",
+        None if snap.max_model_len is None else float(snap.max_model_len),
+    )
+    if a.vllm_fresh:
+        _vllm(f, a)
+    if a.gpu_fresh:
+        _gpu(f, a.gpus)
+    return f.out
+
+
+class SnapshotCollector(Collector):
+    """Reads whatever snapshot the loop published last; O(series), no locks, no I/O."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot], settings: ExportSettings) -> None:
+        self._get = get_snapshot
+        self._settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metric_families(self._get(), self._settings)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

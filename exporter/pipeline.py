@@ -1,0 +1,178 @@
+"""The engine: ticks in, windows and an immutable snapshot out. No I/O and no clock.
+
+Both the live loop and replay drive the same :class:`Pipeline`; only where ticks come from and
+how time passes differs. Consecutive windows share their boundary poll: with 8 ticks a window,
+a window holds 9 polls.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from exporter.derive.gate import Gate, classify
+from exporter.derive.horizon import Aggregate, aggregate
+from exporter.derive.window import Window, build_window
+from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
+
+SOURCES_VLLM = "vllm"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    up: bool
+    last_success: float | None
+    last_duration: float | None
+    errors: Mapping[str, int]
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything ``/metrics`` shows, frozen at one instant."""
+
+    health: Mapping[str, SourceHealth] = field(default_factory=dict)
+    agg: Aggregate = field(default_factory=Aggregate)
+    latest: Window | None = None
+    latest_gate: Gate | None = None
+    max_model_len: int | None = None
+    ticks: int = 0
+
+
+@dataclass(slots=True)
+class _Health:
+    polled: bool = False
+    up: bool = False
+    last_success: float | None = None
+    last_duration: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    def freeze(self) -> SourceHealth:
+        return SourceHealth(
+            self.up,
+            self.last_success,
+            self.last_duration,
+            MappingProxyType(dict(self.errors)),
+            self.last_error,
+        )
+
+
+class Pipeline:
+    """Groups ticks into windows, keeps the horizon, and publishes a fresh snapshot per tick."""
+
+    def __init__(
+        self,
+        *,
+        horizon_seconds: float,
+        poll_interval: float,
+        ticks_per_window: int = 8,
+        gpu_source_name: str | None = "nvml",
+    ) -> None:
+        if ticks_per_window < 1:
+            raise ValueError("ticks_per_window must be ≥ 1")
+        self.horizon_seconds = horizon_seconds
+        self.poll_interval = poll_interval
+        self.ticks_per_window = ticks_per_window
+        self.gpu_source_name = gpu_source_name
+        self._health: dict[str, _Health] = {SOURCES_VLLM: _Health()}
+        if gpu_source_name:
+            self._health[gpu_source_name] = _Health()
+        self._buf: list[tuple[float, Tick]] = []  # (tick time, tick) of the open window
+        self._ticks = 0
+        self._windows: deque[tuple[Window, Gate]] = deque()
+        self._agg = Aggregate()
+        self._max_model_len: int | None = None
+        self._last_start_time: float | None = None
+        self._last_gen_tokens: float | None = None
+        self.models_wanted = True  # read /v1/models at start and after a restart
+        self.snapshot = Snapshot()
+
+    @property
+    def next_is_edge(self) -> bool:
+        """Whether the next tick is a window boundary (where slow GPU reads belong)."""
+        return not self._buf or len(self._buf) == self.ticks_per_window
+
+    @property
+    def windows(self) -> list[tuple[Window, Gate]]:
+        return list(self._windows)
+
+    def _record(self, name: str, result: object, duration: float | None) -> None:
+        h = self._health.setdefault(name, _Health())
+        if result is None:
+            return
+        h.polled = True
+        h.last_duration = duration
+        if isinstance(result, PollError):
+            h.up = False
+            h.errors[result.reason] = h.errors.get(result.reason, 0) + 1
+            h.last_error = result.detail or result.reason
+        else:
+            assert isinstance(result, (VllmSample, GpuSample))
+            h.up = True
+            h.last_success = result.observed_at
+
+    def _note_restart(self, s: VllmSample) -> None:
+        restarted = (
+            s.process_start_time is not None
+            and self._last_start_time is not None
+            and s.process_start_time != self._last_start_time
+        ) or (
+            s.generation_tokens is not None
+            and self._last_gen_tokens is not None
+            and s.generation_tokens < self._last_gen_tokens
+        )
+        if restarted:
+            self.models_wanted = True
+        if s.process_start_time is not None:
+            self._last_start_time = s.process_start_time
+        if s.generation_tokens is not None:
+            self._last_gen_tokens = s.generation_tokens
+
+    def set_models(self, info: ModelsInfo | None) -> None:
+        self.models_wanted = False
+        if info is not None and info.max_model_len is not None:
+            self._max_model_len = info.max_model_len
+
+    def add_tick(self, tick: Tick) -> None:
+        self._ticks += 1
+        if tick.models is not None:
+            self.set_models(tick.models)
+        self._record(SOURCES_VLLM, tick.vllm, tick.vllm_duration)
+        if self.gpu_source_name:
+            self._record(self.gpu_source_name, tick.gpu, tick.gpu_duration)
+        if isinstance(tick.vllm, VllmSample):
+            self._note_restart(tick.vllm)
+        times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
+        if times:
+            self._buf.append((max(times), tick))
+            if len(self._buf) > self.ticks_per_window:
+                self._close_window()
+        self._publish()
+
+    def _close_window(self) -> None:
+        vllm = [t.vllm for _, t in self._buf if isinstance(t.vllm, VllmSample)]
+        gpu = [t.gpu for _, t in self._buf if isinstance(t.gpu, GpuSample)]
+        window = build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0])
+        self._windows.append((window, classify(window)))
+        newest_end = window.end
+        slack = self.poll_interval / 2
+        while (
+            self._windows and newest_end - self._windows[0][0].start > self.horizon_seconds + slack
+        ):
+            self._windows.popleft()
+        self._agg = aggregate(self._windows)
+        self._buf = self._buf[-1:]  # the boundary poll opens the next window
+
+    def _publish(self) -> None:
+        latest = self._windows[-1] if self._windows else None
+        self.snapshot = Snapshot(
+            health=MappingProxyType({k: h.freeze() for k, h in self._health.items() if h.polled}),
+            agg=self._agg,
+            latest=latest[0] if latest else None,
+            latest_gate=latest[1] if latest else None,
+            max_model_len=self._max_model_len,
+            ticks=self._ticks,
+        )

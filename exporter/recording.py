@@ -1,0 +1,149 @@
+"""The recording format (SPEC §14): JSON Lines, optionally gzip, one object per raw poll.
+
+    {"recording": 1, "exporter_version": "…", "config": {…}}          (optional header)
+    {"t": 1795771503.25, "source": "vllm", "body": "<text as received>"}
+    {"t": 1795771503.25, "source": "vllm", "error": "timeout"}
+    {"t": 1795771503.26, "source": "nvml", "gpus": [{"index": 0, "uuid": "GPU-…", …}]}
+    {"t": 1795771503.25, "source": "vllm_models", "body": "<GET /v1/models JSON>"}
+
+A GPU field NVML could not read is omitted, never written as 0.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from exporter.samples import GpuReading, GpuSample, PollError
+
+GPU_SOURCES = ("nvml", "dcgm")
+
+
+class RecordingError(ValueError):
+    """A recording that cannot be read; the message names the file and line."""
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if mode == "r":
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+    else:
+        gz = path.suffix == ".gz"
+    if gz:
+        text: IO[str] = gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[assignment]
+        return text
+    return open(path, mode, encoding="utf-8")
+
+
+def read_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """Poll entries in file order (the header skipped); a bad line raises RecordingError."""
+    try:
+        with _open_text(path, "r") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as e:
+                    raise RecordingError(f"{path}:{n}: not JSON: {e}") from None
+                if not isinstance(obj, dict):
+                    raise RecordingError(f"{path}:{n}: expected a JSON object")
+                if "recording" in obj and n == 1:
+                    continue
+                t, source = obj.get("t"), obj.get("source")
+                if not isinstance(t, (int, float)) or isinstance(t, bool) or t != t:
+                    raise RecordingError(f"{path}:{n}: 't' must be a number")
+                if not isinstance(source, str):
+                    raise RecordingError(f"{path}:{n}: 'source' must be a string")
+                if "error" in obj and not isinstance(obj["error"], str):
+                    raise RecordingError(f"{path}:{n}: 'error' must be a string")
+                if "body" in obj and not isinstance(obj["body"], str):
+                    raise RecordingError(f"{path}:{n}: 'body' must be a string")
+                obj["_line"] = n
+                yield obj
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as e:
+        raise RecordingError(f"{path}: cannot read: {e}") from None
+
+
+_GPU_FIELDS: dict[str, tuple[str, float]] = {
+    # recording key -> (GpuReading field, scale to the reading's unit)
+    "util_gpu": ("util_gpu_pct", 1.0),
+    "util_mem": ("util_mem_pct", 1.0),
+    "power_mw": ("power_watts", 1e-3),
+    "power_limit_mw": ("power_limit_watts", 1e-3),
+    "mem_used_bytes": ("mem_used_bytes", 1.0),
+    "mem_total_bytes": ("mem_total_bytes", 1.0),
+    "temperature_c": ("temperature_c", 1.0),
+    "sm_clock_mhz": ("sm_clock_mhz", 1.0),
+    "energy_mj": ("energy_mj", 1.0),
+}
+
+
+def gpu_sample_from_entry(entry: dict[str, Any], observed_at: float) -> GpuSample | PollError:
+    """An ``nvml``/``dcgm`` entry → GpuSample (or the PollError it recorded)."""
+    if "error" in entry:
+        return PollError(observed_at, str(entry["error"]), "recorded error")
+    gpus = entry.get("gpus")
+    where = f"line {entry.get('_line', '?')}"
+    if not isinstance(gpus, list):
+        raise RecordingError(f"{where}: 'gpus' must be a list")
+    readings = []
+    for g in gpus:
+        if not isinstance(g, dict) or not isinstance(g.get("index"), int):
+            raise RecordingError(f"{where}: each GPU needs an integer 'index'")
+        values: dict[str, Any] = {}
+        for key, (attr, scale) in _GPU_FIELDS.items():
+            v = g.get(key)
+            if v is None:
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v < 0:
+                raise RecordingError(f"{where}: GPU {g['index']} '{key}' must be a number ≥ 0")
+            values[attr] = float(v) * scale
+        gpm = g.get("gpm")
+        if isinstance(gpm, dict) and isinstance(gpm.get("dram_bw_util"), (int, float)):
+            values["dram_bw_util_pct"] = float(gpm["dram_bw_util"])
+        readings.append(
+            GpuReading(
+                index=g["index"],
+                uuid=str(g.get("uuid", f"GPU-{g['index']}")),
+                name=g.get("name") if isinstance(g.get("name"), str) else None,
+                **values,
+            )
+        )
+    return GpuSample(observed_at, tuple(readings))
+
+
+def gpu_entry(sample: GpuSample | PollError, source: str = "nvml") -> dict[str, Any]:
+    """The inverse of :func:`gpu_sample_from_entry`, for ``record``."""
+    if isinstance(sample, PollError):
+        return {"t": sample.observed_at, "source": source, "error": sample.reason}
+    gpus = []
+    for r in sample.gpus:
+        g: dict[str, Any] = {"index": r.index, "uuid": r.uuid}
+        if r.name is not None:
+            g["name"] = r.name
+        for key, (attr, scale) in _GPU_FIELDS.items():
+            v = getattr(r, attr)
+            if v is not None:
+                g[key] = round(v / scale) if scale != 1.0 else v
+        if r.dram_bw_util_pct is not None:
+            g["gpm"] = {"dram_bw_util": r.dram_bw_util_pct}
+        gpus.append(g)
+    return {"t": sample.observed_at, "source": source, "gpus": gpus}
+
+
+class RecordingWriter:
+    """Appends entries as JSON Lines; gzip when the file name ends in ``.gz``."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self._f = _open_text(path, "w")
+        self.write({"recording": 1, **header})
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self._f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._f.close()

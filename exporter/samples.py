@@ -1,0 +1,116 @@
+"""Typed samples: the only thing sources (`scrape/`) and the core (`derive/`) share.
+
+A source turns one poll into one of these immutable values; the core never sees HTTP, NVML or
+recordings. Every field that the source could not read is ``None`` — absent, never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A cumulative Prometheus histogram, summed over label sets (engines).
+
+    ``bounds`` are the ``le`` values in ascending order, the last always ``+Inf``; ``cumulative``
+    holds the bucket counts for those bounds (non-decreasing). Bounds are read from the body,
+    never assumed.
+    """
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    sum: float
+    count: float
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class VllmSample:
+    """One successful read of vLLM's ``/metrics``, timestamped when the poll completed."""
+
+    observed_at: float
+    model_name: str | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage: float | None = None  # 0-1, max over engines
+    prefix_queries: float | None = None
+    prefix_hits: float | None = None
+    preemptions: float | None = None
+    generation_tokens: float | None = None
+    prompt_tokens: float | None = None
+    requests_finished: float | None = None
+    ttft: Histogram | None = None
+    tpot: Histogram | None = None
+    prefill_time: Histogram | None = None
+    queue_time: Histogram | None = None
+    prompt_len: Histogram | None = None
+    est_flops: float | None = None
+    est_read_bytes: float | None = None
+    est_write_bytes: float | None = None
+    process_start_time: float | None = None
+    cache_config: Mapping[str, str] = field(default_factory=dict)
+    engines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One GPU at one poll. Units as NVML reports them after the obvious scaling (W, bytes)."""
+
+    index: int
+    uuid: str
+    name: str | None = None
+    util_gpu_pct: float | None = None
+    util_mem_pct: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    mem_used_bytes: float | None = None
+    mem_total_bytes: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+    energy_mj: float | None = None  # cumulative, read at window edges only
+    dram_bw_util_pct: float | None = None  # GPM, over the last GPM interval
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """All selected GPUs at one poll."""
+
+    observed_at: float
+    gpus: tuple[GpuReading, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PollError:
+    """A failed poll: the reason is a short stable token used as a metric label."""
+
+    observed_at: float
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsInfo:
+    """What ``GET /v1/models`` says (read at start and after a restart)."""
+
+    observed_at: float
+    max_model_len: int | None
+    model_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The two sources' results for one scheduled poll, plus how long each poll took."""
+
+    vllm: VllmSample | PollError | None
+    gpu: GpuSample | PollError | None
+    vllm_duration: float | None = None
+    gpu_duration: float | None = None
+    models: ModelsInfo | None = None

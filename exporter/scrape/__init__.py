@@ -1,0 +1,1 @@
+"""Sources: vLLM /metrics, NVML, recordings. Each turns one poll into a typed sample."""

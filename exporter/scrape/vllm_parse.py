@@ -1,0 +1,258 @@
+"""Pure parser: vLLM ``/metrics`` text (format 0.0.4) → :class:`VllmSample`.
+
+Only the families the product uses are decoded (SPEC §3.1); every other line costs one dict
+lookup. Both spellings are accepted: ``vllm:x`` and the escaped ``vllm_x``. Series of one family
+are summed over label sets (DP engines), except KV usage, which takes the fullest engine.
+
+>>> body = 'vllm:num_requests_running{engine="0",model_name="m"} 3.0\\n'
+>>> s = parse_vllm_metrics(body, observed_at=1.0)
+>>> (s.running, s.model_name)
+(3.0, 'm')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+from itertools import pairwise
+
+from exporter.samples import Histogram, VllmSample
+
+
+class ParseError(ValueError):
+    """The body is not usable; ``reason`` is a short label for the error metric."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Kind(Enum):
+    SUM = 1  # gauges and counters summed over engines
+    MAX = 2  # max over engines
+    HIST = 3
+    INFO = 4
+
+
+# wire name (colon spelling, counters with their `_total`) -> (kind, sample field)
+_FAMILIES: dict[str, tuple[_Kind, str]] = {
+    "vllm:num_requests_running": (_Kind.SUM, "running"),
+    "vllm:num_requests_waiting": (_Kind.SUM, "waiting"),
+    "vllm:kv_cache_usage_perc": (_Kind.MAX, "kv"),
+    "vllm:gpu_cache_usage_perc": (_Kind.MAX, "kv_legacy"),
+    "vllm:prefix_cache_queries_total": (_Kind.SUM, "prefix_queries"),
+    "vllm:prefix_cache_hits_total": (_Kind.SUM, "prefix_hits"),
+    "vllm:external_prefix_cache_queries_total": (_Kind.SUM, "ext_prefix_queries"),
+    "vllm:external_prefix_cache_hits_total": (_Kind.SUM, "ext_prefix_hits"),
+    "vllm:gpu_prefix_cache_queries_total": (_Kind.SUM, "legacy_prefix_queries"),
+    "vllm:gpu_prefix_cache_hits_total": (_Kind.SUM, "legacy_prefix_hits"),
+    "vllm:num_preemptions_total": (_Kind.SUM, "preemptions"),
+    "vllm:generation_tokens_total": (_Kind.SUM, "generation_tokens"),
+    "vllm:prompt_tokens_total": (_Kind.SUM, "prompt_tokens"),
+    "vllm:request_success_total": (_Kind.SUM, "requests_finished"),
+    "vllm:estimated_flops_per_gpu_total": (_Kind.SUM, "est_flops"),
+    "vllm:estimated_read_bytes_per_gpu_total": (_Kind.SUM, "est_read_bytes"),
+    "vllm:estimated_write_bytes_per_gpu_total": (_Kind.SUM, "est_write_bytes"),
+    "vllm:time_to_first_token_seconds": (_Kind.HIST, "ttft"),
+    "vllm:request_time_per_output_token_seconds": (_Kind.HIST, "tpot"),
+    "vllm:inter_token_latency_seconds": (_Kind.HIST, "itl"),
+    "vllm:time_per_output_token_seconds": (_Kind.HIST, "tpot_legacy"),
+    "vllm:request_prefill_time_seconds": (_Kind.HIST, "prefill_time"),
+    "vllm:request_queue_time_seconds": (_Kind.HIST, "queue_time"),
+    "vllm:request_prompt_tokens": (_Kind.HIST, "prompt_len"),
+    "vllm:cache_config_info": (_Kind.INFO, "cache_config"),
+    "process_start_time_seconds": (_Kind.SUM, "process_start_time"),
+}
+_HIST_SUFFIXES = ("_bucket", "_sum", "_count")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+@dataclass(slots=True)
+class _HistSeries:
+    buckets: dict[float, float]
+    sum: float | None = None
+    count: float | None = None
+
+
+def _sample_names() -> dict[str, tuple[str, str]]:
+    """Every sample name read, in both spellings → (family, suffix); one dict lookup a line."""
+    names: dict[str, tuple[str, str]] = {}
+    for family, (kind, _) in _FAMILIES.items():
+        suffixes = _HIST_SUFFIXES if kind is _Kind.HIST else ("",)
+        for suffix in suffixes:
+            names[family + suffix] = (family, suffix)
+            if family.startswith("vllm:"):
+                # Prometheus-escaped spelling of a colon name.
+                names["vllm_" + family[5:] + suffix] = (family, suffix)
+    return names
+
+
+_SAMPLE_NAMES = _sample_names()
+
+
+def _parse_labels(text: str, line: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    pos = 0
+    end = len(text.rstrip())
+    while pos < end:
+        m = _LABEL.match(text, pos)
+        if m is None:
+            raise ParseError("malformed", f"bad label set in line {line[:120]!r}")
+        value = m.group(2)
+        if "\\" in value:
+            value = _UNESCAPE.sub(lambda e: "\n" if e.group(1) == "n" else e.group(1), value)
+        labels[m.group(1)] = value
+        pos = m.end()
+    return labels
+
+
+def _parse_value(text: str, line: str) -> float:
+    parts = text.split()
+    if not parts or len(parts) > 2:
+        raise ParseError("malformed", f"no value in line {line[:120]!r}")
+    try:
+        return float(parts[0])
+    except ValueError:
+        raise ParseError("malformed", f"bad value in line {line[:120]!r}") from None
+
+
+def _split_line(line: str) -> tuple[str, str, str]:
+    """``name{labels} value`` → (name, labels text, rest)."""
+    brace = line.find("{")
+    space = line.find(" ")
+    if brace != -1 and (space == -1 or brace < space):
+        close = line.rfind("}")
+        if close < brace:
+            raise ParseError("malformed", f"unclosed label set in line {line[:120]!r}")
+        return line[:brace], line[brace + 1 : close], line[close + 1 :]
+    if space == -1:
+        raise ParseError("malformed", f"no value in line {line[:120]!r}")
+    return line[:space], "", line[space:]
+
+
+def _merge_histogram(
+    family: str, series: dict[tuple[tuple[str, str], ...], _HistSeries]
+) -> Histogram:
+    bounds: tuple[float, ...] | None = None
+    cumulative: list[float] = []
+    total_sum = 0.0
+    total_count = 0.0
+    for s in series.values():
+        if not s.buckets or s.sum is None or s.count is None:
+            raise ParseError("bad_histogram", f"{family}: incomplete series")
+        these = tuple(sorted(s.buckets))
+        if these[-1] != math.inf:
+            raise ParseError("bad_histogram", f"{family}: no +Inf bucket")
+        counts = [s.buckets[b] for b in these]
+        if any(b < a for a, b in pairwise(counts)):
+            raise ParseError("bad_histogram", f"{family}: bucket counts decrease with le")
+        if bounds is None:
+            bounds, cumulative = these, counts
+        elif these != bounds:
+            raise ParseError("bad_histogram", f"{family}: engines disagree on bucket bounds")
+        else:
+            cumulative = [a + b for a, b in zip(cumulative, counts, strict=True)]
+        total_sum += s.sum
+        total_count += s.count
+    assert bounds is not None
+    return Histogram(bounds, tuple(cumulative), total_sum, total_count)
+
+
+def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
+    """Decode one body. Raises :class:`ParseError` on anything that makes it untrustworthy."""
+    if body and not body.endswith("\n"):
+        raise ParseError("truncated", "body does not end with a newline")
+    scalars: dict[str, float] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    hists: dict[str, dict[tuple[tuple[str, str], ...], _HistSeries]] = {}
+    cache_config: dict[str, str] | None = None
+    model_name: str | None = None
+    engines: set[str] = set()
+
+    for line in body.split("\n"):
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        hit = _SAMPLE_NAMES.get(line[:brace] if brace != -1 else line.split(" ", 1)[0])
+        if hit is None:
+            continue
+        family, suffix = hit
+        name, label_text, rest = _split_line(line)
+        labels = _parse_labels(label_text, line) if label_text else {}
+        value = _parse_value(rest, line)
+        key = tuple(sorted(labels.items()))
+        if (name, key) in seen:
+            raise ParseError("duplicate_series", f"{name}{{{label_text}}} appears twice")
+        seen.add((name, key))
+        if not math.isfinite(value) and not (suffix == "_bucket" and value == math.inf):
+            raise ParseError("non_finite", f"{name}{{{label_text}}} is {value}")
+        if value < 0:
+            raise ParseError("negative", f"{name}{{{label_text}}} is {value}")
+        kind, field_name = _FAMILIES[family]
+        if kind is _Kind.HIST:
+            le = labels.pop("le", None)
+            series_key = tuple(sorted(labels.items()))
+            s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
+            if suffix == "_bucket":
+                if le is None:
+                    raise ParseError("bad_histogram", f"{name} bucket without le")
+                try:
+                    s.buckets[float(le)] = value
+                except ValueError:
+                    raise ParseError("bad_histogram", f"{name} le={le!r}") from None
+            elif suffix == "_sum":
+                s.sum = value
+            else:
+                s.count = value
+        elif kind is _Kind.INFO:
+            if cache_config is None:
+                cache_config = {k: v for k, v in labels.items() if k != "engine"}
+        elif kind is _Kind.MAX:
+            scalars[field_name] = max(value, scalars.get(field_name, value))
+        else:
+            scalars[field_name] = scalars.get(field_name, 0.0) + value
+            if field_name == "running":
+                engines.add(labels.get("engine", ""))
+                if model_name is None:
+                    model_name = labels.get("model_name")
+
+    if not scalars and not hists and cache_config is None:
+        raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
+    merged = {field_name: _merge_histogram(field_name, s) for field_name, s in hists.items()}
+
+    def either(new: str, legacy: str) -> float | None:
+        return scalars.get(new, scalars.get(legacy))
+
+    def plus_external(value: float | None, ext: str) -> float | None:
+        return None if value is None else value + scalars.get(ext, 0.0)
+
+    return VllmSample(
+        observed_at=observed_at,
+        model_name=model_name,
+        running=scalars.get("running"),
+        waiting=scalars.get("waiting"),
+        kv_usage=either("kv", "kv_legacy"),
+        prefix_queries=plus_external(
+            either("prefix_queries", "legacy_prefix_queries"), "ext_prefix_queries"
+        ),
+        prefix_hits=plus_external(either("prefix_hits", "legacy_prefix_hits"), "ext_prefix_hits"),
+        preemptions=scalars.get("preemptions"),
+        generation_tokens=scalars.get("generation_tokens"),
+        prompt_tokens=scalars.get("prompt_tokens"),
+        requests_finished=scalars.get("requests_finished"),
+        ttft=merged.get("ttft"),
+        tpot=merged.get("tpot") or merged.get("itl") or merged.get("tpot_legacy"),
+        prefill_time=merged.get("prefill_time"),
+        queue_time=merged.get("queue_time"),
+        prompt_len=merged.get("prompt_len"),
+        est_flops=scalars.get("est_flops"),
+        est_read_bytes=scalars.get("est_read_bytes"),
+        est_write_bytes=scalars.get("est_write_bytes"),
+        process_start_time=scalars.get("process_start_time"),
+        cache_config=cache_config or {},
+        engines=len(engines),
+    )

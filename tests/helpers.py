@@ -1,0 +1,31 @@
+"""Small builders for constructed samples, so tests state only what they are about."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from exporter.samples import GpuReading, GpuSample, Histogram, Tick, VllmSample
+
+INF = math.inf
+
+
+def hist(bounds: tuple[float, ...], cumulative: tuple[float, ...], total: float) -> Histogram:
+    """A histogram whose count is the +Inf bucket."""
+    return Histogram(bounds, cumulative, total, cumulative[-1])
+
+
+def vllm(t: float, **fields: Any) -> VllmSample:
+    fields.setdefault("running", 1.0)
+    return VllmSample(observed_at=t, **fields)
+
+
+def gpu(t: float, *readings: dict[str, Any]) -> GpuSample:
+    return GpuSample(
+        t,
+        tuple(GpuReading(index=i, uuid=f"GPU-{i}", **r) for i, r in enumerate(readings)),
+    )
+
+
+def tick(v: VllmSample | None = None, g: GpuSample | None = None) -> Tick:
+    return Tick(vllm=v, gpu=g)

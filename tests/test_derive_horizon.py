@@ -1,0 +1,149 @@
+"""The gate (SPEC §4.1), horizon aggregation (§5) and the pipeline's windowing, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.derive.gate import classify
+from exporter.derive.horizon import aggregate
+from exporter.derive.window import build_window
+from exporter.pipeline import Pipeline
+from tests.helpers import INF, gpu, hist, tick, vllm
+
+B = (0.1, 1.0, INF)
+
+
+def win(t0: float, *, dur: float = 2.0, gpus=(), **pairs):
+    """A two-poll window; each keyword is a (first, last) pair of VllmSample field values."""
+    first = {k: v[0] for k, v in pairs.items()}
+    last = {k: v[1] for k, v in pairs.items()}
+    polls = [vllm(t0, **first), vllm(t0 + dur, **last)]
+    return build_window(polls, list(gpus), start=t0, end=t0 + dur)
+
+
+class TestGate:
+    def test_missing_running_is_not_evaluable(self) -> None:
+        w = win(0.0, running=(None, None))
+        assert not classify(w).evaluable
+
+    def test_zero_running_is_evaluable_but_idle(self) -> None:
+        g = classify(win(0.0, running=(0.0, 0.0)))
+        assert g.evaluable and not g.active
+
+    def test_kv_arm(self) -> None:
+        # running 2, KV 35% > 30%: active even with no token movement.
+        w = win(0.0, running=(2.0, 2.0), kv_usage=(0.35, 0.35), generation_tokens=(5.0, 5.0))
+        assert classify(w).active
+        # KV 30% exactly is not above 30%, and no tokens moved: idle.
+        w = win(0.0, running=(2.0, 2.0), kv_usage=(0.30, 0.30), generation_tokens=(5.0, 5.0))
+        assert not classify(w).active
+
+    def test_gpu_arm(self) -> None:
+        busy = [gpu(0.0, dict(util_gpu_pct=25.0)), gpu(2.0, dict(util_gpu_pct=25.0))]
+        idle = [gpu(0.0, dict(util_gpu_pct=20.0)), gpu(2.0, dict(util_gpu_pct=20.0))]
+        kv_low = dict(running=(1.0, 1.0), kv_usage=(0.01, 0.01), generation_tokens=(0.0, 50.0))
+        assert classify(win(0.0, gpus=busy, **kv_low)).active
+        # GPU data present and at 20% (not above): tokens moving does not replace it.
+        assert not classify(win(0.0, gpus=idle, **kv_low)).active
+
+    def test_without_gpu_tokens_moved_stand_in(self) -> None:
+        moved = win(0.0, running=(1.0, 1.0), kv_usage=(0.01, 0.01), prompt_tokens=(10.0, 40.0))
+        still = win(0.0, running=(1.0, 1.0), kv_usage=(0.01, 0.01), prompt_tokens=(10.0, 10.0))
+        assert classify(moved).active
+        assert not classify(still).active
+
+    def test_no_arm_at_all_running_decides(self) -> None:
+        assert classify(win(0.0, running=(1.0, 1.0))).active
+
+
+class TestAggregate:
+    def test_idle_windows_excluded_from_active_means_but_in_kv_average(self) -> None:
+        # Window A: active, 2 s, 400 tokens → 200 tok/s, KV 0.5.
+        # Window B: idle (running 0), 2 s, 0 tokens, KV 0.1.
+        # Window C: active, 4 s, 400 tokens → 100 tok/s, KV 0.2.
+        # Throughput over active windows, time-weighted: (200×2 + 100×4) / 6 = 133.33 tok/s
+        # (not (200+0+100)/3 = 100 with B). KV over evaluable windows: (0.5×2 + 0.1×2 + 0.2×4)/8
+        # = 2.0/8 = 0.25.
+        a = win(0.0, running=(2.0, 2.0), kv_usage=(0.5, 0.5), generation_tokens=(0.0, 400.0))
+        b = win(2.0, running=(0.0, 0.0), kv_usage=(0.1, 0.1), generation_tokens=(400.0, 400.0))
+        c = win(
+            4.0, dur=4.0, running=(2.0, 2.0), kv_usage=(0.2, 0.2), generation_tokens=(400.0, 800.0)
+        )
+        agg = aggregate([(w, classify(w)) for w in (a, b, c)])
+        assert (agg.windows_total, agg.windows_evaluable, agg.windows_active) == (3, 3, 2)
+        assert agg.generation_tps == pytest.approx((200 * 2 + 100 * 4) / 6)
+        assert agg.kv_usage_mean == pytest.approx(0.25)
+
+    def test_histogram_means_weighted_by_observations(self) -> None:
+        # A: 1 observation of 3.0 s; C: 3 observations totalling 3.0 s. ΣΔsum/ΣΔcount = 6/4 =
+        # 1.5 s (an average of window means would be (3.0 + 1.0)/2 = 2.0).
+        a = win(0.0, running=(1.0, 1.0), ttft=(hist(B, (0, 0, 0), 0), hist(B, (0, 0, 1), 3.0)))
+        c = win(2.0, running=(1.0, 1.0), ttft=(hist(B, (0, 0, 1), 3.0), hist(B, (0, 3, 4), 6.0)))
+        agg = aggregate([(w, classify(w)) for w in (a, c)])
+        assert agg.ttft_mean == pytest.approx(1.5)
+        # p99 from the merged deltas: (0, 3, 4) − … = A (0,0,1) + C (0,3,3) = (0, 3, 4).
+        # rank 0.99 × 4 = 3.96 > 3 → +Inf bucket → last finite bound 1.0.
+        assert agg.ttft_p99 == pytest.approx(1.0)
+
+    def test_peak_never_below_current(self) -> None:
+        # Per-window KV peaks 0.4 and 0.6; the last evaluable value 0.6; an older 0.9 spike in a
+        # window now outside the list does not count. Peak = max(0.4, 0.6, 0.6) = 0.6 ≥ current.
+        a = win(0.0, running=(1.0, 1.0), kv_usage=(0.4, 0.3))
+        b = win(2.0, running=(1.0, 1.0), kv_usage=(0.3, 0.6))
+        agg = aggregate([(w, classify(w)) for w in (a, b)])
+        assert agg.kv_usage_peak == pytest.approx(0.6)
+
+    def test_gpu_peak_includes_current(self) -> None:
+        g = [gpu(0.0, dict(temperature_c=60.0)), gpu(2.0, dict(temperature_c=71.0))]
+        w = win(0.0, running=(1.0, 1.0), gpus=g)
+        agg = aggregate([(w, classify(w))])
+        assert agg.gpus[0].temperature_c == 71.0
+        assert agg.gpus[0].temperature_peak_c == 71.0
+
+    def test_prefix_ratio_over_evaluable_sums(self) -> None:
+        # (10 + 0 + 50) hits / (20 + 0 + 100) queries = 60/120 = 0.5; the idle middle window
+        # contributes nothing to either sum.
+        ws = [
+            win(0.0, running=(1.0, 1.0), prefix_hits=(0.0, 10.0), prefix_queries=(0.0, 20.0)),
+            win(2.0, running=(0.0, 0.0), prefix_hits=(10.0, 10.0), prefix_queries=(20.0, 20.0)),
+            win(4.0, running=(1.0, 1.0), prefix_hits=(10.0, 60.0), prefix_queries=(20.0, 120.0)),
+        ]
+        assert aggregate([(w, classify(w)) for w in ws]).prefix_hit_ratio == pytest.approx(0.5)
+
+    def test_cumulative_totals_from_last_window_and_empty_horizon(self) -> None:
+        ws = [
+            win(0.0, running=(1.0, 0.0), generation_tokens=(10.0, 90.0)),
+            win(2.0, running=(0.0, 0.0), generation_tokens=(90.0, 90.0)),
+        ]
+        assert aggregate([(w, classify(w)) for w in ws]).generation_tokens_total == 90.0
+        assert aggregate([]).generation_tps is None
+
+
+class TestPipelineWindows:
+    def test_windows_share_their_boundary_poll(self) -> None:
+        # 17 ticks at 0.25 s make two windows of 9 polls: [0, 2.0] and [2.0, 4.0]. Tokens grow
+        # 100 per tick, so each window moves 800 tokens in 2.0 s = 400 tok/s.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for i in range(17):
+            p.add_tick(tick(vllm(i * 0.25, running=1.0, generation_tokens=100.0 * i)))
+        (w1, _), (w2, _) = p.windows
+        assert (w1.start, w1.end, w1.vllm_polls) == (0.0, 2.0, 9)
+        assert (w2.start, w2.end, w2.vllm_polls) == (2.0, 4.0, 9)
+        assert w1.generation_tps == pytest.approx(400.0)
+        assert p.snapshot.agg.generation_tps == pytest.approx(400.0)
+
+    def test_horizon_drops_old_windows(self) -> None:
+        # 10 s horizon at 2 s windows keeps 5 windows.
+        p = Pipeline(horizon_seconds=10, poll_interval=0.25)
+        for i in range(8 * 12 + 1):
+            p.add_tick(tick(vllm(i * 0.25)))
+        assert len(p.windows) == 5
+        assert p.snapshot.agg.windows_total == 5
+
+    def test_restart_asks_for_models_again(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        p.set_models(None)
+        p.add_tick(tick(vllm(0.0, generation_tokens=500.0, process_start_time=100.0)))
+        assert not p.models_wanted
+        p.add_tick(tick(vllm(0.25, generation_tokens=3.0, process_start_time=200.0)))
+        assert p.models_wanted

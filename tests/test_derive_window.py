@@ -1,0 +1,196 @@
+"""Per-window formulas (SPEC §4) on constructed polls; expected values worked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.derive.histogram import delta, merge_latest, quantile
+from exporter.derive.window import build_window, time_weighted_mean
+from tests.helpers import INF, gpu, hist, vllm
+
+B = (0.1, 0.5, 1.0, INF)
+
+
+def window(*polls, gpus=()):
+    times = [p.observed_at for p in polls] + [g.observed_at for g in gpus]
+    return build_window(list(polls), list(gpus), start=min(times), end=max(times))
+
+
+class TestHistogramMean:
+    def test_delta_mean(self) -> None:
+        # Δsum = 7.0 − 1.0 = 6.0 s, Δcount = 10 − 4 = 6 → mean 1.0 s.
+        w = window(
+            vllm(0.0, ttft=hist(B, (1, 3, 4, 4), 1.0)),
+            vllm(1.0, ttft=hist(B, (1, 3, 6, 8), 4.0)),
+            vllm(2.0, ttft=hist(B, (1, 3, 7, 10), 7.0)),
+        )
+        assert w.ttft_mean == pytest.approx(1.0)
+
+    def test_zero_delta_count_falls_back_to_cumulative_mean(self) -> None:
+        # No new observation: the last poll's cumulative mean, 6.0 s / 4 = 1.5 s; no p99.
+        h = hist(B, (1, 2, 3, 4), 6.0)
+        w = window(vllm(0.0, ttft=h), vllm(2.0, ttft=h))
+        assert w.ttft_mean == pytest.approx(1.5)
+        assert w.ttft_p99 is None
+
+    def test_reset_falls_back_to_cumulative_mean(self) -> None:
+        # Count went 10 → 2 (vLLM restarted): Δcount < 0 → last poll's 0.8 s / 2 = 0.4 s.
+        w = window(
+            vllm(0.0, ttft=hist(B, (2, 4, 8, 10), 9.0)),
+            vllm(2.0, ttft=hist(B, (1, 2, 2, 2), 0.8)),
+        )
+        assert w.ttft is None
+        assert w.ttft_mean == pytest.approx(0.4)
+        assert w.ttft_p99 is None
+
+    def test_never_observed_is_absent(self) -> None:
+        h = hist(B, (0, 0, 0, 0), 0.0)
+        w = window(vllm(0.0, ttft=h), vllm(2.0, ttft=h))
+        assert w.ttft_mean is None
+
+
+class TestP99:
+    def test_interpolated_inside_a_bucket(self) -> None:
+        # Δ buckets: ≤0.1: 0, ≤0.5: 50, ≤1.0: 100, +Inf: 100. rank = 0.99 × 100 = 99, in
+        # (0.5, 1.0] holding 50 → 0.5 + 0.5 × (99 − 50) / 50 = 0.99.
+        w = window(
+            vllm(0.0, ttft=hist(B, (5, 5, 5, 5), 0.1)),
+            vllm(2.0, ttft=hist(B, (5, 55, 105, 105), 60.0)),
+        )
+        assert w.ttft_p99 == pytest.approx(0.99)
+
+    def test_rank_in_inf_bucket_gives_last_finite_bound(self) -> None:
+        # Δ: ≤1.0: 90, +Inf: 100. rank 99 > 90 → +Inf bucket → last finite bound 1.0.
+        w = window(
+            vllm(0.0, tpot=hist(B, (0, 0, 0, 0), 0.0)),
+            vllm(2.0, tpot=hist(B, (10, 50, 90, 100), 200.0)),
+        )
+        assert w.tpot_p99 == pytest.approx(1.0)
+
+    def test_first_bucket_interpolates_from_zero(self) -> None:
+        # All 10 in (0, 0.1]: rank 9.9 → 0 + 0.1 × 9.9 / 10 = 0.099.
+        assert quantile(0.99, B, (10, 10, 10, 10)) == pytest.approx(0.099)
+
+    def test_bounds_changed_within_window_gives_no_delta(self) -> None:
+        other = (0.2, 1.0, INF)
+        w = window(
+            vllm(0.0, ttft=hist(B, (1, 1, 1, 1), 0.1)),
+            vllm(2.0, ttft=hist(other, (3, 3, 3), 0.3)),
+        )
+        assert w.ttft is None and w.ttft_p99 is None
+
+    def test_merge_uses_latest_bounds_only(self) -> None:
+        # Two windows on the new bounds (counts 2+3 in ≤0.2) and one on old bounds, dropped.
+        old = delta(hist(B, (0, 0, 0, 0), 0), hist(B, (4, 4, 4, 4), 0.2))
+        new_b = (0.2, 1.0, INF)
+        n1 = delta(hist(new_b, (0, 0, 0), 0), hist(new_b, (2, 2, 2), 0.2))
+        n2 = delta(hist(new_b, (0, 0, 0), 0), hist(new_b, (3, 4, 4), 0.9))
+        assert old and n1 and n2
+        m = merge_latest([old, n1, n2])
+        assert m is not None
+        assert m.bounds == new_b
+        assert m.cumulative == (5, 6, 6)
+        assert m.count == 6 and m.sum == pytest.approx(1.1)
+
+
+class TestCounterRates:
+    def test_rate_from_first_and_last_poll(self) -> None:
+        # 1,000 → 1,500 tokens over 2.0 s = 250 tok/s; 10 → 14 requests = 2 req/s.
+        w = window(
+            vllm(10.0, generation_tokens=1000.0, requests_finished=10.0),
+            vllm(11.0, generation_tokens=1200.0, requests_finished=12.0),
+            vllm(12.0, generation_tokens=1500.0, requests_finished=14.0),
+        )
+        assert w.duration == pytest.approx(2.0)
+        assert w.generation_tps == pytest.approx(250.0)
+        assert w.requests_per_second == pytest.approx(2.0)
+
+    def test_reset_gives_absent_never_negative(self) -> None:
+        # 8,512 → 37: vLLM restarted. Also a dip-and-recover (100 → 5 → 300) is a reset.
+        w = window(vllm(0.0, generation_tokens=8512.0), vllm(2.0, generation_tokens=37.0))
+        assert w.generation_tps is None
+        w2 = window(
+            vllm(0.0, generation_tokens=100.0),
+            vllm(1.0, generation_tokens=5.0),
+            vllm(2.0, generation_tokens=300.0),
+        )
+        assert w2.generation_tps is None
+
+    def test_zero_delta_is_a_valid_zero(self) -> None:
+        w = window(vllm(0.0, preemptions=3.0), vllm(2.0, preemptions=3.0))
+        assert w.preemptions_per_second == 0.0
+
+    def test_zero_duration_is_absent(self) -> None:
+        w = window(vllm(5.0, generation_tokens=1.0))
+        assert w.duration is None
+        assert w.generation_tps is None
+
+    def test_prefix_hit_rate(self) -> None:
+        # Δhits 30 / Δqueries 40 = 0.75.
+        w = window(
+            vllm(0.0, prefix_hits=100.0, prefix_queries=200.0),
+            vllm(2.0, prefix_hits=130.0, prefix_queries=240.0),
+        )
+        assert w.prefix_hit_ratio == pytest.approx(0.75)
+
+    def test_prefix_hit_rate_absent_without_queries(self) -> None:
+        w = window(
+            vllm(0.0, prefix_hits=100.0, prefix_queries=200.0),
+            vllm(2.0, prefix_hits=100.0, prefix_queries=200.0),
+        )
+        assert w.prefix_hit_ratio is None
+
+
+class TestGaugesAndGpu:
+    def test_time_weighted_running_and_kv_peak(self) -> None:
+        # running 0 at t=0, 4 at t=1, 4 at t=3: trapezoids (0+4)/2×1 + (4+4)/2×2 = 2 + 8 = 10
+        # over 3 s → 3.333…; KV peak is the max poll 0.9, not the mean.
+        w = window(
+            vllm(0.0, running=0.0, kv_usage=0.2),
+            vllm(1.0, running=4.0, kv_usage=0.9),
+            vllm(3.0, running=4.0, kv_usage=0.5),
+        )
+        assert w.running == pytest.approx(10 / 3)
+        assert w.kv_peak == pytest.approx(0.9)
+        assert w.kv_last == pytest.approx(0.5)
+
+    def test_single_point_mean(self) -> None:
+        assert time_weighted_mean([(4.0, 7.0)]) == 7.0
+        assert time_weighted_mean([]) is None
+
+    def test_gpu_means_last_and_peaks(self) -> None:
+        # util mean (90+70+80)/3 = 80; a poll without power is skipped: (300+500)/2 = 400 W;
+        # memory: last 5 GB, peak 7 GB; energy 1,000,000 → 1,004,000 mJ = 4 J.
+        w = window(
+            vllm(0.0),
+            vllm(2.0),
+            gpus=[
+                gpu(
+                    0.0,
+                    dict(
+                        util_gpu_pct=90.0,
+                        power_watts=300.0,
+                        mem_used_bytes=6e9,
+                        temperature_c=50.0,
+                        energy_mj=1_000_000.0,
+                    ),
+                ),
+                gpu(1.0, dict(util_gpu_pct=70.0, mem_used_bytes=7e9, temperature_c=60.0)),
+                gpu(
+                    2.0,
+                    dict(
+                        util_gpu_pct=80.0,
+                        power_watts=500.0,
+                        mem_used_bytes=5e9,
+                        temperature_c=55.0,
+                        energy_mj=1_004_000.0,
+                    ),
+                ),
+            ],
+        )
+        (g,) = w.gpus
+        assert g.util_pct == pytest.approx(80.0)
+        assert g.power_watts == pytest.approx(400.0)
+        assert g.mem_used_bytes == 5e9 and g.mem_used_peak_bytes == 7e9
+        assert g.temperature_c == 55.0 and g.temperature_peak_c == 60.0
+        assert g.energy_joules == pytest.approx(4.0)

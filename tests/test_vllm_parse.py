@@ -1,0 +1,172 @@
+"""The vLLM body parser on real bodies, and on every kind of bad input it must refuse."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
+
+FIX = Path(__file__).parent / "fixtures" / "vllm"
+
+
+def recorded_bodies(name: str) -> list[str]:
+    with gzip.open(FIX / name, "rt") as f:
+        entries = [json.loads(line) for line in f]
+    return [e["body"] for e in entries if e.get("source") == "vllm" and "body" in e]
+
+
+@pytest.fixture(scope="module")
+def v032_body() -> str:
+    # The last body of the under-batching recording (values checked against the text below).
+    return recorded_bodies("vllm032-cpu-b-underbatch.jsonl.gz")[-1]
+
+
+def value_of(body: str, line_prefix: str) -> float:
+    (line,) = [ln for ln in body.splitlines() if ln.startswith(line_prefix)]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_real_v032_body(v032_body: str) -> None:
+    s = parse_vllm_metrics(v032_body, observed_at=5.0)
+    assert s.observed_at == 5.0
+    assert s.model_name == "tiny-llama"
+    assert s.engines == 1
+    assert s.running == value_of(v032_body, 'vllm:num_requests_running{engine="0"')
+    assert s.kv_usage == value_of(v032_body, 'vllm:kv_cache_usage_perc{engine="0"')
+    assert s.generation_tokens == value_of(v032_body, 'vllm:generation_tokens_total{engine="0"')
+    # request_success_total is summed over every finished_reason.
+    finished = sum(
+        float(ln.rsplit(" ", 1)[1])
+        for ln in v032_body.splitlines()
+        if ln.startswith("vllm:request_success_total{")
+    )
+    assert s.requests_finished == finished and finished > 0
+    # Bounds come from the body: TTFT has 22 finite bounds starting at 1 ms, then +Inf.
+    assert s.ttft is not None
+    assert s.ttft.bounds[0] == 0.001 and s.ttft.bounds[-1] == math.inf
+    assert len(s.ttft.bounds) == 23
+    assert s.ttft.count == value_of(v032_body, "vllm:time_to_first_token_seconds_count")
+    assert s.ttft.cumulative[-1] == s.ttft.count
+    # TPOT prefers the per-request family over inter-token latency.
+    assert s.tpot is not None
+    assert s.tpot.count == value_of(v032_body, "vllm:request_time_per_output_token_seconds_count")
+    assert s.cache_config["block_size"] == "128"
+    assert s.cache_config["enable_prefix_caching"] == "True"
+    assert "engine" not in s.cache_config
+    assert s.process_start_time == value_of(v032_body, "process_start_time_seconds")
+
+
+def test_every_recorded_body_parses() -> None:
+    for name in ("vllm032-cpu-b-underbatch.jsonl.gz", "vllm032-cpu-c-saturation.jsonl.gz"):
+        for body in recorded_bodies(name):
+            s = parse_vllm_metrics(body, 0.0)
+            assert s.running is not None and s.ttft is not None
+
+
+def test_legacy_v010_body() -> None:
+    body = (FIX / "vllm010-ascend-single-body.txt").read_text()
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.model_name == "/job/model/Qwen2.5-0.5B-Instruct"
+    # Legacy names: gpu_cache_usage_perc, gpu_prefix_cache_*, time_per_output_token_seconds.
+    assert s.kv_usage == value_of(body, "vllm:gpu_cache_usage_perc{")
+    assert s.prefix_queries == value_of(body, "vllm:gpu_prefix_cache_queries_total{")
+    assert s.prefix_hits == value_of(body, "vllm:gpu_prefix_cache_hits_total{")
+    assert s.tpot is not None
+    assert s.tpot.count == value_of(body, "vllm:time_per_output_token_seconds_count{")
+    assert s.requests_finished == 3.0
+
+
+def test_underscore_spelling_and_engines_summed() -> None:
+    # Two DP engines: running/waiting and counters sum, KV takes the fullest engine,
+    # histograms merge bucket-wise.
+    body = (
+        'vllm_num_requests_running{engine="0",model_name="m"} 3\n'
+        'vllm_num_requests_running{engine="1",model_name="m"} 5\n'
+        'vllm_kv_cache_usage_perc{engine="0",model_name="m"} 0.25\n'
+        'vllm_kv_cache_usage_perc{engine="1",model_name="m"} 0.75\n'
+        'vllm_generation_tokens_total{engine="0",model_name="m"} 100\n'
+        'vllm_generation_tokens_total{engine="1",model_name="m"} 50\n'
+        'vllm_time_to_first_token_seconds_bucket{engine="0",le="0.5",model_name="m"} 1\n'
+        'vllm_time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 2\n'
+        'vllm_time_to_first_token_seconds_sum{engine="0",model_name="m"} 1.5\n'
+        'vllm_time_to_first_token_seconds_count{engine="0",model_name="m"} 2\n'
+        'vllm_time_to_first_token_seconds_bucket{engine="1",le="0.5",model_name="m"} 4\n'
+        'vllm_time_to_first_token_seconds_bucket{engine="1",le="+Inf",model_name="m"} 4\n'
+        'vllm_time_to_first_token_seconds_sum{engine="1",model_name="m"} 1.0\n'
+        'vllm_time_to_first_token_seconds_count{engine="1",model_name="m"} 4\n'
+    )
+    s = parse_vllm_metrics(body, 0.0)
+    assert (s.running, s.kv_usage, s.generation_tokens, s.engines) == (8.0, 0.75, 150.0, 2)
+    assert s.ttft is not None
+    assert s.ttft.bounds == (0.5, math.inf)
+    assert s.ttft.cumulative == (5.0, 6.0)
+    assert (s.ttft.sum, s.ttft.count) == (2.5, 6.0)
+
+
+def test_custom_buckets_are_read_not_assumed() -> None:
+    body = (
+        'vllm:num_requests_running{engine="0",model_name="m"} 1\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.3",model_name="m"} 1\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="7",model_name="m"} 2\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 2\n'
+        'vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 3\n'
+        'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 2\n'
+    )
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.ttft is not None and s.ttft.bounds == (0.3, 7.0, math.inf)
+
+
+def test_escaped_label_values() -> None:
+    body = 'vllm:num_requests_running{engine="0",model_name="a \\"q\\" b,c}"} 2\n'
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.model_name == 'a "q" b,c}'
+
+
+def test_unknown_families_and_comments_are_ignored() -> None:
+    body = (
+        '# HELP foo something\n# TYPE foo gauge\nfoo{a="b"} 1\n'
+        'vllm:num_requests_running{engine="0",model_name="m"} 0\n'
+    )
+    assert parse_vllm_metrics(body, 0.0).running == 0.0
+
+
+GOOD = 'vllm:num_requests_running{engine="0",model_name="m"} 1\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (GOOD[:-5], "truncated"),
+        ('vllm:num_requests_running{engine="0",model_na\n', "malformed"),
+        ('vllm:num_requests_running{engine="0"} abc\n', "malformed"),
+        ("vllm:num_requests_running\n", "malformed"),
+        ('vllm:num_requests_running{engine="0"} NaN\n', "non_finite"),
+        ('vllm:generation_tokens_total{engine="0"} +Inf\n', "non_finite"),
+        ('vllm:generation_tokens_total{engine="0"} -4\n', "negative"),
+        (GOOD + GOOD, "duplicate_series"),
+        ("<html><body>Bad gateway</body></html>\n", "no_vllm_metrics"),
+        ("", "no_vllm_metrics"),
+        (
+            GOOD + 'vllm:time_to_first_token_seconds_bucket{engine="0",le="1"} 3\n'
+            'vllm:time_to_first_token_seconds_sum{engine="0"} 1\n'
+            'vllm:time_to_first_token_seconds_count{engine="0"} 3\n',
+            "bad_histogram",
+        ),
+        (
+            GOOD + 'vllm:time_to_first_token_seconds_bucket{engine="0",le="1"} 3\n'
+            'vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf"} 2\n'
+            'vllm:time_to_first_token_seconds_sum{engine="0"} 1\n'
+            'vllm:time_to_first_token_seconds_count{engine="0"} 2\n',
+            "bad_histogram",
+        ),
+    ],
+)
+def test_bad_bodies_are_refused_with_a_reason(body: str, reason: str) -> None:
+    with pytest.raises(ParseError) as e:
+        parse_vllm_metrics(body, 0.0)
+    assert e.value.reason == reason
