@@ -1,0 +1,215 @@
+"""Real processes on loopback for end-to-end tests: a vLLM endpoint replaying recorded bodies,
+the exporter as a subprocess, and a real Prometheus."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.tools import require_tool
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (requests.RequestException, KeyError, IndexError, ValueError) as e:
+            last = e
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class RecordedVllm:
+    """Serves the bodies of a real vLLM recording at the pace they were recorded.
+
+    The body shown is chosen by wall time since start, so counters advance as they did on the
+    real server. ``stop()`` closes the port (connection refused); ``start()`` reopens it with the
+    recording's clock still running, like a network outage.
+    """
+
+    def __init__(self, recording: Path, max_model_len: int = 1024) -> None:
+        with gzip.open(recording, "rt") as f:
+            entries = [json.loads(line) for line in f]
+        polls = [e for e in entries if e.get("source") == "vllm" and "body" in e]
+        t0 = polls[0]["t"]
+        self.bodies = [(e["t"] - t0, e["body"].encode()) for e in polls]
+        self.models = json.dumps(
+            {"object": "list", "data": [{"id": "tiny-llama", "max_model_len": max_model_len}]}
+        ).encode()
+        self.port = free_port()
+        self.requests = 0
+        self._t0 = time.monotonic()
+        self._server: ThreadingHTTPServer | None = None
+
+    def body_now(self) -> bytes:
+        elapsed = time.monotonic() - self._t0
+        chosen = self.bodies[0][1]
+        for t, body in self.bodies:
+            if t > elapsed:
+                break
+            chosen = body
+        return chosen
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                owner.requests += 1
+                if self.path == "/metrics":
+                    body, ctype = owner.body_now(), "text/plain; version=0.0.4; charset=utf-8"
+                elif self.path == "/v1/models":
+                    body, ctype = owner.models, "application/json"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Exporter:
+    """``vllm-profile-exporter serve`` as a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.log = b""
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "serve",
+                "--web.listen-address",
+                f"127.0.0.1:{self.port}",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        wait_for(self._ready, 30, "the exporter to answer /-/ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            out = self.proc.stdout.read() if self.proc.stdout else b""
+            raise AssertionError(f"exporter exited {self.proc.returncode}: {out.decode()}")
+        return requests.get(self.url + "/-/ready", timeout=2).status_code == 200
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        r = requests.get(self.url + "/metrics", timeout=5)
+        r.raise_for_status()
+        return r.text
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return (out or b"").decode()
+
+
+class Prometheus:
+    """A real Prometheus (Debian's package) scraping the given targets every second."""
+
+    def __init__(self, tmp: Path, targets: list[str], rule_files: Sequence[Path] = ()) -> None:
+        binary = require_tool("prometheus")
+        self.port = free_port()
+        cfg = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in rule_files],
+            "scrape_configs": [
+                {"job_name": "vllm-profile", "static_configs": [{"targets": targets}]}
+            ],
+        }
+        (tmp / "prometheus.yml").write_text(json.dumps(cfg))
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: requests.get(self.url + "/-/ready", timeout=2).status_code == 200,
+            30,
+            "Prometheus to be ready",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        r = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5)
+        r.raise_for_status()
+        body = r.json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

@@ -1,0 +1,179 @@
+"""Real recordings through the unchanged pipeline: ``replay FILE --print-metrics``.
+
+Expected figures are computed here from the raw recording with prometheus_client's reference
+parser, independently of the exporter's own parser and aggregation code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.tools import require_tool
+
+FIX = Path(__file__).parent / "fixtures"
+UNDERBATCH = FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz"
+RESTART = FIX / "vllm" / "vllm032-cpu-f-restart.jsonl.gz"
+H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
+
+
+def run_replay(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "replay", *args, "--print-metrics"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return out.stdout
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    with gzip.open(path, "rt") as f:
+        return [e for e in map(json.loads, f) if "source" in e]
+
+
+def reference_value(body: str, name: str, reduce: str = "sum") -> float:
+    """One family's value via the reference parser, summed (or max) over label sets."""
+    vals = [
+        s.value
+        for fam in text_string_to_metric_families(body)
+        for s in fam.samples
+        if s.name == name
+    ]
+    assert vals, name
+    return max(vals) if reduce == "max" else sum(vals)
+
+
+@pytest.fixture(scope="module")
+def underbatch_vllm_only() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return samples(run_replay(str(UNDERBATCH), "--gpu-source", "none", "--max-num-seqs", "64"))
+
+
+def test_throughput_matches_raw_counters(underbatch_vllm_only) -> None:
+    polls = [e for e in entries(UNDERBATCH) if e["source"] == "vllm"]
+    assert len(polls) == 120
+    # 120 polls → windows of 9 polls sharing boundaries: polls 0-8, 8-16, …, 104-112 = 14 windows.
+    # Every window of this steady one-client recording has a running request and moves tokens, so
+    # all 14 are active and the time-weighted throughput is (gen[112] − gen[0]) / (t[112] − t[0]).
+    first, last = polls[0], polls[112]
+    gen0 = reference_value(first["body"], "vllm:generation_tokens_total")
+    gen1 = reference_value(last["body"], "vllm:generation_tokens_total")
+    req0 = reference_value(first["body"], "vllm:request_success_total")
+    req1 = reference_value(last["body"], "vllm:request_success_total")
+    span = last["t"] - first["t"]
+    m = underbatch_vllm_only
+    assert m[("vllm_profile_windows", (("kind", "active"),))] == 14
+    assert m[("vllm_profile_generation_tokens_per_second", ())] == pytest.approx(
+        (gen1 - gen0) / span, rel=1e-9
+    )
+    assert m[("vllm_profile_requests_per_second", ())] == pytest.approx(
+        (req1 - req0) / span, rel=1e-9
+    )
+    # TTFT mean = Δsum / Δcount over the same span.
+    s0 = reference_value(first["body"], "vllm:time_to_first_token_seconds_sum")
+    s1 = reference_value(last["body"], "vllm:time_to_first_token_seconds_sum")
+    c0 = reference_value(first["body"], "vllm:time_to_first_token_seconds_count")
+    c1 = reference_value(last["body"], "vllm:time_to_first_token_seconds_count")
+    assert m[("vllm_profile_time_to_first_token_seconds", (("stat", "mean"),))] == pytest.approx(
+        (s1 - s0) / (c1 - c0), rel=1e-9
+    )
+    # KV peak: the highest poll of the windows (polls 0..112), never below the last value.
+    kv = [reference_value(p["body"], "vllm:kv_cache_usage_perc", "max") for p in polls[:113]]
+    assert m[("vllm_profile_kv_cache_usage_ratio", (("stat", "peak"),))] == max(kv)
+    # Occupancy: running mean / 64, the flag given.
+    running = m[("vllm_profile_requests_running", ())]
+    assert 0 < running <= 1.0
+    assert m[("vllm_profile_scheduler_occupancy_ratio", ())] == pytest.approx(running / 64)
+    # Totals come from the last window's last poll.
+    assert m[("vllm_profile_generation_tokens_total", ())] == gen1
+    # No GPU source: no GPU series, and no nvml health series either.
+    assert not any(name.startswith("vllm_profile_gpu_") for name, _ in m)
+    assert ("vllm_profile_up", (("source", "nvml"),)) not in m
+
+
+def test_real_vllm_with_real_h200_readings() -> None:
+    m = samples(run_replay(str(UNDERBATCH), "--gpu-replay", str(H200)))
+    gpus = [e for e in entries(H200) if e["source"] == "nvml"]
+    labels = (("UUID", "GPU-d0e06647-f61c-fdd0-eb79-64ccf331d293"), ("gpu", "0"))
+    # The GPU stream is aligned by index with the vLLM stream: the last window ends at poll 112.
+    last = gpus[112]["gpus"][0]
+    assert m[("vllm_profile_gpu_memory_used_bytes", labels + (("stat", "current"),))] == float(
+        last["mem_used_bytes"]
+    )
+    assert m[("vllm_profile_gpu_memory_total_bytes", labels)] == 150754820096
+    assert m[("vllm_profile_gpu_power_limit_watts", labels)] == 700.0
+    assert m[("vllm_profile_gpu_sm_clock_hertz", labels)] == last["sm_clock_mhz"] * 1e6
+    temps = [g["gpus"][0]["temperature_c"] for g in gpus[:113]]
+    assert m[("vllm_profile_gpu_temperature_celsius", labels + (("stat", "peak"),))] == max(temps)
+    # The H200 was idle for its first 4 s (utilization 0, below the 20% arm): those windows are
+    # evaluable but not active, so fewer windows are active than with vLLM alone.
+    assert m[("vllm_profile_windows", (("kind", "evaluable"),))] == 14
+    assert m[("vllm_profile_windows", (("kind", "active"),))] < 14
+    util = m[("vllm_profile_gpu_utilization_ratio", labels)]
+    assert 0.2 < util <= 1.0
+    assert 0 < m[("vllm_profile_gpu_dram_bandwidth_utilization_ratio", labels)] < 1
+    info = [k for k in m if k[0] == "vllm_profile_info"]
+    assert dict(info[0][1])["gpu_name"] == "NVIDIA H200"
+    assert dict(info[0][1])["model"] == "tiny-llama"
+
+
+def test_restart_recording_never_goes_negative() -> None:
+    text = run_replay(str(RESTART), "--gpu-source", "none")
+    m = samples(text)
+    errors = [e for e in entries(RESTART) if e["source"] == "vllm" and "error" in e]
+    assert errors, "the recording has an outage"
+    reason = errors[0]["error"]
+    assert m[("vllm_profile_poll_errors_total", (("reason", reason), ("source", "vllm")))] == len(
+        errors
+    )
+    assert m[("vllm_profile_up", (("source", "vllm"),))] == 1.0  # it came back
+    for (name, _), v in m.items():
+        if name.endswith(("_per_second", "_ratio", "_seconds")):
+            assert v >= 0, name
+    # Only windows after the outage hold data: the outage's windows are not evaluable.
+    total = m[("vllm_profile_windows", (("kind", "total"),))]
+    assert m[("vllm_profile_windows", (("kind", "evaluable"),))] < total
+
+
+def test_replay_is_deterministic() -> None:
+    a = run_replay(str(UNDERBATCH), "--gpu-replay", str(H200))
+    b = run_replay(str(UNDERBATCH), "--gpu-replay", str(H200))
+    assert a == b
+
+
+def test_output_passes_promtool() -> None:
+    promtool = require_tool("promtool")
+    text = run_replay(str(UNDERBATCH), "--gpu-replay", str(H200), "--max-num-seqs", "64")
+    r = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_bad_recording_exits_with_a_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"t": 1, "source": "vllm", "body": "x\\n"}\nnot json\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "replay", str(bad), "--print-metrics"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert f"{bad}:2: not JSON" in r.stderr

@@ -1,0 +1,122 @@
+"""``serve`` end to end: a loopback endpoint replays a real vLLM recording, the exporter polls it
+as a subprocess, and a real Prometheus scrapes the exporter. Then the endpoint dies and returns."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import Exporter, Prometheus, RecordedVllm, wait_for
+
+pytestmark = pytest.mark.e2e
+
+FIX = Path(__file__).parent / "fixtures"
+UNDERBATCH = FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz"
+H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
+
+
+def recorded_rate() -> float:
+    """Generation tokens/s of the whole recording, from its first and last counter values."""
+    with gzip.open(UNDERBATCH, "rt") as f:
+        polls = [e for e in map(json.loads, f) if e.get("source") == "vllm"]
+
+    def gen(body: str) -> float:
+        return sum(
+            s.value
+            for fam in text_string_to_metric_families(body)
+            for s in fam.samples
+            if s.name == "vllm:generation_tokens_total"
+        )
+
+    return (gen(polls[-1]["body"]) - gen(polls[0]["body"])) / (polls[-1]["t"] - polls[0]["t"])
+
+
+def exported(text: str, name: str) -> list[float]:
+    return [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == name
+    ]
+
+
+def test_serve_scraped_by_prometheus_survives_vllm_outage(tmp_path: Path) -> None:
+    vllm = RecordedVllm(UNDERBATCH)
+    vllm.start()
+    exporter = Exporter(
+        "--vllm-url",
+        vllm.url,
+        "--gpu-replay",
+        str(H200),
+        "--max-num-seqs",
+        "64",
+        "--horizon",
+        "10s",
+    )
+    prom = Prometheus(tmp_path, [f"127.0.0.1:{exporter.port}"])
+    try:
+        # Healthy: Prometheus stores the derived series.
+        wait_for(lambda: prom.value('vllm_profile_up{source="vllm"}') == 1, 40, "up=1 in Prom")
+        tps = wait_for(
+            lambda: prom.value("vllm_profile_generation_tokens_per_second"), 30, "tok/s in Prom"
+        )
+        # Replayed at the recorded pace, the live rate must match the recording's own rate.
+        # Tolerance 25%: a 10 s horizon sees only part of the recording, and requests start and
+        # finish in lumps (512-token requests at ~480 tok/s end every ~1 s).
+        assert tps == pytest.approx(recorded_rate(), rel=0.25)
+        assert prom.value('vllm_profile_windows{kind="active"}') >= 1
+        assert prom.value("vllm_profile_scheduler_occupancy_ratio") < 0.25
+        assert prom.value('vllm_profile_gpu_memory_total_bytes{gpu="0"}') == 150754820096
+        assert prom.value("vllm_profile_vllm_max_model_len") == 1024
+
+        # vLLM dies: up drops, derived series vanish (not stale), /metrics keeps answering.
+        vllm.stop()
+        wait_for(lambda: prom.value('vllm_profile_up{source="vllm"}') == 0, 20, "up=0 in Prom")
+        gone = wait_for(
+            lambda: not exported(exporter.metrics(), "vllm_profile_generation_tokens_per_second"),
+            10,
+            "derived series to vanish from /metrics",
+        )
+        assert gone
+        text = exporter.metrics()
+        assert exported(text, "vllm_profile_requests_running") == []
+        assert exported(text, "vllm_profile_poll_errors_total")  # the failures are counted
+        wait_for(
+            lambda: prom.query("vllm_profile_generation_tokens_per_second") == [],
+            10,
+            "Prometheus to mark the series stale",
+        )
+        r = requests.get(exporter.url + "/metrics", timeout=5)
+        assert r.status_code == 200
+
+        # vLLM returns: everything recovers by itself.
+        vllm.start()
+        wait_for(lambda: prom.value('vllm_profile_up{source="vllm"}') == 1, 20, "up=1 again")
+        wait_for(lambda: prom.value("vllm_profile_generation_tokens_per_second"), 20, "tok/s again")
+        text = exporter.metrics()
+        assert all(v >= 0 for v in exported(text, "vllm_profile_generation_tokens_per_second"))
+    finally:
+        prom.stop()
+        log = exporter.stop()
+        vllm.stop()
+    # The outage was logged once per reason, not once per poll.
+    assert log.count("vllm poll failed (connection)") == 1, log
+
+
+def test_landing_page_and_health(tmp_path: Path) -> None:
+    exporter = Exporter("--vllm-url", "http://127.0.0.1:9", "--gpu-source", "none")
+    try:
+        page = requests.get(exporter.url + "/", timeout=5)
+        assert page.status_code == 200 and 'href="/metrics"' in page.text
+        assert requests.get(exporter.url + "/-/healthy", timeout=5).status_code == 200
+        assert requests.get(exporter.url + "/nope", timeout=5).status_code == 404
+        text = exporter.metrics()
+        assert exported(text, "vllm_profile_up") == [0.0]  # nothing listens on port 9
+        assert exported(text, "vllm_profile_requests_running") == []
+    finally:
+        exporter.stop()
