@@ -110,6 +110,24 @@ def _parse_labels(text: str, line: str) -> dict[str, str]:
     return labels
 
 
+def _cut_le(label_text: str) -> tuple[str | None, str]:
+    """Split ``le="…"`` out of a label text → (le value, the other labels' text).
+
+    >>> _cut_le('engine="0",le="0.5",model_name="m"')
+    ('0.5', 'engine="0",model_name="m"')
+    """
+    i = label_text.find('le="')
+    while i > 0 and label_text[i - 1] not in ", {":
+        i = label_text.find('le="', i + 1)
+    if i == -1:
+        return None, label_text
+    j = label_text.find('"', i + 4)
+    if j == -1:
+        return None, label_text
+    rest = (label_text[:i] + label_text[j + 1 :]).replace(",,", ",").strip(",")
+    return label_text[i + 4 : j], rest
+
+
 def _parse_value(text: str, line: str) -> float:
     parts = text.split()
     if not parts or len(parts) > 2:
@@ -167,11 +185,18 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
     if body and not body.endswith("\n"):
         raise ParseError("truncated", "body does not end with a newline")
     scalars: dict[str, float] = {}
-    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    seen: set[tuple[str, str]] = set()
     hists: dict[str, dict[tuple[tuple[str, str], ...], _HistSeries]] = {}
     cache_config: dict[str, str] | None = None
     model_name: str | None = None
     engines: set[str] = set()
+    label_memo: dict[str, dict[str, str]] = {}
+
+    def _labels(text: str, line: str) -> dict[str, str]:
+        parsed = label_memo.get(text)
+        if parsed is None:
+            parsed = label_memo[text] = _parse_labels(text, line) if text else {}
+        return parsed
 
     for line in body.split("\n"):
         if not line or line[0] == "#":
@@ -182,20 +207,21 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
             continue
         family, suffix = hit
         name, label_text, rest = _split_line(line)
-        labels = _parse_labels(label_text, line) if label_text else {}
         value = _parse_value(rest, line)
-        key = tuple(sorted(labels.items()))
-        if (name, key) in seen:
+        if (name, label_text) in seen:
             raise ParseError("duplicate_series", f"{name}{{{label_text}}} appears twice")
-        seen.add((name, key))
+        seen.add((name, label_text))
         if not math.isfinite(value) and not (suffix == "_bucket" and value == math.inf):
             raise ParseError("non_finite", f"{name}{{{label_text}}} is {value}")
         if value < 0:
             raise ParseError("negative", f"{name}{{{label_text}}} is {value}")
         kind, field_name = _FAMILIES[family]
         if kind is _Kind.HIST:
-            le = labels.pop("le", None)
-            series_key = tuple(sorted(labels.items()))
+            # Buckets of one series differ only in `le`: cut it out of the text (cheap) and key
+            # the series by the rest, so each series' labels are parsed once, not per bucket.
+            le, series_text = _cut_le(label_text)
+            series = _labels(series_text, line)
+            series_key = tuple(sorted(series.items()))
             s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
             if suffix == "_bucket":
                 if le is None:
@@ -209,6 +235,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
             else:
                 s.count = value
         elif kind is _Kind.INFO:
+            labels = _labels(label_text, line)
             if cache_config is None:
                 cache_config = {k: v for k, v in labels.items() if k != "engine"}
         elif kind is _Kind.MAX:
@@ -216,6 +243,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
         else:
             scalars[field_name] = scalars.get(field_name, 0.0) + value
             if field_name == "running":
+                labels = _labels(label_text, line)
                 engines.add(labels.get("engine", ""))
                 if model_name is None:
                     model_name = labels.get("model_name")
