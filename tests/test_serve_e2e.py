@@ -120,3 +120,21 @@ def test_landing_page_and_health(tmp_path: Path) -> None:
         assert exported(text, "vllm_profile_requests_running") == []
     finally:
         exporter.stop()
+
+
+def test_demo_serves_live_numbers_labelled_as_demo() -> None:
+    exporter = Exporter("--demo")
+    try:
+
+        def with_throughput() -> str | None:
+            t = exporter.metrics()
+            return t if exported(t, "vllm_profile_generation_tokens_per_second") else None
+
+        text = wait_for(with_throughput, 20, "demo throughput")
+        assert 'mode="demo"' in text
+        assert exported(text, "vllm_profile_gpu_memory_total_bytes") == [150754820096.0]
+        assert exported(text, "vllm_profile_scheduler_occupancy_ratio")  # demo server ran cap 4
+        assert "Demo mode" in requests.get(exporter.url + "/", timeout=5).text
+    finally:
+        log = exporter.stop()
+    assert "DEMO" in log

@@ -1,0 +1,42 @@
+"""docs/metrics.md and the exporter's output name the same metric families."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from exporter.export.collector import ExportSettings, metric_families
+from exporter.pipeline import Pipeline
+from exporter.samples import ModelsInfo
+from exporter.scrape.replay import replay_ticks
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures"
+
+
+def exported_names() -> set[str]:
+    """Every family a fully-fed pipeline exports: vLLM, GPU, durations, models, occupancy."""
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    ticks = replay_ticks(
+        FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz", FIX / "nvml" / "h200-probe.jsonl.gz"
+    )
+    for i, t in enumerate(ticks):
+        models = ModelsInfo(0.0, 1024) if i == 0 else None
+        p.add_tick(replace(t, vllm_duration=0.005, gpu_duration=0.001, models=models))
+    settings = ExportSettings("test", 60.0, 0.25, max_num_seqs=64.0)
+    names = set()
+    for fam in metric_families(p.snapshot, settings):
+        names.add(fam.name + "_total" if fam.type == "counter" else fam.name)
+    return names
+
+
+def documented_names() -> set[str]:
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    return set(re.findall(r"^\| `(vllm_profile_[a-z_]+)` \|", text, flags=re.M))
+
+
+def test_docs_match_exporter() -> None:
+    exported, documented = exported_names(), documented_names()
+    assert exported - documented == set(), "exported but not documented"
+    assert documented - exported == set(), "documented but never exported"
