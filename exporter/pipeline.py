@@ -159,8 +159,11 @@ class Pipeline:
         self._windows.append((window, classify(window)))
         newest_end = window.end
         slack = self.poll_interval / 2
-        while (
-            self._windows and newest_end - self._windows[0][0].start > self.horizon_seconds + slack
+        # Old windows leave the horizon; so do windows "from the future" after the wall clock
+        # stepped back, which would otherwise never age out.
+        while self._windows and (
+            newest_end - self._windows[0][0].start > self.horizon_seconds + slack
+            or self._windows[0][0].start > newest_end
         ):
             self._windows.popleft()
         self._agg = aggregate(self._windows)

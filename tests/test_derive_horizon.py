@@ -147,3 +147,15 @@ class TestPipelineWindows:
         assert not p.models_wanted
         p.add_tick(tick(vllm(0.25, generation_tokens=3.0, process_start_time=200.0)))
         assert p.models_wanted
+
+    def test_wall_clock_stepping_back_drops_future_windows(self) -> None:
+        # 3 windows around t = 1000 s, then the clock steps back to t = 10 s: the old windows
+        # now lie "in the future" and must leave the horizon instead of lingering forever.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for i in range(25):
+            p.add_tick(tick(vllm(1000.0 + i * 0.25)))
+        assert len(p.windows) == 3
+        for i in range(9):
+            p.add_tick(tick(vllm(10.0 + i * 0.25)))
+        assert all(w.start < 1000.0 for w, _ in p.windows)
+        assert all(w.duration is None or w.duration >= 0 for w, _ in p.windows)

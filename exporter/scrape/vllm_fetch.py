@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 import requests
@@ -61,6 +62,8 @@ class VllmFetcher:
         self.last_models_body: str | None = None
 
     def _get(self, url: str) -> str:
+        # `timeout` bounds each socket wait; the deadline bounds a body that trickles in.
+        deadline = time.monotonic() + self.timeout
         try:
             with self._session.get(url, timeout=self.timeout, stream=True) as resp:
                 if resp.status_code != 200:
@@ -70,8 +73,12 @@ class VllmFetcher:
                     raise FetchError("bad_content_type", f"{ctype!r} from {url}")
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in resp.iter_content(65536):
+                # read1 returns whatever has arrived, so the deadline is checked while a slow
+                # body trickles in (iter_content would block until a full chunk or the end).
+                while chunk := resp.raw.read1(65536):
                     size += len(chunk)
+                    if time.monotonic() > deadline:
+                        raise FetchError("timeout", f"body from {url} took over {self.timeout}s")
                     if size > self.max_body:
                         raise FetchError("body_too_large", f"over {self.max_body} bytes from {url}")
                     chunks.append(chunk)

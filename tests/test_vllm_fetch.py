@@ -1,0 +1,125 @@
+"""The vLLM fetcher against a real loopback HTTP server misbehaving in each way it can."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from exporter.samples import PollError, VllmSample
+from exporter.scrape.vllm_fetch import VllmFetcher, split_vllm_url
+from tests.harness import free_port
+
+GOOD = b'vllm:num_requests_running{engine="0",model_name="m"} 2.0\n'
+MODELS = b'{"object":"list","data":[{"id":"m","max_model_len":4096}]}'
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        mode = self.server.mode  # type: ignore[attr-defined]
+        self.server.accept_headers.append(self.headers.get("Accept"))  # type: ignore[attr-defined]
+        if self.path == "/v1/models":
+            return self._send(200, MODELS, "application/json")
+        if mode == "ok":
+            return self._send(200, GOOD)
+        if mode == "500":
+            return self._send(500, b"internal error\n")
+        if mode == "html":
+            return self._send(200, b"<html>login</html>\n", "text/html")
+        if mode == "huge":
+            return self._send(200, GOOD * 100_000)  # ~5.7 MB
+        if mode == "hang":
+            time.sleep(1.0)
+            return self._send(200, GOOD)
+        if mode == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            for _ in range(20):
+                self.wfile.write(b"# x\n")
+                self.wfile.flush()
+                time.sleep(0.05)
+            return None
+        raise AssertionError(mode)
+
+    def _send(self, code: int, body: bytes, ctype: str = "text/plain; version=0.0.4") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    srv = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    srv.daemon_threads = True
+    srv.mode = "ok"  # type: ignore[attr-defined]
+    srv.accept_headers = []  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def fetcher(srv: ThreadingHTTPServer, **kw: Any) -> VllmFetcher:
+    port = srv.server_address[1]
+    return VllmFetcher(f"http://127.0.0.1:{port}/metrics", timeout=0.2, clock=lambda: 7.0, **kw)
+
+
+def test_good_poll_and_models(server: ThreadingHTTPServer) -> None:
+    f = fetcher(server)
+    s = f.poll()
+    assert isinstance(s, VllmSample) and s.running == 2.0 and s.observed_at == 7.0
+    assert server.accept_headers[-1] == "text/plain;version=0.0.4"  # type: ignore[attr-defined]
+    m = f.models()
+    assert m is not None and m.max_model_len == 4096 and m.model_ids == ("m",)
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("500", "http_status"),
+        ("html", "bad_content_type"),
+        ("hang", "timeout"),
+        ("trickle", "timeout"),
+    ],
+)
+def test_failures_become_poll_errors_then_recover(
+    server: ThreadingHTTPServer, mode: str, reason: str
+) -> None:
+    f = fetcher(server)
+    server.mode = mode  # type: ignore[attr-defined]
+    t0 = time.monotonic()
+    err = f.poll()
+    assert isinstance(err, PollError) and err.reason == reason, err
+    assert time.monotonic() - t0 < 0.9  # bounded by the timeout, not by the server
+    server.mode = "ok"  # type: ignore[attr-defined]
+    assert isinstance(f.poll(), VllmSample)
+
+
+def test_body_size_cap(server: ThreadingHTTPServer) -> None:
+    server.mode = "huge"  # type: ignore[attr-defined]
+    f = VllmFetcher(
+        f"http://127.0.0.1:{server.server_address[1]}", timeout=5, clock=time.time, max_body=1 << 20
+    )
+    err = f.poll()
+    assert isinstance(err, PollError) and err.reason == "body_too_large"
+
+
+def test_connection_refused() -> None:
+    f = VllmFetcher(f"http://127.0.0.1:{free_port()}", timeout=0.2, clock=time.time)
+    err = f.poll()
+    assert isinstance(err, PollError) and err.reason == "connection"
+    assert f.models() is None
+
+
+def test_url_forms() -> None:
+    assert split_vllm_url("http://h:8000") == ("http://h:8000", "http://h:8000/metrics")
