@@ -12,7 +12,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from exporter import __version__
+from exporter.catalog.schema import Catalog, CatalogError, parse_catalog
 from exporter.config import Config
+from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import ExportSettings, SnapshotCollector
 from exporter.export.http import HttpServer, landing_page, make_app
 from exporter.loop import PollLoop, VllmSource
@@ -39,12 +41,45 @@ def gpu_source_name(cfg: Config) -> str | None:
     return None if cfg.gpu_source == "none" else cfg.gpu_source
 
 
+def load_catalog(cfg: Config) -> Catalog:
+    """The bundled GPU and model catalogs, then ``--catalog-file`` on top.
+
+    Raises CatalogError naming the file, entry and key of anything invalid.
+    """
+    base = resources.files("exporter.catalog")
+    catalog = Catalog()
+    for name in ("gpus.yaml", "models.yaml"):
+        catalog = catalog.merged(parse_catalog((base / name).read_text("utf-8"), name))
+    if cfg.catalog_file is not None:
+        try:
+            text = cfg.catalog_file.read_text("utf-8")
+        except OSError as e:
+            raise CatalogError(f"{cfg.catalog_file}: cannot read: {e.strerror}") from None
+        catalog = catalog.merged(parse_catalog(text, str(cfg.catalog_file)))
+    return catalog
+
+
+def roofline_settings(cfg: Config, catalog: Catalog) -> RooflineSettings:
+    return RooflineSettings(
+        catalog=catalog,
+        compute_peak=cfg.compute_peak,
+        dtype_flag=cfg.dtype,
+        dtype_env=cfg.dtype_env,
+        tp=cfg.tp,
+        tp_source=cfg.tp_source,
+        model_params=cfg.model_params,
+        cost_per_hour=cfg.cost_per_hour,
+        price=cfg.price,
+    )
+
+
 def make_pipeline(cfg: Config) -> Pipeline:
     return Pipeline(
         horizon_seconds=cfg.horizon,
         poll_interval=cfg.poll_interval,
         ticks_per_window=cfg.ticks_per_window,
         gpu_source_name=gpu_source_name(cfg),
+        roofline=roofline_settings(cfg, load_catalog(cfg)),
     )
 
 
@@ -55,6 +90,9 @@ def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
         poll_interval=cfg.poll_interval,
         max_num_seqs=float(cfg.max_num_seqs) if cfg.max_num_seqs else None,
         demo=demo,
+        compute_peak=cfg.compute_peak,
+        tensor_parallel_size=cfg.tp,
+        tensor_parallel_source=cfg.tp_source,
     )
 
 
@@ -105,8 +143,8 @@ class Service:
 
 def start_service(cfg: Config, demo: bool = False) -> Service:
     clock = time.time
+    pipeline = make_pipeline(cfg)  # first: a bad catalog must fail before any source opens
     vllm, gpu = make_sources(cfg, clock, loop_replay=demo)
-    pipeline = make_pipeline(cfg)
     settings = export_settings(cfg, demo)
     registry = make_registry(pipeline, settings, process=True)
     target = "bundled demo recording" if demo else str(cfg.vllm_replay or cfg.vllm_url)
@@ -138,6 +176,7 @@ def metrics_text(pipeline: Pipeline, settings: ExportSettings) -> str:
 def record(cfg: Config, output: Path, duration: float) -> int:
     """Poll live sources for ``duration`` seconds, writing every raw poll to ``output``."""
     clock = time.time
+    pipeline = make_pipeline(cfg)
     vllm, gpu = make_sources(cfg, clock)
     writer = RecordingWriter(
         output,
@@ -152,7 +191,6 @@ def record(cfg: Config, output: Path, duration: float) -> int:
         for entry in _entries(tick, fetcher):
             writer.write(entry)
 
-    pipeline = make_pipeline(cfg)
     loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval, on_tick=on_tick)
     try:
         loop.run(duration=duration)

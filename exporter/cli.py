@@ -25,6 +25,7 @@ from exporter.app import (
     run_replay,
     start_service,
 )
+from exporter.catalog.schema import CatalogError
 from exporter.config import OPTIONS, Config, ConfigError, load_config, parse_duration
 from exporter.recording import RecordingError
 
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 snap = pipeline.snapshot
                 print(f"replayed {snap.ticks} polls into {len(pipeline.windows)} windows")
             return 0
-    except ConfigError as e:
+    except (ConfigError, CatalogError) as e:
         print(f"vllm-profile-exporter: {e}", file=sys.stderr)
         return 2
     except RecordingError as e:

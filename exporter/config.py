@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.derive.resolve import normalize_dtype
+
 ENV_PREFIX = "VLLM_PROFILE_"
 
 
@@ -61,6 +63,31 @@ def _path(text: str) -> Path:
     return Path(str(text))
 
 
+def _positive_float(text: str) -> float:
+    v = float(str(text))
+    if not v > 0 or v != v or v == float("inf"):
+        raise ValueError("must be a number > 0")
+    return v
+
+
+def _dtype(text: str) -> str:
+    d = normalize_dtype(str(text))
+    if d is None:
+        raise ValueError("must be one of fp8, bf16, fp16, fp32 (or int8, int4, fp4)")
+    return d
+
+
+def _model_params(text: str) -> tuple[float, float | None]:
+    """``TOTAL[,ACTIVE]`` parameter counts, e.g. ``30e9,3e9``."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not 1 <= len(parts) <= 2:
+        raise ValueError("expected TOTAL[,ACTIVE], e.g. 30e9,3e9")
+    nums = [_positive_float(p) for p in parts]
+    if len(nums) == 2 and nums[1] > nums[0]:
+        raise ValueError("active parameters cannot exceed total parameters")
+    return nums[0], nums[1] if len(nums) == 2 else None
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     flag: str  # without the leading dashes
@@ -87,6 +114,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("vllm-replay", _path, None, "serve vLLM data from this recording instead of vLLM"),
     Option("gpu-replay", _path, None, "serve GPU data from this recording instead of NVML"),
     Option("max-num-seqs", _positive_int, None, "vLLM's --max-num-seqs (not on vLLM's /metrics)"),
+    Option(
+        "tensor-parallel-size",
+        _positive_int,
+        None,
+        "vLLM's tensor parallel size (else TENSOR_PARALLEL_SIZE, VLLM_TENSOR_PARALLEL_SIZE, 1)",
+    ),
+    Option(
+        "dtype", _dtype, None, "weight dtype: fp8, bf16, fp16, fp32 (else DTYPE / VLLM_DTYPE, …)"
+    ),
+    Option("cost-per-hour", _positive_float, None, "USD per hour for the whole server"),
+    Option("price", _choice("on-demand", "spot"), "on-demand", "catalog price column"),
+    Option("compute-peak", _choice("tensor", "fp32"), "tensor", "roofline compute peak"),
+    Option("catalog-file", _path, None, "YAML file of extra or overriding catalog entries"),
+    Option("model-params", _model_params, None, "TOTAL[,ACTIVE] parameter counts, e.g. 30e9,3e9"),
     Option("horizon", parse_duration, 60.0, "aggregation and persistence horizon, e.g. 60s"),
     Option("poll-interval", parse_duration, 0.25, "interval between polls, e.g. 250ms"),
     Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"),
@@ -103,9 +144,19 @@ class Config:
     vllm_replay: Path | None
     gpu_replay: Path | None
     max_num_seqs: int | None
+    tensor_parallel_size: int | None
+    dtype: str | None
+    cost_per_hour: float | None
+    price: str
+    compute_peak: str
+    catalog_file: Path | None
+    model_params: tuple[float, float | None] | None
     horizon: float
     poll_interval: float
     log_level: str
+    tp: int = 1  # resolved: flag → TENSOR_PARALLEL_SIZE → VLLM_TENSOR_PARALLEL_SIZE → 1
+    tp_source: str = "default"
+    dtype_env: str | None = None  # DTYPE, else VLLM_DTYPE
 
     @property
     def fetch_timeout(self) -> float:
@@ -141,6 +192,23 @@ def load_config(
             values[o.dest] = o.parse(raw)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{where}: invalid value {raw!r}: {e}") from None
+    values["tp"], values["tp_source"] = values["tensor_parallel_size"], "flag"
+    if values["tp"] is None:
+        values["tp"], values["tp_source"] = 1, "default"
+        for name in ("TENSOR_PARALLEL_SIZE", "VLLM_TENSOR_PARALLEL_SIZE"):
+            if name in env:
+                try:
+                    values["tp"], values["tp_source"] = _positive_int(env[name]), "env"
+                except ValueError:
+                    raise ConfigError(f"{name}: invalid value {env[name]!r}: must be > 0") from None
+                break
+    for name in ("DTYPE", "VLLM_DTYPE"):
+        if env.get(name):
+            try:
+                values["dtype_env"] = _dtype(env[name])
+            except ValueError as e:
+                raise ConfigError(f"{name}: invalid value {env[name]!r}: {e}") from None
+            break
     cfg = Config(**values)
     if cfg.poll_interval < 0.05 or cfg.poll_interval > 10:
         raise ConfigError(f"--poll-interval: {cfg.poll_interval}s is outside 50ms..10s")

@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from exporter.derive.assess import Assessment, assess
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import Aggregate, aggregate
+from exporter.derive.resolve import RooflineSettings
 from exporter.derive.window import Window, build_window
 from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
 
@@ -39,6 +41,7 @@ class Snapshot:
     latest_gate: Gate | None = None
     max_model_len: int | None = None
     ticks: int = 0
+    assessment: Assessment | None = None
 
 
 @dataclass(slots=True)
@@ -70,6 +73,7 @@ class Pipeline:
         poll_interval: float,
         ticks_per_window: int = 8,
         gpu_source_name: str | None = "nvml",
+        roofline: RooflineSettings | None = None,
     ) -> None:
         if ticks_per_window < 1:
             raise ValueError("ticks_per_window must be ≥ 1")
@@ -84,6 +88,8 @@ class Pipeline:
         self._ticks = 0
         self._windows: deque[tuple[Window, Gate]] = deque()
         self._agg = Aggregate()
+        self._roofline = roofline or RooflineSettings()
+        self._assessment: Assessment | None = None
         self._max_model_len: int | None = None
         self._last_start_time: float | None = None
         self._last_gen_tokens: float | None = None
@@ -167,6 +173,7 @@ class Pipeline:
         ):
             self._windows.popleft()
         self._agg = aggregate(self._windows)
+        self._assessment = assess(self._agg, self._roofline)
         self._buf = self._buf[-1:]  # the boundary poll opens the next window
 
     def _publish(self) -> None:
@@ -178,4 +185,5 @@ class Pipeline:
             latest_gate=latest[1] if latest else None,
             max_model_len=self._max_model_len,
             ticks=self._ticks,
+            assessment=self._assessment,
         )

@@ -6,8 +6,12 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from exporter.app import load_catalog
+from exporter.config import load_config
+from exporter.derive.assess import assess
+from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import ExportSettings, metric_families
-from exporter.pipeline import Pipeline
+from exporter.pipeline import Pipeline, Snapshot
 from exporter.samples import ModelsInfo
 from exporter.scrape.replay import replay_ticks
 
@@ -16,8 +20,14 @@ FIX = ROOT / "tests" / "fixtures"
 
 
 def exported_names() -> set[str]:
-    """Every family a fully-fed pipeline exports: vLLM, GPU, durations, models, occupancy."""
-    p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    """Every family a fully-fed pipeline exports: vLLM, GPU, durations, models, occupancy,
+    roofline and economics; plus the MFU and unavailability families from a constructed case."""
+    catalog = load_catalog(load_config({}, {}, {}))
+    p = Pipeline(
+        horizon_seconds=60,
+        poll_interval=0.25,
+        roofline=RooflineSettings(catalog=catalog, model_params=(8e9, None)),
+    )
     ticks = replay_ticks(
         FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz", FIX / "nvml" / "h200-probe.jsonl.gz"
     )
@@ -25,9 +35,14 @@ def exported_names() -> set[str]:
         models = ModelsInfo(0.0, 1024) if i == 0 else None
         p.add_tick(replace(t, vllm_duration=0.005, gpu_duration=0.001, models=models))
     settings = ExportSettings("test", 60.0, 0.25, max_num_seqs=64.0)
+    agg = replace(
+        p.snapshot.agg, est_flops_per_second=1e14, est_bytes_per_second=1e12, model_name="x"
+    )
+    other = Snapshot(agg=agg, assessment=assess(agg, RooflineSettings(catalog=catalog)))
     names = set()
-    for fam in metric_families(p.snapshot, settings):
-        names.add(fam.name + "_total" if fam.type == "counter" else fam.name)
+    for snap in (p.snapshot, other):
+        for fam in metric_families(snap, settings):
+            names.add(fam.name + "_total" if fam.type == "counter" else fam.name)
     return names
 
 

@@ -177,3 +177,74 @@ def test_bad_recording_exits_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert f"{bad}:2: not JSON" in r.stderr
+
+
+def renamed_recording(tmp: Path, served_name: str) -> Path:
+    """The real recording, with only the model_name label changed to a name the catalog knows."""
+    out = tmp / "renamed.jsonl.gz"
+    with gzip.open(UNDERBATCH, "rt") as src, gzip.open(out, "wt") as dst:
+        for line in src:
+            e = json.loads(line)
+            if "body" in e:
+                e["body"] = e["body"].replace(
+                    'model_name="tiny-llama"', f'model_name="{served_name}"'
+                )
+            dst.write(json.dumps(e) + "\n")
+    return out
+
+
+def test_roofline_on_real_h200_readings(tmp_path: Path) -> None:
+    rec = renamed_recording(tmp_path, "meta-llama/Llama-3.1-8B-Instruct")
+    m = samples(run_replay(str(rec), "--gpu-replay", str(H200)))
+    info = dict(next(k for k in m if k[0] == "vllm_profile_info")[1])
+    assert (info["gpu_catalog"], info["model_catalog"]) == ("H200", "Llama 3 8B")
+    assert (info["dtype"], info["dtype_source"]) == ("bf16", "default")  # cache_dtype is auto
+    tps = m[("vllm_profile_generation_tokens_per_second", ())]
+    est = (("estimate", "true"),)
+    # H200, tensor peak: hardware = 989.4e12 / (2 × 8e9) = 61,837.5 tok/s;
+    # stream = 4.8e12 / (8e9 × 2) = 300 tok/s; ridge = 989.4e12 × 2 / (2 × 4.8e12) = 206.125.
+    assert m[("vllm_profile_decode_ceiling_tokens_per_second", est + (("scope", "hardware"),))] == (
+        pytest.approx(61837.5)
+    )
+    assert m[("vllm_profile_decode_ceiling_tokens_per_second", est + (("scope", "stream"),))] == (
+        pytest.approx(300.0)
+    )
+    assert m[("vllm_profile_ridge_batch_size", est)] == pytest.approx(206.125)
+    assert m[("vllm_profile_efficiency_ratio", est)] == pytest.approx(tps / 61837.5)
+    assert m[("vllm_profile_model_weight_bytes", est)] == 16e9
+    # vLLM said gpu_memory_utilization 0.92: 150,754,820,096 × 0.92 − 16e9.
+    labels = (
+        ("UUID", "GPU-d0e06647-f61c-fdd0-eb79-64ccf331d293"),
+        ("estimate", "true"),
+        ("gpu", "0"),
+    )
+    assert m[("vllm_profile_kv_headroom_bytes", labels)] == pytest.approx(
+        150_754_820_096 * 0.92 - 16e9
+    )
+    # One H200 on demand: $3.50/h; $/1M = 3.5 / (tps × 3600) × 1e6.
+    cat = (("price_source", "catalog_on_demand"),)
+    assert m[("vllm_profile_cost_per_hour_dollars", cat)] == 3.5
+    assert m[("vllm_profile_cost_per_million_tokens_dollars", cat)] == pytest.approx(
+        3.5 / (tps * 3600) * 1e6
+    )
+    # Joules per token come from the energy counter; mean power / throughput is an independent
+    # path to the same quantity and must agree within 10%.
+    jpt = m[("vllm_profile_joules_per_token", ())]
+    power = m[("vllm_profile_gpu_power_total_watts", ())]
+    assert jpt == pytest.approx(power / tps, rel=0.10)
+    assert m[("vllm_profile_tokens_per_joule", ())] == pytest.approx(1 / jpt)
+
+
+def test_throughput_above_the_ceiling_is_withheld() -> None:
+    # A 1-trillion-parameter claim with the fp32 peak: ceiling 67e12 / 2e12 = 33.5 tok/s, far
+    # below what this server produced. The ceiling and efficiency are withheld, with the reason.
+    m = samples(
+        run_replay(
+            str(UNDERBATCH), "--gpu-replay", str(H200), "--model-params", "1e12",
+            "--compute-peak", "fp32",
+        )
+    )  # fmt: skip
+    names = {n for n, _ in m}
+    assert "vllm_profile_efficiency_ratio" not in names
+    assert "vllm_profile_decode_ceiling_tokens_per_second" not in names
+    assert m[("vllm_profile_roofline_unavailable", (("reason", "actual_above_ceiling"),))] == 1

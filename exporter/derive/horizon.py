@@ -67,6 +67,10 @@ class Aggregate:
     queue_time_mean: float | None = None
     prompt_tokens_mean: float | None = None
     generation_tokens_total: float | None = None
+    energy_joules: float | None = None  # all GPUs, over active windows where every GPU has it
+    energy_tokens: float | None = None  # generated tokens in those same windows
+    est_flops_per_second: float | None = None  # vLLM's analytic FLOP/s per GPU, active windows
+    est_bytes_per_second: float | None = None
     requests_total: float | None = None
     gpus: tuple[GpuAggregate, ...] = ()
 
@@ -179,6 +183,19 @@ def _gpu_aggregates(
     return tuple(out)
 
 
+def _energy(active: Sequence[Window]) -> tuple[float | None, float | None]:
+    """(Σ joules of all GPUs, Σ generated tokens) over active windows where both are exact."""
+    joules = toks = 0.0
+    used = False
+    for w in active:
+        e = [g.energy_joules for g in w.gpus]
+        if w.gpus and all(x is not None for x in e) and w.d_generation_tokens is not None:
+            joules += sum(x for x in e if x is not None)
+            toks += w.d_generation_tokens
+            used = True
+    return (joules, toks) if used and toks > 0 else (None, None)
+
+
 def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
     """Aggregate the horizon, oldest window first."""
     if not windows:
@@ -189,6 +206,7 @@ def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
     last = all_ws[-1]
     last_eval = evaluable[-1] if evaluable else None
     kv_now = last_eval.kv_last if last_eval is not None else None
+    energy_joules, energy_tokens = _energy(active)
     return Aggregate(
         windows_total=len(all_ws),
         windows_evaluable=len(evaluable),
@@ -220,5 +238,9 @@ def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
         prompt_tokens_mean=_hist_mean(evaluable, lambda w: w.prompt_len),
         generation_tokens_total=last.generation_tokens_total,
         requests_total=last.requests_total,
+        energy_joules=energy_joules,
+        energy_tokens=energy_tokens,
+        est_flops_per_second=_weighted(active, lambda w: w.rate(w.d_est_flops)),
+        est_bytes_per_second=_weighted(active, lambda w: w.rate(w.d_est_bytes)),
         gpus=_gpu_aggregates(all_ws, evaluable, active),
     )

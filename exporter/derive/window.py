@@ -59,6 +59,8 @@ class Window:
     d_preemptions: float | None = None
     d_prefix_hits: float | None = None
     d_prefix_queries: float | None = None
+    d_est_flops: float | None = None  # vLLM --enable-mfu-metrics counters (per GPU)
+    d_est_bytes: float | None = None
     generation_tokens_total: float | None = None  # last poll's cumulative values
     requests_total: float | None = None
     ttft: HistDelta | None = None
@@ -256,6 +258,14 @@ def build_window(
         d_preemptions=d(lambda p: p.preemptions),
         d_prefix_hits=d(lambda p: p.prefix_hits),
         d_prefix_queries=d(lambda p: p.prefix_queries),
+        d_est_flops=d(lambda p: p.est_flops),
+        d_est_bytes=d(
+            lambda p: (
+                None
+                if p.est_read_bytes is None or p.est_write_bytes is None
+                else p.est_read_bytes + p.est_write_bytes
+            )
+        ),
         generation_tokens_total=last.generation_tokens,
         requests_total=last.requests_finished,
         ttft=ttft,

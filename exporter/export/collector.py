@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.derive.assess import Assessment
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.pipeline import Snapshot
 
@@ -28,6 +29,9 @@ class ExportSettings:
     poll_interval: float
     max_num_seqs: float | None = None
     demo: bool = False
+    compute_peak: str = "tensor"
+    tensor_parallel_size: int = 1
+    tensor_parallel_source: str = "default"
 
 
 def _h(text: str, settings: ExportSettings) -> str:
@@ -267,6 +271,157 @@ def _gpu(f: _Families, gpus: tuple[GpuAggregate, ...]) -> None:
     )
 
 
+EST = "true"
+PRELUDE = (
+    "Catalog-derived estimate (peak FLOP/s and bandwidth of the GPU, parameter count of the "
+    "model), over the active windows of the last {H}. "
+)
+
+
+def _roofline(f: _Families, a: Assessment, gpu_fresh: bool) -> None:
+    r, e = a.roofline, a.economics
+    f.labelled(
+        "decode_ceiling_tokens_per_second",
+        PRELUDE + "Decode ceilings, TP-scaled: scope=stream one sequence (bandwidth-bound), "
+        "scope=batch at the current mean batch, scope=hardware the compute-bound maximum.",
+        ["scope", "estimate"],
+        [
+            (["stream", EST], r.stream_tps),
+            (["batch", EST], r.batch_tps),
+            (["hardware", EST], r.hardware_tps),
+        ],
+    )
+    f.labelled(
+        "prefill_ceiling_tokens_per_second",
+        PRELUDE + "Prompt tokens/s the GPUs could process at their compute peak.",
+        ["estimate"],
+        [([EST], r.prefill_ceiling_tps)],
+    )
+    f.labelled(
+        "efficiency_ratio",
+        PRELUDE + "Generated tokens/s over the hardware decode ceiling: how much of what was paid "
+        "for is used. Calibrated for decode-bound work; prefill-heavy traffic reads low.",
+        ["estimate"],
+        [([EST], r.efficiency)],
+    )
+    f.labelled(
+        "batch_efficiency_ratio",
+        PRELUDE + "Generated tokens/s over the ceiling at the current batch: low efficiency with "
+        "high batch efficiency means too little concurrency; low batch efficiency means overhead.",
+        ["estimate"],
+        [([EST], r.batch_efficiency)],
+    )
+    f.labelled(
+        "headroom_ratio",
+        PRELUDE + "Unused fraction of the hardware decode ceiling (1 - efficiency).",
+        ["estimate"],
+        [([EST], r.headroom)],
+    )
+    f.labelled(
+        "ridge_batch_size",
+        PRELUDE + "Concurrent sequences at which decode turns from bandwidth- to compute-bound.",
+        ["estimate"],
+        [([EST], r.ridge_batch_size)],
+    )
+    f.labelled(
+        "tpot_floor_seconds",
+        PRELUDE + "Shortest possible time per output token at the current batch.",
+        ["estimate"],
+        [([EST], r.tpot_floor_seconds)],
+    )
+    f.labelled(
+        "prefill_floor_seconds",
+        PRELUDE + "Shortest possible prefill of the mean prompt; not shown at or above the ridge.",
+        ["estimate"],
+        [([EST], r.prefill_floor_seconds)],
+    )
+    f.labelled(
+        "model_weight_bytes",
+        "Model weight bytes: total parameters x bytes per parameter (catalog estimate).",
+        ["estimate"],
+        [([EST], r.weight_bytes)],
+    )
+    if gpu_fresh:
+        f.labelled(
+            "kv_headroom_bytes",
+            "Per GPU: memory total x vLLM's gpu_memory_utilization - weight bytes / TP. Negative: "
+            "the tensor-parallel size is too small for the model (estimate).",
+            ["gpu", "UUID", "estimate"],
+            [([str(g.index), g.uuid, EST], v) for g, v in r.kv_headroom_bytes],
+        )
+    f.labelled(
+        "vllm_gpu_memory_utilization_ratio",
+        "vLLM's --gpu-memory-utilization used for KV headroom; source=default means 1.0 assumed.",
+        ["source"],
+        [([a.gpu_memory_utilization_source], a.gpu_memory_utilization)],
+    )
+    f.labelled(
+        "roofline_unavailable",
+        "1 per reason a roofline figure is absent: unknown_gpu, unknown_model, no_gpu_data, "
+        "gpu_has_price_only, no_tensor_peak_in_catalog, no_load, actual_above_ceiling.",
+        ["reason"],
+        [([reason], 1.0) for reason in a.reasons],
+    )
+    f.gauge(
+        "gpu_power_total_watts",
+        "Power of all the server's GPUs, mean over the active windows of the last {H}.",
+        a.power_watts,
+    )
+    f.gauge(
+        "tokens_per_joule",
+        "Generated tokens per joule (tok/s per W) over the active windows of the last {H}; from "
+        "the GPUs' energy counters where they exist, else mean power.",
+        e.tokens_per_joule,
+    )
+    f.gauge(
+        "joules_per_token",
+        "Joules per generated token (inverse of tokens_per_joule).",
+        e.joules_per_token,
+    )
+    if a.price_source is not None:
+        ps = [a.price_source]
+        f.labelled(
+            "cost_per_hour_dollars",
+            "Server cost per hour: --cost-per-hour (price_source=flag), or catalog price x GPUs.",
+            ["price_source"],
+            [(ps, e.cost_per_hour)],
+        )
+        f.labelled(
+            "cost_per_million_tokens_dollars",
+            "Dollars per million generated tokens at the throughput of the last {H}.",
+            ["price_source"],
+            [(ps, e.cost_per_million_tokens)],
+        )
+        f.labelled(
+            "recoverable_cost_per_hour_dollars",
+            "Cost per hour x (1 - efficiency): what the unused ceiling costs (estimate).",
+            ["price_source", "estimate"],
+            [(ps + [EST], e.recoverable_per_hour)],
+        )
+    f.gauge(
+        "mfu_flops_per_second",
+        "Achieved FLOP/s per GPU as vLLM counts them (--enable-mfu-metrics), active windows.",
+        a.mfu_flops_per_second,
+    )
+    f.gauge(
+        "mfu_memory_bytes_per_second",
+        "Bytes read + written per GPU per second as vLLM counts them (--enable-mfu-metrics).",
+        a.mfu_bytes_per_second,
+    )
+    f.labelled(
+        "mfu_flops_ratio",
+        "vLLM's achieved FLOP/s per GPU over the catalog peak (model FLOPs utilization).",
+        ["estimate"],
+        [([EST], a.mfu_flops_ratio)],
+    )
+    f.labelled(
+        "mfu_bandwidth_ratio",
+        "vLLM's achieved bytes/s per GPU over the catalog peak bandwidth.",
+        ["estimate"],
+        [([EST], a.mfu_bandwidth_ratio)],
+    )
+
+
 def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """All families for one scrape, from one immutable snapshot."""
     f = _Families(settings)
@@ -274,12 +429,31 @@ def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     _health(f, snap)
     info = GaugeMetricFamily(
         f"{NS}_info",
-        "Exporter and target facts; value always 1.",
-        labels=["version", "model", "gpu_name", "mode"],
-    )
+        "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
+        "catalog entries matched (empty: no match, no roofline).",
+        labels=[
+            "version", "model", "gpu_name", "gpu_catalog", "model_catalog", "dtype",
+            "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
+            "compute_peak", "mode",
+        ],
+    )  # fmt: skip
     gpu_name = a.gpus[0].name if a.gpus and a.gpus[0].name else ""
+    res = snap.assessment.resolved if snap.assessment else None
     info.add_metric(
-        [settings.version, a.model_name or "", gpu_name, "demo" if settings.demo else "live"], 1.0
+        [
+            settings.version,
+            a.model_name or "",
+            gpu_name,
+            res.gpu.name if res and res.gpu else "",
+            res.model_catalog if res else "",
+            res.dtype if res else "",
+            res.dtype_source if res else "",
+            str(settings.tensor_parallel_size),
+            settings.tensor_parallel_source,
+            settings.compute_peak,
+            "demo" if settings.demo else "live",
+        ],
+        1.0,
     )
     f.out.append(info)
     f.gauge("horizon_seconds", "Length of the aggregation horizon.", settings.horizon_seconds)
@@ -305,6 +479,8 @@ def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     )
     if a.vllm_fresh:
         _vllm(f, a)
+        if snap.assessment is not None:
+            _roofline(f, snap.assessment, a.gpu_fresh)
     if a.gpu_fresh:
         _gpu(f, a.gpus)
     return f.out

@@ -1,0 +1,133 @@
+"""Resolving roofline inputs: catalog matches and the dtype / tensor-parallel chains (SPEC §7).
+
+Pure: the flags and environment values arrive already read, in :class:`RooflineSettings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.catalog.match import best_match, tokens
+from exporter.catalog.schema import Catalog, GpuSpec, ModelSpec
+from exporter.derive.roofline import RooflineInputs
+
+BYTES_PER_PARAM = {
+    "fp4": 0.5, "int4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0, "fp16": 2.0, "fp32": 4.0,
+}  # fmt: skip
+_ALIASES = {
+    "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
+    "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "fp8_inc": "fp8",
+}  # fmt: skip
+# Tokens of a served model name that say how its weights are quantized.
+_NAME_DTYPES = {
+    "fp8": "fp8", "int8": "int8", "w8a8": "int8", "awq": "int4", "gptq": "int4", "int4": "int4",
+    "w4a16": "int4", "nvfp4": "fp4", "mxfp4": "fp4", "fp4": "fp4",
+}  # fmt: skip
+
+
+def normalize_dtype(value: str) -> str | None:
+    """``bfloat16`` → ``bf16``; None for anything that is not a weight format (e.g. ``auto``).
+
+    >>> normalize_dtype("bfloat16"), normalize_dtype("FP8_E4M3"), normalize_dtype("auto")
+    ('bf16', 'fp8', None)
+    """
+    v = value.strip().lower()
+    v = _ALIASES.get(v, v)
+    return v if v in BYTES_PER_PARAM else None
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineSettings:
+    catalog: Catalog = field(default_factory=Catalog)
+    compute_peak: str = "tensor"  # or "fp32"
+    dtype_flag: str | None = None
+    dtype_env: str | None = None  # DTYPE, else VLLM_DTYPE, as the CLI read them
+    tp: int = 1
+    tp_source: str = "default"
+    model_params: tuple[float, float | None] | None = None  # --model-params TOTAL[,ACTIVE]
+    cost_per_hour: float | None = None
+    price: str = "on-demand"  # or "spot"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    gpu: GpuSpec | None
+    model: ModelSpec | None
+    model_catalog: str  # entry name, "flag" for --model-params, "" when unknown
+    dtype: str
+    dtype_source: str
+    inputs: RooflineInputs
+    reasons: tuple[str, ...] = ()
+
+
+def resolve_gpu(catalog: Catalog, names: list[str]) -> GpuSpec | None:
+    """The catalog entry for the server's GPUs; None when unknown or when they differ."""
+    distinct = {n for n in names if n}
+    if len(distinct) != 1:
+        return None
+    return best_match(distinct.pop(), catalog.gpus)
+
+
+def resolve_dtype(
+    s: RooflineSettings,
+    model_name: str | None,
+    cache_config: Mapping[str, str],
+    model: ModelSpec | None,
+) -> tuple[str, str]:
+    """Weight format and where it came from: flag → env → the served model name's quantization
+    suffix → vLLM's ``cache_dtype`` (unless ``auto``) → catalog default → bf16."""
+    if s.dtype_flag and (d := normalize_dtype(s.dtype_flag)):
+        return d, "flag"
+    if s.dtype_env and (d := normalize_dtype(s.dtype_env)):
+        return d, "env"
+    if model_name:
+        for t in sorted(tokens(model_name)):
+            if t in _NAME_DTYPES:
+                return _NAME_DTYPES[t], "model_name"
+    cache = cache_config.get("cache_dtype")
+    if cache and (d := normalize_dtype(cache)):
+        return d, "vllm_cache_dtype"
+    if model is not None and model.dtype:
+        return model.dtype, "catalog"
+    return "bf16", "default"
+
+
+def resolve(
+    s: RooflineSettings,
+    *,
+    model_name: str | None,
+    gpu_names: list[str],
+    cache_config: Mapping[str, str],
+) -> Resolved:
+    reasons: list[str] = []
+    gpu = resolve_gpu(s.catalog, gpu_names)
+    if not gpu_names:
+        reasons.append("no_gpu_data")
+    elif gpu is None:
+        reasons.append("unknown_gpu")
+    model = best_match(model_name, s.catalog.models) if model_name else None
+    rp: float | None
+    wp: float | None
+    if s.model_params is not None:
+        total, active = s.model_params
+        rp, wp, model_catalog = active or total, total, "flag"
+    elif model is not None:
+        total_p = model.params_b * 1e9
+        active_p = None if model.active_params_b is None else model.active_params_b * 1e9
+        rp, wp, model_catalog = active_p or total_p, total_p, model.name
+    else:
+        rp = wp = None
+        model_catalog = ""
+        reasons.append("unknown_model")
+    dtype, dtype_source = resolve_dtype(s, model_name, cache_config, model)
+    flops: float | None = None
+    bw: float | None = None
+    if gpu is not None:
+        tflops = gpu.bf16_tflops if s.compute_peak == "tensor" else gpu.fp32_tflops
+        flops = None if tflops is None else tflops * 1e12
+        bw = None if gpu.mem_bw_gbps is None else gpu.mem_bw_gbps * 1e9
+        if flops is None or bw is None:
+            reasons.append(f"no_{s.compute_peak}_peak_in_catalog" if bw else "gpu_has_price_only")
+    inputs = RooflineInputs(flops, bw, rp, wp, BYTES_PER_PARAM[dtype], s.tp)
+    return Resolved(gpu, model, model_catalog, dtype, dtype_source, inputs, tuple(reasons))

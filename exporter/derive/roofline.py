@@ -1,0 +1,117 @@
+"""Roofline: the hardware ceiling for decode and what fraction of it the server uses (SPEC §7).
+
+Every output is a catalog-derived estimate. Inputs come in resolved (see ``resolve.py``); each
+figure is None when an input it needs is missing, and ``reasons`` says why.
+
+Worked example (H100 SXM, tensor peak, Llama 3 70B in bf16, TP 1): peak 989.4e12 FLOP/s and
+3.35e12 B/s; ridge = 989.4e12 × 2 / (2 × 3.35e12) = 295.3 concurrent sequences; one stream can
+do 3.35e12 / (70e9 × 2) = 23.9 tok/s; the hardware ceiling is 989.4e12 / (2 × 70e9) = 7,067 tok/s.
+
+>>> r = compute(RooflineInputs(989.4e12, 3.35e12, 70e9, 70e9, 2.0, 1), batch=8, actual_tps=150.0)
+>>> round(r.ridge_batch_size, 1), round(r.stream_tps, 2), round(r.hardware_tps)
+(295.3, 23.93, 7067)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTUAL_ABOVE_CEILING = "actual_above_ceiling"
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineInputs:
+    peak_flops: float | None  # FLOP/s per GPU (None: the catalog has no figure)
+    peak_bw: float | None  # bytes/s per GPU
+    roofline_params: float | None  # active params (MoE) else total
+    weight_params: float | None  # total params else active
+    bytes_per_param: float
+    tp: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuMemory:
+    index: int
+    uuid: str
+    total_bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class Roofline:
+    weight_bytes: float | None = None
+    ridge_batch_size: float | None = None
+    stream_tps: float | None = None
+    hardware_tps: float | None = None
+    batch_tps: float | None = None
+    efficiency: float | None = None  # ratio 0-1
+    batch_efficiency: float | None = None
+    headroom: float | None = None
+    tpot_floor_seconds: float | None = None
+    prefill_ceiling_tps: float | None = None
+    prefill_floor_seconds: float | None = None
+    kv_headroom_bytes: tuple[tuple[GpuMemory, float], ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+def compute(
+    inp: RooflineInputs,
+    *,
+    batch: float | None,
+    actual_tps: float | None,
+    prompt_tokens_mean: float | None = None,
+    gpus: tuple[GpuMemory, ...] = (),
+    gpu_memory_utilization: float = 1.0,
+) -> Roofline:
+    """All roofline figures that the inputs allow.
+
+    ``batch`` is B, the time-weighted mean of running requests over active windows;
+    ``actual_tps`` the generation tokens/s over the same windows.
+    """
+    reasons: list[str] = []
+    rp, tp, bpp = inp.roofline_params, inp.tp, inp.bytes_per_param
+    flops, bw = inp.peak_flops, inp.peak_bw
+
+    weight_bytes = None if inp.weight_params is None else inp.weight_params * bpp
+    kv: tuple[tuple[GpuMemory, float], ...] = ()
+    if weight_bytes is not None:
+        kv = tuple((g, g.total_bytes * gpu_memory_utilization - weight_bytes / tp) for g in gpus)
+
+    ridge = flops * bpp / (2 * bw) if flops and bw else None
+    stream = bw * tp / (rp * bpp) if bw and rp else None
+    hardware = flops * tp / (2 * rp) if flops and rp else None
+    prefill_ceiling = hardware  # 2 × params FLOP per prompt token, at the compute peak
+
+    loaded = batch is not None and batch > 0 and actual_tps is not None and actual_tps > 0
+    if not loaded:
+        reasons.append("no_load")
+    batch_tps = efficiency = batch_eff = headroom = tpot_floor = prefill_floor = None
+    shown_stream, shown_hw = (stream, hardware) if loaded else (None, None)
+    if loaded and stream is not None and hardware is not None:
+        assert batch is not None and actual_tps is not None and flops and bw and rp
+        if actual_tps > hardware:
+            # A catalog or measurement mismatch (e.g. speculative decoding): no ceiling at all.
+            reasons.append(ACTUAL_ABOVE_CEILING)
+            shown_stream = shown_hw = None
+        else:
+            batch_tps = min(batch * stream, hardware)
+            efficiency = actual_tps / hardware
+            batch_eff = actual_tps / batch_tps
+            headroom = 1.0 - efficiency
+        tpot_floor = max(rp * bpp / (bw * tp), batch * 2 * rp / (flops * tp))
+        if prompt_tokens_mean is not None and ridge is not None and batch < ridge:
+            prefill_floor = prompt_tokens_mean / hardware
+    return Roofline(
+        weight_bytes=weight_bytes,
+        ridge_batch_size=ridge,
+        stream_tps=shown_stream,
+        hardware_tps=shown_hw,
+        batch_tps=batch_tps,
+        efficiency=efficiency,
+        batch_efficiency=batch_eff,
+        headroom=headroom,
+        tpot_floor_seconds=tpot_floor,
+        prefill_ceiling_tps=prefill_ceiling,
+        prefill_floor_seconds=prefill_floor,
+        kv_headroom_bytes=kv,
+        reasons=tuple(reasons),
+    )

@@ -1,0 +1,200 @@
+"""Roofline and economics formulas (SPEC §7-8), worked by hand; and what stays absent."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.derive import economics
+from exporter.derive.roofline import ACTUAL_ABOVE_CEILING, GpuMemory, RooflineInputs, compute
+
+H100_SXM_TENSOR = (989.4e12, 3.35e12)  # FLOP/s, B/s per GPU (catalog)
+H100_SXM_FP32 = (67e12, 3.35e12)
+H200_TENSOR = (989.4e12, 4.8e12)
+H100_MEM = GpuMemory(0, "GPU-h100", 85_520_809_984)  # real H100 SXM fixture
+H200_MEM = GpuMemory(0, "GPU-h200", 150_754_820_096)  # real H200 fixture
+
+
+def inputs(peaks, rp, wp, bpp, tp):
+    return RooflineInputs(peaks[0], peaks[1], rp, wp, bpp, tp)
+
+
+class TestDenseTp1:
+    def test_h100_tensor_llama70b_bf16(self) -> None:
+        r = compute(
+            inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 1),
+            batch=8.0,
+            actual_tps=150.0,
+            prompt_tokens_mean=500.0,
+            gpus=(H100_MEM,),
+            gpu_memory_utilization=0.9,
+        )
+        # ridge = 989.4e12 × 2 / (2 × 3.35e12) = 295.343
+        assert r.ridge_batch_size == pytest.approx(295.3433, rel=1e-6)
+        # stream = 3.35e12 × 1 / (70e9 × 2) = 23.9286 tok/s
+        assert r.stream_tps == pytest.approx(23.92857, rel=1e-6)
+        # hardware = 989.4e12 × 1 / (2 × 70e9) = 7,067.14 tok/s (= stream × ridge)
+        assert r.hardware_tps == pytest.approx(7067.1429, rel=1e-6)
+        # batch = min(8 × 23.9286, 7,067.14) = 191.4286
+        assert r.batch_tps == pytest.approx(191.42857, rel=1e-6)
+        # efficiency = 150 / 7,067.14 = 0.021225; batch efficiency = 150 / 191.43 = 0.78358
+        assert r.efficiency == pytest.approx(0.0212249, rel=1e-5)
+        assert r.batch_efficiency == pytest.approx(0.783582, rel=1e-5)
+        assert r.headroom == pytest.approx(1 - 0.0212249, rel=1e-6)
+        # tpot floor = max(140e9 / 3.35e12, 8 × 140e9 / 989.4e12) = max(0.041791, 0.001132)
+        assert r.tpot_floor_seconds == pytest.approx(0.0417910, rel=1e-5)
+        # prefill: ceiling 7,067.14 prompt tok/s; floor = 500 / 7,067.14 = 0.070750 s (B < ridge)
+        assert r.prefill_ceiling_tps == pytest.approx(7067.1429, rel=1e-6)
+        assert r.prefill_floor_seconds == pytest.approx(0.0707500, rel=1e-5)
+        # weights 70e9 × 2 = 140e9 B; KV headroom = 85,520,809,984 × 0.9 − 140e9 = −63.03e9
+        assert r.weight_bytes == 140e9
+        ((g, kv),) = r.kv_headroom_bytes
+        assert g.index == 0 and kv == pytest.approx(-63_031_271_014.4, rel=1e-9)
+
+    def test_h100_fp32_peak_reproduces_the_seed(self) -> None:
+        r = compute(inputs(H100_SXM_FP32, 70e9, 70e9, 2.0, 1), batch=8.0, actual_tps=150.0)
+        # ridge = 67e12 × 2 / (2 × 3.35e12) = 20.0; hardware = 67e12 / 140e9 = 478.571 tok/s
+        assert r.ridge_batch_size == pytest.approx(20.0)
+        assert r.hardware_tps == pytest.approx(478.5714, rel=1e-6)
+        # batch = min(191.43, 478.57) = 191.43; efficiency = 150 / 478.571 = 0.313433
+        assert r.batch_tps == pytest.approx(191.42857, rel=1e-6)
+        assert r.efficiency == pytest.approx(0.3134328, rel=1e-6)
+
+
+class TestTensorParallel4:
+    def test_ceilings_and_headroom_scale_with_tp(self) -> None:
+        r = compute(
+            inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 4),
+            batch=64.0,
+            actual_tps=2000.0,
+            gpus=(H100_MEM, GpuMemory(1, "GPU-b", 85_520_809_984)),
+            gpu_memory_utilization=0.9,
+        )
+        # stream = 3.35e12 × 4 / 140e9 = 95.714; hardware = 989.4e12 × 4 / 140e9 = 28,268.57
+        assert r.stream_tps == pytest.approx(95.714286, rel=1e-6)
+        assert r.hardware_tps == pytest.approx(28268.571, rel=1e-6)
+        # batch = min(64 × 95.714 = 6,125.71, 28,268.57) = 6,125.71; eff = 2000 / 28,268.57
+        assert r.batch_tps == pytest.approx(6125.714, rel=1e-6)
+        assert r.efficiency == pytest.approx(0.0707499, rel=1e-5)
+        assert r.headroom == pytest.approx(1 - 0.0707499, rel=1e-6)
+        # ridge does not depend on TP: 295.343
+        assert r.ridge_batch_size == pytest.approx(295.3433, rel=1e-6)
+        # tpot floor = max(140e9 / (3.35e12 × 4), 64 × 140e9 / (989.4e12 × 4)) = 0.0104478 s
+        assert r.tpot_floor_seconds == pytest.approx(0.01044776, rel=1e-6)
+        # each GPU holds 140e9 / 4 = 35e9: 85,520,809,984 × 0.9 − 35e9 = 41,968,728,985.6 B
+        assert [kv for _, kv in r.kv_headroom_bytes] == pytest.approx([41_968_728_985.6] * 2)
+
+
+class TestMoeAndFp8:
+    def test_moe_uses_active_for_ceilings_and_total_for_weights(self) -> None:
+        # Qwen3 30B-A3B on an H200: active 3e9, total 30e9, bf16.
+        r = compute(
+            inputs(H200_TENSOR, 3e9, 30e9, 2.0, 1),
+            batch=32.0,
+            actual_tps=3000.0,
+            prompt_tokens_mean=2000.0,
+            gpus=(H200_MEM,),
+            gpu_memory_utilization=0.92,
+        )
+        # ridge = 989.4e12 × 2 / (2 × 4.8e12) = 206.125
+        assert r.ridge_batch_size == pytest.approx(206.125)
+        # stream = 4.8e12 / (3e9 × 2) = 800; hardware = 989.4e12 / (2 × 3e9) = 164,900
+        assert r.stream_tps == pytest.approx(800.0)
+        assert r.hardware_tps == pytest.approx(164900.0)
+        # batch = min(32 × 800, 164,900) = 25,600; efficiency = 3000 / 164,900 = 0.0181928
+        assert r.batch_tps == pytest.approx(25600.0)
+        assert r.efficiency == pytest.approx(0.01819284, rel=1e-6)
+        # prefill ceiling = hardware = 164,900 prompt tok/s; B = 32 < ridge 206.125, so the
+        # floor shows: 2000 / 164,900 = 0.0121286 s
+        assert r.prefill_ceiling_tps == pytest.approx(164900.0)
+        assert r.prefill_floor_seconds == pytest.approx(0.01212856, rel=1e-6)
+        # weights from the total: 30e9 × 2 = 60e9; KV = 150,754,820,096 × 0.92 − 60e9
+        assert r.weight_bytes == 60e9
+        assert r.kv_headroom_bytes[0][1] == pytest.approx(78_694_434_488.32, rel=1e-9)
+
+    def test_fp8_weights_compute_bound_batch(self) -> None:
+        # Llama 3 70B in fp8 on an H200, batch 300 — above the ridge.
+        r = compute(
+            inputs(H200_TENSOR, 70e9, 70e9, 1.0, 1),
+            batch=300.0,
+            actual_tps=5000.0,
+            prompt_tokens_mean=800.0,
+        )
+        # ridge = 989.4e12 × 1 / (2 × 4.8e12) = 103.0625; stream = 4.8e12 / 70e9 = 68.571
+        assert r.ridge_batch_size == pytest.approx(103.0625)
+        assert r.stream_tps == pytest.approx(68.571429, rel=1e-6)
+        # batch = min(300 × 68.571 = 20,571, 7,067.14) = 7,067.14: compute-bound
+        assert r.batch_tps == pytest.approx(7067.1429, rel=1e-6)
+        # efficiency = batch efficiency = 5000 / 7,067.14 = 0.7075
+        assert r.efficiency == pytest.approx(0.70750, rel=1e-5)
+        assert r.batch_efficiency == pytest.approx(0.70750, rel=1e-5)
+        # tpot floor = max(70e9 / 4.8e12 = 0.014583, 300 × 140e9 / 989.4e12 = 0.042450)
+        assert r.tpot_floor_seconds == pytest.approx(0.0424500, rel=1e-5)
+        # at or above the ridge the prefill floor is not shown
+        assert r.prefill_floor_seconds is None
+        assert r.weight_bytes == 70e9
+
+
+class TestWithheld:
+    def test_actual_above_ceiling_withholds_ceilings_and_efficiency(self) -> None:
+        # fp32 peak, 70B: hardware ceiling 478.57 tok/s, but 600 tok/s measured.
+        r = compute(inputs(H100_SXM_FP32, 70e9, 70e9, 2.0, 1), batch=64.0, actual_tps=600.0)
+        assert ACTUAL_ABOVE_CEILING in r.reasons
+        assert (r.hardware_tps, r.stream_tps, r.batch_tps) == (None, None, None)
+        assert (r.efficiency, r.batch_efficiency, r.headroom) == (None, None, None)
+        assert r.ridge_batch_size == pytest.approx(20.0)  # a catalog fact, still true
+
+    def test_idle_has_no_ceilings(self) -> None:
+        for batch, tps in ((0.0, 0.0), (None, None), (4.0, 0.0)):
+            r = compute(inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 1), batch=batch, actual_tps=tps)
+            assert r.hardware_tps is None and r.efficiency is None and r.tpot_floor_seconds is None
+            assert "no_load" in r.reasons
+
+    def test_unknown_model_or_gpu(self) -> None:
+        no_model = compute(
+            RooflineInputs(989.4e12, 3.35e12, None, None, 2.0, 1), batch=8.0, actual_tps=100.0
+        )
+        assert no_model.ridge_batch_size == pytest.approx(295.3433, rel=1e-6)
+        assert no_model.hardware_tps is None and no_model.weight_bytes is None
+        no_gpu = compute(RooflineInputs(None, None, 70e9, 70e9, 2.0, 1), batch=8.0, actual_tps=1.0)
+        assert no_gpu.ridge_batch_size is None and no_gpu.efficiency is None
+        assert no_gpu.weight_bytes == 140e9
+
+
+class TestEconomics:
+    def test_power_based(self) -> None:
+        e = economics.compute(
+            actual_tps=1000.0, power_watts=700.0, cost_per_hour=3.5, efficiency=0.25
+        )
+        # tok/J = 1000 / 700 = 1.428571; J/tok = 700 / 1000 = 0.7
+        assert e.tokens_per_joule == pytest.approx(1.4285714)
+        assert e.joules_per_token == pytest.approx(0.7)
+        assert e.joules_source == "power"
+        # $/1M = 3.5 / (1000 × 3600) × 1e6 = 0.972222; recoverable = 3.5 × (1 − 0.25) = 2.625
+        assert e.cost_per_million_tokens == pytest.approx(0.9722222)
+        assert e.recoverable_per_hour == pytest.approx(2.625)
+
+    def test_energy_counter_preferred_and_catalog_cost(self) -> None:
+        # 1,400 J over 2,000 tokens: 0.7 J/tok exactly, whatever the mean power says.
+        # 4 × H100 SXM at $3.45 = $13.80/h; 500 tok/s → 13.8 / 1.8e6 × 1e6 = $7.6667 per 1M.
+        e = economics.compute(
+            actual_tps=500.0,
+            power_watts=2000.0,
+            cost_per_hour=13.8,
+            efficiency=0.4,
+            energy_joules=1400.0,
+            energy_tokens=2000.0,
+        )
+        assert e.joules_per_token == pytest.approx(0.7)
+        assert e.tokens_per_joule == pytest.approx(1 / 0.7)
+        assert e.joules_source == "energy_counter"
+        assert e.cost_per_million_tokens == pytest.approx(7.6666667)
+        # recoverable = 13.8 × (1 − 0.4) = 8.28
+        assert e.recoverable_per_hour == pytest.approx(8.28)
+        no_eff = economics.compute(actual_tps=500.0, power_watts=2000.0, cost_per_hour=13.8,
+                                   efficiency=None)  # fmt: skip
+        assert no_eff.recoverable_per_hour is None  # no efficiency, no guess
+
+    def test_nothing_to_divide(self) -> None:
+        e = economics.compute(actual_tps=0.0, power_watts=300.0, cost_per_hour=2.0, efficiency=None)
+        assert e.joules_per_token is None and e.cost_per_million_tokens is None
+        assert e.cost_per_hour == 2.0
