@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -80,6 +80,7 @@ def make_pipeline(cfg: Config) -> Pipeline:
         ticks_per_window=cfg.ticks_per_window,
         gpu_source_name=gpu_source_name(cfg),
         roofline=roofline_settings(cfg, load_catalog(cfg)),
+        max_num_seqs=float(cfg.max_num_seqs) if cfg.max_num_seqs else None,
     )
 
 
@@ -165,6 +166,21 @@ def run_replay(cfg: Config, vllm_path: Path | None, gpu_path: Path | None) -> Pi
     pipeline = make_pipeline(cfg)
     for tick in replay_ticks(vllm_path, gpu_path):
         pipeline.add_tick(tick)
+    return pipeline
+
+
+def run_live(cfg: Config, duration: float) -> Pipeline:
+    """Poll the live sources for ``duration`` seconds; the whole run is the horizon."""
+    cfg = replace(cfg, horizon=max(cfg.horizon, duration + 2 * cfg.poll_interval))
+    pipeline = make_pipeline(cfg)
+    vllm, gpu = make_sources(cfg, time.time)
+    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
+    try:
+        loop.run(duration=duration)
+    finally:
+        loop.stop()
+        if gpu is not None:
+            gpu.close()
     return pipeline
 
 

@@ -4,6 +4,7 @@ environment for configuration, and the only one that chooses an exit code."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -12,21 +13,24 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
-from exporter import __version__
+from exporter import __version__, report
 from exporter.app import (
     demo_paths,
     export_settings,
     metrics_text,
     record,
+    run_live,
     run_replay,
     start_service,
 )
 from exporter.catalog.schema import CatalogError
 from exporter.config import OPTIONS, Config, ConfigError, load_config, parse_duration
+from exporter.derive.direction import Summary, compare
+from exporter.pipeline import Snapshot
 from exporter.recording import RecordingError
 
 log = logging.getLogger("vllm_profile_exporter")
@@ -69,8 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--print-metrics", action="store_true", help="print the final /metrics text and exit"
     )
+    rep.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="print the diagnosis; the whole recording is the horizon unless --horizon is given",
+    )
+    _add_report_options(rep)
     _add_options(rep)
+
+    diag = sub.add_parser("diagnose", help="poll vLLM for a while and print one diagnosis")
+    diag.add_argument("--url", dest="vllm_url_alias", help="vLLM base URL (same as --vllm-url)")
+    diag.add_argument("--duration", default="2m", help="how long to measure, e.g. 2m")
+    diag.add_argument(
+        "--loop",
+        action="store_true",
+        help="re-measure after each change you make; after a Worse result, choose revert or "
+        "continue",
+    )
+    _add_report_options(diag)
+    _add_options(diag)
     return parser
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="also list rules that did not fire")
+    p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
 
 
 def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
@@ -112,6 +139,66 @@ def _serve(cfg: Config, demo: bool) -> int:
     return 0
 
 
+WHOLE_RUN = 1e9  # seconds: a horizon that never drops a window
+
+
+def _print_report(snap: Snapshot, cfg: Config, args: argparse.Namespace) -> None:
+    mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
+    if args.json:
+        print(json.dumps(report.to_dict(snap, mns), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(report.render(snap, mns, verbose=args.verbose))
+
+
+def _summary(snap: Snapshot) -> Summary:
+    a, asm = snap.agg, snap.assessment
+    return Summary(
+        efficiency=asm.roofline.efficiency if asm else None,
+        running=a.running_active,
+        generation_tps=a.generation_tps,
+        ttft_p99=a.ttft_p99,
+        tpot_p99=a.tpot_p99,
+        cost_per_million_tokens=asm.economics.cost_per_million_tokens if asm else None,
+    )
+
+
+def diagnose_loop(
+    cfg: Config, duration: float, args: argparse.Namespace, stdin: TextIO, stdout: TextIO
+) -> int:
+    """Measure, report, compare with the baseline; repeat after each change the operator makes.
+
+    After a Worse result the operator chooses: [r] revert (the baseline stays) or [c] continue
+    (the degraded state becomes the new baseline). Otherwise each run becomes the baseline.
+    """
+    baseline: Summary | None = None
+    iteration = 0
+    while True:
+        iteration += 1
+        print(f"== run {iteration}: measuring for {duration:g} s ...", file=stdout, flush=True)
+        snap = run_live(cfg, duration).snapshot
+        current = _summary(snap)
+        if baseline is not None:
+            snap = replace(snap, direction=compare(baseline, current))
+        _print_report(snap, cfg, args)
+        verdict = snap.direction.direction if snap.direction else None
+        if verdict == "worse":
+            print("Worse than the baseline. [r] revert or [c] continue? ", end="", file=stdout,
+                  flush=True)  # fmt: skip
+            answer = stdin.readline().strip().lower()
+            if answer.startswith("c"):
+                baseline = current
+                print("Continuing: this state is the new baseline.", file=stdout)
+            else:
+                print("Revert your change; the baseline is unchanged.", file=stdout)
+        else:
+            baseline = current
+        print("Make a change, then press Enter to re-measure ([q] to quit): ", end="",
+              file=stdout, flush=True)  # fmt: skip
+        line = stdin.readline()
+        if not line or line.strip().lower().startswith("q"):
+            return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -136,12 +223,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("recorded %d polls to %s", n, args.output)
             return 0
         if args.command == "replay":
+            if args.diagnose and args.horizon is None:
+                cfg = replace(cfg, horizon=WHOLE_RUN)
             pipeline = run_replay(cfg, args.file, cfg.gpu_replay)
             if args.print_metrics:
                 sys.stdout.write(metrics_text(pipeline, export_settings(cfg)))
+            elif args.diagnose:
+                _print_report(pipeline.snapshot, cfg, args)
             else:
                 snap = pipeline.snapshot
                 print(f"replayed {snap.ticks} polls into {len(pipeline.windows)} windows")
+            return 0
+        if args.command == "diagnose":
+            if args.vllm_url_alias:
+                cfg = replace(cfg, vllm_url=args.vllm_url_alias)
+            try:
+                duration = parse_duration(args.duration)
+            except ValueError as e:
+                raise ConfigError(f"--duration: invalid value {args.duration!r}: {e}") from None
+            if args.loop:
+                return diagnose_loop(cfg, duration, args, sys.stdin, sys.stdout)
+            _print_report(run_live(cfg, duration).snapshot, cfg, args)
             return 0
     except (ConfigError, CatalogError) as e:
         print(f"vllm-profile-exporter: {e}", file=sys.stderr)

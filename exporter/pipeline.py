@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.derive.assess import Assessment, assess
+from exporter.derive.diagnosis import Diagnosis, diagnose
+from exporter.derive.direction import Direction, Summary, compare
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import Aggregate, aggregate
 from exporter.derive.resolve import RooflineSettings
+from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
 from exporter.derive.window import Window, build_window
 from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
 
@@ -42,6 +45,17 @@ class Snapshot:
     max_model_len: int | None = None
     ticks: int = 0
     assessment: Assessment | None = None
+    diagnosis: Diagnosis | None = None
+    epoch: int = 0
+    direction: Direction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HorizonWindow:
+    window: Window
+    gate: Gate
+    rules: Mapping[RuleKey, RuleResult]  # empty for non-evaluable windows
+    epoch: int
 
 
 @dataclass(slots=True)
@@ -64,7 +78,8 @@ class _Health:
 
 
 class Pipeline:
-    """Groups ticks into windows, keeps the horizon, and publishes a fresh snapshot per tick."""
+    """Groups ticks into windows, keeps the horizon, evaluates the rules, tracks configuration
+    epochs, and publishes a fresh snapshot per tick."""
 
     def __init__(
         self,
@@ -74,6 +89,7 @@ class Pipeline:
         ticks_per_window: int = 8,
         gpu_source_name: str | None = "nvml",
         roofline: RooflineSettings | None = None,
+        max_num_seqs: float | None = None,
     ) -> None:
         if ticks_per_window < 1:
             raise ValueError("ticks_per_window must be ≥ 1")
@@ -81,18 +97,27 @@ class Pipeline:
         self.poll_interval = poll_interval
         self.ticks_per_window = ticks_per_window
         self.gpu_source_name = gpu_source_name
+        # A full horizon: horizon / window length, e.g. 60 s / 2 s = 30 windows.
+        self.full_windows = max(1, round(horizon_seconds / (ticks_per_window * poll_interval)))
         self._health: dict[str, _Health] = {SOURCES_VLLM: _Health()}
         if gpu_source_name:
             self._health[gpu_source_name] = _Health()
         self._buf: list[tuple[float, Tick]] = []  # (tick time, tick) of the open window
         self._ticks = 0
-        self._windows: deque[tuple[Window, Gate]] = deque()
+        self._horizon: deque[HorizonWindow] = deque()
         self._agg = Aggregate()
         self._roofline = roofline or RooflineSettings()
+        self._max_num_seqs = max_num_seqs
         self._assessment: Assessment | None = None
+        self._diagnosis: Diagnosis | None = None
         self._max_model_len: int | None = None
         self._last_start_time: float | None = None
         self._last_gen_tokens: float | None = None
+        self._last_cache_config: Mapping[str, str] | None = None
+        self._epoch = 0
+        self._epoch_full: Summary | None = None  # the current epoch's last full horizon
+        self._baseline: Summary | None = None  # the previous epoch's last full horizon
+        self._direction: Direction | None = None
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
 
@@ -103,7 +128,11 @@ class Pipeline:
 
     @property
     def windows(self) -> list[tuple[Window, Gate]]:
-        return list(self._windows)
+        return [(h.window, h.gate) for h in self._horizon]
+
+    @property
+    def horizon(self) -> list[HorizonWindow]:
+        return list(self._horizon)
 
     def _record(self, name: str, result: object, duration: float | None) -> None:
         h = self._health.setdefault(name, _Health())
@@ -120,7 +149,14 @@ class Pipeline:
             h.up = True
             h.last_success = result.observed_at
 
-    def _note_restart(self, s: VllmSample) -> None:
+    def _new_epoch(self) -> None:
+        """A configuration change: the previous epoch's last full horizon becomes the baseline."""
+        self._epoch += 1
+        self._baseline = self._epoch_full
+        self._epoch_full = None
+        self._direction = None
+
+    def _note_changes(self, s: VllmSample) -> None:
         restarted = (
             s.process_start_time is not None
             and self._last_start_time is not None
@@ -130,12 +166,27 @@ class Pipeline:
             and self._last_gen_tokens is not None
             and s.generation_tokens < self._last_gen_tokens
         )
+        reconfigured = (
+            bool(s.cache_config)
+            and self._last_cache_config is not None
+            and dict(s.cache_config) != dict(self._last_cache_config)
+        )
         if restarted:
             self.models_wanted = True
+        if restarted or reconfigured:
+            self._new_epoch()
         if s.process_start_time is not None:
             self._last_start_time = s.process_start_time
         if s.generation_tokens is not None:
             self._last_gen_tokens = s.generation_tokens
+        if s.cache_config:
+            self._last_cache_config = s.cache_config
+
+    def reconfigure(self, roofline: RooflineSettings, max_num_seqs: float | None) -> None:
+        """The exporter's own configuration changed (e.g. a reload): a new epoch."""
+        self._roofline = roofline
+        self._max_num_seqs = max_num_seqs
+        self._new_epoch()
 
     def set_models(self, info: ModelsInfo | None) -> None:
         self.models_wanted = False
@@ -150,7 +201,7 @@ class Pipeline:
         if self.gpu_source_name:
             self._record(self.gpu_source_name, tick.gpu, tick.gpu_duration)
         if isinstance(tick.vllm, VllmSample):
-            self._note_restart(tick.vllm)
+            self._note_changes(tick.vllm)
         times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
         if times:
             self._buf.append((max(times), tick))
@@ -162,28 +213,58 @@ class Pipeline:
         vllm = [t.vllm for _, t in self._buf if isinstance(t.vllm, VllmSample)]
         gpu = [t.gpu for _, t in self._buf if isinstance(t.gpu, GpuSample)]
         window = build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0])
-        self._windows.append((window, classify(window)))
+        gate = classify(window)
+        rules = evaluate_window(window, self._max_num_seqs) if gate.evaluable else {}
+        self._horizon.append(HorizonWindow(window, gate, MappingProxyType(rules), self._epoch))
         newest_end = window.end
         slack = self.poll_interval / 2
         # Old windows leave the horizon; so do windows "from the future" after the wall clock
         # stepped back, which would otherwise never age out.
-        while self._windows and (
-            newest_end - self._windows[0][0].start > self.horizon_seconds + slack
-            or self._windows[0][0].start > newest_end
+        while self._horizon and (
+            newest_end - self._horizon[0].window.start > self.horizon_seconds + slack
+            or self._horizon[0].window.start > newest_end
         ):
-            self._windows.popleft()
-        self._agg = aggregate(self._windows)
-        self._assessment = assess(self._agg, self._roofline)
+            self._horizon.popleft()
         self._buf = self._buf[-1:]  # the boundary poll opens the next window
+        self._agg = aggregate([(h.window, h.gate) for h in self._horizon])
+        self._assessment = assess(self._agg, self._roofline)
+        self._diagnosis = diagnose(
+            [h.rules for h in self._horizon if h.gate.evaluable],
+            self._agg,
+            self._assessment,
+            self._max_num_seqs,
+        )
+        self._track_direction()
+
+    def _track_direction(self) -> None:
+        same_epoch = all(h.epoch == self._epoch for h in self._horizon)
+        evaluable = sum(h.gate.evaluable for h in self._horizon)
+        if not same_epoch or evaluable < self.full_windows:
+            return
+        assert self._assessment is not None
+        a = self._agg
+        self._epoch_full = Summary(
+            efficiency=self._assessment.roofline.efficiency,
+            running=a.running_active,
+            generation_tps=a.generation_tps,
+            ttft_p99=a.ttft_p99,
+            tpot_p99=a.tpot_p99,
+            cost_per_million_tokens=self._assessment.economics.cost_per_million_tokens,
+        )
+        if self._baseline is not None and self._direction is None:
+            self._direction = compare(self._baseline, self._epoch_full)
 
     def _publish(self) -> None:
-        latest = self._windows[-1] if self._windows else None
+        latest = self._horizon[-1] if self._horizon else None
         self.snapshot = Snapshot(
             health=MappingProxyType({k: h.freeze() for k, h in self._health.items() if h.polled}),
             agg=self._agg,
-            latest=latest[0] if latest else None,
-            latest_gate=latest[1] if latest else None,
+            latest=latest.window if latest else None,
+            latest_gate=latest.gate if latest else None,
             max_model_len=self._max_model_len,
             ticks=self._ticks,
             assessment=self._assessment,
+            diagnosis=self._diagnosis,
+            epoch=self._epoch,
+            direction=self._direction,
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
+from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Pipeline, Snapshot
@@ -27,6 +28,7 @@ def exported_names() -> set[str]:
         horizon_seconds=60,
         poll_interval=0.25,
         roofline=RooflineSettings(catalog=catalog, model_params=(8e9, None)),
+        max_num_seqs=64,
     )
     ticks = replay_ticks(
         FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz", FIX / "nvml" / "h200-probe.jsonl.gz"
@@ -39,8 +41,11 @@ def exported_names() -> set[str]:
         p.snapshot.agg, est_flops_per_second=1e14, est_bytes_per_second=1e12, model_name="x"
     )
     other = Snapshot(agg=agg, assessment=assess(agg, RooflineSettings(catalog=catalog)))
+    compared = replace(
+        p.snapshot, direction=compare(Summary(0.1, 4.0, 100.0, 0.5), Summary(0.2, 4.0, 150.0, 0.5))
+    )
     names = set()
-    for snap in (p.snapshot, other):
+    for snap in (p.snapshot, other, compared):
         for fam in metric_families(snap, settings):
             names.add(fam.name + "_total" if fam.type == "counter" else fam.name)
     return names
@@ -48,7 +53,7 @@ def exported_names() -> set[str]:
 
 def documented_names() -> set[str]:
     text = (ROOT / "docs" / "metrics.md").read_text()
-    return set(re.findall(r"^\| `(vllm_profile_[a-z_]+)` \|", text, flags=re.M))
+    return set(re.findall(r"^\| `(vllm_profile_[a-z0-9_]+)` \|", text, flags=re.M))
 
 
 def test_docs_match_exporter() -> None:

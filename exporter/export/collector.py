@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter.derive.assess import Assessment
+from exporter.derive.diagnosis import Diagnosis, RuleStatus
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.pipeline import Snapshot
 
@@ -422,6 +423,93 @@ def _roofline(f: _Families, a: Assessment, gpu_fresh: bool) -> None:
     )
 
 
+def _rules(f: _Families, d: Diagnosis) -> None:
+    labels = ["rule", "name", "variant"]
+
+    def key(s: RuleStatus) -> list[str]:
+        return [s.rule, s.name, s.variant]
+
+    evaluated = [s for s in d.rules if s.latest is not None and s.latest.skipped is None]
+    f.labelled(
+        "rule_firing",
+        "1 if the rule fired in the latest evaluable window (~2 s), else 0.",
+        labels,
+        [(key(s), 1.0 if s.latest and s.latest.fired else 0.0) for s in evaluated],
+    )
+    f.labelled(
+        "rule_fired_windows",
+        "Evaluable windows of the last {H} in which the rule fired (R4: 1 while it holds).",
+        labels,
+        [(key(s), float(s.fired_windows)) for s in d.rules],
+    )
+    f.labelled(
+        "rule_score_ratio",
+        "Fraction of the evaluable windows of the last {H} in which the rule fired (R4: 1).",
+        labels,
+        [(key(s), s.score) for s in d.rules],
+    )
+    f.labelled(
+        "rule_significant",
+        "1 when the rule passed the persistence gate over the last {H}: fired in >= 3 windows "
+        "and >= 25% of evaluable windows (R2: any preemption window, or KV >= 95% twice; R4: "
+        "whenever it holds).",
+        labels,
+        [(key(s), 1.0 if s.significant else 0.0) for s in d.rules],
+    )
+    f.labelled(
+        "rule_skipped",
+        "1 when the rule could not be evaluated in the latest evaluable window, with the reason.",
+        ["rule", "name", "reason"],
+        [
+            ([s.rule, s.name, s.latest.skipped], 1.0)
+            for s in d.rules
+            if s.latest is not None and s.latest.skipped is not None
+        ],
+    )
+    f.labelled(
+        "issue_info",
+        "1 per significant issue group (memory, scheduling, cache_reuse): its primary rule and "
+        "the fix. Numbers behind it: vllm_profile_rule_score_ratio and the series it cites.",
+        ["group", "rule", "name", "fix"],
+        [([g.group, g.primary.rule, g.primary.name, g.primary.fix], 1.0) for g in d.groups],
+    )
+
+
+def _direction(f: _Families, snap: Snapshot) -> None:
+    f.gauge(
+        "config_epoch",
+        "Configuration epochs seen: +1 on each vLLM restart, cache_config_info change or "
+        "exporter reconfiguration.",
+        float(snap.epoch),
+    )
+    d = snap.direction
+    if d is None:
+        return
+    f.labelled(
+        "direction",
+        "One-hot verdict of the last before/after comparison (a full horizon on each side of "
+        "the latest configuration change): better, worse or plateau.",
+        ["direction"],
+        [([v], 1.0 if d.direction == v else 0.0) for v in ("better", "worse", "plateau")],
+    )
+    f.gauge(
+        "efficiency_delta_ratio",
+        "Change of efficiency per running request (after − before) at the last comparison; "
+        "0.02 = +2 percentage points.",
+        None if d.efficiency_delta_pp is None else d.efficiency_delta_pp / 100.0,
+    )
+    f.gauge(
+        "throughput_delta_ratio",
+        "Relative change of generated tokens/s at the last comparison (0.1 = +10%).",
+        None if d.throughput_delta_pct is None else d.throughput_delta_pct / 100.0,
+    )
+    f.gauge(
+        "ttft_p99_delta_ratio",
+        "Relative change of TTFT p99 at the last comparison (0.2 = +20%, the latency veto).",
+        None if d.ttft_p99_delta_pct is None else d.ttft_p99_delta_pct / 100.0,
+    )
+
+
 def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """All families for one scrape, from one immutable snapshot."""
     f = _Families(settings)
@@ -481,6 +569,9 @@ def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
         _vllm(f, a)
         if snap.assessment is not None:
             _roofline(f, snap.assessment, a.gpu_fresh)
+        if snap.diagnosis is not None:
+            _rules(f, snap.diagnosis)
+    _direction(f, snap)
     if a.gpu_fresh:
         _gpu(f, a.gpus)
     return f.out

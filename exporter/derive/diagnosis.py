@@ -1,0 +1,196 @@
+"""Persistence, R4, issue groups and fixes: from per-window rule results to a diagnosis.
+
+A rule that fired once is noise: a recommendation is significant only when the rule fired in at
+least 3 evaluable windows and in at least 25% of the horizon's evaluable windows. R2's main path
+has two exceptions (any window with preemptions; KV ≥ 95% in 2 windows); R4 is a configuration
+fact and exempt. Rules are grouped by root cause, one primary per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.derive import thresholds as T
+from exporter.derive.assess import Assessment
+from exporter.derive.horizon import Aggregate
+from exporter.derive.rules import (
+    ALL_RULES,
+    NAMES,
+    R1,
+    R2_BACKLOG,
+    R2_MAIN,
+    R3,
+    R4,
+    R5,
+    RuleKey,
+    RuleResult,
+)
+
+GROUPS: Mapping[str, tuple[RuleKey, ...]] = {
+    "memory": (R4, R2_MAIN, R2_BACKLOG),
+    "scheduling": (R5, R1),
+    "cache_reuse": (R3,),
+}
+TIE_ORDER: tuple[RuleKey, ...] = (R4, R2_MAIN, R2_BACKLOG, R5, R1, R3)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStatus:
+    key: RuleKey
+    name: str
+    fired_windows: int
+    evaluable_windows: int
+    score: float  # fraction of evaluable windows fired (R4: 1.0 when firing)
+    significant: bool
+    latest: RuleResult | None  # the latest evaluable window's result
+    fix: str = ""  # stable action text
+    evidence: str = ""  # the numbers that justify it
+
+    @property
+    def rule(self) -> str:
+        return self.key[0]
+
+    @property
+    def variant(self) -> str:
+        return self.key[1]
+
+
+@dataclass(frozen=True, slots=True)
+class IssueGroup:
+    group: str
+    primary: RuleStatus
+    supporting: tuple[RuleStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    rules: tuple[RuleStatus, ...]
+    groups: tuple[IssueGroup, ...]  # significant groups, highest primary score first
+
+
+def _significant(key: RuleKey, fired: Sequence[RuleResult], evaluable: int) -> bool:
+    n = len(fired)
+    if key == R2_MAIN:
+        if sum(r.preempting for r in fired) >= T.R2_PREEMPTION_WINDOWS:
+            return True
+        if sum(r.kv_critical for r in fired) >= T.R2_CRITICAL_WINDOWS:
+            return True
+    return n >= T.PERSIST_MIN_WINDOWS and evaluable > 0 and n / evaluable >= T.PERSIST_MIN_SHARE
+
+
+def _pct(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:.0%}" if v == 0 or abs(v) >= 0.01 else f"{v:.1%}"
+
+
+def _fix_and_evidence(
+    key: RuleKey, n: int, evaluable: int, agg: Aggregate, a: Assessment | None, mns: float | None
+) -> tuple[str, str]:
+    seen = f"in {n} of {evaluable} windows"
+    if key == R1:
+        occ = None if agg.running is None or not mns else agg.running / mns
+        return (
+            "Raise client concurrency (more parallel requests): the scheduler has room.",
+            f"occupancy {_pct(occ)} of --max-num-seqs {mns or 0:g}, "
+            f"{agg.waiting or 0:.1f} waiting, {seen}",
+        )
+    if key == R2_MAIN:
+        pre = agg.preemptions_per_second
+        extra = f"; {pre:.2f} preemptions/s" if pre else ""
+        return (
+            "Reduce --max-num-seqs or --max-model-len.",
+            f"KV peak {_pct(agg.kv_usage_peak)} (mean {_pct(agg.kv_usage_mean)}) {seen}{extra}",
+        )
+    if key == R2_BACKLOG:
+        return (
+            "Expand the KV pool: raise --gpu-memory-utilization if VRAM headroom exists; switch "
+            "to an fp8 KV cache (--kv-cache-dtype fp8); or reduce --max-model-len.",
+            f"requests queue for KV memory before it fills: {agg.waiting or 0:.1f} waiting, "
+            f"KV mean {_pct(agg.kv_usage_mean)}, {seen}",
+        )
+    if key == R3:
+        disabled = agg.cache_config.get("enable_prefix_caching") == "False"
+        fix = (
+            "Enable --enable-prefix-caching, then restructure prompts to share a prefix."
+            if disabled
+            else "Move shared instructions to the start of prompts, standardize templates, and "
+            "avoid unique tokens at the beginning."
+        )
+        hit = "prefix caching disabled" if disabled else f"hit rate {_pct(agg.prefix_hit_ratio)}"
+        return fix, (
+            f"{hit}, {agg.prompt_tokens_mean or 0:.0f} prompt tokens, "
+            f"{agg.requests_per_second or 0:.1f} req/s, {seen}"
+        )
+    if key == R4:
+        fix = "Raise --tensor-parallel-size, or use a lower-precision weight format (e.g. fp8)."
+        if a is None or a.roofline.weight_bytes is None:
+            return fix, "needs a catalog match (GPU and model) and GPU memory data"
+        worst = min((kv for _, kv in a.roofline.kv_headroom_bytes), default=0.0)
+        tp = a.resolved.inputs.tp
+        return fix, (
+            f"weights need {a.roofline.weight_bytes / tp / 1e9:.1f} GB per GPU "
+            f"({a.resolved.dtype}, TP {tp}); KV headroom {worst / 1e9:.1f} GB"
+        )
+    # R5
+    peak = agg.kv_usage_peak
+    safe = peak is not None and peak < T.R5_KV_PEAK_SAFE_BELOW
+    fix = (
+        f"Raise --max-num-seqs (KV peak {_pct(peak)} leaves room)."
+        if safe
+        else f"Add a replica or lower --max-model-len: raising --max-num-seqs at KV peak "
+        f"{_pct(peak)} would cause thrashing."
+    )
+    return fix, (
+        f"running {agg.running or 0:.1f} at the cap --max-num-seqs {mns or 0:g}, "
+        f"{agg.waiting or 0:.1f} waiting, {seen}"
+    )
+
+
+def diagnose(
+    window_results: Sequence[Mapping[RuleKey, RuleResult]],
+    agg: Aggregate,
+    assessment: Assessment | None,
+    max_num_seqs: float | None,
+) -> Diagnosis:
+    """``window_results``: the rule results of each evaluable window in the horizon, in order."""
+    evaluable = len(window_results)
+    statuses: list[RuleStatus] = []
+    for key in ALL_RULES:
+        latest: RuleResult | None
+        if key == R4:
+            kv = assessment.roofline.kv_headroom_bytes if assessment else ()
+            firing = any(v < 0 for _, v in kv)
+            latest = (
+                RuleResult(firing, "KV headroom below zero" if firing else "not triggered")
+                if kv
+                else RuleResult(False, "needs a catalog match and GPU data", skipped="needs a "
+                                "catalog match (GPU and model) and GPU memory data")
+            )  # fmt: skip
+            fired_n = 1 if firing else 0
+            score, significant = (1.0 if firing else 0.0), firing
+        else:
+            results = [r[key] for r in window_results if key in r]
+            fired = [r for r in results if r.fired]
+            fired_n = len(fired)
+            score = fired_n / evaluable if evaluable else 0.0
+            significant = _significant(key, fired, evaluable)
+            latest = results[-1] if results else None
+        fix, evidence = _fix_and_evidence(key, fired_n, evaluable, agg, assessment, max_num_seqs)
+        statuses.append(
+            RuleStatus(
+                key, NAMES[key], fired_n, evaluable, score, significant, latest, fix, evidence
+            )
+        )
+    by_key = {s.key: s for s in statuses}
+    groups = []
+    for group, keys in GROUPS.items():
+        members = sorted(
+            (by_key[k] for k in keys if by_key[k].significant),
+            key=lambda s: (-s.score, TIE_ORDER.index(s.key)),
+        )
+        if members:
+            groups.append(IssueGroup(group, members[0], tuple(members[1:])))
+    groups.sort(key=lambda g: (-g.primary.score, TIE_ORDER.index(g.primary.key)))
+    return Diagnosis(tuple(statuses), tuple(groups))
