@@ -9,6 +9,8 @@ from pathlib import Path
 from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
+from exporter.derive.diagnosis import diagnose
+from exporter.derive.rules import evaluate_window
 from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import ExportSettings, metric_families
@@ -40,7 +42,11 @@ def exported_names() -> set[str]:
     agg = replace(
         p.snapshot.agg, est_flops_per_second=1e14, est_bytes_per_second=1e12, model_name="x"
     )
-    other = Snapshot(agg=agg, assessment=assess(agg, RooflineSettings(catalog=catalog)))
+    # Without --max-num-seqs, rules that need it are skipped (and say so).
+    no_cap = diagnose([evaluate_window(p.horizon[-1].window, None)], agg, None, None)
+    other = Snapshot(
+        agg=agg, assessment=assess(agg, RooflineSettings(catalog=catalog)), diagnosis=no_cap
+    )
     compared = replace(
         p.snapshot, direction=compare(Summary(0.1, 4.0, 100.0, 0.5), Summary(0.2, 4.0, 150.0, 0.5))
     )
