@@ -135,6 +135,15 @@ class Service:
     server: HttpServer
     gpu: GpuSource | None
 
+    def reload(self, cfg: Config) -> None:
+        """Apply a changed configuration's catalog, roofline and rule settings (SIGHUP).
+
+        Raises CatalogError (the running configuration then stays as it was).
+        """
+        settings = roofline_settings(cfg, load_catalog(cfg))
+        mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
+        self.loop.pipeline.reconfigure(settings, mns)
+
     def stop(self) -> None:
         self.loop.stop()
         self.server.stop()

@@ -114,17 +114,31 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
     return load_config(flags, env, file_values)
 
 
-def _serve(cfg: Config, demo: bool) -> int:
+def _demo(cfg: Config) -> Config:
+    vllm_path, gpu_path = demo_paths()
+    # The recorded server ran with --max-num-seqs 4.
+    return replace(
+        cfg, vllm_replay=vllm_path, gpu_replay=gpu_path, max_num_seqs=cfg.max_num_seqs or 4
+    )
+
+
+def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
     if demo:
-        vllm_path, gpu_path = demo_paths()
-        # The recorded server ran with --max-num-seqs 4.
-        cfg = replace(
-            cfg, vllm_replay=vllm_path, gpu_replay=gpu_path, max_num_seqs=cfg.max_num_seqs or 4
-        )
+        cfg = _demo(cfg)
     service = start_service(cfg, demo=demo)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+
+    def reload(*_: object) -> None:
+        try:
+            new = _config(args, dict(os.environ))
+            service.reload(_demo(new) if demo else new)
+            log.info("configuration reloaded: a new configuration epoch starts")
+        except (ConfigError, CatalogError) as e:
+            log.error("reload failed, keeping the running configuration: %s", e)
+
+    signal.signal(signal.SIGHUP, reload)
     log.info(
         "vllm-profile-exporter %s: profiling %s; metrics on http://%s/metrics",
         __version__,
@@ -213,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "serve":
-            return _serve(cfg, args.demo)
+            return _serve(cfg, args.demo, args)
         if args.command == "record":
             try:
                 duration = parse_duration(args.duration)

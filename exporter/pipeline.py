@@ -118,6 +118,7 @@ class Pipeline:
         self._epoch_full: Summary | None = None  # the current epoch's last full horizon
         self._baseline: Summary | None = None  # the previous epoch's last full horizon
         self._direction: Direction | None = None
+        self._pending: tuple[RooflineSettings, float | None] | None = None
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
 
@@ -183,10 +184,18 @@ class Pipeline:
             self._last_cache_config = s.cache_config
 
     def reconfigure(self, roofline: RooflineSettings, max_num_seqs: float | None) -> None:
-        """The exporter's own configuration changed (e.g. a reload): a new epoch."""
-        self._roofline = roofline
-        self._max_num_seqs = max_num_seqs
-        self._new_epoch()
+        """The exporter's own configuration changed (a reload): a new epoch from the next tick.
+
+        Safe to call from another thread: the change is handed over and applied by the thread
+        that adds ticks.
+        """
+        self._pending = (roofline, max_num_seqs)
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._roofline, self._max_num_seqs = pending
+            self._new_epoch()
 
     def set_models(self, info: ModelsInfo | None) -> None:
         self.models_wanted = False
@@ -194,6 +203,7 @@ class Pipeline:
             self._max_model_len = info.max_model_len
 
     def add_tick(self, tick: Tick) -> None:
+        self._apply_pending()
         self._ticks += 1
         if tick.models is not None:
             self.set_models(tick.models)

@@ -51,18 +51,22 @@ class RecordedVllm:
     """
 
     def __init__(self, recording: Path, max_model_len: int = 1024) -> None:
-        with gzip.open(recording, "rt") as f:
-            entries = [json.loads(line) for line in f]
-        polls = [e for e in entries if e.get("source") == "vllm" and "body" in e]
-        t0 = polls[0]["t"]
-        self.bodies = [(e["t"] - t0, e["body"].encode()) for e in polls]
+        self.switch(recording)
         self.models = json.dumps(
             {"object": "list", "data": [{"id": "tiny-llama", "max_model_len": max_model_len}]}
         ).encode()
         self.port = free_port()
         self.requests = 0
-        self._t0 = time.monotonic()
         self._server: ThreadingHTTPServer | None = None
+
+    def switch(self, recording: Path) -> None:
+        """Serve another recording from its start (like a different server state)."""
+        with gzip.open(recording, "rt") as f:
+            entries = [json.loads(line) for line in f]
+        polls = [e for e in entries if e.get("source") == "vllm" and "body" in e]
+        t0 = polls[0]["t"]
+        self.bodies = [(e["t"] - t0, e["body"].encode()) for e in polls]
+        self._t0 = time.monotonic()
 
     def body_now(self) -> bytes:
         elapsed = time.monotonic() - self._t0

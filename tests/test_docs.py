@@ -10,9 +10,9 @@ from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
 from exporter.derive.diagnosis import diagnose
-from exporter.derive.rules import evaluate_window
 from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
+from exporter.derive.rules import evaluate_window
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Pipeline, Snapshot
 from exporter.samples import ModelsInfo

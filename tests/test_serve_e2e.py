@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,32 @@ def test_demo_serves_live_numbers_labelled_as_demo() -> None:
     finally:
         log = exporter.stop()
     assert "DEMO" in log
+
+
+def test_sighup_reload_starts_a_new_epoch(tmp_path: Path) -> None:
+    vllm = RecordedVllm(UNDERBATCH)
+    vllm.start()
+    config = tmp_path / "exporter.yaml"
+    config.write_text("cost-per-hour: 5\nmax-num-seqs: 64\ngpu-source: none\n")
+    exporter = Exporter("--vllm-url", vllm.url, "--config", str(config))
+
+    def cost() -> list[float]:
+        return exported(exporter.metrics(), "vllm_profile_cost_per_hour_dollars")
+
+    try:
+        assert wait_for(cost, 20, "a cost series") == [5.0]
+        assert exported(exporter.metrics(), "vllm_profile_config_epoch") == [0.0]
+        config.write_text("cost-per-hour: 7\nmax-num-seqs: 64\ngpu-source: none\n")
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: cost() == [7.0], 10, "the reloaded price")
+        assert exported(exporter.metrics(), "vllm_profile_config_epoch") == [1.0]
+        # A broken file is refused and the running configuration stays.
+        config.write_text("cost-per-hour: -1\n")
+        exporter.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert cost() == [7.0]
+        assert exporter.proc.poll() is None
+    finally:
+        log = exporter.stop()
+        vllm.stop()
+    assert "reload failed, keeping the running configuration" in log

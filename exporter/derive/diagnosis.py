@@ -126,7 +126,7 @@ def _fix_and_evidence(
     if key == R4:
         fix = "Raise --tensor-parallel-size, or use a lower-precision weight format (e.g. fp8)."
         if a is None or a.roofline.weight_bytes is None:
-            return fix, "needs a catalog match (GPU and model) and GPU memory data"
+            return fix, "needs the GPU and the model in the catalog"
         worst = min((kv for _, kv in a.roofline.kv_headroom_bytes), default=0.0)
         tp = a.resolved.inputs.tp
         return fix, (
@@ -162,12 +162,11 @@ def diagnose(
         if key == R4:
             kv = assessment.roofline.kv_headroom_bytes if assessment else ()
             firing = any(v < 0 for _, v in kv)
-            latest = (
-                RuleResult(firing, "KV headroom below zero" if firing else "not triggered")
-                if kv
-                else RuleResult(False, "needs a catalog match and GPU data", skipped="needs a "
-                                "catalog match (GPU and model) and GPU memory data")
-            )  # fmt: skip
+            needs = "needs the GPU and the model in the catalog, and GPU memory data"
+            if kv:
+                latest = RuleResult(firing, "KV headroom below zero" if firing else "not triggered")
+            else:
+                latest = RuleResult(False, needs, skipped=needs)
             fired_n = 1 if firing else 0
             score, significant = (1.0 if firing else 0.0), firing
         else:

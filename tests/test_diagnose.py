@@ -1,0 +1,180 @@
+"""Rules on real recordings, the diagnose report (golden text, JSON) and `diagnose --loop`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import RecordedVllm
+
+FIX = Path(__file__).parent / "fixtures"
+VLLM = FIX / "vllm"
+H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def cli(*args: str) -> str:
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return r.stdout
+
+
+def diagnosis_json(recording: str, *args: str) -> dict:
+    return json.loads(cli("replay", str(VLLM / recording), "--diagnose", "--json", *args))
+
+
+def significant(d: dict) -> set[tuple[str, str]]:
+    return {(r["rule"], r["variant"]) for r in d["rules"] if r["significant"]}
+
+
+@pytest.mark.parametrize(
+    ("recording", "cap", "expected", "primary"),
+    [
+        # One client on --max-num-seqs 64: under-batching.
+        ("vllm032-cpu-b-underbatch.jsonl.gz", "64", {("R1", "")}, ("scheduling", "R1")),
+        # 16 clients on --max-num-seqs 4: saturation (and, with unique prompts, low reuse).
+        ("vllm032-cpu-c-saturation.jsonl.gz", "4", {("R5", ""), ("R3", "")}, ("scheduling", "R5")),
+        # 12 KV blocks, long outputs: KV pressure with preemptions (backlog suppressed).
+        ("vllm032-cpu-d-kvpressure.jsonl.gz", "8", {("R2", "main")}, ("memory", "R2")),
+        # Unique prompts at 25 req/s with prefix caching on: low reuse.
+        ("vllm032-cpu-e2-prefix-unique.jsonl.gz", "8", {("R3", "")}, ("cache_reuse", "R3")),
+        # Shared prefixes: 77% hit rate, nothing to fix.
+        ("vllm032-cpu-e1-prefix-shared.jsonl.gz", "8", set(), None),
+    ],
+)
+def test_real_recordings_fire_the_right_rules(
+    recording: str, cap: str, expected: set, primary: tuple[str, str] | None
+) -> None:
+    d = diagnosis_json(recording, "--max-num-seqs", cap, "--gpu-source", "none")
+    assert significant(d) == expected
+    groups = [(i["group"], i["primary"]["rule"]) for i in d["issues"]]
+    assert (groups[0] if groups else None) == primary
+
+
+def test_prefix_caching_disabled_gets_the_enable_fix() -> None:
+    d = diagnosis_json("vllm032-cpu-e3-prefix-disabled.jsonl.gz", "--max-num-seqs", "8")
+    (issue,) = d["issues"]
+    assert issue["primary"]["rule"] == "R3"
+    assert issue["primary"]["fix"].startswith("Enable --enable-prefix-caching")
+
+
+def test_restart_starts_a_new_epoch_and_a_direction() -> None:
+    # 15 s before the restart and 20 s after; with an 8 s horizon both sides fill a horizon.
+    d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8", "--horizon", "8s")
+    assert d["config_epoch"] == 1
+    x = d["direction"]
+    # No catalog match for the tiny model: throughput is the signal.
+    assert x["signal"] == "throughput" and x["efficiency_delta_pp"] is None
+    before, after = x["before"]["generation_tps"], x["after"]["generation_tps"]
+    assert x["throughput_delta_pct"] == pytest.approx(100 * (after - before) / before)
+    assert x["direction"] == ("better" if x["throughput_delta_pct"] > 10 else "plateau")
+
+
+def test_no_rule_needs_what_it_cannot_have() -> None:
+    # Without --max-num-seqs: R1, R5 and the backlog path are skipped and say why.
+    d = diagnosis_json("vllm032-cpu-b-underbatch.jsonl.gz", "--gpu-source", "none")
+    skipped = {(r["rule"], r["variant"]): r["latest"]["skipped"] for r in d["rules"]}
+    assert skipped[("R1", "")] == "max_num_seqs unknown: pass --max-num-seqs"
+    assert skipped[("R5", "")] == "max_num_seqs unknown: pass --max-num-seqs"
+    assert significant(d) == set()
+
+
+def test_report_matches_golden(update_golden: bool) -> None:
+    text = cli(
+        "replay", str(VLLM / "vllm032-cpu-c-saturation.jsonl.gz"), "--diagnose", "-v",
+        "--max-num-seqs", "4", "--gpu-replay", str(H200),
+    )  # fmt: skip
+    golden = GOLDEN / "diagnose-saturation-h200.txt"
+    if update_golden:
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_json_carries_the_report() -> None:
+    d = diagnosis_json(
+        "vllm032-cpu-c-saturation.jsonl.gz", "--max-num-seqs", "4", "--gpu-replay", str(H200)
+    )
+    text = cli(
+        "replay", str(VLLM / "vllm032-cpu-c-saturation.jsonl.gz"), "--diagnose",
+        "--max-num-seqs", "4", "--gpu-replay", str(H200),
+    )  # fmt: skip
+    # The same figures in both forms.
+    assert d["gpu_catalog"] == "H200" and "(catalog: H200)" in text
+    assert f"{d['throughput']['generation_tokens_per_second']:.1f} tok/s generated" in text
+    assert f"seen in {d['issues'][0]['primary']['score']:.0%} of windows" in text
+    assert d["requests"]["max_num_seqs"] == 4
+    assert d["windows"] == {"total": 14, "evaluable": 14, "active": 12}
+
+
+class Console:
+    """Reads a child's stdout in the background so prompts without newlines can be awaited."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc, self.out = proc, b""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := os.read(self.proc.stdout.fileno(), 4096):
+            self.out += chunk
+
+    def expect(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.out:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never saw {text!r}; got:\n{self.out.decode()}")
+            time.sleep(0.05)
+        self.out = self.out.split(text.encode(), 1)[1]
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+
+@pytest.mark.e2e
+def test_diagnose_loop_asks_after_a_worse_run() -> None:
+    vllm = RecordedVllm(VLLM / "vllm032-cpu-c-saturation.jsonl.gz")
+    vllm.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "diagnose", "--url", vllm.url, "--duration", "5s",
+         "--gpu-source", "none", "--max-num-seqs", "4", "--loop"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    console = Console(proc)
+    try:
+        console.expect("== run 1")
+        console.expect("press Enter to re-measure")
+        # The "change": the server now serves one client (~480 instead of ~1,750 tok/s).
+        vllm.switch(VLLM / "vllm032-cpu-b-underbatch.jsonl.gz")
+        console.send("")
+        console.expect("== run 2")
+        console.expect("Direction  WORSE")
+        console.expect("[r] revert or [c] continue?")
+        console.send("c")
+        console.expect("this state is the new baseline")
+        console.expect("press Enter to re-measure")
+        # Same state again: measured against the new baseline, it is not worse.
+        console.send("")
+        console.expect("== run 3")
+        console.expect("Direction  ")
+        console.expect("press Enter to re-measure")
+        console.send("q")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        vllm.stop()

@@ -1,0 +1,356 @@
+"""Rules R1-R5 on both sides of every threshold (SPEC §10), persistence, grouping, direction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exporter.app import load_catalog
+from exporter.config import load_config
+from exporter.derive.assess import assess
+from exporter.derive.diagnosis import diagnose
+from exporter.derive.direction import Summary, compare
+from exporter.derive.horizon import Aggregate, GpuAggregate
+from exporter.derive.resolve import RooflineSettings
+from exporter.derive.rules import (
+    R1,
+    R2_BACKLOG,
+    R2_MAIN,
+    R3,
+    R5,
+    RuleResult,
+    evaluate_window,
+)
+from exporter.derive.window import build_window
+from tests.helpers import INF, gpu, hist, vllm
+
+LAT = (0.5, 1.0, INF)
+PLEN = (10.0, 100.0, 1000.0, INF)
+
+
+def window(
+    *,
+    duration: float = 2.0,
+    running: float = 1.0,
+    waiting: float = 0.0,
+    kv: tuple[float, float] = (0.1, 0.1),
+    prefill_sum: float = 0.1,
+    preemptions: float = 0.0,
+    hits_queries: tuple[float, float] | None = None,
+    finished: float = 0.0,
+    prompt_mean: float = 50.0,
+    cache_config: dict[str, str] | None = None,
+    gpu_at: float | None = None,
+    vram: float | None = None,
+) -> Any:
+    """A two-poll window whose deltas are exactly the arguments."""
+    t0, t1 = 100.0, 100.0 + duration
+    cc = cache_config if cache_config is not None else {"num_gpu_blocks": "100", "block_size": "16"}
+
+    def poll(t: float, i: int, kv_v: float) -> Any:
+        # One finished request per window carries the prompt length and prefill time.
+        return vllm(
+            t,
+            running=running,
+            waiting=waiting,
+            kv_usage=kv_v,
+            preemptions=10.0 + i * preemptions,
+            requests_finished=100.0 + i * finished,
+            prefix_hits=None if hits_queries is None else 1000.0 + i * hits_queries[0],
+            prefix_queries=None if hits_queries is None else 2000.0 + i * hits_queries[1],
+            prefill_time=hist(LAT, (5.0 + i, 5.0 + i, 5.0 + i), 0.0 + i * prefill_sum),
+            prompt_len=hist(PLEN, (0.0, 5.0 + i, 5.0 + i, 5.0 + i), 250.0 + i * prompt_mean),
+            cache_config=cc,
+        )
+
+    polls = [poll(t0, 0, kv[0]), poll(t1, 1, kv[1])]
+    gpus = []
+    if gpu_at is not None:
+        gpus = [gpu(gpu_at, dict(mem_used_bytes=(vram or 0.5) * 100e9, mem_total_bytes=100e9))]
+    return build_window(polls, gpus, start=t0, end=t1)
+
+
+def rule(key: tuple[str, str], mns: float | None = 64.0, **kw: Any) -> RuleResult:
+    return evaluate_window(window(**kw), mns)[key]
+
+
+class TestR1:
+    def test_occupancy_boundary(self) -> None:
+        # 15.9 / 64 = 24.8% < 25% fires; 16 / 64 = 25% exactly does not.
+        assert rule(R1, running=15.9).fired
+        r = rule(R1, running=16.0)
+        assert not r.fired and "occupancy 25%" in r.why
+
+    def test_waiting_boundary(self) -> None:
+        assert rule(R1, waiting=1.9).fired
+        r = rule(R1, waiting=2.0)
+        assert not r.fired and "2.0 waiting" in r.why
+
+    def test_prefill_share_boundary(self) -> None:
+        # Δprefill_sum / 2 s: 0.79 s → 39.5% fires; 0.80 s → 40% is saturated.
+        assert rule(R1, prefill_sum=0.79).fired
+        r = rule(R1, prefill_sum=0.80)
+        assert not r.fired and r.why == "not triggered (prefill saturated at 40%)"
+
+    def test_prefill_absolute_boundary(self) -> None:
+        # A 20 s window: 3.99 s of prefill (20% share) fires; 4.0 s does not, at a 20% share.
+        assert rule(R1, duration=20.0, prefill_sum=3.99).fired
+        r = rule(R1, duration=20.0, prefill_sum=4.0)
+        assert not r.fired and "prefill saturated at 20%" in r.why
+
+    def test_idle_and_unknown_cap(self) -> None:
+        assert rule(R1, running=0.0).why == "not triggered (no running requests)"
+        r = rule(R1, mns=None)
+        assert r.skipped == "max_num_seqs unknown: pass --max-num-seqs"
+
+
+class TestR2Main:
+    def test_kv_peak_boundary_uses_the_peak(self) -> None:
+        # Mean (0.5 + 0.88) / 2 = 69%, but the peak 88% fires; 87.9% does not.
+        r = rule(R2_MAIN, kv=(0.5, 0.88))
+        assert r.fired and "KV peak 88%" in r.why and not r.kv_critical
+        assert not rule(R2_MAIN, kv=(0.5, 0.879)).fired
+
+    def test_critical_boundary(self) -> None:
+        assert rule(R2_MAIN, kv=(0.95, 0.5)).kv_critical
+        assert not rule(R2_MAIN, kv=(0.949, 0.5)).kv_critical
+
+    def test_preemptions_fire_alone(self) -> None:
+        r = rule(R2_MAIN, kv=(0.1, 0.1), preemptions=1.0)
+        assert r.fired and r.preempting and "1 preemptions" in r.why
+
+    def test_vram_corroborates_but_is_not_required(self) -> None:
+        assert "VRAM 78%" in rule(R2_MAIN, kv=(0.9, 0.9), gpu_at=102.0, vram=0.78).why
+        assert "VRAM" not in rule(R2_MAIN, kv=(0.9, 0.9), gpu_at=102.0, vram=0.77).why
+        assert not rule(R2_MAIN, kv=(0.1, 0.1), gpu_at=102.0, vram=0.99).fired
+
+    def test_source_skew_skips(self) -> None:
+        # vLLM's last poll at 102.0: GPU at 103.0 is 1.0 s apart (kept), 103.1 is skipped.
+        assert rule(R2_MAIN, kv=(0.9, 0.9), gpu_at=103.0).fired
+        r = rule(R2_MAIN, kv=(0.9, 0.9), gpu_at=103.1)
+        assert r.skipped == "GPU and vLLM readings 1.1s apart"
+
+
+class TestR2Backlog:
+    # Capacity 100 blocks × 16 = 1,600 tokens; KV 50% used → 800 free.
+    # Demand = waiting × prompt mean (50 tokens per finished request here).
+
+    def test_queue_ratio_boundary(self) -> None:
+        # running 7, waiting 3: 3 / 10 = 30% fires; demand 3 × 300 = 900 > 800 free.
+        r = rule(R2_BACKLOG, running=7.0, waiting=3.0, kv=(0.5, 0.5), prompt_mean=300.0)
+        assert r.fired and "queue ratio 30%" in r.why
+        # waiting 2.99: 2.99 / 9.99 = 29.9% does not.
+        r = rule(R2_BACKLOG, running=7.0, waiting=2.99, kv=(0.5, 0.5), prompt_mean=300.0)
+        assert not r.fired
+
+    def test_free_kv_must_be_short(self) -> None:
+        # demand 3 × 266 = 798 < 800 free: the pool can admit them.
+        r = rule(R2_BACKLOG, running=7.0, waiting=3.0, kv=(0.5, 0.5), prompt_mean=266.0)
+        assert not r.fired and "free KV 800 tokens vs demand 798" in r.why
+
+    def test_at_the_cap_it_is_not_kv(self) -> None:
+        r = rule(R2_BACKLOG, mns=7.0, running=7.0, waiting=3.0, kv=(0.5, 0.5), prompt_mean=300.0)
+        assert not r.fired
+
+    def test_main_path_suppresses_backlog(self) -> None:
+        r = rule(R2_BACKLOG, running=7.0, waiting=3.0, kv=(0.5, 0.9), prompt_mean=300.0)
+        assert not r.fired and r.why == "suppressed by the main path"
+
+    def test_kv_cache_size_tokens_preferred(self) -> None:
+        cc = {"kv_cache_size_tokens": "10000", "num_gpu_blocks": "100", "block_size": "16"}
+        r = rule(R2_BACKLOG, running=7.0, waiting=3.0, kv=(0.5, 0.5), prompt_mean=300.0,
+                 cache_config=cc)  # fmt: skip
+        assert not r.fired and "free KV 5,000 tokens" in r.why
+
+
+class TestR3:
+    # Δhits / Δqueries; 10 finished requests in 2 s = 5 req/s; prompt mean as given.
+    base: dict[str, Any] = dict(finished=10.0, prompt_mean=100.0, running=2.0)
+
+    def test_hit_rate_boundary(self) -> None:
+        assert rule(R3, hits_queries=(349.0, 1000.0), **self.base).fired
+        r = rule(R3, hits_queries=(350.0, 1000.0), **self.base)
+        assert not r.fired and "prefix hit rate 35%" in r.why
+
+    def test_prompt_boundary(self) -> None:
+        kw = {**self.base, "prompt_mean": 20.0}
+        assert rule(R3, hits_queries=(0.0, 1000.0), **kw).fired
+        kw["prompt_mean"] = 19.9
+        assert not rule(R3, hits_queries=(0.0, 1000.0), **kw).fired
+
+    def test_request_rate_boundary(self) -> None:
+        kw = {**self.base, "finished": 9.98}  # 4.99 req/s
+        assert not rule(R3, hits_queries=(0.0, 1000.0), **kw).fired
+        assert rule(R3, hits_queries=(0.0, 1000.0), **self.base).fired  # 5.0 req/s
+
+    def test_running_boundary(self) -> None:
+        assert not rule(R3, hits_queries=(0.0, 1000.0), **{**self.base, "running": 0.75}).fired
+        assert rule(R3, hits_queries=(0.0, 1000.0), **{**self.base, "running": 0.76}).fired
+
+    def test_prefix_caching_disabled_counts_as_no_reuse(self) -> None:
+        cc = {"enable_prefix_caching": "False"}
+        r = rule(R3, hits_queries=(0.0, 0.0), cache_config=cc, **self.base)
+        assert r.fired and "prefix caching disabled" in r.why
+        # Enabled but no queries in the window: nothing to judge.
+        assert not rule(R3, hits_queries=(0.0, 0.0), **self.base).fired
+
+
+class TestR5:
+    def test_cap_distance_boundary(self) -> None:
+        # 7.5 of 8 is 0.5 from the cap and fires; 7.49 (0.51 away) does not.
+        # 4 waiting keeps the queue ratio above 30%: 4 / 11.5 = 34.8%.
+        assert rule(R5, mns=8.0, running=7.5, waiting=4.0).fired
+        assert not rule(R5, mns=8.0, running=7.49, waiting=4.0).fired
+
+    def test_waiting_boundary(self) -> None:
+        # running 4 of 4; waiting 2 → 2 / 6 = 33% fires; 1.99 waiting does not.
+        assert rule(R5, mns=4.0, running=4.0, waiting=2.0).fired
+        r = rule(R5, mns=4.0, running=4.0, waiting=1.99)
+        assert not r.fired and r.why.startswith("not triggered (running 4.0 of 4")
+
+    def test_queue_ratio_boundary(self) -> None:
+        # running 14 of 14: 6 waiting → 6 / 20 = 30% fires; 5.99 → 29.97% does not.
+        assert rule(R5, mns=14.0, running=14.0, waiting=6.0).fired
+        assert not rule(R5, mns=14.0, running=14.0, waiting=5.99).fired
+
+
+def results(pattern: list[bool], key: tuple[str, str] = R1, **flags: bool) -> list[dict]:
+    return [{key: RuleResult(f, **(flags if f else {}))} for f in pattern]
+
+
+class TestPersistence:
+    def significant(self, pattern: list[bool], key: tuple[str, str] = R1, **flags: bool) -> bool:
+        d = diagnose(results(pattern, key, **flags), Aggregate(), None, 64.0)
+        return next(s for s in d.rules if s.key == key).significant
+
+    def test_two_of_thirty_is_noise(self) -> None:
+        assert not self.significant([True] * 2 + [False] * 28)
+
+    def test_three_of_twelve_is_significant(self) -> None:
+        assert self.significant([True] * 3 + [False] * 9)  # 3 windows, 25%
+
+    def test_three_of_thirteen_is_not(self) -> None:
+        assert not self.significant([True] * 3 + [False] * 10)  # 23% < 25%
+
+    def test_one_preemption_window_is_enough(self) -> None:
+        assert self.significant([True] + [False] * 29, R2_MAIN, preempting=True)
+        assert not self.significant([True] + [False] * 29, R2_MAIN)
+
+    def test_kv_critical_twice_is_enough(self) -> None:
+        assert self.significant([True] * 2 + [False] * 28, R2_MAIN, kv_critical=True)
+        assert not self.significant([True] + [False] * 29, R2_MAIN, kv_critical=True)
+
+    def test_backlog_uses_the_standard_gate(self) -> None:
+        assert not self.significant([True] * 2 + [False] * 2, R2_BACKLOG)
+        assert self.significant([True] * 3 + [False] * 2, R2_BACKLOG)
+
+
+class TestGroups:
+    def test_one_primary_per_group_sorted_by_score(self) -> None:
+        # R5 in 6 of 10 windows, R1 in 3 of 10 (same group: R5 primary, R1 supporting),
+        # R3 in 8 of 10 (its own group, higher score: listed first).
+        windows = []
+        for i in range(10):
+            windows.append({
+                R5: RuleResult(i < 6), R1: RuleResult(i >= 7), R3: RuleResult(i < 8),
+                R2_MAIN: RuleResult(False), R2_BACKLOG: RuleResult(False),
+            })  # fmt: skip
+        d = diagnose(windows, Aggregate(), None, 8.0)
+        assert [g.group for g in d.groups] == ["cache_reuse", "scheduling"]
+        sched = d.groups[1]
+        assert sched.primary.key == R5 and [s.key for s in sched.supporting] == [R1]
+        assert sched.primary.score == pytest.approx(0.6)
+
+    def test_tie_broken_by_rule_order(self) -> None:
+        windows = [{R5: RuleResult(True), R1: RuleResult(True)} for _ in range(4)]
+        d = diagnose(windows, Aggregate(), None, 8.0)
+        assert d.groups[0].primary.key == R5  # R5 before R1 at equal scores
+
+    def test_fix_carries_the_numbers(self) -> None:
+        windows = [{R2_MAIN: RuleResult(True, preempting=True)} for _ in range(12)] + [
+            {R2_MAIN: RuleResult(False)} for _ in range(18)
+        ]
+        agg = Aggregate(kv_usage_peak=0.97, kv_usage_mean=0.8, preemptions_per_second=0.8)
+        (g,) = diagnose(windows, agg, None, 8.0).groups
+        assert (
+            g.primary.evidence == "KV peak 97% (mean 80%) in 12 of 30 windows; 0.80 preemptions/s"
+        )
+        assert g.primary.fix == "Reduce --max-num-seqs or --max-model-len."
+
+    def test_r5_fix_depends_on_kv_peak(self) -> None:
+        windows = [{R5: RuleResult(True)} for _ in range(4)]
+        low = diagnose(windows, Aggregate(kv_usage_peak=0.79), None, 8.0).groups[0].primary
+        high = diagnose(windows, Aggregate(kv_usage_peak=0.80), None, 8.0).groups[0].primary
+        assert low.fix.startswith("Raise --max-num-seqs")
+        assert high.fix.startswith("Add a replica or lower --max-model-len")
+
+
+class TestDirection:
+    def test_better(self) -> None:
+        # 100 × (0.30/8 − 0.10/8) = 3.75 − 1.25 = +2.5 pp > +2.0; TTFT p99 +10% (no veto).
+        d = compare(Summary(0.10, 8.0, 1000.0, 1.0), Summary(0.30, 8.0, 3000.0, 1.1))
+        assert d.direction == "better" and d.signal == "efficiency"
+        assert d.efficiency_delta_pp == pytest.approx(2.5)
+        assert d.ttft_p99_delta_pct == pytest.approx(10.0)
+
+    def test_worse(self) -> None:
+        # 100 × (0.10/2 − 0.30/2) = 5 − 15 = −10 pp < −5.
+        d = compare(Summary(0.30, 2.0, 3000.0, 1.0), Summary(0.10, 2.0, 1000.0, 1.0))
+        assert d.direction == "worse" and d.efficiency_delta_pp == pytest.approx(-10.0)
+
+    def test_plateau_between_thresholds(self) -> None:
+        # 100 × (0.20/4 − 0.30/4) = −2.5 pp: neither < −5 nor > +2.
+        d = compare(Summary(0.30, 4.0, 3000.0, 1.0), Summary(0.20, 4.0, 2000.0, 1.0))
+        assert d.direction == "plateau"
+
+    def test_concurrency_change_cancels(self) -> None:
+        # Twice the traffic doubles efficiency and running: per request, nothing changed.
+        d = compare(Summary(0.2, 4.0, 2000.0, 1.0), Summary(0.4, 8.0, 4000.0, 1.0))
+        assert d.direction == "plateau" and d.efficiency_delta_pp == pytest.approx(0.0)
+
+    def test_latency_veto(self) -> None:
+        # +2.5 pp would be better, but TTFT p99 1.0 → 1.21 s is +21% > +20%: plateau.
+        d = compare(Summary(0.10, 8.0, 1000.0, 1.0), Summary(0.30, 8.0, 3000.0, 1.21))
+        assert d.direction == "plateau" and d.vetoed
+        # At exactly +20% there is no veto.
+        assert (
+            compare(Summary(0.10, 8.0, 1000.0, 1.0), Summary(0.30, 8.0, 3000.0, 1.2)).direction
+            == "better"
+        )
+
+    def test_throughput_fallback_without_efficiency(self) -> None:
+        # No catalog match: throughput 1000 → 1150 (+15%) better, → 850 (−15%) worse,
+        # → 1050 (+5%) plateau; the latency veto does not apply on this path.
+        up = compare(Summary(None, 4.0, 1000.0, 1.0), Summary(None, 4.0, 1150.0, 5.0))
+        assert (up.direction, up.signal, up.vetoed) == ("better", "throughput", False)
+        assert compare(Summary(None, 4.0, 1000.0), Summary(None, 4.0, 850.0)).direction == "worse"
+        assert (
+            compare(Summary(None, 4.0, 1000.0), Summary(None, 4.0, 1050.0)).direction == "plateau"
+        )
+        assert compare(Summary(), Summary()).signal == "none"
+
+
+class TestR4:
+    def test_oom_risk_is_a_configuration_fact(self) -> None:
+        # Llama 3 70B in bf16 on one H100 SXM: 140e9 B of weights vs 85.5e9 × 0.9 usable.
+        catalog = load_catalog(load_config({}, {}, {}))
+        agg = Aggregate(
+            model_name="meta-llama/Llama-3.1-70B-Instruct",
+            cache_config={"gpu_memory_utilization": "0.9"},
+            gpus=(GpuAggregate(0, "GPU-0", "NVIDIA H100 80GB HBM3",
+                               mem_total_bytes=85_520_809_984.0),),
+        )  # fmt: skip
+        one = assess(agg, RooflineSettings(catalog=catalog))
+        # No traffic at all (zero evaluable windows): R4 still fires, score 1.0, memory primary.
+        d = diagnose([], agg, one, 8.0)
+        r4 = next(s for s in d.rules if s.rule == "R4")
+        assert r4.significant and r4.score == 1.0
+        assert d.groups[0].group == "memory" and d.groups[0].primary.rule == "R4"
+        # 140e9 / 1 = 140.0 GB per GPU; headroom 85.52e9 × 0.9 − 140e9 = −63.0 GB.
+        assert r4.evidence == "weights need 140.0 GB per GPU (bf16, TP 1); KV headroom -63.0 GB"
+        # TP 4: 35 GB per GPU fits, R4 is quiet.
+        four = assess(agg, RooflineSettings(catalog=catalog, tp=4))
+        assert not next(
+            s for s in diagnose([], agg, four, 8.0).rules if s.rule == "R4"
+        ).fired_windows
