@@ -23,7 +23,8 @@ from exporter.derive.rules import (
     evaluate_window,
 )
 from exporter.derive.window import build_window
-from tests.helpers import INF, gpu, hist, vllm
+from exporter.pipeline import Pipeline
+from tests.helpers import INF, gpu, hist, tick, vllm
 
 LAT = (0.5, 1.0, INF)
 PLEN = (10.0, 100.0, 1000.0, INF)
@@ -354,3 +355,37 @@ class TestR4:
         assert not next(
             s for s in diagnose([], agg, four, 8.0).rules if s.rule == "R4"
         ).fired_windows
+
+
+class TestEpochs:
+    def run(self, p: Any, t0: float, n: int, rate: float, start_time: float, tok0: float) -> float:
+        """n ticks at 250 ms from t0, generating ``rate`` tok/s from ``tok0`` tokens."""
+        for i in range(n):
+            t = t0 + i * 0.25
+            p.add_tick(tick(vllm(t, running=2.0, generation_tokens=tok0 + rate * (t - t0),
+                                 process_start_time=start_time)))  # fmt: skip
+        return t0 + n * 0.25
+
+    def test_a_restart_compares_full_horizons(self) -> None:
+        # 4 s horizon = 2 windows. Epoch 0 at 400 tok/s, then vLLM restarts (new start time,
+        # counters from 0) and runs at 200 tok/s: throughput −50% → worse (no catalog match,
+        # so throughput is the signal).
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
+        t = self.run(p, 1000.0, 33, 400.0, start_time=900.0, tok0=0.0)
+        assert p.snapshot.epoch == 0 and p.snapshot.direction is None
+        t1 = self.run(p, t, 12, 200.0, start_time=1008.0, tok0=0.0)
+        assert p.snapshot.epoch == 1
+        assert p.snapshot.direction is None  # the new epoch has no full horizon yet
+        self.run(p, t1, 24, 200.0, start_time=1008.0, tok0=200.0 * (t1 - t))
+        assert p.snapshot.epoch == 1
+        d = p.snapshot.direction
+        assert d is not None and (d.direction, d.signal) == ("worse", "throughput")
+        assert d.throughput_delta_pct == pytest.approx(-50.0)
+
+    def test_cache_config_change_is_an_epoch(self) -> None:
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
+        p.add_tick(tick(vllm(0.0, cache_config={"block_size": "16"})))
+        p.add_tick(tick(vllm(0.25, cache_config={"block_size": "16"})))
+        assert p.snapshot.epoch == 0
+        p.add_tick(tick(vllm(0.5, cache_config={"block_size": "32"})))
+        assert p.snapshot.epoch == 1
