@@ -21,6 +21,7 @@ from exporter.loop import PollLoop, VllmSource
 from exporter.pipeline import Pipeline
 from exporter.recording import RecordingWriter, gpu_entry
 from exporter.samples import PollError, Tick
+from exporter.scrape.dcgm import DcgmSelector, DcgmSource
 from exporter.scrape.nvml import GpuSource, NoGpuSource, NvmlSource, NvmlUnavailable
 from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
 from exporter.scrape.vllm_fetch import VllmFetcher
@@ -118,6 +119,10 @@ def make_sources(
         gpu = ReplayGpuSource(cfg.gpu_replay, clock, loop=loop_replay)
     elif cfg.gpu_source == "none":
         gpu = None
+    elif cfg.gpu_source == "dcgm":
+        assert cfg.dcgm_url is not None
+        selector = DcgmSelector(pod=cfg.dcgm_pod, namespace=cfg.dcgm_namespace, gpus=cfg.gpu)
+        gpu = DcgmSource(cfg.dcgm_url, selector, timeout=cfg.fetch_timeout * 4, clock=clock)
     else:
         try:
             gpu = NvmlSource(clock=clock, gpus=cfg.gpu)
@@ -213,7 +218,7 @@ def record(cfg: Config, output: Path, duration: float) -> int:
     fetcher = vllm if isinstance(vllm, VllmFetcher) else None
 
     def on_tick(tick: Tick) -> None:
-        for entry in _entries(tick, fetcher):
+        for entry in _entries(tick, fetcher, cfg.gpu_source):
             writer.write(entry)
 
     loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval, on_tick=on_tick)
@@ -227,7 +232,9 @@ def record(cfg: Config, output: Path, duration: float) -> int:
     return loop.stats.ticks
 
 
-def _entries(tick: Tick, fetcher: VllmFetcher | None) -> Iterable[dict[str, object]]:
+def _entries(
+    tick: Tick, fetcher: VllmFetcher | None, gpu_source: str
+) -> Iterable[dict[str, object]]:
     if tick.models is not None and fetcher is not None and fetcher.last_models_body is not None:
         yield {
             "t": tick.models.observed_at,
@@ -241,4 +248,4 @@ def _entries(tick: Tick, fetcher: VllmFetcher | None) -> Iterable[dict[str, obje
     if tick.gpu is not None and not (
         isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"
     ):
-        yield gpu_entry(tick.gpu)
+        yield gpu_entry(tick.gpu, gpu_source)

@@ -109,8 +109,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("web.listen-address", str, ":9709", "address for our /metrics and /, [HOST]:PORT"),
     Option("gpu", _gpu_list, (), "GPU indices or UUIDs, comma-separated (default: all visible)"),
     Option(
-        "gpu-source", _choice("nvml", "none"), "nvml", "where GPU data comes from: nvml or none"
+        "gpu-source", _choice("nvml", "dcgm", "none"), "nvml", "GPU data from: nvml, dcgm, none"
     ),
+    Option("dcgm-url", str, None, "the node's dcgm-exporter /metrics URL (--gpu-source dcgm)"),
+    Option("dcgm-pod", str, None, "keep dcgm-exporter series of this pod (downward API)"),
+    Option("dcgm-namespace", str, None, "with --dcgm-pod: the pod's namespace"),
     Option("vllm-replay", _path, None, "serve vLLM data from this recording instead of vLLM"),
     Option("gpu-replay", _path, None, "serve GPU data from this recording instead of NVML"),
     Option("max-num-seqs", _positive_int, None, "vLLM's --max-num-seqs (not on vLLM's /metrics)"),
@@ -141,6 +144,9 @@ class Config:
     web_listen_address: str
     gpu: tuple[str, ...]
     gpu_source: str
+    dcgm_url: str | None
+    dcgm_pod: str | None
+    dcgm_namespace: str | None
     vllm_replay: Path | None
     gpu_replay: Path | None
     max_num_seqs: int | None
@@ -216,4 +222,6 @@ def load_config(
         raise ConfigError(f"--horizon: {cfg.horizon}s is shorter than two windows (4s)")
     if cfg.gpu_replay is not None and cfg.gpu_source == "none":
         raise ConfigError("--gpu-replay conflicts with --gpu-source none")
+    if cfg.gpu_source == "dcgm" and not cfg.dcgm_url and cfg.gpu_replay is None:
+        raise ConfigError("--gpu-source dcgm needs --dcgm-url (the node's dcgm-exporter /metrics)")
     return cfg

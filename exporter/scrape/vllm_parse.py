@@ -13,21 +13,14 @@ are summed over label sets (DP engines), except KV usage, which takes the fulles
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from enum import Enum
 from itertools import pairwise
 
 from exporter.samples import Histogram, VllmSample
+from exporter.scrape.text_format import ParseError, parse_labels, parse_value, split_line
 
-
-class ParseError(ValueError):
-    """The body is not usable; ``reason`` is a short label for the error metric."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+__all__ = ["ParseError", "parse_vllm_metrics"]
 
 
 class _Kind(Enum):
@@ -67,8 +60,6 @@ _FAMILIES: dict[str, tuple[_Kind, str]] = {
     "process_start_time_seconds": (_Kind.SUM, "process_start_time"),
 }
 _HIST_SUFFIXES = ("_bucket", "_sum", "_count")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
-_UNESCAPE = re.compile(r"\\(.)")
 
 
 @dataclass(slots=True)
@@ -94,22 +85,6 @@ def _sample_names() -> dict[str, tuple[str, str]]:
 _SAMPLE_NAMES = _sample_names()
 
 
-def _parse_labels(text: str, line: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    pos = 0
-    end = len(text.rstrip())
-    while pos < end:
-        m = _LABEL.match(text, pos)
-        if m is None:
-            raise ParseError("malformed", f"bad label set in line {line[:120]!r}")
-        value = m.group(2)
-        if "\\" in value:
-            value = _UNESCAPE.sub(lambda e: "\n" if e.group(1) == "n" else e.group(1), value)
-        labels[m.group(1)] = value
-        pos = m.end()
-    return labels
-
-
 def _cut_le(label_text: str) -> tuple[str | None, str]:
     """Split ``le="…"`` out of a label text → (le value, the other labels' text).
 
@@ -126,30 +101,6 @@ def _cut_le(label_text: str) -> tuple[str | None, str]:
         return None, label_text
     rest = (label_text[:i] + label_text[j + 1 :]).replace(",,", ",").strip(",")
     return label_text[i + 4 : j], rest
-
-
-def _parse_value(text: str, line: str) -> float:
-    parts = text.split()
-    if not parts or len(parts) > 2:
-        raise ParseError("malformed", f"no value in line {line[:120]!r}")
-    try:
-        return float(parts[0])
-    except ValueError:
-        raise ParseError("malformed", f"bad value in line {line[:120]!r}") from None
-
-
-def _split_line(line: str) -> tuple[str, str, str]:
-    """``name{labels} value`` → (name, labels text, rest)."""
-    brace = line.find("{")
-    space = line.find(" ")
-    if brace != -1 and (space == -1 or brace < space):
-        close = line.rfind("}")
-        if close < brace:
-            raise ParseError("malformed", f"unclosed label set in line {line[:120]!r}")
-        return line[:brace], line[brace + 1 : close], line[close + 1 :]
-    if space == -1:
-        raise ParseError("malformed", f"no value in line {line[:120]!r}")
-    return line[:space], "", line[space:]
 
 
 def _merge_histogram(
@@ -195,7 +146,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
     def _labels(text: str, line: str) -> dict[str, str]:
         parsed = label_memo.get(text)
         if parsed is None:
-            parsed = label_memo[text] = _parse_labels(text, line) if text else {}
+            parsed = label_memo[text] = parse_labels(text, line) if text else {}
         return parsed
 
     for line in body.split("\n"):
@@ -206,8 +157,8 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
         if hit is None:
             continue
         family, suffix = hit
-        name, label_text, rest = _split_line(line)
-        value = _parse_value(rest, line)
+        name, label_text, rest = split_line(line)
+        value = parse_value(rest, line)
         if (name, label_text) in seen:
             raise ParseError("duplicate_series", f"{name}{{{label_text}}} appears twice")
         seen.add((name, label_text))

@@ -1,0 +1,144 @@
+"""GPU source for sidecars that cannot see the GPU: the node's dcgm-exporter ``/metrics``.
+
+With pod attribution on, dcgm-exporter labels each GPU's series with the ``pod`` and
+``namespace`` using it; the sidecar keeps its own pod's GPUs (from the downward API). Without
+attribution, ``--gpu`` selects by index or UUID, or every GPU in the body is kept. dcgm-exporter
+samples every 30 s by default: this source trades resolution for access.
+
+>>> body = ('DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-a",modelName="NVIDIA L40S"} 301.5\\n'
+...         'DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-a",modelName="NVIDIA L40S"} 1024\\n')
+>>> s = parse_dcgm_metrics(body, 5.0, DcgmSelector())
+>>> (s.gpus[0].name, s.gpus[0].power_watts, s.gpus[0].mem_used_bytes)
+('NVIDIA L40S', 301.5, 1073741824.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import requests
+
+from exporter.samples import GpuReading, GpuSample, PollError
+from exporter.scrape.text_format import ParseError, parse_labels, parse_value, split_line
+from exporter.scrape.vllm_fetch import FetchError
+
+MIB = 1024.0 * 1024.0
+# dcgm field -> (GpuReading field, scale to the reading's unit)
+FIELDS: dict[str, tuple[str, float]] = {
+    "DCGM_FI_DEV_GPU_UTIL": ("util_gpu_pct", 1.0),
+    "DCGM_FI_DEV_MEM_COPY_UTIL": ("util_mem_pct", 1.0),
+    "DCGM_FI_DEV_POWER_USAGE": ("power_watts", 1.0),
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT": ("power_limit_watts", 1.0),
+    "DCGM_FI_DEV_FB_USED": ("mem_used_bytes", MIB),
+    "DCGM_FI_DEV_GPU_TEMP": ("temperature_c", 1.0),
+    "DCGM_FI_DEV_SM_CLOCK": ("sm_clock_mhz", 1.0),
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": ("energy_mj", 1.0),
+    "DCGM_FI_PROF_DRAM_ACTIVE": ("dram_bw_util_pct", 100.0),  # a 0-1 ratio on the wire
+}
+# Memory total = used + free (+ reserved, where dcgm-exporter reports it).
+_MEMORY_PARTS = ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_RESERVED")
+
+
+@dataclass(frozen=True, slots=True)
+class DcgmSelector:
+    """Which GPUs are this server's: by pod attribution, else by ``--gpu``, else all."""
+
+    pod: str | None = None
+    namespace: str | None = None
+    gpus: Sequence[str] = ()
+
+    def keeps(self, labels: dict[str, str]) -> bool:
+        if self.pod is not None:
+            if labels.get("pod") != self.pod:
+                return False
+            if self.namespace is not None and labels.get("namespace") != self.namespace:
+                return False
+        if self.gpus:
+            return labels.get("gpu") in self.gpus or labels.get("UUID") in self.gpus
+        return True
+
+
+def parse_dcgm_metrics(body: str, observed_at: float, selector: DcgmSelector) -> GpuSample:
+    """The selected GPUs' readings; ParseError when the body is unusable or selects nothing."""
+    per_gpu: dict[str, dict[str, float]] = {}
+    meta: dict[str, tuple[int, str | None]] = {}
+    memory: dict[str, dict[str, float]] = {}
+    for line in body.split("\n"):
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        name = line[:brace] if brace != -1 else line.split(" ", 1)[0]
+        if name not in FIELDS and name not in _MEMORY_PARTS:
+            continue
+        _, label_text, rest = split_line(line)
+        labels = parse_labels(label_text, line)
+        if not selector.keeps(labels):
+            continue
+        value = parse_value(rest, line)
+        if not math.isfinite(value) or value < 0:
+            raise ParseError("non_finite", f"{name} is {value}")
+        uuid, index = labels.get("UUID"), labels.get("gpu", "")
+        if uuid is None or not index.isdigit():
+            raise ParseError("malformed", f"{name} without gpu and UUID labels")
+        meta[uuid] = (int(index), labels.get("modelName"))
+        if name in _MEMORY_PARTS:
+            memory.setdefault(uuid, {})[name] = value
+        if name in FIELDS:
+            attr, scale = FIELDS[name]
+            per_gpu.setdefault(uuid, {})[attr] = value * scale
+    if not meta:
+        raise ParseError("no_gpu_selected", "no dcgm-exporter GPU series matched this server")
+    readings = []
+    for uuid, (gpu_index, model) in sorted(meta.items(), key=lambda kv: kv[1][0]):
+        values = per_gpu.get(uuid, {})
+        parts = memory.get(uuid, {})
+        if "DCGM_FI_DEV_FB_USED" in parts and "DCGM_FI_DEV_FB_FREE" in parts:
+            values["mem_total_bytes"] = sum(parts.values()) * MIB
+        readings.append(GpuReading(index=gpu_index, uuid=uuid, name=model, **values))
+    return GpuSample(observed_at, tuple(readings))
+
+
+class DcgmSource:
+    """Polls dcgm-exporter; every poll reads the whole body (it is cheap: one HTTP GET)."""
+
+    def __init__(
+        self,
+        url: str,
+        selector: DcgmSelector,
+        *,
+        timeout: float,
+        clock: Callable[[], float],
+        max_body: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.url = url
+        self.selector = selector
+        self.timeout = timeout
+        self.max_body = max_body
+        self._clock = clock
+        self._session = requests.Session()
+        self._session.trust_env = False
+        self._session.headers.update({"Accept": "text/plain;version=0.0.4"})
+
+    def _get(self) -> str:
+        try:
+            r = self._session.get(self.url, timeout=self.timeout)
+        except requests.Timeout:
+            raise FetchError("timeout", f"no answer from {self.url} in {self.timeout}s") from None
+        except requests.RequestException as e:
+            raise FetchError("connection", f"{self.url}: {type(e).__name__}") from None
+        if r.status_code != 200:
+            raise FetchError("http_status", f"HTTP {r.status_code} from {self.url}")
+        if len(r.content) > self.max_body:
+            raise FetchError("body_too_large", f"over {self.max_body} bytes from {self.url}")
+        return r.text
+
+    def poll(self, edge: bool) -> GpuSample | PollError:
+        try:
+            return parse_dcgm_metrics(self._get(), self._clock(), self.selector)
+        except (FetchError, ParseError) as e:
+            return PollError(self._clock(), e.reason, e.detail)
+
+    def close(self) -> None:
+        self._session.close()
