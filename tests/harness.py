@@ -180,16 +180,21 @@ class Prometheus:
         targets: list[str],
         rule_files: Sequence[Path] = (),
         wrap: Callable[[list[str]], list[str]] = lambda cmd: cmd,
+        alertmanagers: Sequence[str] = (),
     ) -> None:
         binary = require_tool("prometheus")
         self.port = free_port()
-        cfg = {
+        cfg: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [
                 {"job_name": "vllm-profile", "static_configs": [{"targets": targets}]}
             ],
         }
+        if alertmanagers:
+            cfg["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]
+            }
         (tmp / "prometheus.yml").write_text(json.dumps(cfg))
         self.proc = subprocess.Popen(
             wrap(
