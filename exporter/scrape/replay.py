@@ -94,11 +94,14 @@ class _Looping:
         self._path, self._sources, self._loop = path, sources, loop
         self._it = self._entries()
         self.laps = 0
+        self.broken = False  # a bad line ends the recording: report it, do not re-read it
 
     def _entries(self) -> Iterator[dict[str, Any]]:
         return (e for e in read_entries(self._path) if e["source"] in self._sources)
 
     def next(self) -> dict[str, Any] | None:
+        if self.broken:
+            raise RecordingError(f"{self._path}: stopped at a bad line")
         e = next(self._it, None)
         if e is None and self._loop:
             self.laps += 1
@@ -115,11 +118,15 @@ class ReplayVllmSource:
         self._clock = clock
 
     def poll(self) -> VllmSample | PollError:
-        e = self._entries.next()
-        now = self._clock()
-        if e is None:
-            return PollError(now, "recording_ended", "the vLLM recording has no more entries")
-        return vllm_result(e, now)
+        try:
+            e = self._entries.next()
+            now = self._clock()
+            if e is None:
+                return PollError(now, "recording_ended", "the vLLM recording has no more entries")
+            return vllm_result(e, now)
+        except RecordingError as err:
+            self._entries.broken = True
+            return PollError(self._clock(), "bad_recording", str(err))
 
     def models(self) -> ModelsInfo | None:
         return None
@@ -133,11 +140,15 @@ class ReplayGpuSource:
         self._clock = clock
 
     def poll(self, edge: bool) -> GpuSample | PollError:
-        e = self._entries.next()
-        now = self._clock()
-        if e is None:
-            return PollError(now, "recording_ended", "the GPU recording has no more entries")
-        return gpu_sample_from_entry(e, now)
+        try:
+            e = self._entries.next()
+            now = self._clock()
+            if e is None:
+                return PollError(now, "recording_ended", "the GPU recording has no more entries")
+            return gpu_sample_from_entry(e, now)
+        except RecordingError as err:
+            self._entries.broken = True
+            return PollError(self._clock(), "bad_recording", str(err))
 
     def close(self) -> None:
         pass

@@ -1,0 +1,369 @@
+"""Grafana dashboards as code: ``python deploy/grafana/generate.py`` writes the JSON beside it.
+
+The committed JSON is the build output (tests check it matches this file). Plain classic
+dashboard JSON, schemaVersion 39 (Grafana 10-13 load it); no dependency beyond the standard
+library.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'job=~"$job",instance=~"$instance"'
+
+
+def variables(per_server: bool) -> list[dict[str, Any]]:
+    def query_var(name: str, label: str, query: str, multi: bool) -> dict[str, Any]:
+        return {
+            "name": name, "label": label, "type": "query", "datasource": DS,
+            "query": {"query": query, "refId": f"{name}-var"}, "definition": query,
+            "refresh": 2, "includeAll": multi, "multi": multi, "allValue": ".+",
+            "sort": 1, "current": {},
+        }  # fmt: skip
+
+    return [
+        {"name": "datasource", "label": "Data source", "type": "datasource",
+         "query": "prometheus", "current": {}, "hide": 0},  # fmt: skip
+        query_var("job", "Job", "label_values(vllm_profile_info, job)", True),
+        query_var("model", "Model", 'label_values(vllm_profile_info{job=~"$job"}, model)', True),
+        query_var(
+            "instance", "Instance",
+            'label_values(vllm_profile_info{job=~"$job",model=~"$model"}, instance)',
+            not per_server,
+        ),
+    ]  # fmt: skip
+
+
+class Board:
+    def __init__(self) -> None:
+        self.panels: list[dict[str, Any]] = []
+        self.x = self.y = self.row_h = 0
+
+    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
+        panel["id"] = len(self.panels) + 1
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        self.panels.append(panel)
+
+
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
+           fmt: str = "time_series") -> dict[str, Any]:  # fmt: skip
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref,
+            "instant": instant, "range": not instant, "format": fmt}  # fmt: skip
+
+
+def panel(kind: str, title: str, description: str, unit: str, targets: list[dict[str, Any]],
+          **extra: Any) -> dict[str, Any]:  # fmt: skip
+    p: dict[str, Any] = {
+        "type": kind, "title": title, "description": description, "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+    }  # fmt: skip
+    p.update(extra)
+    return p
+
+
+def stat(title: str, description: str, unit: str, expr: str, legend: str = "") -> dict[str, Any]:
+    return panel("stat", title, description, unit, [target(expr, legend)],
+                 options={"reduceOptions": {"calcs": ["lastNotNull"]}, "graphMode": "area"})  # fmt: skip
+
+
+def series(title: str, description: str, unit: str, *exprs: tuple[str, str]) -> dict[str, Any]:
+    refs = "ABCDEFGH"
+    return panel("timeseries", title, description, unit,
+                 [target(e, legend, refs[i]) for i, (e, legend) in enumerate(exprs)])  # fmt: skip
+
+
+def overview() -> dict[str, Any]:
+    b = Board()
+    h = "over the exporter's horizon (vllm_profile_horizon_seconds) of active windows"
+    b.add(
+        stat(
+            "Efficiency (est)",
+            "Generated tokens/s over the hardware decode ceiling from the catalog: how much "
+            "of what is paid for is used. Calibrated for decode-bound work.",
+            "percentunit",
+            f"vllm_profile_efficiency_ratio{{{SEL}}}",
+            "{{instance}}",
+        ),
+        6,
+        5,
+    )
+    b.add(
+        stat(
+            "Recoverable cost (est)",
+            "Cost per hour x (1 - efficiency): what the unused ceiling costs.",
+            "currencyUSD",
+            f"vllm_profile_recoverable_cost_per_hour_dollars{{{SEL}}}",
+            "{{instance}}",
+        ),
+        6,
+        5,
+    )
+    b.add(
+        stat(
+            "Cost per 1M tokens",
+            f"Dollars per million generated tokens, {h}. price_source says whether the price "
+            "is --cost-per-hour or the catalog's estimate.",
+            "currencyUSD",
+            f"vllm_profile_cost_per_million_tokens_dollars{{{SEL}}}",
+            "{{price_source}}",
+        ),
+        4,
+        5,
+    )
+    b.add(
+        stat(
+            "Energy per token",
+            f"Joules per generated token from the GPUs' energy counters (else mean power), {h}.",
+            "joule",
+            f"vllm_profile_joules_per_token{{{SEL}}}",
+            "{{instance}}",
+        ),
+        4,
+        5,
+    )
+    b.add(
+        stat(
+            "Open issues",
+            "Issue groups (memory, scheduling, cache reuse) whose primary rule is significant.",
+            "none",
+            f"count(vllm_profile_issue_info{{{SEL}}}) or vector(0)",
+        ),
+        4,
+        5,
+    )
+    b.add(series("Throughput against the ceilings",
+                 "Generated tokens/s (active windows) against the decode ceilings: at the current "
+                 "batch and the hardware's compute-bound maximum (catalog estimates).",
+                 "short",
+                 (f"vllm_profile_generation_tokens_per_second{{{SEL}}}", "generated {{instance}}"),
+                 (f'vllm_profile_decode_ceiling_tokens_per_second{{{SEL},scope="batch"}}',
+                  "batch ceiling {{instance}}"),
+                 (f'vllm_profile_decode_ceiling_tokens_per_second{{{SEL},scope="hardware"}}',
+                  "hardware ceiling {{instance}}")), 12, 8)  # fmt: skip
+    b.add(
+        series(
+            "Efficiency and batch efficiency",
+            "Efficiency (against the hardware ceiling) and batch efficiency (against the "
+            "ceiling at the current batch): low efficiency with high batch efficiency means "
+            "too little concurrency.",
+            "percentunit",
+            (f"vllm_profile_efficiency_ratio{{{SEL}}}", "efficiency {{instance}}"),
+            (f"vllm_profile_batch_efficiency_ratio{{{SEL}}}", "batch {{instance}}"),
+        ),
+        12,
+        8,
+    )
+    b.add(panel("state-timeline", "Rules firing",
+                "Each rule per ~2 s window (1 = fired in the latest evaluable window).",
+                "none", [target(f"vllm_profile_rule_firing{{{SEL}}}", "{{rule}} {{variant}}")]),
+          12, 8)  # fmt: skip
+    b.add(panel("table", "Issues and fixes",
+                "Significant issue groups, their primary rule and the vLLM flag that fixes it.",
+                "none",
+                [target(f"vllm_profile_issue_info{{{SEL}}}", ref="A", instant=True, fmt="table")],
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True, "Value": True, "__name__": True}}}]), 12, 8)  # fmt: skip
+    b.add(series("Latency p99",
+                 "Time to first token and time per output token: p99 from merged per-window bucket "
+                 "deltas, and the mean, over active windows.",
+                 "s",
+                 (f'vllm_profile_time_to_first_token_seconds{{{SEL},stat="p99"}}', "TTFT p99"),
+                 (f'vllm_profile_time_to_first_token_seconds{{{SEL},stat="mean"}}', "TTFT mean"),
+                 (f'vllm_profile_time_per_output_token_seconds{{{SEL},stat="p99"}}', "TPOT p99"),
+                 (f"vllm_profile_tpot_floor_seconds{{{SEL}}}", "TPOT floor (est)")), 8, 8)  # fmt: skip
+    b.add(series("KV cache: mean and peak",
+                 "KV cache usage: the time-weighted mean and the highest 250 ms poll. A peak far "
+                 "above the mean is a spike a 15 s scrape would miss.",
+                 "percentunit",
+                 (f'vllm_profile_kv_cache_usage_ratio{{{SEL},stat="mean"}}', "mean {{instance}}"),
+                 (f'vllm_profile_kv_cache_usage_ratio{{{SEL},stat="peak"}}', "peak {{instance}}")),
+          8, 8)  # fmt: skip
+    b.add(
+        series(
+            "Requests running and waiting",
+            "Time-weighted means of vLLM's running and waiting requests.",
+            "short",
+            (f"vllm_profile_requests_running{{{SEL}}}", "running {{instance}}"),
+            (f"vllm_profile_requests_waiting{{{SEL}}}", "waiting {{instance}}"),
+        ),
+        8,
+        8,
+    )
+    b.add(
+        series(
+            "GPU utilization",
+            "NVML GPU utilization per GPU, mean over active windows.",
+            "percentunit",
+            (f"vllm_profile_gpu_utilization_ratio{{{SEL}}}", "GPU {{gpu}}"),
+        ),
+        8,
+        8,
+    )
+    b.add(series("Measured DRAM bandwidth",
+                 "DRAM bandwidth utilization measured by NVML GPM (Hopper and newer): the "
+                 "hardware's own counterpart to the roofline estimate.",
+                 "percentunit",
+                 (f"vllm_profile_gpu_dram_bandwidth_utilization_ratio{{{SEL}}}", "GPU {{gpu}}")),
+          8, 8)  # fmt: skip
+    b.add(
+        series(
+            "GPU power",
+            "GPU power draw per GPU (mean over active windows) and the enforced limit.",
+            "watt",
+            (f"vllm_profile_gpu_power_watts{{{SEL}}}", "GPU {{gpu}}"),
+            (f"vllm_profile_gpu_power_limit_watts{{{SEL}}}", "limit GPU {{gpu}}"),
+        ),
+        8,
+        8,
+    )
+    b.add(
+        series(
+            "GPU memory",
+            "GPU memory used (current and peak) against the total.",
+            "bytes",
+            (f"vllm_profile_gpu_memory_used_bytes{{{SEL}}}", "{{stat}} GPU {{gpu}}"),
+            (f"vllm_profile_gpu_memory_total_bytes{{{SEL}}}", "total GPU {{gpu}}"),
+        ),
+        8,
+        8,
+    )
+    b.add(
+        series(
+            "Prefix cache hit ratio",
+            "Prefix-cache hits over queries (tokens) over evaluable windows.",
+            "percentunit",
+            (f"vllm_profile_prefix_cache_hit_ratio{{{SEL}}}", "{{instance}}"),
+        ),
+        8,
+        8,
+    )
+    b.add(series("Generated tokens (Prometheus resolution)",
+                 "rate() of vLLM's generated-token counter as Prometheus sees it, for comparison "
+                 "with the exporter's active-window throughput.",
+                 "short",
+                 (f"rate(vllm_profile_generation_tokens_total{{{SEL}}}[$__rate_interval])",
+                  "{{instance}}")), 8, 8)  # fmt: skip
+    b.add(
+        stat(
+            "Direction after the last change",
+            "Better, worse or plateau: a full horizon after the latest configuration change "
+            "against the last full horizon before it.",
+            "none",
+            f"vllm_profile_direction{{{SEL}}} == 1",
+            "{{direction}}",
+        ),
+        8,
+        6,
+    )
+    b.add(
+        series(
+            "Source health",
+            "1 when the source answered its last poll (vllm, nvml or dcgm).",
+            "none",
+            (f"vllm_profile_up{{{SEL}}}", "{{source}}"),
+        ),
+        8,
+        6,
+    )
+    b.add(
+        series(
+            "Poll duration",
+            "How long the last poll of each source took; above the poll interval, polls "
+            "are skipped.",
+            "s",
+            (f"vllm_profile_poll_duration_seconds{{{SEL}}}", "{{source}}"),
+        ),
+        8,
+        6,
+    )
+    return dashboard("vllm-profile-overview", "vLLM profile: server", b.panels, per_server=True)
+
+
+def fleet() -> dict[str, Any]:
+    b = Board()
+    m = 'model=~"$model"'
+    b.add(series("Recoverable cost by model (est)",
+                 "Sum over servers of cost per hour x (1 - efficiency).", "currencyUSD",
+                 (f"model:vllm_profile_recoverable_cost_per_hour_dollars:sum{{{m}}}", "{{model}}")),
+          12, 8)  # fmt: skip
+    b.add(series("Cost per 1M tokens by model",
+                 "Fleet spend over fleet generated tokens, per model (idle servers cost too).",
+                 "currencyUSD",
+                 (f"model:vllm_profile_cost_per_million_tokens_dollars:ratio{{{m}}}", "{{model}}")),
+          12, 8)  # fmt: skip
+    b.add(
+        series(
+            "Efficiency by model (est)",
+            "Generated tokens/s over the sum of hardware ceilings, per model.",
+            "percentunit",
+            (f"model:vllm_profile_efficiency:ratio{{{m}}}", "{{model}}"),
+        ),
+        12,
+        8,
+    )
+    b.add(
+        series(
+            "Throughput by model",
+            "Generated tokens/s summed over servers, per model.",
+            "short",
+            (f"model:vllm_profile_generation_tokens_per_second:sum{{{m}}}", "{{model}}"),
+        ),
+        12,
+        8,
+    )
+    table_targets = [
+        target(f"vllm_profile_recoverable_cost_per_hour_dollars{{{SEL}}}", ref="A", instant=True,
+               fmt="table"),
+        target(f"vllm_profile_efficiency_ratio{{{SEL}}}", ref="B", instant=True, fmt="table"),
+        target(f"vllm_profile_cost_per_hour_dollars{{{SEL}}}", ref="C", instant=True, fmt="table"),
+        target(f"vllm_profile_generation_tokens_per_second{{{SEL}}}", ref="D", instant=True,
+               fmt="table"),
+    ]  # fmt: skip
+    b.add(panel("table", "Servers by recoverable cost",
+                "Every server, most recoverable dollars per hour first: recoverable $/h, "
+                "efficiency, cost per hour and throughput.",
+                "none", table_targets,
+                transformations=[
+                    {"id": "merge", "options": {}},
+                    {"id": "organize", "options": {"excludeByName": {"Time": True},
+                     "renameByName": {"Value #A": "Recoverable $/h", "Value #B": "Efficiency",
+                                      "Value #C": "Cost $/h", "Value #D": "tokens/s"}}},
+                    {"id": "sortBy", "options": {"sort": [{"field": "Recoverable $/h",
+                                                           "desc": True}]}},
+                ]), 24, 10)  # fmt: skip
+    return dashboard("vllm-profile-fleet", "vLLM profile: fleet", b.panels, per_server=False)
+
+
+def dashboard(
+    uid: str, title: str, panels: list[dict[str, Any]], per_server: bool
+) -> dict[str, Any]:
+    return {
+        "uid": uid, "title": title, "tags": ["vllm-profile"], "timezone": "utc",
+        "editable": False, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
+        "refresh": "30s", "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": variables(per_server)},
+        "annotations": {"list": []}, "links": [], "panels": panels,
+    }  # fmt: skip
+
+
+DASHBOARDS = {"vllm-profile-overview.json": overview, "vllm-profile-fleet.json": fleet}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+
+
+if __name__ == "__main__":
+    for name, text in render().items():
+        (HERE / name).write_text(text)
+        print(f"wrote {HERE / name}")
