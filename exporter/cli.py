@@ -29,7 +29,7 @@ from exporter.app import (
 )
 from exporter.catalog.schema import CatalogError
 from exporter.config import OPTIONS, Config, ConfigError, load_config, parse_duration
-from exporter.derive.direction import Summary, compare
+from exporter.derive.direction import Summary, compare, summarize
 from exporter.pipeline import Snapshot
 from exporter.recording import RecordingError
 
@@ -164,18 +164,6 @@ def _print_report(snap: Snapshot, cfg: Config, args: argparse.Namespace) -> None
         sys.stdout.write(report.render(snap, mns, verbose=args.verbose))
 
 
-def _summary(snap: Snapshot) -> Summary:
-    a, asm = snap.agg, snap.assessment
-    return Summary(
-        efficiency=asm.roofline.efficiency if asm else None,
-        running=a.running_active,
-        generation_tps=a.generation_tps,
-        ttft_p99=a.ttft_p99,
-        tpot_p99=a.tpot_p99,
-        cost_per_million_tokens=asm.economics.cost_per_million_tokens if asm else None,
-    )
-
-
 def diagnose_loop(
     cfg: Config, duration: float, args: argparse.Namespace, stdin: TextIO, stdout: TextIO
 ) -> int:
@@ -190,7 +178,7 @@ def diagnose_loop(
         iteration += 1
         print(f"== run {iteration}: measuring for {duration:g} s ...", file=stdout, flush=True)
         snap = run_live(cfg, duration).snapshot
-        current = _summary(snap)
+        current = summarize(snap.agg, snap.assessment)
         if baseline is not None:
             snap = replace(snap, direction=compare(baseline, current))
         _print_report(snap, cfg, args)

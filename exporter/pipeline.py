@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from exporter.derive.assess import Assessment, assess
 from exporter.derive.diagnosis import Diagnosis, diagnose
-from exporter.derive.direction import Direction, Summary, compare
+from exporter.derive.direction import Direction, Summary, compare, summarize
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import Aggregate, aggregate
 from exporter.derive.resolve import RooflineSettings
@@ -251,16 +251,7 @@ class Pipeline:
         evaluable = sum(h.gate.evaluable for h in self._horizon)
         if not same_epoch or evaluable < self.full_windows:
             return
-        assert self._assessment is not None
-        a = self._agg
-        self._epoch_full = Summary(
-            efficiency=self._assessment.roofline.efficiency,
-            running=a.running_active,
-            generation_tps=a.generation_tps,
-            ttft_p99=a.ttft_p99,
-            tpot_p99=a.tpot_p99,
-            cost_per_million_tokens=self._assessment.economics.cost_per_million_tokens,
-        )
+        self._epoch_full = summarize(self._agg, self._assessment)
         if self._baseline is not None and self._direction is None:
             self._direction = compare(self._baseline, self._epoch_full)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.derive import thresholds as T
+from exporter.derive.assess import Assessment
+from exporter.derive.horizon import Aggregate
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,20 @@ class Direction:
     throughput_delta_pct: float | None = None
     ttft_p99_delta_pct: float | None = None
     vetoed: bool = False
+
+
+def summarize(agg: Aggregate, assessment: Assessment | None) -> Summary:
+    """One side of a comparison, from a horizon aggregate and its roofline assessment."""
+    return Summary(
+        efficiency=assessment.roofline.efficiency if assessment else None,
+        running=agg.running_active,
+        generation_tps=agg.generation_tps,
+        ttft_p99=agg.ttft_p99,
+        tpot_p99=agg.tpot_p99,
+        cost_per_million_tokens=assessment.economics.cost_per_million_tokens
+        if assessment
+        else None,
+    )
 
 
 def _pct_change(before: float | None, after: float | None) -> float | None:

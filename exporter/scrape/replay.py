@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.recording import GPU_SOURCES, RecordingError, gpu_sample_from_entry, read_entries
 from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
 from exporter.scrape.vllm_fetch import parse_models
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
+
+T = TypeVar("T")
 
 
 def vllm_result(entry: dict[str, Any], observed_at: float) -> VllmSample | PollError:
@@ -110,45 +112,50 @@ class _Looping:
         return e
 
 
-class ReplayVllmSource:
-    """``serve --vllm-replay``: each poll returns the recording's next vLLM entry, stamped now."""
+class _ReplaySource:
+    """Each poll returns the recording's next entry of some sources, stamped with the live clock.
 
-    def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
-        self._entries = _Looping(path, ("vllm",), loop)
+    A recording that ends, or stops at a bad line, is reported as a failed poll, never raised.
+    """
+
+    def __init__(self, path: Path, sources: tuple[str, ...], clock: Callable[[], float],
+                 loop: bool) -> None:  # fmt: skip
+        self._entries = _Looping(path, sources, loop)
         self._clock = clock
 
-    def poll(self) -> VllmSample | PollError:
+    def _next(self, convert: Callable[[dict[str, Any], float], T]) -> T | PollError:
         try:
             e = self._entries.next()
             now = self._clock()
             if e is None:
-                return PollError(now, "recording_ended", "the vLLM recording has no more entries")
-            return vllm_result(e, now)
+                return PollError(now, "recording_ended", "the recording has no more entries")
+            return convert(e, now)
         except RecordingError as err:
             self._entries.broken = True
             return PollError(self._clock(), "bad_recording", str(err))
+
+
+class ReplayVllmSource(_ReplaySource):
+    """``serve --vllm-replay``: the recording's vLLM entries, one per poll."""
+
+    def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
+        super().__init__(path, ("vllm",), clock, loop)
+
+    def poll(self) -> VllmSample | PollError:
+        return self._next(vllm_result)
 
     def models(self) -> ModelsInfo | None:
         return None
 
 
-class ReplayGpuSource:
-    """``serve --gpu-replay``: each poll returns the recording's next GPU entry, stamped now."""
+class ReplayGpuSource(_ReplaySource):
+    """``serve --gpu-replay``: the recording's GPU entries, one per poll."""
 
     def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
-        self._entries = _Looping(path, GPU_SOURCES, loop)
-        self._clock = clock
+        super().__init__(path, GPU_SOURCES, clock, loop)
 
     def poll(self, edge: bool) -> GpuSample | PollError:
-        try:
-            e = self._entries.next()
-            now = self._clock()
-            if e is None:
-                return PollError(now, "recording_ended", "the GPU recording has no more entries")
-            return gpu_sample_from_entry(e, now)
-        except RecordingError as err:
-            self._entries.broken = True
-            return PollError(self._clock(), "bad_recording", str(err))
+        return self._next(gpu_sample_from_entry)
 
     def close(self) -> None:
         pass
