@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from tests.harness import Exporter, Prometheus, free_port, wait_for
+from tests.harness import Exporter, Prometheus, QuietHandler, free_port, http_server, wait_for
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.e2e
@@ -42,22 +40,13 @@ def fast_rules(tmp: Path) -> Path:
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(200)
-            self.end_headers()
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.reply(200, b"")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/alerts", received
-    srv.shutdown()
-    srv.server_close()
+    with http_server(Handler) as srv:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/alerts", received
 
 
 @pytest.fixture

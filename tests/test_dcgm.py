@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import pytest
 from exporter.samples import GpuSample, PollError
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource, parse_dcgm_metrics
 from exporter.scrape.text_format import ParseError
-from tests.harness import Exporter, free_port, wait_for
+from tests.harness import Exporter, QuietHandler, http_server, wait_for
 
 FIX = Path(__file__).parent / "fixtures" / "dcgm"
 TWO_PODS = (FIX / "k8s-two-pods.prom").read_text()
@@ -57,23 +55,12 @@ def test_real_published_lines_parse() -> None:
 def dcgm_endpoint() -> Iterator[tuple[str, dict[str, Any]]]:
     state: dict[str, Any] = {"body": TWO_PODS.encode(), "code": 200}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
-            self.send_response(state["code"])
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(state["body"])))
-            self.end_headers()
-            self.wfile.write(state["body"])
+            self.reply(state["code"], state["body"])
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/metrics", state
-    srv.shutdown()
-    srv.server_close()
+    with http_server(Handler) as srv:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/metrics", state
 
 
 def test_source_reports_failures_and_recovers(dcgm_endpoint: tuple[str, dict[str, Any]]) -> None:
