@@ -151,6 +151,7 @@ GOOD = 'vllm:num_requests_running{engine="0",model_name="m"} 1\n'
         (GOOD + GOOD, "duplicate_series"),
         ("<html><body>Bad gateway</body></html>\n", "no_vllm_metrics"),
         ("", "no_vllm_metrics"),
+        (GOOD + 'vllm:time_to_first_token_seconds_bucket{le="NaN"} 3\n', "bad_histogram"),
         (
             GOOD + 'vllm:time_to_first_token_seconds_bucket{engine="0",le="1"} 3\n'
             'vllm:time_to_first_token_seconds_sum{engine="0"} 1\n'

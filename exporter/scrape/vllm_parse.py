@@ -178,9 +178,12 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
                 if le is None:
                     raise ParseError("bad_histogram", f"{name} bucket without le")
                 try:
-                    s.buckets[float(le)] = value
+                    bound = float(le)
                 except ValueError:
                     raise ParseError("bad_histogram", f"{name} le={le!r}") from None
+                if math.isnan(bound) or bound == -math.inf:
+                    raise ParseError("bad_histogram", f"{name} le={le!r}")
+                s.buckets[bound] = value
             elif suffix == "_sum":
                 s.sum = value
             else:
