@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from exporter.derive.assess import Assessment, assess
@@ -222,7 +222,11 @@ class Pipeline:
     def _close_window(self) -> None:
         vllm = [t.vllm for _, t in self._buf if isinstance(t.vllm, VllmSample)]
         gpu = [t.gpu for _, t in self._buf if isinstance(t.gpu, GpuSample)]
-        window = build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0])
+        window = replace(
+            build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0]),
+            vllm_answered=any(isinstance(t.vllm, VllmSample) for _, t in self._buf[1:]),
+            gpu_answered=any(isinstance(t.gpu, GpuSample) for _, t in self._buf[1:]),
+        )
         gate = classify(window)
         rules = evaluate_window(window, self._max_num_seqs) if gate.evaluable else {}
         self._horizon.append(HorizonWindow(window, gate, MappingProxyType(rules), self._epoch))

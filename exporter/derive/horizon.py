@@ -152,7 +152,7 @@ def _gpu_aggregates(
         return num / den if den > 0 else None
 
     out = []
-    for now in latest.gpus:
+    for now in (g for g in latest.gpus if g.in_last_poll):  # a vanished GPU is not current
         act = per_gpu(active, now.index)
         peaks = per_gpu(peak_ws, now.index)
         energy = [(g.energy_joules, w.end - w.start) for w, g in act if g.energy_joules is not None]
@@ -207,14 +207,15 @@ def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
     last_eval = evaluable[-1] if evaluable else None
     kv_now = last_eval.kv_last if last_eval is not None else None
     energy_joules, energy_tokens = _energy(active)
+    gpu_fresh = bool(last.gpus) and last.gpu_answered
     return Aggregate(
         windows_total=len(all_ws),
         windows_evaluable=len(evaluable),
         windows_active=len(active),
         horizon_start=all_ws[0].start,
         horizon_end=last.end,
-        vllm_fresh=last.vllm_polls > 0,
-        gpu_fresh=bool(last.gpus),
+        vllm_fresh=last.vllm_polls > 0 and last.vllm_answered,
+        gpu_fresh=gpu_fresh,
         model_name=next((w.model_name for w in reversed(all_ws) if w.model_name), None),
         cache_config=(last_eval or last).cache_config,
         generation_tps=_weighted(active, lambda w: w.generation_tps),
@@ -242,5 +243,6 @@ def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
         energy_tokens=energy_tokens,
         est_flops_per_second=_weighted(active, lambda w: w.rate(w.d_est_flops)),
         est_bytes_per_second=_weighted(active, lambda w: w.rate(w.d_est_bytes)),
-        gpus=_gpu_aggregates(all_ws, evaluable, active),
+        # A GPU source that stopped answering takes every GPU-derived figure with it.
+        gpus=_gpu_aggregates(all_ws, evaluable, active) if gpu_fresh else (),
     )

@@ -33,6 +33,7 @@ class GpuWindow:
     sm_clock_mhz: float | None
     energy_joules: float | None  # Δ total energy between the window's edge reads
     dram_bw_util_pct: float | None  # GPM, the last edge's reading
+    in_last_poll: bool = True  # False: the GPU stopped answering during the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,10 @@ class Window:
     tpot_p99: float | None = None
     gpus: tuple[GpuWindow, ...] = ()
     counter_reset: bool = False
+    # Whether each source answered after the boundary poll this window shares with the last one:
+    # a source that stopped answering makes its figures vanish after one window, not two.
+    vllm_answered: bool = True
+    gpu_answered: bool = True
 
     def rate(self, d: float | None) -> float | None:
         """Counter delta per second; None on a reset or a zero duration (0 is a valid idle rate)."""
@@ -179,6 +184,7 @@ def _gpu_windows(gpu_polls: Sequence[GpuSample]) -> tuple[GpuWindow, ...]:
     for poll in gpu_polls:
         for r in poll.gpus:
             by_index.setdefault(r.index, []).append(r)
+    last_poll = {r.index for r in gpu_polls[-1].gpus} if gpu_polls else set()
     out = []
     for index in sorted(by_index):
         rs = by_index[index]
@@ -201,6 +207,7 @@ def _gpu_windows(gpu_polls: Sequence[GpuSample]) -> tuple[GpuWindow, ...]:
                 sm_clock_mhz=last.sm_clock_mhz,
                 energy_joules=None if energy is None else energy / 1000.0,
                 dram_bw_util_pct=_last([r.dram_bw_util_pct for r in rs]),
+                in_last_poll=index in last_poll,
             )
         )
     return tuple(out)
