@@ -3,9 +3,12 @@
     .venv/bin/python bench/run.py [--seconds 20]
 
 1. Parse time per real vLLM body: our parser vs prometheus_client's text parser, same bodies.
-2. CPU seconds per wall second of the exporter polling a loopback endpoint at 4 Hz, vs a bare
-   poller that only GETs the same endpoint at the same rate (the unavoidable HTTP cost).
-3. ``/metrics`` latency of the running exporter, p50 and p99 over sequential scrapes.
+2. CPU seconds per wall second of the exporter polling a loopback endpoint at 4 Hz with 0, 1
+   and 8 replayed GPUs, vs a bare poller that only GETs the same endpoint at the same rate (the
+   unavoidable HTTP cost).
+3. ``/metrics`` latency p50 and p99 with 8 GPUs' series, for 1 and 20 concurrent scrapers.
+4. Resident memory while the pipeline digests 10 simulated hours of polls (real bodies cycled,
+   8 GPUs): flat once the horizon is full.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -118,68 +123,153 @@ def measure(cmd: list[str], seconds: float, warmup: float, ready_url: str | None
         proc.wait(timeout=10)
 
 
-def bench_cpu_and_latency(seconds: float) -> dict[str, float]:
+def gpu_recording(path: Path, gpus: int) -> None:
+    """A GPU recording of ``gpus`` GPUs (the real H200 readings, repeated), an hour long."""
+    with gzip.open(ROOT / "tests/fixtures/nvml/h200-probe.jsonl.gz", "rt") as f:
+        rows = [e for e in map(json.loads, f) if e.get("source") == "nvml"]
+    with gzip.open(path, "wt") as out:
+        for i in range(4 * 3600):
+            g = rows[i % len(rows)]["gpus"][0]
+            entry = {
+                "t": i * 0.25,
+                "source": "nvml",
+                "gpus": [{**g, "index": k, "uuid": f"GPU-{k:04d}"} for k in range(gpus)],
+            }
+            out.write(json.dumps(entry) + "\n")
+
+
+def exporter_cmd(url: str, port: int, gpu_replay: Path | None) -> list[str]:
+    gpu = ["--gpu-replay", str(gpu_replay)] if gpu_replay else ["--gpu-source", "none"]
+    return [sys.executable, "-m", "exporter", "serve", "--vllm-url", url, *gpu,
+            "--max-num-seqs", "64", "--web.listen-address", f"127.0.0.1:{port}"]  # fmt: skip
+
+
+def scrape_latency(url: str, scrapers: int, per_scraper: int) -> tuple[float, float, int]:
+    """p50 and p99 (ms) of /metrics with ``scrapers`` concurrent clients; and the errors."""
+    lat: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def client() -> None:
+        nonlocal errors
+        with requests.Session() as s:
+            for _ in range(per_scraper):
+                t0 = time.perf_counter()
+                try:
+                    s.get(url, timeout=5).raise_for_status()
+                except requests.RequestException:
+                    with lock:
+                        errors += 1
+                    continue
+                with lock:
+                    lat.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=client) for _ in range(scrapers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat.sort()
+    return lat[len(lat) // 2] * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3, errors
+
+
+def bench_cpu_and_latency(seconds: float) -> dict[str, Any]:
     body = bodies()[-1]
+    out: dict[str, Any] = {"body_bytes": len(body)}
     with tempfile.TemporaryDirectory() as tmp:
         body_path = Path(tmp) / "body.txt"
         body_path.write_text(body)
+        recordings = {n: Path(tmp) / f"gpus-{n}.jsonl.gz" for n in (1, 8)}
+        for n, path in recordings.items():
+            gpu_recording(path, n)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-c", BODY_SERVER, str(port), str(body_path)])
         url = f"http://127.0.0.1:{port}/metrics"
         try:
             wait_for(lambda: requests.get(url, timeout=1).ok, 10, "body server")
             bare = measure([sys.executable, "-c", BARE_POLLER, url], seconds, 1.0, None)
+            out["bare_poller_cpu_s_per_s"] = bare
+            for label, rec in (("0_gpus", None), ("1_gpu", recordings[1]),
+                               ("8_gpus", recordings[8])):  # fmt: skip
+                eport = free_port()
+                cpu = measure(exporter_cmd(url, eport, rec), seconds, 3.0,
+                              f"http://127.0.0.1:{eport}/-/ready")  # fmt: skip
+                out[f"exporter_cpu_s_per_s_{label}"] = cpu
+                out[f"ratio_to_bare_poller_{label}"] = cpu / bare if bare > 0 else None
+            # /metrics latency with 8 GPUs' series, 1 and 20 concurrent scrapers.
             eport = free_port()
-            exporter_cmd = [
-                sys.executable,
-                "-m",
-                "exporter",
-                "serve",
-                "--vllm-url",
-                url,
-                "--gpu-source",
-                "none",
-                "--web.listen-address",
-                f"127.0.0.1:{eport}",
-            ]
-            ours = measure(exporter_cmd, seconds, 3.0, f"http://127.0.0.1:{eport}/-/ready")
-            # /metrics latency on a fresh exporter instance.
             proc = subprocess.Popen(
-                exporter_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                exporter_cmd(url, eport, recordings[8]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 murl = f"http://127.0.0.1:{eport}/metrics"
                 wait_for(lambda: requests.get(murl, timeout=1).ok, 30, "exporter")
-                time.sleep(3)
-                s = requests.Session()
-                lat = []
-                for _ in range(300):
-                    t0 = time.perf_counter()
-                    s.get(murl, timeout=5).raise_for_status()
-                    lat.append(time.perf_counter() - t0)
-                lat.sort()
+                time.sleep(4)
+                for scrapers in (1, 20):
+                    p50, p99, errors = scrape_latency(murl, scrapers, 300 // scrapers * 2)
+                    out[f"metrics_latency_{scrapers}_scrapers"] = {
+                        "p50_ms": p50, "p99_ms": p99, "errors": errors}  # fmt: skip
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
         finally:
             server.terminate()
             server.wait(timeout=10)
+    return out
+
+
+def bench_memory(hours: float) -> dict[str, Any]:
+    """Resident memory of the pipeline fed ``hours`` of simulated polls (real bodies, cycled,
+    with 8 GPUs): it must stay flat once the horizon is full."""
+    from exporter.app import make_pipeline
+    from exporter.config import load_config
+    from exporter.samples import GpuReading, GpuSample, Tick
+
+    cfg = load_config({"max_num_seqs": "64"}, {}, {})
+    pipeline = make_pipeline(cfg)
+    texts = bodies()
+    gpus = [GpuReading(index=k, uuid=f"GPU-{k}", name="NVIDIA H200", util_gpu_pct=90.0,
+                       power_watts=600.0, mem_used_bytes=9e10, mem_total_bytes=1.5e11)
+            for k in range(8)]  # fmt: skip
+    rss = []
+    ticks = int(hours * 3600 * 4)
+    t0 = time.perf_counter()
+    for i in range(ticks):
+        t = 1.8e9 + i * 0.25
+        sample = parse_vllm_metrics(texts[i % len(texts)], t)
+        pipeline.add_tick(Tick(vllm=sample, gpu=GpuSample(t, tuple(gpus))))
+        if i % (3600 * 4) == 0:
+            rss.append(resident_mib())
+    rss.append(resident_mib())
     return {
-        "body_bytes": len(body),
-        "exporter_cpu_s_per_s": ours,
-        "bare_poller_cpu_s_per_s": bare,
-        "ratio_exporter_to_bare_poller": ours / bare if bare > 0 else float("nan"),
-        "metrics_latency_p50_ms": lat[len(lat) // 2] * 1e3,
-        "metrics_latency_p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
+        "simulated_hours": hours,
+        "ticks": ticks,
+        "wall_seconds": time.perf_counter() - t0,
+        "rss_mib_each_hour": [round(r, 1) for r in rss],
+        "growth_after_first_hour_mib": round(rss[-1] - rss[1], 1) if len(rss) > 1 else None,
     }
+
+
+def resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--hours", type=float, default=10.0, help="simulated hours for memory")
     args = ap.parse_args()
     os.chdir(ROOT)
-    report = {"parse": bench_parse(), "poll_4hz": bench_cpu_and_latency(args.seconds)}
+    report = {
+        "parse": bench_parse(),
+        "poll_4hz": bench_cpu_and_latency(args.seconds),
+        "memory": bench_memory(args.hours),
+    }
     print(json.dumps(report, indent=2))
 
 

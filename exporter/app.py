@@ -17,6 +17,7 @@ from exporter.config import Config
 from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import ExportSettings, SnapshotCollector
 from exporter.export.http import HttpServer, landing_page, make_app
+from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config, with_headers
 from exporter.loop import PollLoop, VllmSource
 from exporter.pipeline import Pipeline
 from exporter.recording import RecordingWriter, gpu_entry
@@ -163,12 +164,16 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
     settings = export_settings(cfg, demo)
     registry = make_registry(pipeline, settings, process=True)
     target = "bundled demo recording" if demo else str(cfg.vllm_replay or cfg.vllm_url)
+    web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
     app = make_app(
         registry,
         landing_page(__version__, target, demo),
         ready=lambda: pipeline.snapshot.ticks > 0,
     )
-    server = HttpServer(app, cfg.web_listen_address)
+    if web.users:
+        app = BasicAuth(app, web.users)
+    app = with_headers(app, web.headers)
+    server = HttpServer(app, cfg.web_listen_address, web.ssl_context)
     loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
     server.start()
     loop.start()

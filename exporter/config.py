@@ -107,6 +107,9 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("vllm-url", str, "http://localhost:8000", "vLLM base URL, or its /metrics URL"),
     Option("web.listen-address", str, ":9709", "address for our /metrics and /, [HOST]:PORT"),
+    Option(
+        "web.config.file", _path, None, "TLS and basic auth (Prometheus exporter-toolkit format)"
+    ),
     Option("gpu", _gpu_list, (), "GPU indices or UUIDs, comma-separated (default: all visible)"),
     Option(
         "gpu-source", _choice("nvml", "dcgm", "none"), "nvml", "GPU data from: nvml, dcgm, none"
@@ -142,6 +145,7 @@ BY_DEST = {o.dest: o for o in OPTIONS}
 class Config:
     vllm_url: str
     web_listen_address: str
+    web_config_file: Path | None
     gpu: tuple[str, ...]
     gpu_source: str
     dcgm_url: str | None

@@ -109,6 +109,8 @@ class RecordedVllm:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server does
+
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 owner.requests += 1
                 if self.path == "/metrics":
@@ -209,6 +211,7 @@ class Prometheus:
         rule_files: Sequence[Path] = (),
         wrap: Callable[[list[str]], list[str]] = lambda cmd: cmd,
         alertmanagers: Sequence[str] = (),
+        scrape_extra: dict[str, Any] | None = None,
     ) -> None:
         binary = require_tool("prometheus")
         self.port = free_port()
@@ -216,7 +219,11 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [
-                {"job_name": "vllm-profile", "static_configs": [{"targets": targets}]}
+                {
+                    "job_name": "vllm-profile",
+                    "static_configs": [{"targets": targets}],
+                    **(scrape_extra or {}),
+                }
             ],
         }
         if alertmanagers:

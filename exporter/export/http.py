@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -90,10 +91,18 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 class HttpServer:
     """A threaded WSGI server in a background thread; ``port`` is the bound port."""
 
-    def __init__(self, app: WsgiApp, listen: str) -> None:
+    def __init__(
+        self, app: WsgiApp, listen: str, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         host, port = parse_listen_address(listen)
         cls = _ThreadingServer6 if ":" in host else _ThreadingServer
         self._server = make_server(host, port, app, server_class=cls, handler_class=_QuietHandler)
+        if ssl_context is not None:
+            # The handshake happens in the request's thread on its first read, so a slow or
+            # broken client cannot stall the accept loop.
+            self._server.socket = ssl_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

@@ -1,0 +1,198 @@
+"""Security: TLS and basic auth from --web.config.file with real TLS clients (requests, curl,
+Prometheus), mutual TLS, no outbound traffic beyond the configured URLs, nothing echoed back."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+import yaml
+
+from tests.harness import Exporter, Prometheus, RecordedVllm, wait_for
+
+pytestmark = pytest.mark.e2e
+FIX = Path(__file__).parent / "fixtures"
+PASSWORD = "correct horse battery staple"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt", cwd=d)  # fmt: skip
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                      ("client", "extendedKeyUsage=clientAuth")):  # fmt: skip
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.crt", cwd=d)  # fmt: skip
+    return d
+
+
+def web_config(pki: Path, **extra: object) -> Path:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    cfg = {
+        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", **extra},
+        "basic_auth_users": {"prometheus": hashed},
+        "http_server_config": {"headers": {"X-Content-Type-Options": "nosniff"}},
+    }
+    path = pki / f"web-{len(extra)}.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class TlsExporter(Exporter):
+    ca = ""
+    cert: tuple[str, str] | None = None
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited {self.proc.returncode}")
+        # Basic auth covers every path: an answer at all (401) means TLS is up.
+        r = requests.get(self.url + "/-/ready", verify=self.ca, cert=self.cert, timeout=2)
+        return r.status_code in (200, 401, 503)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+def test_tls_and_basic_auth(pki: Path, tmp_path: Path) -> None:
+    TlsExporter.ca = str(pki / "ca.crt")
+    exporter = TlsExporter(
+        "--vllm-url", "http://127.0.0.1:9", "--gpu-source", "none",
+        "--web.config.file", str(web_config(pki)),
+    )  # fmt: skip
+    ca = str(pki / "ca.crt")
+    try:
+        url = exporter.url + "/metrics"
+        ok = requests.get(url, verify=ca, auth=("prometheus", PASSWORD), timeout=5)
+        assert ok.status_code == 200 and "vllm_profile_up" in ok.text
+        assert ok.headers["X-Content-Type-Options"] == "nosniff"
+        assert requests.get(url, verify=ca, timeout=5).status_code == 401
+        bad = requests.get(url, verify=ca, auth=("prometheus", "wrong"), timeout=5)
+        assert bad.status_code == 401 and "WWW-Authenticate" in bad.headers
+        assert requests.get(url, verify=ca, auth=("nobody", PASSWORD), timeout=5).status_code == 401
+        with pytest.raises(requests.ConnectionError):  # plain HTTP is not served
+            requests.get(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5)
+        # A second, independent TLS client.
+        if shutil.which("curl"):
+            r = subprocess.run(
+                ["curl", "-sS", "--cacert", ca, "-u", f"prometheus:{PASSWORD}", url],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert r.returncode == 0 and "vllm_profile_up" in r.stdout
+        # And the real scraper: Prometheus over HTTPS with basic auth.
+        prom = Prometheus(
+            tmp_path, [f"127.0.0.1:{exporter.port}"],
+            scrape_extra={"scheme": "https", "tls_config": {"ca_file": ca},
+                          "basic_auth": {"username": "prometheus", "password": PASSWORD}},
+        )  # fmt: skip
+        try:
+            wait_for(lambda: prom.value('up{job="vllm-profile"}') == 1, 30, "an HTTPS scrape")
+            assert prom.value('vllm_profile_up{source="vllm"}') == 0
+        finally:
+            prom.stop()
+    finally:
+        exporter.stop()
+
+
+def test_mutual_tls(pki: Path) -> None:
+    cfg = web_config(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.crt")
+
+    class MutualTlsExporter(TlsExporter):
+        ca = str(pki / "ca.crt")
+        cert = (str(pki / "client.crt"), str(pki / "client.key"))
+
+    exporter = MutualTlsExporter(
+        "--vllm-url", "http://127.0.0.1:9", "--gpu-source", "none", "--web.config.file", str(cfg)
+    )  # fmt: skip
+    ca, auth = str(pki / "ca.crt"), ("prometheus", PASSWORD)
+    try:
+        cert = (str(pki / "client.crt"), str(pki / "client.key"))
+        r = requests.get(exporter.url + "/metrics", verify=ca, cert=cert, auth=auth, timeout=5)
+        assert r.status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(exporter.url + "/metrics", verify=ca, auth=auth, timeout=5)
+    finally:
+        exporter.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("tls_server_config: {cert_file: a, key_file: b, min_vers: TLS12}\n",
+         "unknown key tls_server_config.min_vers"),
+        ("basic_auth_users: {admin: plaintext}\n",
+         "basic_auth_users.admin: expected a bcrypt hash"),
+        ("tls_server_config: {cert_file: missing.crt, key_file: missing.key}\n",
+         "tls_server_config: [Errno 2]"),
+    ],
+)  # fmt: skip
+def test_invalid_web_config_exits_with_its_key(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(content)
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--web.config.file", str(path)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert r.returncode == 2 and message in r.stderr
+
+
+def sockets_of(pid: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of the process's established TCP sockets (IPv4, loopback)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            m = re.match(r"socket:\[(\d+)\]", os.readlink(fd))
+        except OSError:
+            continue
+        if m:
+            inodes.add(m.group(1))
+    out = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[9] in inodes and f[3] == "01":  # ESTABLISHED
+            out.append((int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16)))
+    return out
+
+
+def test_no_outbound_traffic_but_vllm_and_nothing_echoed() -> None:
+    vllm = RecordedVllm(FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz")
+    vllm.start()
+    exporter = Exporter("--vllm-url", vllm.url, "--gpu-source", "none")
+    try:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for local, remote in sockets_of(exporter.proc.pid):
+                if local != exporter.port:  # connections it made, not ones it accepted
+                    seen.add(remote)
+            time.sleep(0.1)
+        assert seen == {vllm.port}, seen
+        # Request data is never reflected: not in a 404, not in the landing page.
+        probe = "<script>alert(1)</script>"
+        r = requests.get(f"{exporter.url}/{probe}", timeout=5)
+        assert r.status_code == 404 and "script" not in r.text
+        r = requests.get(f"{exporter.url}/?x={probe}", timeout=5)
+        assert "script" not in r.text
+    finally:
+        exporter.stop()
+        vllm.stop()
