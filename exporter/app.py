@@ -18,7 +18,7 @@ from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import ExportSettings, SnapshotCollector
 from exporter.export.http import HttpServer, landing_page, make_app
 from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config, with_headers
-from exporter.loop import PollLoop, VllmSource
+from exporter.loop import LoopStats, PollLoop, VllmSource
 from exporter.pipeline import Pipeline
 from exporter.recording import RecordingWriter, gpu_entry
 from exporter.samples import PollError, Tick
@@ -99,9 +99,14 @@ def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
     )
 
 
-def make_registry(pipeline: Pipeline, settings: ExportSettings, process: bool) -> CollectorRegistry:
+def make_registry(
+    pipeline: Pipeline,
+    settings: ExportSettings,
+    process: bool,
+    loop_stats: Callable[[], LoopStats] | None = None,
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: pipeline.snapshot, settings))
+    registry.register(SnapshotCollector(lambda: pipeline.snapshot, settings, loop_stats))
     if process:
         ProcessCollector(registry=registry)
     return registry
@@ -162,7 +167,8 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
     pipeline = make_pipeline(cfg)  # first: a bad catalog must fail before any source opens
     vllm, gpu = make_sources(cfg, clock, loop_replay=demo)
     settings = export_settings(cfg, demo)
-    registry = make_registry(pipeline, settings, process=True)
+    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
+    registry = make_registry(pipeline, settings, process=True, loop_stats=lambda: loop.stats)
     target = "bundled demo recording" if demo else str(cfg.vllm_replay or cfg.vllm_url)
     web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
     app = make_app(
@@ -174,7 +180,6 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
         app = BasicAuth(app, web.users)
     app = with_headers(app, web.headers)
     server = HttpServer(app, cfg.web_listen_address, web.ssl_context)
-    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
     server.start()
     loop.start()
     return Service(loop, server, gpu)

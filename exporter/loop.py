@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.pipeline import Pipeline
@@ -30,9 +31,16 @@ class VllmSource(Protocol):
 
 @dataclass(slots=True)
 class LoopStats:
+    """The schedule's health: polls made, slots skipped, and how late recent polls started."""
+
     ticks: int = 0
     skipped: int = 0
     max_lateness: float = 0.0
+    recent_lateness: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def lateness_quantile(self, q: float) -> float | None:
+        values = sorted(self.recent_lateness)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
 class _ErrorLog:
@@ -113,9 +121,9 @@ class PollLoop:
         k = 0
         while not self._stop.is_set():
             deadline = start + k * self._interval
-            lateness = self._mono() - deadline
-            if lateness > 0:
-                self.stats.max_lateness = max(self.stats.max_lateness, lateness)
+            lateness = max(0.0, self._mono() - deadline)
+            self.stats.max_lateness = max(self.stats.max_lateness, lateness)
+            self.stats.recent_lateness.append(lateness)
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - a bug in one tick must not stop the profiler

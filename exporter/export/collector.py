@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import Diagnosis, RuleStatus
 from exporter.derive.horizon import Aggregate, GpuAggregate
+from exporter.loop import LoopStats
 from exporter.pipeline import Snapshot
 
 NS = "vllm_profile"
@@ -583,15 +584,42 @@ def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     return f.out
 
 
+def schedule_families(stats: LoopStats) -> list[Metric]:
+    """The poll schedule's own health (live polling only; absent in replay)."""
+    skipped = CounterMetricFamily(
+        f"{NS}_poll_skipped",
+        "Scheduled polls skipped because the previous poll overran its slot (never queued).",
+    )
+    skipped.add_metric([], stats.skipped)
+    late = GaugeMetricFamily(
+        f"{NS}_poll_lateness_seconds",
+        "How late polls started against their schedule, over the last 1024 polls.",
+        labels=["stat"],
+    )
+    for stat, q in (("p99", 0.99), ("max", 1.0)):
+        v = stats.lateness_quantile(q)
+        if v is not None:
+            late.add_metric([stat], v)
+    return [skipped, late]
+
+
 class SnapshotCollector(Collector):
     """Reads whatever snapshot the loop published last; O(series), no locks, no I/O."""
 
-    def __init__(self, get_snapshot: Callable[[], Snapshot], settings: ExportSettings) -> None:
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Snapshot],
+        settings: ExportSettings,
+        loop_stats: Callable[[], LoopStats] | None = None,
+    ) -> None:
         self._get = get_snapshot
         self._settings = settings
+        self._loop_stats = loop_stats
 
     def collect(self) -> Iterator[Metric]:
         yield from metric_families(self._get(), self._settings)
+        if self._loop_stats is not None:
+            yield from schedule_families(self._loop_stats())
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
