@@ -17,6 +17,8 @@ import argparse
 import gzip
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -173,6 +175,24 @@ def scrape_latency(url: str, scrapers: int, per_scraper: int) -> tuple[float, fl
     return lat[len(lat) // 2] * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3, errors
 
 
+def wrk(url: str, connections: int) -> dict[str, float]:
+    """Closed-loop load from a C client (Debian's wrk): no client-side GIL in the numbers."""
+    r = subprocess.run(
+        ["wrk", "-t", "2" if connections > 1 else "1", "-c", str(connections), "-d", "10s",
+         "--latency", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", r.stdout, re.M)
+        assert m, r.stdout
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+    return {"p50_ms": ms("50"), "p99_ms": ms("99"),
+            "requests_per_second": float(rps.group(1)) if rps else 0.0}  # fmt: skip
+
+
 def bench_cpu_and_latency(seconds: float) -> dict[str, Any]:
     body = bodies()[-1]
     out: dict[str, Any] = {"body_bytes": len(body)}
@@ -211,6 +231,8 @@ def bench_cpu_and_latency(seconds: float) -> dict[str, Any]:
                     p50, p99, errors = scrape_latency(murl, scrapers, 300 // scrapers * 2)
                     out[f"metrics_latency_{scrapers}_scrapers"] = {
                         "p50_ms": p50, "p99_ms": p99, "errors": errors}  # fmt: skip
+                    if shutil.which("wrk"):
+                        out[f"metrics_latency_{scrapers}_connections_wrk"] = wrk(murl, scrapers)
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)

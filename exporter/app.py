@@ -175,6 +175,7 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
         registry,
         landing_page(__version__, target, demo),
         ready=lambda: pipeline.snapshot.ticks > 0,
+        snapshot_key=lambda: pipeline.snapshot,
     )
     if web.users:
         app = BasicAuth(app, web.users)

@@ -85,6 +85,7 @@ class RecordedVllm:
         ).encode()
         self.port = free_port()
         self.requests = 0
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
 
     def switch(self, recording: Path) -> None:
@@ -111,6 +112,10 @@ class RecordedVllm:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server does
 
+            def setup(self) -> None:
+                super().setup()
+                owner._connections.add(self.connection)
+
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 owner.requests += 1
                 if self.path == "/metrics":
@@ -135,10 +140,17 @@ class RecordedVllm:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Stop listening and cut the open keep-alive connections, as a dying server does."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for conn in list(self._connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._connections.clear()
 
     @property
     def url(self) -> str:

@@ -169,3 +169,32 @@ def test_sighup_reload_starts_a_new_epoch(tmp_path: Path) -> None:
         log = exporter.stop()
         vllm.stop()
     assert "reload failed, keeping the running configuration" in log
+
+
+def test_metrics_rendered_once_per_snapshot_match_a_fresh_rendering() -> None:
+    exporter = Exporter("--demo")
+    try:
+        wait_for(
+            lambda: "vllm_profile_generation_tokens_per_second" in exporter.metrics(), 20, "data"
+        )
+        # The cached rendering and a fresh one (a query string bypasses the cache) name the same
+        # series; two scrapes within one poll get the very same bytes.
+        cached = requests.get(exporter.url + "/metrics", timeout=5)
+        fresh = requests.get(exporter.url + "/metrics?fresh=1", timeout=5)
+
+        def series(text: str) -> set[str]:
+            return {ln.split(" ")[0] for ln in text.splitlines()
+                    if ln and not ln.startswith(("#", "process_"))}  # fmt: skip
+
+        assert series(cached.text) == series(fresh.text)
+        gz = requests.get(exporter.url + "/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5)
+        assert gz.headers["Content-Encoding"] == "gzip" and "vllm_profile_up" in gz.text
+        om = requests.get(
+            exporter.url + "/metrics",
+            headers={"Accept": "application/openmetrics-text;version=1.0.0"},
+            timeout=5,
+        )
+        assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert om.text.rstrip().endswith("# EOF")
+    finally:
+        exporter.stop()
