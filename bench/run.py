@@ -175,6 +175,35 @@ def scrape_latency(url: str, scrapers: int, per_scraper: int) -> tuple[float, fl
     return lat[len(lat) // 2] * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3, errors
 
 
+PACED_SCRAPER = """
+import json, sys, time, requests
+url, n, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = requests.Session()
+lat = []
+start = time.monotonic()
+for k in range(n):
+    time.sleep(max(0.0, start + k * interval - time.monotonic()))
+    t0 = time.perf_counter()
+    s.get(url, timeout=5).raise_for_status()
+    lat.append(time.perf_counter() - t0)
+print(json.dumps(lat))
+"""
+
+
+def paced_scrapers(url: str, scrapers: int, seconds: float, interval: float) -> dict[str, float]:
+    """``scrapers`` separate processes (no shared GIL), each scraping every ``interval`` s —
+    many Prometheus servers scraping one exporter at a fast interval."""
+    n = int(seconds / interval)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PACED_SCRAPER, url, str(n), str(interval)],
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(scrapers)
+    ]  # fmt: skip
+    lat = sorted(x for p in procs for x in json.loads(p.communicate(timeout=seconds + 60)[0]))
+    return {"p50_ms": lat[len(lat) // 2] * 1e3, "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
+            "scrapes": len(lat)}  # fmt: skip
+
+
 def wrk(url: str, connections: int) -> dict[str, float]:
     """Closed-loop load from a C client (Debian's wrk): no client-side GIL in the numbers."""
     r = subprocess.run(
@@ -233,6 +262,9 @@ def bench_cpu_and_latency(seconds: float) -> dict[str, Any]:
                         "p50_ms": p50, "p99_ms": p99, "errors": errors}  # fmt: skip
                     if shutil.which("wrk"):
                         out[f"metrics_latency_{scrapers}_connections_wrk"] = wrk(murl, scrapers)
+                out["metrics_latency_20_scrapers_every_250ms"] = paced_scrapers(
+                    murl, 20, 10.0, 0.25
+                )
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
