@@ -77,7 +77,6 @@ class Window:
     ttft_p99: float | None = None
     tpot_p99: float | None = None
     gpus: tuple[GpuWindow, ...] = ()
-    counter_reset: bool = False
     # Whether each source answered after the boundary poll this window shares with the last one:
     # a source that stopped answering makes its figures vanish after one window, not two.
     vllm_answered: bool = True
@@ -288,7 +287,6 @@ def build_window(
         ttft_p99=ttft_p99,
         tpot_p99=tpot_p99,
         gpus=gpus,
-        counter_reset=gen is None and len(v) > 1 and last.generation_tokens is not None,
     )
 
 
