@@ -109,7 +109,7 @@ class RecordedVllm:
     def start(self) -> None:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server does
 
             def setup(self) -> None:
@@ -119,20 +119,11 @@ class RecordedVllm:
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 owner.requests += 1
                 if self.path == "/metrics":
-                    body, ctype = owner.body_now(), "text/plain; version=0.0.4; charset=utf-8"
+                    self.reply(200, owner.body_now())
                 elif self.path == "/v1/models":
-                    body, ctype = owner.models, "application/json"
+                    self.reply(200, owner.models, "application/json")
                 else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
+                    self.reply(404, b"not found\n")
 
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)

@@ -5,36 +5,36 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from exporter.samples import PollError, VllmSample
 from exporter.scrape.vllm_fetch import VllmFetcher, split_vllm_url
-from tests.harness import free_port
+from tests.harness import QuietHandler, free_port
 
 GOOD = b'vllm:num_requests_running{engine="0",model_name="m"} 2.0\n'
 MODELS = b'{"object":"list","data":[{"id":"m","max_model_len":4096}]}'
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
         mode = self.server.mode  # type: ignore[attr-defined]
         self.server.accept_headers.append(self.headers.get("Accept"))  # type: ignore[attr-defined]
         if self.path == "/v1/models":
-            return self._send(200, MODELS, "application/json")
+            return self.reply(200, MODELS, "application/json")
         if mode == "ok":
-            return self._send(200, GOOD)
+            return self.reply(200, GOOD)
         if mode == "500":
-            return self._send(500, b"internal error\n")
+            return self.reply(500, b"internal error\n")
         if mode == "html":
-            return self._send(200, b"<html>login</html>\n", "text/html")
+            return self.reply(200, b"<html>login</html>\n", "text/html")
         if mode == "huge":
-            return self._send(200, GOOD * 100_000)  # ~5.7 MB
+            return self.reply(200, GOOD * 100_000)  # ~5.7 MB
         if mode == "hang":
             time.sleep(1.0)
-            return self._send(200, GOOD)
+            return self.reply(200, GOOD)
         if mode == "trickle":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
@@ -45,16 +45,6 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.05)
             return None
         raise AssertionError(mode)
-
-    def _send(self, code: int, body: bytes, ctype: str = "text/plain; version=0.0.4") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
 
 
 @pytest.fixture
