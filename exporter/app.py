@@ -10,16 +10,23 @@ from importlib import resources
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.catalog.schema import Catalog, CatalogError, parse_catalog
 from exporter.config import Config
 from exporter.derive.resolve import RooflineSettings
-from exporter.export.collector import ExportSettings, SnapshotCollector
-from exporter.export.http import HttpServer, landing_page, make_app
-from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config, with_headers
+from exporter.export.collector import (
+    ExportSettings,
+    ScheduleCollector,
+    SnapshotCollector,
+    window_key,
+)
+from exporter.export.http import RenderCache, landing_page, make_handler
+from exporter.export.server import HttpServer
+from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.loop import LoopStats, PollLoop, VllmSource
-from exporter.pipeline import Pipeline
+from exporter.pipeline import Pipeline, Snapshot
 from exporter.recording import RecordingWriter, gpu_entry
 from exporter.samples import PollError, Tick
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
@@ -112,6 +119,34 @@ def make_registry(
     return registry
 
 
+def make_render_cache(
+    pipeline: Pipeline,
+    settings: ExportSettings,
+    process: bool,
+    loop_stats: Callable[[], LoopStats] | None = None,
+) -> RenderCache:
+    """The families of :func:`make_registry`, in the same order, split by how often they change:
+    the sources' health every poll, the derived families when a window closes, the schedule's
+    and the process's every poll."""
+
+    def snapshot() -> Snapshot:
+        return pipeline.snapshot
+
+    live: list[Collector] = [ScheduleCollector(loop_stats)] if loop_stats else []
+    if process:
+        live.append(ProcessCollector(registry=None))
+    return RenderCache(
+        [
+            ([SnapshotCollector(snapshot, settings, part="poll")], snapshot),
+            (
+                [SnapshotCollector(snapshot, settings, part="window")],
+                lambda: window_key(snapshot()),
+            ),
+            (live, snapshot),
+        ]
+    )
+
+
 def make_sources(
     cfg: Config, clock: Callable[[], float], loop_replay: bool = False
 ) -> tuple[VllmSource, GpuSource | None]:
@@ -168,19 +203,22 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
     vllm, gpu = make_sources(cfg, clock, loop_replay=demo)
     settings = export_settings(cfg, demo)
     loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
-    registry = make_registry(pipeline, settings, process=True, loop_stats=lambda: loop.stats)
+
+    def stats() -> LoopStats:
+        return loop.stats
+
+    registry = make_registry(pipeline, settings, process=True, loop_stats=stats)
+    cache = make_render_cache(pipeline, settings, process=True, loop_stats=stats)
     target = "bundled demo recording" if demo else str(cfg.vllm_replay or cfg.vllm_url)
     web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
-    app = make_app(
+    handler = make_handler(
         registry,
         landing_page(__version__, target, demo),
         ready=lambda: pipeline.snapshot.ticks > 0,
-        snapshot_key=lambda: pipeline.snapshot,
+        cache=cache,
     )
-    if web.users:
-        app = BasicAuth(app, web.users)
-    app = with_headers(app, web.headers)
-    server = HttpServer(app, cfg.web_listen_address, web.ssl_context)
+    auth = BasicAuth(web.users) if web.users else None
+    server = HttpServer(handler, cfg.web_listen_address, web.ssl_context, auth, web.headers)
     server.start()
     loop.start()
     return Service(loop, server, gpu)

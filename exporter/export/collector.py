@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -513,9 +514,28 @@ def _direction(f: _Families, snap: Snapshot) -> None:
 
 def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """All families for one scrape, from one immutable snapshot."""
+    return poll_families(snap, settings) + window_families(snap, settings)
+
+
+def poll_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
+    """The families that change with every poll: the sources' health."""
+    f = _Families(settings)
+    _health(f, snap)
+    return f.out
+
+
+def window_key(snap: Snapshot) -> tuple[object, ...]:
+    """Everything :func:`window_families` reads from a snapshot. The pipeline replaces these
+    objects only when a window closes or the configuration changes, so an equal key means
+    the same output."""
+    return (snap.agg, snap.latest, snap.latest_gate, snap.assessment, snap.diagnosis,
+            snap.direction, snap.epoch, snap.max_model_len)  # fmt: skip
+
+
+def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
+    """The families derived from windows: they change when a window closes (~2 s)."""
     f = _Families(settings)
     a = snap.agg
-    _health(f, snap)
     info = GaugeMetricFamily(
         f"{NS}_info",
         "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
@@ -604,22 +624,41 @@ def schedule_families(stats: LoopStats) -> list[Metric]:
 
 
 class SnapshotCollector(Collector):
-    """Reads whatever snapshot the loop published last; O(series), no locks, no I/O."""
+    """Reads whatever snapshot the loop published last; O(series), no locks, no I/O.
+
+    ``part`` selects the families: all of them, only the sources' health (changes every poll),
+    or only the window-derived ones — so each can be rendered at its own pace."""
 
     def __init__(
         self,
         get_snapshot: Callable[[], Snapshot],
         settings: ExportSettings,
         loop_stats: Callable[[], LoopStats] | None = None,
+        part: Literal["all", "poll", "window"] = "all",
     ) -> None:
         self._get = get_snapshot
         self._settings = settings
         self._loop_stats = loop_stats
+        self._part = part
 
     def collect(self) -> Iterator[Metric]:
-        yield from metric_families(self._get(), self._settings)
-        if self._loop_stats is not None:
+        snap = self._get()
+        if self._part != "window":
+            yield from poll_families(snap, self._settings)
+        if self._part != "poll":
+            yield from window_families(snap, self._settings)
+        if self._loop_stats is not None and self._part == "all":
             yield from schedule_families(self._loop_stats())
+
+
+class ScheduleCollector(Collector):
+    """The poll schedule's families alone (see :func:`schedule_families`)."""
+
+    def __init__(self, loop_stats: Callable[[], LoopStats]) -> None:
+        self._loop_stats = loop_stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from schedule_families(self._loop_stats())
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

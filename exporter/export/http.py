@@ -1,25 +1,24 @@
-"""The exporter's HTTP face: ``/metrics``, a landing page at ``/``, and health endpoints."""
+"""The exporter's HTTP routes: ``/metrics``, a landing page at ``/``, and health endpoints.
+
+The transport lives in :mod:`exporter.export.server`; this module only maps requests to answers.
+"""
 
 from __future__ import annotations
 
 import gzip
 import html
-import logging
-import socket
-import ssl
 import threading
-from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from collections.abc import Callable, Iterator, Sequence
+from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-log = logging.getLogger(__name__)
+from exporter.export.server import Handler, Request, Response
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+OPENMETRICS_EOF = b"# EOF\n"
 
 
 def landing_page(version: str, vllm_url: str, demo: bool) -> bytes:
@@ -38,122 +37,117 @@ def landing_page(version: str, vllm_url: str, demo: bool) -> bytes:
 
 
 class RenderCache:
-    """Renders ``/metrics`` once per snapshot and format: the snapshot changes once per poll,
-    and 20 scrapers arriving within the same 250 ms share one rendering instead of queueing
-    behind 20 (a rendering costs a few milliseconds of Python; a cache hit, microseconds)."""
+    """``/metrics`` bodies, rendered once per change of what they show, per format.
 
-    def __init__(self, registry: CollectorRegistry, key: Callable[[], object]) -> None:
-        self._registry, self._key = registry, key
+    The body is made of parts, each a collector with a key that changes exactly when its output
+    may: the poll-health part changes every poll (250 ms), the derived part only when a window
+    closes (~2 s). Scrapers arriving together share one rendering, and a poll that only moves
+    the health part costs a small rendering, not the whole body's (a few ms of Python).
+    """
+
+    def __init__(self, parts: Sequence[tuple[Sequence[Collector], Callable[[], object]]]) -> None:
+        self._registries = []
+        for collectors, _ in parts:
+            registry = CollectorRegistry(auto_describe=False)
+            for c in collectors:
+                registry.register(c)
+            self._registries.append(registry)
+        self._keys_of = [key for _, key in parts]
         self._lock = threading.Lock()
-        self._current: object = None  # the snapshot the cached renderings belong to
-        self._cache: dict[tuple[str, bool], bytes] = {}
+        self._keys: tuple[object, ...] | None = None
+        self._bodies: dict[tuple[str, bool], bytes] = {}
+        self._part_cache: list[tuple[object, dict[str, bytes]]] = [
+            (None, {}) for _ in self._registries
+        ]
+
+    def _render_part(
+        self, i: int, key: object, content_type: str, encoder: Callable[..., bytes]
+    ) -> bytes:
+        cached_key, texts = self._part_cache[i]
+        if cached_key is not key and cached_key != key:
+            texts = {}
+            self._part_cache[i] = (key, texts)
+        text = texts.get(content_type)
+        if text is None:
+            text = texts[content_type] = encoder(self._registries[i])
+        return text
 
     def __call__(self, accept: str, gzip_ok: bool) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
-        snapshot = self._key()
+        keys = tuple(key() for key in self._keys_of)
         with self._lock:
-            if snapshot is not self._current:
-                self._current, self._cache = snapshot, {}
-            body = self._cache.get((content_type, gzip_ok))
+            if keys != self._keys:
+                self._keys, self._bodies = keys, {}
+            body = self._bodies.get((content_type, gzip_ok))
             if body is None:
-                body = encoder(self._registry)
+                texts = [self._render_part(i, k, content_type, encoder) for i, k in enumerate(keys)]
+                if texts and texts[-1].endswith(OPENMETRICS_EOF):  # one EOF, at the very end
+                    texts = [t.removesuffix(OPENMETRICS_EOF) for t in texts[:-1]] + texts[-1:]
+                body = b"".join(texts)
                 if gzip_ok:
                     body = gzip.compress(body, compresslevel=1)
-                self._cache[(content_type, gzip_ok)] = body
+                self._bodies[(content_type, gzip_ok)] = body
         return body, content_type
 
 
-def make_app(
+class _Only(Collector):
+    """The families named in ``name[]`` (by family or sample name). prometheus_client's own
+    restricted registry finds collectors by the names they describe, and ours describe none
+    (their families come and go with the data)."""
+
+    def __init__(self, registry: CollectorRegistry, names: set[str]) -> None:
+        self._registry, self._names = registry, names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            if family.name in self._names or any(s.name in self._names for s in family.samples):
+                yield family
+
+
+def _text(status: int, body: bytes) -> Response:
+    return Response(status, body, (("Content-Type", "text/plain; charset=utf-8"),))
+
+
+def make_handler(
     registry: CollectorRegistry,
     landing: bytes,
     ready: Callable[[], bool],
-    snapshot_key: Callable[[], object] | None = None,
-) -> WsgiApp:
-    metrics = make_wsgi_app(registry)
-    cached = RenderCache(registry, snapshot_key) if snapshot_key is not None else None
+    cache: RenderCache | None = None,
+) -> Handler:
+    """Routes. ``registry`` holds every family (used for ``name[]`` filtered scrapes, and for
+    all scrapes without a ``cache``)."""
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        if path == "/metrics":
-            if cached is None or environ.get("QUERY_STRING"):
-                body: Iterable[bytes] = metrics(environ, start_response)  # name[] filters
-                return body
-            gzip_ok = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
-            data, content_type = cached(environ.get("HTTP_ACCEPT", ""), gzip_ok)
-            headers = [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+    def metrics(request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
+        if request.query or cache is None:  # name[] filters; any query string skips the cache
+            names = parse_qs(request.query).get("name[]")
+            encoder, content_type = choose_encoder(accept)
+            body = encoder(_Only(registry, set(names)) if names else registry)
             if gzip_ok:
-                headers.append(("Content-Encoding", "gzip"))
-            start_response("200 OK", headers)
-            return [data]
+                body = gzip.compress(body, compresslevel=1)
+        else:
+            body, content_type = cache(accept, gzip_ok)
+        headers = [("Content-Type", content_type)]
+        if gzip_ok:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, body, tuple(headers))
+
+    def handle(request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"Method not allowed\n",
+                            (("Content-Type", "text/plain"), ("Allow", "GET, HEAD")))  # fmt: skip
+        path = request.path
+        if path == "/metrics":
+            return metrics(request)
         if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [landing]
+            return Response(200, landing, (("Content-Type", "text/html; charset=utf-8"),))
         if path == "/-/healthy":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"OK\n"]
+            return _text(200, b"OK\n")
         if path == "/-/ready":
-            ok = ready()
-            start_response(
-                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
-            )
-            return [b"Ready\n" if ok else b"Not ready: no poll completed yet\n"]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"Not found\n"]
+            if ready():
+                return _text(200, b"Ready\n")
+            return _text(503, b"Not ready: no poll completed yet\n")
+        return _text(404, b"Not found\n")
 
-    return app
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default backlog of 5 makes the 6th simultaneous connection wait for a SYN
-    # retransmit (1 s) — a scrape latency cliff with a handful of concurrent scrapers.
-    request_queue_size = 128
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s " + format, self.address_string(), *args)
-
-
-def parse_listen_address(addr: str) -> tuple[str, int]:
-    """``:9709`` → all interfaces; ``127.0.0.1:9709``; ``[::1]:9709``.
-
-    >>> parse_listen_address(":9709"), parse_listen_address("[::1]:80")
-    (('0.0.0.0', 9709), ('::1', 80))
-    """
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {addr!r}: expected [HOST]:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
-class HttpServer:
-    """A threaded WSGI server in a background thread; ``port`` is the bound port."""
-
-    def __init__(
-        self, app: WsgiApp, listen: str, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        host, port = parse_listen_address(listen)
-        cls = _ThreadingServer6 if ":" in host else _ThreadingServer
-        self._server = make_server(host, port, app, server_class=cls, handler_class=_QuietHandler)
-        if ssl_context is not None:
-            # The handshake happens in the request's thread on its first read, so a slow or
-            # broken client cannot stall the accept loop.
-            self._server.socket = ssl_context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    return handle

@@ -20,7 +20,7 @@ import base64
 import hashlib
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,62 +146,46 @@ def load_web_config(path: Path) -> WebConfig:
     return WebConfig(ctx, hashes, {str(k): str(v) for k, v in headers.items()})
 
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-
 class BasicAuth:
-    """WSGI middleware. bcrypt is slow on purpose (tens of ms), so a verified credential is
-    remembered by its SHA-256 — a scraper every 15 s must not cost a bcrypt each time."""
+    """Checks ``Authorization: Basic`` credentials for the HTTP server. bcrypt is slow on purpose
+    (tens of ms), so a verified credential is remembered by its SHA-256: a scraper every 15 s
+    must not cost a bcrypt each time. :meth:`known` is the fast path; :meth:`verify` the slow one,
+    which the server runs off its event loop."""
 
-    def __init__(self, app: WsgiApp, users: Mapping[str, bytes]) -> None:
+    def __init__(self, users: Mapping[str, bytes]) -> None:
         import bcrypt  # only needed when basic auth is configured
 
-        self._app, self._users, self._bcrypt = app, users, bcrypt
+        self._users, self._bcrypt = users, bcrypt
         self._ok: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
 
-    def _valid(self, header: str) -> bool:
+    @staticmethod
+    def _credential(header: str) -> tuple[str, str] | None:
         if not header.startswith("Basic "):
-            return False
+            return None
         try:
             user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
+            return None
+        return user, password
+
+    def known(self, header: str) -> bool | None:
+        cred = self._credential(header)
+        if cred is None or cred[0] not in self._users:
             return False
-        hashed = self._users.get(user)
-        if hashed is None:
-            return False
-        key = (user, hashlib.sha256(password.encode()).digest())
+        key = (cred[0], hashlib.sha256(cred[1].encode()).digest())
         with self._lock:
-            if key in self._ok:
-                return True
+            return True if key in self._ok else None
+
+    def verify(self, header: str) -> bool:
+        cred = self._credential(header)
+        if cred is None or (hashed := self._users.get(cred[0])) is None:
+            return False
+        user, password = cred
         if not self._bcrypt.checkpw(password.encode(), hashed.replace(b"$2y$", b"$2b$", 1)):
             return False
         with self._lock:
             if len(self._ok) > 1000:
                 self._ok.clear()
-            self._ok.add(key)
+            self._ok.add((user, hashlib.sha256(password.encode()).digest()))
         return True
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self._valid(environ.get("HTTP_AUTHORIZATION", "")):
-            return self._app(environ, start_response)
-        start_response(
-            "401 Unauthorized",
-            [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Basic realm="vllm-profile"')],
-        )
-        return [b"Unauthorized\n"]
-
-
-def with_headers(app: WsgiApp, headers: Mapping[str, str]) -> WsgiApp:
-    """Add the configured response headers to every response."""
-    if not headers:
-        return app
-
-    def wrapped(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        def start(status: str, response_headers: list[tuple[str, str]], *exc: Any) -> Any:
-            return start_response(status, [*response_headers, *headers.items()], *exc)
-
-        return app(environ, start)
-
-    return wrapped
