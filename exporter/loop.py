@@ -75,7 +75,7 @@ class PollLoop:
         self._mono = monotonic
         self._on_tick = on_tick
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="poll")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poll")
         self._errors = _ErrorLog(monotonic)
         self.stats = LoopStats()
         self._thread: threading.Thread | None = None
@@ -98,10 +98,10 @@ class PollLoop:
     def tick(self) -> Tick:
         """Poll both sources once, in parallel, and feed the pipeline."""
         edge = self.pipeline.next_is_edge
+        # vLLM in the worker, the GPUs here meanwhile: one thread hand-off per poll, not two.
         fv = self._pool.submit(self._poll_vllm, self.pipeline.models_wanted)
-        fg = self._pool.submit(self._poll_gpu, edge) if self._gpu is not None else None
+        gpu, gd = self._poll_gpu(edge) if self._gpu is not None else (None, None)
         vllm, vd, models = fv.result()
-        gpu, gd = fg.result() if fg is not None else (None, None)
         for name, r in (("vllm", vllm), ("gpu", gpu)):
             if isinstance(r, PollError):
                 self._errors(name, r)

@@ -34,6 +34,10 @@ def parse_labels(text: str, line: str) -> dict[str, str]:
 
 
 def parse_value(text: str, line: str) -> float:
+    try:
+        return float(text)  # the usual case: a value alone (float() ignores the spaces around)
+    except ValueError:
+        pass
     parts = text.split()
     if not parts or len(parts) > 2:
         raise ParseError("malformed", f"no value in line {line[:120]!r}")

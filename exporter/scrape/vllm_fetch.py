@@ -60,12 +60,19 @@ class VllmFetcher:
         self._session.trust_env = False  # never route through an environment proxy
         self.last_body: str | None = None  # the raw text of the last poll, for `record`
         self.last_models_body: str | None = None
+        # Each URL's GET is prepared once: the same request four times a second need not be
+        # rebuilt each time (URL parsing and header merging were a third of its CPU).
+        self._prepared: dict[str, requests.PreparedRequest] = {}
 
     def _get(self, url: str) -> str:
         # `timeout` bounds each socket wait; the deadline bounds a body that trickles in.
         deadline = time.monotonic() + self.timeout
         try:
-            with self._session.get(url, timeout=self.timeout, stream=True) as resp:
+            prepared = self._prepared.get(url)
+            if prepared is None:
+                prepared = self._session.prepare_request(requests.Request("GET", url))
+                self._prepared = {**self._prepared, url: prepared}
+            with self._session.send(prepared, timeout=self.timeout, stream=True) as resp:
                 if resp.status_code != 200:
                     raise FetchError("http_status", f"HTTP {resp.status_code} from {url}")
                 ctype = resp.headers.get("Content-Type", "")

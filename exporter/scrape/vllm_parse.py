@@ -142,6 +142,9 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
     model_name: str | None = None
     engines: set[str] = set()
     label_memo: dict[str, dict[str, str]] = {}
+    # (histogram field, series label text) → its series: a bucket line costs a dict lookup,
+    # not a label parse and sort (a body is mostly bucket lines).
+    series_memo: dict[tuple[str, str], _HistSeries] = {}
 
     def _labels(text: str, line: str) -> dict[str, str]:
         parsed = label_memo.get(text)
@@ -171,9 +174,11 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
             # Buckets of one series differ only in `le`: cut it out of the text (cheap) and key
             # the series by the rest, so each series' labels are parsed once, not per bucket.
             le, series_text = _cut_le(label_text)
-            series = _labels(series_text, line)
-            series_key = tuple(sorted(series.items()))
-            s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
+            s = series_memo.get((field_name, series_text))
+            if s is None:
+                series_key = tuple(sorted(_labels(series_text, line).items()))
+                s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
+                series_memo[(field_name, series_text)] = s
             if suffix == "_bucket":
                 if le is None:
                     raise ParseError("bad_histogram", f"{name} bucket without le")
