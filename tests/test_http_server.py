@@ -155,6 +155,33 @@ def test_connection_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         srv.stop()
 
 
+def test_a_client_that_does_not_read_is_not_read_from() -> None:
+    big = b"x" * 200_000
+    srv = HttpServer(lambda r: Response(200, big), "127.0.0.1:0")
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(b"GET /x HTTP/1.1\r\n\r\n" * 100)  # 20 MB of answers asked for
+            time.sleep(1.0)
+            (conn,) = srv.connections
+            transport = conn._transport
+            assert transport is not None
+            # Answers wait in the socket, not in an unbounded buffer: once the client stops
+            # reading, the server stops answering (one answer over its high-water mark).
+            assert transport.get_write_buffer_size() < 2 * len(big)
+            s.settimeout(10)
+            received = 0
+            while received < 100 * len(big):
+                chunk = s.recv(1 << 20)
+                assert chunk
+                received += len(chunk)
+        # all 100 answers came once the client read: the bodies plus their heads
+        assert received > 100 * len(big)
+    finally:
+        srv.stop()
+
+
 class SlowAuth:
     """Accepts 'good' at once once seen; checking a new credential takes a second."""
 
