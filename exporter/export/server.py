@@ -382,8 +382,8 @@ class HttpServer:
     @staticmethod
     def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
-            # A client that fails the TLS handshake or drops its connection: its problem.
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            # A client that drops its connection: its problem, not the server's.
             log.debug("connection error: %s", context.get("message"))
         else:
             loop.default_exception_handler(context)

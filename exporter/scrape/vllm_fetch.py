@@ -71,7 +71,7 @@ class VllmFetcher:
             prepared = self._prepared.get(url)
             if prepared is None:
                 prepared = self._session.prepare_request(requests.Request("GET", url))
-                self._prepared = {**self._prepared, url: prepared}
+                self._prepared[url] = prepared
             with self._session.send(prepared, timeout=self.timeout, stream=True) as resp:
                 if resp.status_code != 200:
                     raise FetchError("http_status", f"HTTP {resp.status_code} from {url}")
