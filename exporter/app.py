@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.catalog.schema import Catalog, CatalogError, parse_catalog
-from exporter.config import Config
+from exporter.config import Config, ConfigError
 from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import (
     ExportSettings,
@@ -23,13 +25,14 @@ from exporter.export.collector import (
     window_key,
 )
 from exporter.export.http import RenderCache, landing_page, make_handler
-from exporter.export.server import HttpServer
+from exporter.export.server import HttpServer, WebSettings
 from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.loop import LoopStats, PollLoop, VllmSource
 from exporter.pipeline import Pipeline, Snapshot
-from exporter.recording import RecordingWriter, gpu_entry
-from exporter.samples import PollError, Tick
+from exporter.recording import Damage, RecordingWriter, gpu_entry
+from exporter.samples import PollError, Tick, VllmSample
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
+from exporter.scrape.http_get import redact
 from exporter.scrape.nvml import GpuSource, NoGpuSource, NvmlSource, NvmlUnavailable
 from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
 from exporter.scrape.vllm_fetch import VllmFetcher
@@ -61,10 +64,10 @@ def load_catalog(cfg: Config) -> Catalog:
         catalog = catalog.merged(parse_catalog((base / name).read_text("utf-8"), name))
     if cfg.catalog_file is not None:
         try:
-            text = cfg.catalog_file.read_text("utf-8")
+            data = cfg.catalog_file.read_bytes()
         except OSError as e:
             raise CatalogError(f"{cfg.catalog_file}: cannot read: {e.strerror}") from None
-        catalog = catalog.merged(parse_catalog(text, str(cfg.catalog_file)))
+        catalog = catalog.merged(parse_catalog(data, str(cfg.catalog_file)))
     return catalog
 
 
@@ -106,9 +109,22 @@ def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
     )
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class Ref(Generic[T]):
+    """A value a reload replaces, read afresh by whoever holds the reference."""
+
+    value: T
+
+    def __call__(self) -> T:
+        return self.value
+
+
 def make_registry(
     pipeline: Pipeline,
-    settings: ExportSettings,
+    settings: ExportSettings | Callable[[], ExportSettings],
     process: bool,
     loop_stats: Callable[[], LoopStats] | None = None,
 ) -> CollectorRegistry:
@@ -121,16 +137,18 @@ def make_registry(
 
 def make_render_cache(
     pipeline: Pipeline,
-    settings: ExportSettings,
+    settings: ExportSettings | Callable[[], ExportSettings],
     process: bool,
     loop_stats: Callable[[], LoopStats] | None = None,
 ) -> RenderCache:
     """The families of :func:`make_registry`, in the same order, split by how often they change:
-    the sources' health every poll, the derived families when a window closes, the schedule's
-    and the process's every poll."""
+    the sources' health every poll, the derived families when a window closes (or a reload
+    changes the settings), the schedule's and the process's every poll."""
 
     def snapshot() -> Snapshot:
         return pipeline.snapshot
+
+    current = settings if callable(settings) else (lambda: settings)
 
     live: list[Collector] = [ScheduleCollector(loop_stats)] if loop_stats else []
     if process:
@@ -140,7 +158,7 @@ def make_render_cache(
             ([SnapshotCollector(snapshot, settings, part="poll")], snapshot),
             (
                 [SnapshotCollector(snapshot, settings, part="window")],
-                lambda: window_key(snapshot()),
+                lambda: (window_key(snapshot()), current()),
             ),
             (live, snapshot),
         ]
@@ -154,7 +172,7 @@ def make_sources(
     if cfg.vllm_replay is not None:
         vllm = ReplayVllmSource(cfg.vllm_replay, clock, loop=loop_replay)
     else:
-        vllm = VllmFetcher(cfg.vllm_url, timeout=cfg.fetch_timeout, clock=clock)
+        vllm = VllmFetcher(cfg.vllm_url, deadline=cfg.poll_deadline, clock=clock)
     gpu: GpuSource | None
     if cfg.gpu_replay is not None:
         gpu = ReplayGpuSource(cfg.gpu_replay, clock, loop=loop_replay)
@@ -163,7 +181,7 @@ def make_sources(
     elif cfg.gpu_source == "dcgm":
         assert cfg.dcgm_url is not None
         selector = DcgmSelector(pod=cfg.dcgm_pod, namespace=cfg.dcgm_namespace, gpus=cfg.gpu)
-        gpu = DcgmSource(cfg.dcgm_url, selector, timeout=cfg.fetch_timeout * 4, clock=clock)
+        gpu = DcgmSource(cfg.dcgm_url, selector, deadline=cfg.poll_deadline, clock=clock)
     else:
         try:
             gpu = NvmlSource(clock=clock, gpus=cfg.gpu)
@@ -173,77 +191,138 @@ def make_sources(
     return vllm, gpu
 
 
+def make_loop(
+    cfg: Config,
+    pipeline: Pipeline,
+    sources: tuple[VllmSource, GpuSource | None],
+    on_tick: Callable[[Tick], None] | None = None,
+) -> PollLoop:
+    return PollLoop(
+        pipeline,
+        *sources,
+        interval=cfg.poll_interval,
+        deadline=cfg.poll_deadline,
+        on_tick=on_tick,
+    )
+
+
+def web_settings(cfg: Config) -> WebSettings:
+    """``--web.config.file`` read and checked; raises ConfigError naming the key."""
+    web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
+    return WebSettings(web.ssl_context, BasicAuth(web.users) if web.users else None, web.headers)
+
+
+def target_shown(cfg: Config, demo: bool) -> str:
+    """What is profiled, safe to show anywhere (credentials redacted)."""
+    if demo:
+        return "bundled demo recording"
+    return str(cfg.vllm_replay) if cfg.vllm_replay else redact(cfg.vllm_url)
+
+
+# Options a running exporter cannot take on by a reload: they shape its listener, its windows or
+# where its sources come from.
+RESTART_ONLY = ("web_listen_address", "gpu_source", "poll_interval", "horizon", "vllm_replay",
+                "gpu_replay")  # fmt: skip
+SOURCE_OPTIONS = ("vllm_url", "dcgm_url", "dcgm_pod", "dcgm_namespace", "gpu")
+
+
 @dataclass
 class Service:
-    """A running exporter: poll loop plus HTTP server."""
+    """A running exporter: poll loop plus HTTP server, and what a reload may replace."""
 
+    cfg: Config
     loop: PollLoop
     server: HttpServer
-    gpu: GpuSource | None
+    settings: Ref[ExportSettings]
+    demo: bool = False
+    landing: Ref[bytes] = field(default_factory=lambda: Ref(b""))
 
     def reload(self, cfg: Config) -> None:
-        """Apply a changed configuration's catalog, roofline and rule settings (SIGHUP).
-
-        Raises CatalogError (the running configuration then stays as it was).
-        """
-        settings = roofline_settings(cfg, load_catalog(cfg))
+        """Apply a changed configuration (SIGHUP): catalog, roofline and rule settings, the web
+        configuration (TLS, users, headers) and the sources' URLs. Everything is built and
+        checked first; on any error (ConfigError, CatalogError) nothing has changed."""
+        fixed = [o for o in RESTART_ONLY if getattr(cfg, o) != getattr(self.cfg, o)]
+        if fixed:
+            names = ", ".join("--" + o.replace("_", "-").replace("web-", "web.") for o in fixed)
+            raise ConfigError(f"{names} cannot change without a restart")
+        roofline = roofline_settings(cfg, load_catalog(cfg))
+        web = web_settings(cfg)
+        sources = None
+        if any(getattr(cfg, o) != getattr(self.cfg, o) for o in SOURCE_OPTIONS):
+            sources = make_sources(cfg, time.time, loop_replay=self.demo)
+        # Nothing below can fail: the new configuration is applied whole.
         mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
-        self.loop.pipeline.reconfigure(settings, mns)
+        self.loop.pipeline.reconfigure(roofline, mns)
+        self.server.configure(web)
+        if sources is not None:
+            self.loop.replace_sources(*sources)
+        self.settings.value = export_settings(cfg, self.demo)
+        self.landing.value = landing_page(__version__, target_shown(cfg, self.demo), self.demo)
+        self.cfg = cfg
 
     def stop(self) -> None:
         self.loop.stop()
         self.server.stop()
-        if self.gpu is not None:
-            self.gpu.close()
+        self.loop.close_sources()
 
 
 def start_service(cfg: Config, demo: bool = False) -> Service:
     clock = time.time
     pipeline = make_pipeline(cfg)  # first: a bad catalog must fail before any source opens
-    vllm, gpu = make_sources(cfg, clock, loop_replay=demo)
-    settings = export_settings(cfg, demo)
-    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
+    web = web_settings(cfg)
+    server = HttpServer(lambda r: handler(r), cfg.web_listen_address, web)
+    loop = make_loop(cfg, pipeline, make_sources(cfg, clock, loop_replay=demo))
 
     def stats() -> LoopStats:
         return loop.stats
 
-    registry = make_registry(pipeline, settings, process=True, loop_stats=stats)
+    settings = Ref(export_settings(cfg, demo))
+    landing = Ref(landing_page(__version__, target_shown(cfg, demo), demo))
     cache = make_render_cache(pipeline, settings, process=True, loop_stats=stats)
-    target = "bundled demo recording" if demo else str(cfg.vllm_replay or cfg.vllm_url)
-    web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
-    handler = make_handler(
-        registry,
-        landing_page(__version__, target, demo),
-        ready=lambda: pipeline.snapshot.ticks > 0,
-        cache=cache,
-    )
-    auth = BasicAuth(web.users) if web.users else None
-    server = HttpServer(handler, cfg.web_listen_address, web.ssl_context, auth, web.headers)
+    handler = make_handler(cache, landing, ready=lambda: pipeline.snapshot.ticks > 0)
     server.start()
     loop.start()
-    return Service(loop, server, gpu)
+    return Service(cfg, loop, server, settings, demo, landing)
 
 
-def run_replay(cfg: Config, vllm_path: Path | None, gpu_path: Path | None) -> Pipeline:
+def run_replay(
+    cfg: Config, vllm_path: Path | None, gpu_path: Path | None, damage: list[Damage] | None = None
+) -> Pipeline:
     """The unchanged pipeline over whole recordings, in recorded time."""
     pipeline = make_pipeline(cfg)
-    for tick in replay_ticks(vllm_path, gpu_path):
+    for tick in replay_ticks(vllm_path, gpu_path, damage):
         pipeline.add_tick(tick)
     return pipeline
 
 
-def run_live(cfg: Config, duration: float) -> Pipeline:
-    """Poll the live sources for ``duration`` seconds; the whole run is the horizon."""
+class NoData(Exception):
+    """No poll of vLLM succeeded: there is nothing to report or record."""
+
+
+def _require_vllm(loop: PollLoop, target: str) -> None:
+    health = loop.pipeline.snapshot.health.get("vllm")
+    if health is None or health.last_success is None:
+        why = health.last_error if health is not None and health.last_error else "no answer"
+        raise NoData(f"no poll of vLLM at {target} succeeded ({why})")
+
+
+def run_live(cfg: Config, duration: float, stop: threading.Event | None = None) -> Pipeline:
+    """Poll the live sources for ``duration`` seconds; the whole run is the horizon.
+
+    Raises NoData when vLLM never answered."""
     cfg = replace(cfg, horizon=max(cfg.horizon, duration + 2 * cfg.poll_interval))
     pipeline = make_pipeline(cfg)
-    vllm, gpu = make_sources(cfg, time.time)
-    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval)
+    loop = make_loop(
+        cfg,
+        pipeline,
+        make_sources(cfg, time.time),
+    )
     try:
-        loop.run(duration=duration)
+        loop.run(duration=duration, stop=stop)
     finally:
         loop.stop()
-        if gpu is not None:
-            gpu.close()
+        loop.close_sources()
+    _require_vllm(loop, target_shown(cfg, False))
     return pipeline
 
 
@@ -252,48 +331,55 @@ def metrics_text(pipeline: Pipeline, settings: ExportSettings) -> str:
     return generate_latest(make_registry(pipeline, settings, process=False)).decode()
 
 
-def record(cfg: Config, output: Path, duration: float) -> int:
-    """Poll live sources for ``duration`` seconds, writing every raw poll to ``output``."""
-    clock = time.time
+def record(cfg: Config, output: Path, duration: float, stop: threading.Event | None = None) -> int:
+    """Poll live sources for ``duration`` seconds (or until ``stop`` is set), writing every raw
+    poll to ``output``; the file is finished whichever way the recording ends. Returns the
+    number of ticks; raises OSError when the file cannot be written, NoData when vLLM never
+    answered."""
     pipeline = make_pipeline(cfg)
-    vllm, gpu = make_sources(cfg, clock)
     writer = RecordingWriter(
         output,
         {
             "exporter_version": __version__,
-            "config": {"vllm_url": cfg.vllm_url, "poll_interval": cfg.poll_interval},
+            "config": {"vllm_url": redact(cfg.vllm_url), "poll_interval": cfg.poll_interval},
         },
     )
-    fetcher = vllm if isinstance(vllm, VllmFetcher) else None
+    failed: list[OSError] = []
+    halt = stop or threading.Event()
 
     def on_tick(tick: Tick) -> None:
-        for entry in _entries(tick, fetcher, cfg.gpu_source):
-            writer.write(entry)
+        if failed:
+            return
+        try:
+            for entry in _entries(tick, cfg.gpu_source):
+                writer.write(entry)
+        except OSError as e:
+            failed.append(e)
+            halt.set()
 
-    loop = PollLoop(pipeline, vllm, gpu, interval=cfg.poll_interval, on_tick=on_tick)
+    loop = make_loop(cfg, pipeline, make_sources(cfg, time.time), on_tick=on_tick)
     try:
-        loop.run(duration=duration)
+        loop.run(duration=duration, stop=halt)
     finally:
         loop.stop()
-        writer.close()
-        if gpu is not None:
-            gpu.close()
+        loop.close_sources()
+        try:
+            writer.close()
+        except OSError as e:
+            failed.append(e)
+    if failed:
+        raise failed[0]
+    _require_vllm(loop, target_shown(cfg, False))
     return loop.stats.ticks
 
 
-def _entries(
-    tick: Tick, fetcher: VllmFetcher | None, gpu_source: str
-) -> Iterable[dict[str, object]]:
-    if tick.models is not None and fetcher is not None and fetcher.last_models_body is not None:
-        yield {
-            "t": tick.models.observed_at,
-            "source": "vllm_models",
-            "body": fetcher.last_models_body,
-        }
+def _entries(tick: Tick, gpu_source: str) -> Iterable[dict[str, object]]:
+    if tick.models is not None and tick.models_body is not None:
+        yield {"t": tick.models.observed_at, "source": "vllm_models", "body": tick.models_body}
     if isinstance(tick.vllm, PollError):
         yield {"t": tick.vllm.observed_at, "source": "vllm", "error": tick.vllm.reason}
-    elif tick.vllm is not None and fetcher is not None and fetcher.last_body is not None:
-        yield {"t": tick.vllm.observed_at, "source": "vllm", "body": fetcher.last_body}
+    elif isinstance(tick.vllm, VllmSample) and tick.vllm_body is not None:
+        yield {"t": tick.vllm.observed_at, "source": "vllm", "body": tick.vllm_body}
     if tick.gpu is not None and not (
         isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"
     ):

@@ -15,10 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from exporter import __version__, report
 from exporter.app import (
+    NoData,
     demo_paths,
     export_settings,
     metrics_text,
@@ -26,12 +25,14 @@ from exporter.app import (
     run_live,
     run_replay,
     start_service,
+    target_shown,
 )
 from exporter.catalog.schema import CatalogError
-from exporter.config import OPTIONS, Config, ConfigError, load_config, parse_duration
+from exporter.config import OPTIONS, Config, ConfigError, duration_in, load_config
 from exporter.derive.direction import Summary, compare, summarize
 from exporter.pipeline import Snapshot
-from exporter.recording import RecordingError
+from exporter.recording import Damage, RecordingError
+from exporter.yamlsafe import YamlError, load_yaml
 
 log = logging.getLogger("vllm_profile_exporter")
 
@@ -104,13 +105,17 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
     file_values: dict[str, Any] = {}
     if args.config is not None:
         try:
-            loaded = yaml.safe_load(args.config.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"--config {args.config}: {e}") from None
+            loaded = load_yaml(args.config.read_bytes(), f"--config {args.config}")
+        except OSError as e:
+            raise ConfigError(f"--config {args.config}: cannot read: {e.strerror}") from None
+        except YamlError as e:
+            raise ConfigError(str(e)) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"--config {args.config}: expected a mapping of option: value")
-        file_values = loaded or {}
+        file_values = {str(k): v for k, v in (loaded or {}).items()}
     flags = {o.dest: getattr(args, o.dest) for o in OPTIONS}
+    if getattr(args, "vllm_url_alias", None):  # diagnose --url
+        flags["vllm_url"] = args.vllm_url_alias
     return load_config(flags, env, file_values)
 
 
@@ -134,15 +139,18 @@ def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
         try:
             new = _config(args, dict(os.environ))
             service.reload(_demo(new) if demo else new)
+            logging.getLogger().setLevel(new.log_level.upper())
             log.info("configuration reloaded: a new configuration epoch starts")
         except (ConfigError, CatalogError) as e:
             log.error("reload failed, keeping the running configuration: %s", e)
+        except Exception as e:  # noqa: BLE001 - a signal handler that raised would end serve
+            log.error("reload failed, keeping the running configuration: %r", e)
 
     signal.signal(signal.SIGHUP, reload)
     log.info(
         "vllm-profile-exporter %s: profiling %s; metrics on http://%s/metrics",
         __version__,
-        "a bundled DEMO recording (not live data)" if demo else cfg.vllm_replay or cfg.vllm_url,
+        "a bundled DEMO recording (not live data)" if demo else target_shown(cfg, False),
         ("localhost" + cfg.web_listen_address)
         if cfg.web_listen_address.startswith(":")
         else cfg.web_listen_address,
@@ -156,12 +164,24 @@ def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
 WHOLE_RUN = 1e9  # seconds: a horizon that never drops a window
 
 
+def printable(text: str) -> str:
+    r"""Control characters (a terminal escape in a model name, say) shown, not obeyed.
+
+    >>> printable("model\x1b[2J\n")
+    'model\\x1b[2J\n'
+    """
+    return "".join(
+        c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
 def _print_report(snap: Snapshot, cfg: Config, args: argparse.Namespace) -> None:
     mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
     if args.json:
         print(json.dumps(report.to_dict(snap, mns), indent=2, sort_keys=True))
     else:
-        sys.stdout.write(report.render(snap, mns, verbose=args.verbose))
+        sys.stdout.write(printable(report.render(snap, mns, verbose=args.verbose)))
 
 
 def diagnose_loop(
@@ -201,6 +221,48 @@ def diagnose_loop(
             return 0
 
 
+RECORD_DURATION = duration_in(1.0, 7 * 86400.0, "--duration")
+DIAGNOSE_DURATION = duration_in(2.0, 86400.0, "--duration")
+
+
+def _duration(text: str, parse: Any) -> float:
+    try:
+        value: float = parse(text)
+    except ValueError as e:
+        raise ConfigError(f"--duration: invalid value {text!r}: {e}") from None
+    return value
+
+
+def _record(cfg: Config, args: argparse.Namespace) -> int:
+    duration = _duration(args.duration, RECORD_DURATION)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())  # finish the file, then exit
+    n = record(cfg, args.output, duration, stop)
+    log.info("recorded %d polls to %s%s", n, args.output, " (stopped early)" if stop.is_set()
+             else "")  # fmt: skip
+    return 0
+
+
+def _replay(cfg: Config, args: argparse.Namespace) -> int:
+    if args.diagnose and args.horizon is None:
+        cfg = replace(cfg, horizon=WHOLE_RUN)
+    damage: list[Damage] = []
+    pipeline = run_replay(cfg, args.file, cfg.gpu_replay, damage)
+    for d in damage:
+        if d.where is not None:
+            print(f"vllm-profile-exporter: warning: {d}; replayed everything before it",
+                  file=sys.stderr)  # fmt: skip
+    if args.print_metrics:
+        sys.stdout.write(metrics_text(pipeline, export_settings(cfg)))
+    elif args.diagnose:
+        _print_report(pipeline.snapshot, cfg, args)
+    else:
+        snap = pipeline.snapshot
+        print(f"replayed {snap.ticks} polls into {len(pipeline.windows)} windows")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -217,32 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(cfg, args.demo, args)
         if args.command == "record":
-            try:
-                duration = parse_duration(args.duration)
-            except ValueError as e:
-                raise ConfigError(f"--duration: invalid value {args.duration!r}: {e}") from None
-            n = record(cfg, args.output, duration)
-            log.info("recorded %d polls to %s", n, args.output)
-            return 0
+            return _record(cfg, args)
         if args.command == "replay":
-            if args.diagnose and args.horizon is None:
-                cfg = replace(cfg, horizon=WHOLE_RUN)
-            pipeline = run_replay(cfg, args.file, cfg.gpu_replay)
-            if args.print_metrics:
-                sys.stdout.write(metrics_text(pipeline, export_settings(cfg)))
-            elif args.diagnose:
-                _print_report(pipeline.snapshot, cfg, args)
-            else:
-                snap = pipeline.snapshot
-                print(f"replayed {snap.ticks} polls into {len(pipeline.windows)} windows")
-            return 0
+            return _replay(cfg, args)
         if args.command == "diagnose":
-            if args.vllm_url_alias:
-                cfg = replace(cfg, vllm_url=args.vllm_url_alias)
-            try:
-                duration = parse_duration(args.duration)
-            except ValueError as e:
-                raise ConfigError(f"--duration: invalid value {args.duration!r}: {e}") from None
+            duration = _duration(args.duration, DIAGNOSE_DURATION)
             if args.loop:
                 return diagnose_loop(cfg, duration, args, sys.stdin, sys.stdout)
             _print_report(run_live(cfg, duration).snapshot, cfg, args)
@@ -252,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except RecordingError as e:
         print(f"vllm-profile-exporter: bad recording: {e}", file=sys.stderr)
+        return 1
+    except NoData as e:
+        print(f"vllm-profile-exporter: {e}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"vllm-profile-exporter: {e}", file=sys.stderr)

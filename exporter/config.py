@@ -6,6 +6,7 @@ never reads files or the environment itself), and validated into a frozen :class
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.derive.resolve import normalize_dtype
+from exporter.scrape.http_get import parse_target, redact
+from exporter.scrape.vllm_fetch import vllm_target
 
 ENV_PREFIX = "VLLM_PROFILE_"
 
@@ -34,11 +37,21 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * scale
 
 
-def _positive_int(text: str) -> int:
-    v = int(str(text))
-    if v <= 0:
-        raise ValueError("must be > 0")
-    return v
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(str(text).strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number from {low} to {high}") from None
+        if not low <= v <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_in(1, 1_000_000)
+_tp_size = _int_in(1, 4096)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -63,11 +76,66 @@ def _path(text: str) -> Path:
     return Path(str(text))
 
 
-def _positive_float(text: str) -> float:
-    v = float(str(text))
-    if not v > 0 or v != v or v == float("inf"):
-        raise ValueError("must be a number > 0")
-    return v
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    """A finite number in [low, high] (NaN, infinities and overflows refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(str(text).strip())
+        except ValueError:
+            raise ValueError(f"must be a number from {low:g} to {high:g}") from None
+        if not (math.isfinite(v) and low <= v <= high):
+            raise ValueError(f"must be a number from {low:g} to {high:g}")
+        return v
+
+    return parse
+
+
+_dollars_per_hour = _float_in(1e-4, 1e5)
+_params = _float_in(1e3, 1e14)  # a thousand (test models) to a hundred trillion parameters
+
+
+def duration_in(low: float, high: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        v = parse_duration(text)
+        if not (math.isfinite(v) and low <= v <= high):
+            raise ValueError(f"{what} must be from {low:g}s to {high:g}s")
+        return v
+
+    return parse
+
+
+def _vllm_url(text: str) -> str:
+    url = str(text).strip()
+    vllm_target(url)  # raises ValueError naming the problem
+    return url
+
+
+def _dcgm_url(text: str) -> str:
+    url = str(text).strip()
+    parse_target(url, "--dcgm-url")
+    return url
+
+
+def _listen_address(text: str) -> str:
+    addr = str(text).strip()
+    parse_listen_address(addr)
+    return addr
+
+
+def parse_listen_address(addr: str) -> tuple[str, int]:
+    """``:9709`` → all interfaces; ``127.0.0.1:9709``; ``[::1]:9709``.
+
+    >>> parse_listen_address(":9709"), parse_listen_address("[::1]:80")
+    (('0.0.0.0', 9709), ('::1', 80))
+    """
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected [HOST]:PORT with a port from 0 to 65535, got {addr!r}")
+    if host.startswith("[") != host.endswith("]") or any(c.isspace() for c in host):
+        raise ValueError(f"expected [HOST]:PORT, got {addr!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
 
 
 def _dtype(text: str) -> str:
@@ -82,7 +150,7 @@ def _model_params(text: str) -> tuple[float, float | None]:
     parts = [p.strip() for p in str(text).split(",")]
     if not 1 <= len(parts) <= 2:
         raise ValueError("expected TOTAL[,ACTIVE], e.g. 30e9,3e9")
-    nums = [_positive_float(p) for p in parts]
+    nums = [_params(p) for p in parts]
     if len(nums) == 2 and nums[1] > nums[0]:
         raise ValueError("active parameters cannot exceed total parameters")
     return nums[0], nums[1] if len(nums) == 2 else None
@@ -105,8 +173,8 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("vllm-url", str, "http://localhost:8000", "vLLM base URL, or its /metrics URL"),
-    Option("web.listen-address", str, ":9709", "address for our /metrics and /, [HOST]:PORT"),
+    Option("vllm-url", _vllm_url, "http://localhost:8000", "vLLM base URL, or its /metrics URL"),
+    Option("web.listen-address", _listen_address, ":9709", "where /metrics listens, [HOST]:PORT"),
     Option(
         "web.config.file", _path, None, "TLS and basic auth (Prometheus exporter-toolkit format)"
     ),
@@ -114,7 +182,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "gpu-source", _choice("nvml", "dcgm", "none"), "nvml", "GPU data from: nvml, dcgm, none"
     ),
-    Option("dcgm-url", str, None, "the node's dcgm-exporter /metrics URL (--gpu-source dcgm)"),
+    Option(
+        "dcgm-url", _dcgm_url, None, "the node's dcgm-exporter /metrics URL (--gpu-source dcgm)"
+    ),
     Option("dcgm-pod", str, None, "keep dcgm-exporter series of this pod (downward API)"),
     Option("dcgm-namespace", str, None, "with --dcgm-pod: the pod's namespace"),
     Option("vllm-replay", _path, None, "serve vLLM data from this recording instead of vLLM"),
@@ -122,20 +192,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-num-seqs", _positive_int, None, "vLLM's --max-num-seqs (not on vLLM's /metrics)"),
     Option(
         "tensor-parallel-size",
-        _positive_int,
+        _tp_size,
         None,
         "vLLM's tensor parallel size (else TENSOR_PARALLEL_SIZE, VLLM_TENSOR_PARALLEL_SIZE, 1)",
     ),
     Option(
         "dtype", _dtype, None, "weight dtype: fp8, bf16, fp16, fp32 (else DTYPE / VLLM_DTYPE, …)"
     ),
-    Option("cost-per-hour", _positive_float, None, "USD per hour for the whole server"),
+    Option("cost-per-hour", _dollars_per_hour, None, "USD per hour for the whole server"),
     Option("price", _choice("on-demand", "spot"), "on-demand", "catalog price column"),
     Option("compute-peak", _choice("tensor", "fp32"), "tensor", "roofline compute peak"),
     Option("catalog-file", _path, None, "YAML file of extra or overriding catalog entries"),
     Option("model-params", _model_params, None, "TOTAL[,ACTIVE] parameter counts, e.g. 30e9,3e9"),
-    Option("horizon", parse_duration, 60.0, "aggregation and persistence horizon, e.g. 60s"),
-    Option("poll-interval", parse_duration, 0.25, "interval between polls, e.g. 250ms"),
+    Option(
+        "horizon",
+        duration_in(4.0, 86400.0, "the horizon"),
+        60.0,
+        "aggregation and persistence horizon (two windows to a day), e.g. 60s",
+    ),
+    Option(
+        "poll-interval",
+        duration_in(0.05, 10.0, "the poll interval"),
+        0.25,
+        "interval between polls (50ms to 10s), e.g. 250ms",
+    ),
     Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"),
 )
 BY_DEST = {o.dest: o for o in OPTIONS}
@@ -169,14 +249,21 @@ class Config:
     dtype_env: str | None = None  # DTYPE, else VLLM_DTYPE
 
     @property
-    def fetch_timeout(self) -> float:
-        """Well under the poll interval, so a slow vLLM costs one poll, not a backlog."""
-        return max(0.05, self.poll_interval * 0.8)
+    def poll_deadline(self) -> float:
+        """The hard limit on one poll's whole exchange: above the poll interval, so a busy vLLM
+        that answers in 300 ms is polled less often rather than reported down."""
+        return max(1.0, 4 * self.poll_interval)
 
     @property
     def ticks_per_window(self) -> int:
         """~2 s windows: 8 ticks (9 polls with the shared boundary) at the default 250 ms."""
         return max(1, round(2.0 / self.poll_interval))
+
+
+def _shown(raw: Any) -> str:
+    """A value as an error message may show it: credentials redacted, length bounded."""
+    text = redact(str(raw))
+    return repr(text if len(text) <= 80 else text[:80] + "…")
 
 
 def load_config(
@@ -201,16 +288,16 @@ def load_config(
         try:
             values[o.dest] = o.parse(raw)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{where}: invalid value {raw!r}: {e}") from None
+            raise ConfigError(f"{where}: invalid value {_shown(raw)}: {e}") from None
     values["tp"], values["tp_source"] = values["tensor_parallel_size"], "flag"
     if values["tp"] is None:
         values["tp"], values["tp_source"] = 1, "default"
         for name in ("TENSOR_PARALLEL_SIZE", "VLLM_TENSOR_PARALLEL_SIZE"):
             if name in env:
                 try:
-                    values["tp"], values["tp_source"] = _positive_int(env[name]), "env"
-                except ValueError:
-                    raise ConfigError(f"{name}: invalid value {env[name]!r}: must be > 0") from None
+                    values["tp"], values["tp_source"] = _tp_size(env[name]), "env"
+                except ValueError as e:
+                    raise ConfigError(f"{name}: invalid value {env[name]!r}: {e}") from None
                 break
     for name in ("DTYPE", "VLLM_DTYPE"):
         if env.get(name):
@@ -220,10 +307,6 @@ def load_config(
                 raise ConfigError(f"{name}: invalid value {env[name]!r}: {e}") from None
             break
     cfg = Config(**values)
-    if cfg.poll_interval < 0.05 or cfg.poll_interval > 10:
-        raise ConfigError(f"--poll-interval: {cfg.poll_interval}s is outside 50ms..10s")
-    if cfg.horizon < 2.0 * 2:
-        raise ConfigError(f"--horizon: {cfg.horizon}s is shorter than two windows (4s)")
     if cfg.gpu_replay is not None and cfg.gpu_source == "none":
         raise ConfigError("--gpu-replay conflicts with --gpu-source none")
     if cfg.gpu_source == "dcgm" and not cfg.dcgm_url and cfg.gpu_replay is None:

@@ -1,32 +1,43 @@
-"""The live poll loop: both sources in parallel on a fixed, drift-free schedule.
+"""The live poll loop: every source in its own thread, on a fixed, drift-free schedule.
 
-Deadlines are ``start + k × interval`` on the monotonic clock. A poll that overruns its slot makes
-the loop skip to the next future deadline — late ticks are dropped, never queued — so the
-schedule never drifts and vLLM never sees a burst of catch-up requests.
+Ticks are due at ``start + k × interval`` on the monotonic clock; a tick that overruns its slot
+makes the loop skip to the next future slot — late ticks are dropped, never queued — so the
+schedule never drifts and no source sees a burst of catch-up requests.
+
+Each source polls in its own worker thread, so one source cannot hold another back: a tick
+starts every idle source, waits until its slot ends at most, and takes what has come back. A
+source still answering when the slot ends delivers at a later tick (its sample is timestamped
+when it completes), and is not polled again meanwhile: a slow target is polled less often, not
+reported down and not sent a second request while it still works on the first. Each source
+bounds its own poll with a hard deadline (HTTP sources: :mod:`exporter.scrape.http_get`); one
+that still has not returned long after it is reported as timed out on every tick.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from exporter.pipeline import Pipeline
-from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
+from exporter.ratelog import rate_limited
+from exporter.samples import GpuSample, PollError, Tick, VllmSample
 from exporter.scrape.nvml import GpuSource
+from exporter.scrape.vllm_fetch import VllmPoll
 
-log = logging.getLogger(__name__)
+log = rate_limited(__name__)
+
+T = TypeVar("T")
 
 
 class VllmSource(Protocol):
-    def poll(self) -> VllmSample | PollError: ...
+    def poll(self, want_models: bool) -> VllmPoll: ...
 
-    def models(self) -> ModelsInfo | None: ...
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -37,25 +48,47 @@ class LoopStats:
     skipped: int = 0
     max_lateness: float = 0.0
     recent_lateness: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+    polls: dict[str, int] = field(default_factory=dict)  # polls started, per source
+    busy: dict[str, int] = field(default_factory=dict)  # ticks a source was still answering
 
     def lateness_quantile(self, q: float) -> float | None:
         values = sorted(self.recent_lateness)
         return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
-class _ErrorLog:
-    """One log line per (source, reason) per minute: a dead endpoint must not flood the log."""
+class _Worker:
+    """One source's thread: at most one poll in flight."""
 
-    def __init__(self, clock: Callable[[], float], every: float = 60.0) -> None:
-        self._clock, self._every = clock, every
-        self._last: dict[tuple[str, str], float] = {}
+    def __init__(self, name: str, mono: Callable[[], float]) -> None:
+        self.name = name
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"poll-{name}")
+        self._mono = mono
+        self.future: Future[tuple[Any, float]] | None = None
+        self.started = 0.0
 
-    def __call__(self, source: str, err: PollError) -> None:
-        now = self._clock()
-        key = (source, err.reason)
-        if now - self._last.get(key, -1e18) >= self._every:
-            self._last[key] = now
-            log.warning("%s poll failed (%s): %s", source, err.reason, err.detail)
+    def _timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        t0 = self._mono()
+        return fn(*args), self._mono() - t0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Start a poll unless one is still running."""
+        if self.future is not None:
+            return False
+        self.started = self._mono()
+        self.future = self._pool.submit(self._timed, fn, *args)
+        return True
+
+    def take(self) -> tuple[Any, float] | BaseException | None:
+        """The finished poll's (result, duration), or what it raised; None while running."""
+        f = self.future
+        if f is None or not f.done():
+            return None
+        self.future = None
+        exc = f.exception()
+        return exc if exc is not None else f.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class PollLoop:
@@ -66,66 +99,140 @@ class PollLoop:
         gpu: GpuSource | None,
         *,
         interval: float,
+        deadline: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         on_tick: Callable[[Tick], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self._vllm, self._gpu = vllm, gpu
         self._interval = interval
+        self._deadline = deadline  # the sources' own; a poll this much over it is stuck
         self._mono = monotonic
+        self._clock = clock
         self._on_tick = on_tick
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poll")
-        self._errors = _ErrorLog(monotonic)
         self.stats = LoopStats()
         self._thread: threading.Thread | None = None
+        self._pending: tuple[VllmSource, GpuSource | None] | None = None
+        self._lock = threading.Lock()
+        self._install(vllm, gpu)
 
-    def _poll_vllm(
-        self, want_models: bool
-    ) -> tuple[VllmSample | PollError, float, ModelsInfo | None]:
-        t0 = self._mono()
-        result = self._vllm.poll()
-        took = self._mono() - t0
-        models = self._vllm.models() if want_models and isinstance(result, VllmSample) else None
-        return result, took, models
+    def _install(self, vllm: VllmSource, gpu: GpuSource | None) -> None:
+        self._vllm, self._gpu = vllm, gpu
+        self._vw = _Worker("vllm", self._mono)
+        self._gw = _Worker("gpu", self._mono) if gpu is not None else None
 
-    def _poll_gpu(self, edge: bool) -> tuple[GpuSample | PollError, float]:
-        assert self._gpu is not None
-        t0 = self._mono()
-        result = self._gpu.poll(edge)
-        return result, self._mono() - t0
+    def replace_sources(self, vllm: VllmSource, gpu: GpuSource | None) -> None:
+        """New sources from a reload, taken over by the loop thread at its next tick."""
+        with self._lock:
+            self._pending = (vllm, gpu)
 
-    def tick(self) -> Tick:
-        """Poll both sources once, in parallel, and feed the pipeline."""
+    def _take_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            old = (self._vllm, self._gpu, self._vw, self._gw)
+            self._install(*pending)
+            for worker in (old[2], old[3]):
+                if worker is not None:
+                    worker.close()
+            for source in (old[0], old[1]):
+                if source is not None:
+                    source.close()
+
+    def _collect(self, worker: _Worker, source: str) -> tuple[Any, float | None] | None:
+        """The source's result for this tick: what came back, a timeout for a poll far over
+        its deadline, or None (nothing new)."""
+        taken = worker.take()
+        if isinstance(taken, BaseException):
+            log.error("%s poll raised %s: %s", source, type(taken).__name__, taken)
+            return PollError(self._clock(), "internal", f"{type(taken).__name__}: {taken}"), None
+        if taken is not None:
+            return taken
+        if worker.future is not None:
+            running = self._mono() - worker.started
+            self.stats.busy[source] = self.stats.busy.get(source, 0) + 1
+            if running > 2 * self._deadline + self._interval:
+                detail = f"the poll started {running:.1f}s ago has not returned"
+                return PollError(self._clock(), "timeout", detail), None
+        return None
+
+    def tick(self, until: float | None = None) -> Tick:
+        """Start every idle source, wait for them until ``until`` (monotonic; default: their
+        deadline), and feed the pipeline what came back."""
+        self._take_pending()
         edge = self.pipeline.next_is_edge
-        # vLLM in the worker, the GPUs here meanwhile: one thread hand-off per poll, not two.
-        fv = self._pool.submit(self._poll_vllm, self.pipeline.models_wanted)
-        gpu, gd = self._poll_gpu(edge) if self._gpu is not None else (None, None)
-        vllm, vd, models = fv.result()
+        want_models = self.pipeline.models_wanted
+        for worker, fn, arg in (
+            (self._vw, self._vllm.poll, want_models),
+            (self._gw, self._gpu.poll if self._gpu is not None else None, edge),
+        ):
+            if worker is not None and fn is not None and worker.submit(fn, arg):
+                self.stats.polls[worker.name] = self.stats.polls.get(worker.name, 0) + 1
+        running = [w.future for w in (self._vw, self._gw) if w is not None and w.future]
+        if until is None:
+            until = self._mono() + self._deadline + 0.5
+        wait([f for f in running if f is not None], timeout=max(0.0, until - self._mono()))
+
+        got_v = self._collect(self._vw, "vllm")
+        poll: VllmPoll | None = None
+        vllm: VllmSample | PollError | None = None
+        vd: float | None = None
+        if got_v is not None:
+            first, vd = got_v
+            if isinstance(first, VllmPoll):
+                poll, vllm = first, first.result
+            else:
+                vllm = first
+        gpu: GpuSample | PollError | None = None
+        gd: float | None = None
+        if self._gw is not None:
+            got_g = self._collect(self._gw, "gpu")
+            if got_g is not None:
+                gpu, gd = got_g
         for name, r in (("vllm", vllm), ("gpu", gpu)):
-            if isinstance(r, PollError):
-                self._errors(name, r)
-        tick = Tick(vllm=vllm, gpu=gpu, vllm_duration=vd, gpu_duration=gd, models=models)
-        if models is None and self.pipeline.models_wanted and isinstance(vllm, VllmSample):
-            # vLLM answered /metrics but not /v1/models: ask again only after a restart.
-            self.pipeline.set_models(None)
+            if isinstance(r, PollError):  # one line a minute per source and reason
+                log.warning(f"{name} poll failed ({r.reason}): %s", r.detail)
+        tick = Tick(
+            vllm=vllm,
+            gpu=gpu,
+            vllm_duration=vd,
+            gpu_duration=gd,
+            models=poll.models if poll else None,
+            vllm_body=poll.body if poll else None,
+            models_body=poll.models_body if poll else None,
+        )
+        if poll is not None and poll.models is None and isinstance(vllm, VllmSample):
+            if self.pipeline.models_wanted:
+                # vLLM answered /metrics but not /v1/models: ask again only after a restart.
+                self.pipeline.set_models(None)
         self.pipeline.add_tick(tick)
+        health = self.pipeline.snapshot.health.get("vllm")
+        if isinstance(vllm, VllmSample) and health is not None and not health.up:
+            log.warning("vllm poll refused: %s", health.last_error)  # e.g. several processes
         if self._on_tick is not None:
             self._on_tick(tick)
         self.stats.ticks += 1
         return tick
 
-    def run(self, max_ticks: int | None = None, duration: float | None = None) -> None:
-        """Poll until stopped, ``max_ticks`` polls, or ``duration`` seconds."""
+    def run(
+        self,
+        max_ticks: int | None = None,
+        duration: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Poll until stopped (:meth:`stop`, or ``stop`` set), ``max_ticks`` polls, or
+        ``duration`` seconds."""
         start = self._mono()
         k = 0
-        while not self._stop.is_set():
+        halt = stop or self._stop
+        while not (self._stop.is_set() or halt.is_set()):
             deadline = start + k * self._interval
             lateness = max(0.0, self._mono() - deadline)
             self.stats.max_lateness = max(self.stats.max_lateness, lateness)
             self.stats.recent_lateness.append(lateness)
             try:
-                self.tick()
+                self.tick(until=start + (k + 1) * self._interval)
             except Exception:  # noqa: BLE001 - a bug in one tick must not stop the profiler
                 log.exception("poll tick failed")
             if max_ticks is not None and self.stats.ticks >= max_ticks:
@@ -136,7 +243,7 @@ class PollLoop:
             nxt = int((now - start) // self._interval) + 1
             self.stats.skipped += max(0, nxt - k - 1)
             k = nxt
-            self._stop.wait(max(0.0, start + k * self._interval - self._mono()))
+            halt.wait(max(0.0, start + k * self._interval - self._mono()))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="poll-loop", daemon=True)
@@ -146,4 +253,11 @@ class PollLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for worker in (self._vw, self._gw):
+            if worker is not None:
+                worker.close()
+
+    def close_sources(self) -> None:
+        self._vllm.close()
+        if self._gpu is not None:
+            self._gpu.close()

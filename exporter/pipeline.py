@@ -17,12 +17,17 @@ from exporter.derive.diagnosis import Diagnosis, diagnose
 from exporter.derive.direction import Direction, Summary, compare, summarize
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import Aggregate, aggregate
+from exporter.derive.identity import TargetIdentity
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
 from exporter.derive.window import Window, build_window
 from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
 
 SOURCES_VLLM = "vllm"
+SEVERAL = (
+    "the vLLM URL reaches more than one vLLM process (counters and start times alternate, as "
+    "behind a load-balanced Service); point --vllm-url at one pod"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +116,7 @@ class Pipeline:
         self._assessment: Assessment | None = None
         self._diagnosis: Diagnosis | None = None
         self._max_model_len: int | None = None
-        self._last_start_time: float | None = None
-        self._last_gen_tokens: float | None = None
+        self._identity = TargetIdentity(hold=max(60.0, horizon_seconds))
         self._last_cache_config: Mapping[str, str] | None = None
         self._epoch = 0
         self._epoch_full: Summary | None = None  # the current epoch's last full horizon
@@ -157,16 +161,7 @@ class Pipeline:
         self._epoch_full = None
         self._direction = None
 
-    def _note_changes(self, s: VllmSample) -> None:
-        restarted = (
-            s.process_start_time is not None
-            and self._last_start_time is not None
-            and s.process_start_time != self._last_start_time
-        ) or (
-            s.generation_tokens is not None
-            and self._last_gen_tokens is not None
-            and s.generation_tokens < self._last_gen_tokens
-        )
+    def _note_changes(self, s: VllmSample, restarted: bool) -> None:
         reconfigured = (
             bool(s.cache_config)
             and self._last_cache_config is not None
@@ -176,10 +171,6 @@ class Pipeline:
             self.models_wanted = True
         if restarted or reconfigured:
             self._new_epoch()
-        if s.process_start_time is not None:
-            self._last_start_time = s.process_start_time
-        if s.generation_tokens is not None:
-            self._last_gen_tokens = s.generation_tokens
         if s.cache_config:
             self._last_cache_config = s.cache_config
 
@@ -207,11 +198,24 @@ class Pipeline:
         self._ticks += 1
         if tick.models is not None:
             self.set_models(tick.models)
+        restarted = False
+        if isinstance(tick.vllm, VllmSample):
+            v = tick.vllm
+            verdict = self._identity.observe(v.observed_at, v.process_start_time,
+                                             v.generation_tokens)  # fmt: skip
+            if verdict == "several":
+                # Figures mixing processes would be wrong: refuse the poll, say why.
+                tick = replace(tick, vllm=PollError(v.observed_at, "several_servers", SEVERAL))
+            restarted = verdict == "restart"
         self._record(SOURCES_VLLM, tick.vllm, tick.vllm_duration)
         if self.gpu_source_name:
             self._record(self.gpu_source_name, tick.gpu, tick.gpu_duration)
         if isinstance(tick.vllm, VllmSample):
-            self._note_changes(tick.vllm)
+            self._note_changes(tick.vllm, restarted)
+        if restarted:
+            # The open window's polls belong to the process that is gone: a window never
+            # spans two processes (their counters and histograms do not subtract).
+            self._buf = []
         times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
         if times:
             self._buf.append((max(times), tick))

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from exporter.samples import GpuReading, GpuSample, PollError
+from exporter.samples import GpuReading, GpuSample, PollError, plausible
 
 GPU_SOURCES = ("nvml", "dcgm")
 
@@ -38,33 +41,68 @@ def _open_text(path: Path, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
-def read_entries(path: Path) -> Iterator[dict[str, Any]]:
-    """Poll entries in file order (the header skipped); a bad line raises RecordingError."""
+@dataclass
+class Damage:
+    """Where a recording stopped being readable: a recording cut short (the recorder was killed,
+    the disk filled) ends in a partial line or an unfinished gzip stream. Every entry before
+    that is used; this says what was dropped."""
+
+    where: str | None = None
+    dropped_lines: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.where}; {self.dropped_lines} partial line(s) dropped"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _lines(path: Path, damage: Damage) -> Iterator[tuple[int, str]]:
+    """(line number, text) in file order; an unfinished gzip stream ends the iteration and is
+    noted in ``damage``."""
+    n = 0
     try:
         with _open_text(path, "r") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as e:
-                    raise RecordingError(f"{path}:{n}: not JSON: {e}") from None
-                if not isinstance(obj, dict):
-                    raise RecordingError(f"{path}:{n}: expected a JSON object")
-                if "recording" in obj and n == 1:
-                    continue
-                t, source = obj.get("t"), obj.get("source")
-                if not isinstance(t, (int, float)) or isinstance(t, bool) or t != t:
-                    raise RecordingError(f"{path}:{n}: 't' must be a number")
-                if not isinstance(source, str):
-                    raise RecordingError(f"{path}:{n}: 'source' must be a string")
-                if "error" in obj and not isinstance(obj["error"], str):
-                    raise RecordingError(f"{path}:{n}: 'error' must be a string")
-                if "body" in obj and not isinstance(obj["body"], str):
-                    raise RecordingError(f"{path}:{n}: 'body' must be a string")
-                obj["_line"] = n
-                yield obj
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as e:
+            for n, line in enumerate(f, 1):  # noqa: B007 - n is read after the loop
+                yield n, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        damage.where = f"{path}: compressed data ends early after line {n} ({e})"
+        damage.dropped_lines = 1
+
+
+def read_entries(path: Path, damage: Damage | None = None) -> Iterator[dict[str, Any]]:
+    """Poll entries in file order (the header skipped). A bad line raises RecordingError; a
+    damaged tail (see :class:`Damage`) ends the entries and is noted in ``damage``."""
+    damage = damage if damage is not None else Damage()
+    try:
+        for n, line in _lines(path, damage):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line, parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as e:
+                if not line.endswith("\n"):  # the last line, cut short
+                    damage.where = f"{path}:{n}: the last line is cut short"
+                    damage.dropped_lines = 1
+                    return
+                raise RecordingError(f"{path}:{n}: not JSON: {e}") from None
+            if not isinstance(obj, dict):
+                raise RecordingError(f"{path}:{n}: expected a JSON object")
+            if "recording" in obj and n == 1:
+                continue
+            t, source = obj.get("t"), obj.get("source")
+            if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t < 1e11:
+                raise RecordingError(f"{path}:{n}: 't' must be a Unix time in seconds")
+            if not isinstance(source, str):
+                raise RecordingError(f"{path}:{n}: 'source' must be a string")
+            if "error" in obj and not isinstance(obj["error"], str):
+                raise RecordingError(f"{path}:{n}: 'error' must be a string")
+            if "body" in obj and not isinstance(obj["body"], str):
+                raise RecordingError(f"{path}:{n}: 'body' must be a string")
+            obj["_line"] = n
+            yield obj
+    except (OSError, UnicodeDecodeError) as e:
         raise RecordingError(f"{path}: cannot read: {e}") from None
 
 
@@ -105,12 +143,15 @@ def gpu_sample_from_entry(entry: dict[str, Any], observed_at: float) -> GpuSampl
         gpm = g.get("gpm")
         if isinstance(gpm, dict) and isinstance(gpm.get("dram_bw_util"), (int, float)):
             values["dram_bw_util_pct"] = float(gpm["dram_bw_util"])
+        # Out-of-range values (an infinity, a sentinel) are left out, as a live reading's are.
         readings.append(
-            GpuReading(
-                index=g["index"],
-                uuid=str(g.get("uuid", f"GPU-{g['index']}")),
-                name=g.get("name") if isinstance(g.get("name"), str) else None,
-                **values,
+            plausible(
+                GpuReading(
+                    index=g["index"],
+                    uuid=str(g.get("uuid", f"GPU-{g['index']}")),
+                    name=g.get("name") if isinstance(g.get("name"), str) else None,
+                    **values,
+                )
             )
         )
     return GpuSample(observed_at, tuple(readings))
@@ -136,14 +177,30 @@ def gpu_entry(sample: GpuSample | PollError, source: str = "nvml") -> dict[str, 
 
 
 class RecordingWriter:
-    """Appends entries as JSON Lines; gzip when the file name ends in ``.gz``."""
+    """Appends entries as JSON Lines; gzip when the file name ends in ``.gz``.
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+    The stream is flushed at least every ``flush_every`` seconds (a gzip sync point), so a
+    recorder killed without warning still leaves everything up to the last flush readable.
+    A failed write (a full disk) raises OSError; the caller stops recording.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        header: dict[str, Any],
+        flush_every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._f = _open_text(path, "w")
+        self._clock, self._every = clock, flush_every
+        self._flushed = clock()
         self.write({"recording": 1, **header})
 
     def write(self, entry: dict[str, Any]) -> None:
-        self._f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._f.write(json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n")
+        if self._clock() - self._flushed >= self._every:
+            self._f.flush()
+            self._flushed = self._clock()
 
     def close(self) -> None:
         self._f.close()

@@ -66,7 +66,7 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
 
     return {
         "version": __version__,
-        "model": a.model_name,
+        "model": a.model_name or ",".join(a.model_names) or None,
         "model_catalog": res.model_catalog if res else "",
         "gpu_catalog": res.gpu.name if res and res.gpu else "",
         "dtype": res.dtype if res else None,
@@ -138,7 +138,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
     gpu = f"{', '.join(gpu_names)} x{len(a.gpus)}" if a.gpus else "no GPU data"
     if res and res.gpu:
         gpu += f" (catalog: {res.gpu.name})"
-    model = a.model_name or "unknown"
+    model = a.model_name or ", ".join(a.model_names) or "unknown"
     if res and res.model_catalog:
         model += f" (catalog: {res.model_catalog}, {res.dtype})"
     add(f"Model      {model}")

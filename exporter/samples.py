@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 INF = math.inf
 
@@ -37,7 +38,8 @@ class VllmSample:
     """One successful read of vLLM's ``/metrics``, timestamped when the poll completed."""
 
     observed_at: float
-    model_name: str | None = None
+    model_name: str | None = None  # None when the body names several models
+    model_names: tuple[str, ...] = ()  # every model_name label value in the body
     running: float | None = None
     waiting: float | None = None
     kv_usage: float | None = None  # 0-1, max over engines
@@ -79,6 +81,39 @@ class GpuReading:
     dram_bw_util_pct: float | None = None  # GPM, over the last GPM interval
 
 
+# What a GPU can physically report, per GpuReading field; a reading outside it (NVML's
+# 0xFFFFFFFF for "not available", a NaN in a recording, a corrupt dcgm series) is not data.
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "util_gpu_pct": (0.0, 100.0),
+    "util_mem_pct": (0.0, 100.0),
+    "power_watts": (0.0, 10_000.0),
+    "power_limit_watts": (1.0, 10_000.0),
+    "mem_used_bytes": (0.0, 2.0**44),  # 16 TiB
+    "mem_total_bytes": (1.0, 2.0**44),
+    "temperature_c": (0.0, 150.0),
+    "sm_clock_mhz": (0.0, 10_000.0),
+    "energy_mj": (0.0, 1e18),
+    "dram_bw_util_pct": (0.0, 100.0),
+}
+
+
+def plausible(reading: GpuReading) -> GpuReading:
+    """The reading with every value outside :data:`PLAUSIBLE` (or not finite) made absent.
+
+    >>> r = plausible(GpuReading(0, "GPU-a", util_gpu_pct=4294967295.0, power_watts=300.0))
+    >>> r.util_gpu_pct, r.power_watts
+    (None, 300.0)
+    """
+    bad: dict[str, Any] = {
+        f.name: None
+        for f in fields(reading)
+        if f.name in PLAUSIBLE
+        and (v := getattr(reading, f.name)) is not None
+        and not (PLAUSIBLE[f.name][0] <= v <= PLAUSIBLE[f.name][1])  # NaN fails too
+    }
+    return replace(reading, **bad) if bad else reading
+
+
 @dataclass(frozen=True, slots=True)
 class GpuSample:
     """All selected GPUs at one poll."""
@@ -107,10 +142,14 @@ class ModelsInfo:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """The two sources' results for one scheduled poll, plus how long each poll took."""
+    """The sources' results for one scheduled poll, plus how long each poll took. A source
+    with nothing new this tick (not due, or its last poll still running) is None. The raw
+    texts are for recordings only; the engine never keeps them."""
 
     vllm: VllmSample | PollError | None
     gpu: GpuSample | PollError | None
     vllm_duration: float | None = None
     gpu_duration: float | None = None
     models: ModelsInfo | None = None
+    vllm_body: str | None = None
+    models_body: str | None = None

@@ -65,7 +65,7 @@ def dcgm_endpoint() -> Iterator[tuple[str, dict[str, Any]]]:
 
 def test_source_reports_failures_and_recovers(dcgm_endpoint: tuple[str, dict[str, Any]]) -> None:
     url, state = dcgm_endpoint
-    src = DcgmSource(url, OURS, timeout=2.0, clock=lambda: 3.0)
+    src = DcgmSource(url, OURS, deadline=2.0, clock=lambda: 3.0)
     assert isinstance(src.poll(edge=False), GpuSample)
     state["code"] = 503
     err = src.poll(edge=False)

@@ -85,7 +85,7 @@ class Rig:
 
     def __init__(self, url: str, gpu: Any = None) -> None:
         self.clock = Clock()
-        self.fetcher = VllmFetcher(url, timeout=0.2, clock=self.clock)
+        self.fetcher = VllmFetcher(url, deadline=0.5, clock=self.clock)
         self.pipeline = Pipeline(horizon_seconds=10.0, poll_interval=0.25)
         self.loop = PollLoop(self.pipeline, self.fetcher, gpu, interval=0.25)
 
@@ -152,13 +152,11 @@ def test_http_faults(endpoint: tuple[str, Endpoint], mode: str) -> None:
     url, ep = endpoint
     if mode == "refused":
         url = "http://127.0.0.1:9"  # nothing listens on the discard port
-    rig = Rig(url)
-    if mode == "refused":
-        rig.fetcher.base_url, rig.fetcher.metrics_url = endpoint[0], endpoint[0] + "/metrics"
+    rig = Rig(endpoint[0])
 
     def start() -> None:
-        if mode == "refused":
-            rig.fetcher.metrics_url = "http://127.0.0.1:9/metrics"
+        if mode == "refused":  # vLLM moves to a port where nothing listens
+            rig.loop.replace_sources(VllmFetcher(url, deadline=0.5, clock=rig.clock), None)
         ep.mode = mode
 
     def stop() -> None:
@@ -168,7 +166,8 @@ def test_http_faults(endpoint: tuple[str, Endpoint], mode: str) -> None:
         reason = HTTP_FAULTS[mode]
         assert m[("vllm_profile_poll_errors_total", (("reason", reason), ("source", "vllm")))] >= 17
         assert (THROUGHPUT, ()) not in m  # vanished, not stale
-        rig.fetcher.metrics_url = endpoint[0] + "/metrics"
+        if mode == "refused":
+            rig.loop.replace_sources(VllmFetcher(endpoint[0], deadline=0.5, clock=rig.clock), None)
         ep.mode = "ok"
 
     run_fault(rig, ep, start, stop)

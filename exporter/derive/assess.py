@@ -53,7 +53,8 @@ def _positive(v: float | None) -> float | None:
 def assess(agg: Aggregate, s: RooflineSettings) -> Assessment:
     res = resolve(
         s,
-        model_name=agg.model_name,
+        model_name=agg.model_name if len(agg.model_names) <= 1 else None,
+        several_models=len(agg.model_names) > 1,
         gpu_names=[g.name or "" for g in agg.gpus],
         cache_config=agg.cache_config,
     )

@@ -24,14 +24,21 @@ class HistDelta:
 
 
 def delta(first: Histogram, last: Histogram) -> HistDelta | None:
-    """``last − first``; None when the bounds changed or any series went backwards (a reset)."""
+    """``last − first``; None when the bounds changed or any series went backwards (a reset).
+
+    >>> h = lambda s, c: Histogram((1.0, math.inf), (c, c), s, c)
+    >>> delta(h(5.0, 2), h(9.0, 3)).sum, delta(h(600.0, 2), h(8.0, 3))
+    (4.0, None)
+    """
     if first.bounds != last.bounds:
         return None
     cum = tuple(b - a for a, b in zip(first.cumulative, last.cumulative, strict=True))
     d_count = last.count - first.count
     d_sum = last.sum - first.sum
-    if d_count < 0 or any(c < 0 for c in cum):
-        return None
+    if d_count < 0 or d_sum < 0 or any(c < 0 for c in cum):
+        return None  # a reset: a series went backwards (the sum too: observations are ≥ 0)
+    if d_count == 0 and d_sum != 0:
+        return None  # the sum moved without an observation: not one process's histogram
     return HistDelta(last.bounds, cum, d_sum, d_count)
 
 

@@ -48,6 +48,7 @@ class Aggregate:
     vllm_fresh: bool = False  # the latest window holds vLLM data
     gpu_fresh: bool = False
     model_name: str | None = None
+    model_names: tuple[str, ...] = ()
     cache_config: Mapping[str, str] = field(default_factory=dict)
     generation_tps: float | None = None
     prompt_tps: float | None = None
@@ -217,6 +218,7 @@ def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
         vllm_fresh=last.vllm_polls > 0 and last.vllm_answered,
         gpu_fresh=gpu_fresh,
         model_name=next((w.model_name for w in reversed(all_ws) if w.model_name), None),
+        model_names=next((w.model_names for w in reversed(all_ws) if w.model_names), ()),
         cache_config=(last_eval or last).cache_config,
         generation_tps=_weighted(active, lambda w: w.generation_tps),
         prompt_tps=_weighted(active, lambda w: w.rate(w.d_prompt_tokens)),

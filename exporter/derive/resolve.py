@@ -99,6 +99,7 @@ def resolve(
     model_name: str | None,
     gpu_names: list[str],
     cache_config: Mapping[str, str],
+    several_models: bool = False,
 ) -> Resolved:
     reasons: list[str] = []
     gpu = resolve_gpu(s.catalog, gpu_names)
@@ -119,7 +120,7 @@ def resolve(
     else:
         rp = wp = None
         model_catalog = ""
-        reasons.append("unknown_model")
+        reasons.append("several_models" if several_models else "unknown_model")
     dtype, dtype_source = resolve_dtype(s, model_name, cache_config, model)
     flops: float | None = None
     bw: float | None = None

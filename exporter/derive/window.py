@@ -46,6 +46,7 @@ class Window:
     vllm_observed_at: float | None = None
     gpu_observed_at: float | None = None
     model_name: str | None = None
+    model_names: tuple[str, ...] = ()
     cache_config: Mapping[str, str] = field(default_factory=dict)
     process_start_time: float | None = None
     running: float | None = None  # time-weighted means
@@ -250,6 +251,7 @@ def build_window(
         vllm_observed_at=last.observed_at,
         gpu_observed_at=gpu_at,
         model_name=_last_str([p.model_name for p in v]),
+        model_names=next((p.model_names for p in reversed(v) if p.model_names), ()),
         cache_config=last.cache_config,
         process_start_time=last.process_start_time,
         running=time_weighted_mean(series(lambda p: p.running)),

@@ -7,6 +7,7 @@ GPU data, so a dead source makes its figures vanish instead of going stale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -19,8 +20,10 @@ from exporter.derive.diagnosis import Diagnosis, RuleStatus
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.loop import LoopStats
 from exporter.pipeline import Snapshot
+from exporter.ratelog import rate_limited
 
 NS = "vllm_profile"
+log = rate_limited(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,17 @@ class ExportSettings:
     tensor_parallel_source: str = "default"
 
 
+def _exportable(name: str, value: float | None) -> bool:
+    """Present and finite. Inputs are checked where they enter, so a NaN or an infinity here
+    is a bug upstream: it is left out (never exported) and said once a minute."""
+    if value is None:
+        return False
+    if math.isfinite(value):
+        return True
+    log.warning("not exporting %s: the computed value is %s", name, value)
+    return False
+
+
 def _h(text: str, settings: ExportSettings) -> str:
     return text.replace("{H}", f"{settings.horizon_seconds:g}s")
 
@@ -49,7 +63,8 @@ class _Families:
         self.out: list[Metric] = []
 
     def gauge(self, name: str, doc: str, value: float | None) -> None:
-        if value is not None:
+        if _exportable(name, value):
+            assert value is not None
             g = GaugeMetricFamily(f"{NS}_{name}", _h(doc, self.settings))
             g.add_metric([], value)
             self.out.append(g)
@@ -57,7 +72,7 @@ class _Families:
     def labelled(
         self, name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], float | None]]
     ) -> None:
-        present = [(lv, v) for lv, v in rows if v is not None]
+        present = [(lv, v) for lv, v in rows if _exportable(name, v)]
         if present:
             g = GaugeMetricFamily(f"{NS}_{name}", _h(doc, self.settings), labels=labels)
             for lv, v in present:
@@ -551,7 +566,7 @@ def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     info.add_metric(
         [
             settings.version,
-            a.model_name or "",
+            a.model_name or ",".join(a.model_names),
             gpu_name,
             res.gpu.name if res and res.gpu else "",
             res.model_catalog if res else "",
@@ -632,21 +647,22 @@ class SnapshotCollector(Collector):
     def __init__(
         self,
         get_snapshot: Callable[[], Snapshot],
-        settings: ExportSettings,
+        settings: ExportSettings | Callable[[], ExportSettings],
         loop_stats: Callable[[], LoopStats] | None = None,
         part: Literal["all", "poll", "window"] = "all",
     ) -> None:
         self._get = get_snapshot
-        self._settings = settings
+        self._settings = settings if callable(settings) else (lambda: settings)
         self._loop_stats = loop_stats
         self._part = part
 
     def collect(self) -> Iterator[Metric]:
         snap = self._get()
+        settings = self._settings()
         if self._part != "window":
-            yield from poll_families(snap, self._settings)
+            yield from poll_families(snap, settings)
         if self._part != "poll":
-            yield from window_families(snap, self._settings)
+            yield from window_families(snap, settings)
         if self._loop_stats is not None and self._part == "all":
             yield from schedule_families(self._loop_stats())
 

@@ -1,6 +1,8 @@
 """The exporter's HTTP routes: ``/metrics``, a landing page at ``/``, and health endpoints.
 
 The transport lives in :mod:`exporter.export.server`; this module only maps requests to answers.
+Routes run on the server's event loop, so every answer here is cheap: ``/metrics`` bodies come
+from a cache that renders once per change of what they show.
 """
 
 from __future__ import annotations
@@ -8,12 +10,15 @@ from __future__ import annotations
 import gzip
 import html
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import generate_latest as _text_encoder
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as _openmetrics_encoder
 from prometheus_client.registry import Collector
 
 from exporter.export.server import Handler, Request, Response
@@ -21,7 +26,82 @@ from exporter.export.server import Handler, Request, Response
 OPENMETRICS_EOF = b"# EOF\n"
 
 
-def landing_page(version: str, vllm_url: str, demo: bool) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Format:
+    """An exposition format: what Content-Type says, and how families become bytes."""
+
+    content_type: str
+    encode: Callable[[Collector], bytes]
+
+
+TEXT = Format("text/plain; version=0.0.4; charset=utf-8", _text_encoder)
+OPENMETRICS = Format(
+    "application/openmetrics-text; version=1.0.0; charset=utf-8", _openmetrics_encoder
+)
+_OPENMETRICS_VERSIONS = ("", "0.0.1", "1.0.0")  # what the encoder above can honestly claim
+
+
+def _media_ranges(header: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """``Accept``-style entries → (lower-cased value, parameters, q). A malformed q is 0."""
+    for part in header.split(","):
+        fields = part.split(";")
+        value = fields[0].strip().lower()
+        if not value:
+            continue
+        params: dict[str, str] = {}
+        for f in fields[1:]:
+            k, _, v = f.partition("=")
+            params[k.strip().lower()] = v.strip().strip('"')
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            q = 0.0
+        yield value, params, q if 0.0 <= q <= 1.0 else 0.0
+
+
+def negotiate(accept: str) -> Format:
+    """The format to answer an ``Accept`` header with: OpenMetrics 1.0.0 when the client ranks
+    it at least as high as plain text, else the text format 0.0.4. Never an error: a client
+    asking only for something we cannot produce gets the text format, as Prometheus expects.
+
+    >>> negotiate("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4").content_type
+    'application/openmetrics-text; version=1.0.0; charset=utf-8'
+    >>> negotiate("application/openmetrics-text; version=7.1") is TEXT
+    True
+    >>> negotiate("") is TEXT
+    True
+    """
+    om = text = 0.0
+    for value, params, q in _media_ranges(accept):
+        if value == "application/openmetrics-text":
+            if params.get("version", "") in _OPENMETRICS_VERSIONS:
+                om = max(om, q)
+        elif value in ("text/plain", "text/*", "*/*"):
+            text = max(text, q)
+    return OPENMETRICS if om > 0 and om >= text else TEXT
+
+
+def gzip_accepted(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (``gzip;q=0`` forbids it; ``*`` allows it unless
+    gzip is named).
+
+    >>> gzip_accepted("gzip, deflate"), gzip_accepted("gzip;q=0, identity"), gzip_accepted("*")
+    (True, False, True)
+    """
+    named: float | None = None
+    star: float | None = None
+    for value, _, q in _media_ranges(accept_encoding):
+        if value in ("gzip", "x-gzip"):
+            named = q if named is None else max(named, q)
+        elif value == "*":
+            star = q
+    if named is not None:
+        return named > 0
+    return star is not None and star > 0
+
+
+def landing_page(version: str, target: str, demo: bool) -> bytes:
+    """``target`` must already be safe to show (credentials redacted)."""
     note = (
         "<p><b>Demo mode:</b> serving a bundled recording of a real vLLM server, "
         "not a live endpoint.</p>"
@@ -31,9 +111,19 @@ def landing_page(version: str, vllm_url: str, demo: bool) -> bytes:
     return (
         "<!doctype html><html><head><title>vllm-profile-exporter</title></head><body>"
         f"<h1>vllm-profile-exporter {html.escape(version)}</h1>{note}"
-        f"<p>Profiling vLLM at <code>{html.escape(vllm_url)}</code>.</p>"
+        f"<p>Profiling vLLM at <code>{html.escape(target)}</code>.</p>"
         '<p><a href="/metrics">Metrics</a></p></body></html>'
     ).encode()
+
+
+class _Fixed(Collector):
+    """Families already collected, handed to an encoder."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
 class RenderCache:
@@ -42,8 +132,12 @@ class RenderCache:
     The body is made of parts, each a collector with a key that changes exactly when its output
     may: the poll-health part changes every poll (250 ms), the derived part only when a window
     closes (~2 s). Scrapers arriving together share one rendering, and a poll that only moves
-    the health part costs a small rendering, not the whole body's (a few ms of Python).
+    the health part costs a small rendering, not the whole body's. Filtered scrapes (``name[]``)
+    encode only the families asked for, from the same collected families, and the last few
+    filters' bodies are kept, so no query string can make every request a full rendering.
     """
+
+    FILTERS_KEPT = 16
 
     def __init__(self, parts: Sequence[tuple[Sequence[Collector], Callable[[], object]]]) -> None:
         self._registries = []
@@ -55,80 +149,92 @@ class RenderCache:
         self._keys_of = [key for _, key in parts]
         self._lock = threading.Lock()
         self._keys: tuple[object, ...] | None = None
-        self._bodies: dict[tuple[str, bool], bytes] = {}
-        self._part_cache: list[tuple[object, dict[str, bytes]]] = [
-            (None, {}) for _ in self._registries
+        self._bodies: dict[tuple[Format, bool], bytes] = {}
+        self._filtered: OrderedDict[tuple[frozenset[str], Format, bool], bytes] = OrderedDict()
+        # per part: (key, its families, its text per format)
+        self._part_cache: list[tuple[object, list[Metric] | None, dict[Format, bytes]]] = [
+            (None, None, {}) for _ in self._registries
         ]
 
-    def _render_part(
-        self, i: int, key: object, content_type: str, encoder: Callable[..., bytes]
-    ) -> bytes:
-        cached_key, texts = self._part_cache[i]
-        if cached_key is not key and cached_key != key:
-            texts = {}
-            self._part_cache[i] = (key, texts)
-        text = texts.get(content_type)
-        if text is None:
-            text = texts[content_type] = encoder(self._registries[i])
-        return text
+    def _part(self, i: int, key: object) -> tuple[list[Metric], dict[Format, bytes]]:
+        cached_key, families, texts = self._part_cache[i]
+        if families is None or (cached_key is not key and cached_key != key):
+            families, texts = list(self._registries[i].collect()), {}
+            self._part_cache[i] = (key, families, texts)
+        return families, texts
 
-    def __call__(self, accept: str, gzip_ok: bool) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept)
+    def _refresh(self) -> tuple[object, ...]:
         keys = tuple(key() for key in self._keys_of)
+        if keys != self._keys:
+            self._keys, self._bodies = keys, {}
+            self._filtered.clear()
+        return keys
+
+    def __call__(self, fmt: Format, gzip_ok: bool) -> bytes:
         with self._lock:
-            if keys != self._keys:
-                self._keys, self._bodies = keys, {}
-            body = self._bodies.get((content_type, gzip_ok))
+            keys = self._refresh()
+            body = self._bodies.get((fmt, gzip_ok))
             if body is None:
-                texts = [self._render_part(i, k, content_type, encoder) for i, k in enumerate(keys)]
+                texts = []
+                for i, k in enumerate(keys):
+                    families, part_texts = self._part(i, k)
+                    text = part_texts.get(fmt)
+                    if text is None:
+                        text = part_texts[fmt] = fmt.encode(_Fixed(families))
+                    texts.append(text)
                 if texts and texts[-1].endswith(OPENMETRICS_EOF):  # one EOF, at the very end
                     texts = [t.removesuffix(OPENMETRICS_EOF) for t in texts[:-1]] + texts[-1:]
                 body = b"".join(texts)
                 if gzip_ok:
                     body = gzip.compress(body, compresslevel=1)
-                self._bodies[(content_type, gzip_ok)] = body
-        return body, content_type
+                self._bodies[(fmt, gzip_ok)] = body
+        return body
 
-
-class _Only(Collector):
-    """The families named in ``name[]`` (by family or sample name). prometheus_client's own
-    restricted registry finds collectors by the names they describe, and ours describe none
-    (their families come and go with the data)."""
-
-    def __init__(self, registry: CollectorRegistry, names: set[str]) -> None:
-        self._registry, self._names = registry, names
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self._registry.collect():
-            if family.name in self._names or any(s.name in self._names for s in family.samples):
-                yield family
+    def filtered(self, names: frozenset[str], fmt: Format, gzip_ok: bool) -> bytes:
+        """Only the families named (by family or sample name), as ``name[]`` asks."""
+        with self._lock:
+            keys = self._refresh()
+            key = (names, fmt, gzip_ok)
+            body = self._filtered.get(key)
+            if body is None:
+                chosen = [
+                    f
+                    for i, k in enumerate(keys)
+                    for f in self._part(i, k)[0]
+                    if f.name in names or any(s.name in names for s in f.samples)
+                ]
+                body = fmt.encode(_Fixed(chosen))
+                if gzip_ok:
+                    body = gzip.compress(body, compresslevel=1)
+                self._filtered[key] = body
+                while len(self._filtered) > self.FILTERS_KEPT:
+                    self._filtered.popitem(last=False)
+            else:
+                self._filtered.move_to_end(key)
+        return body
 
 
 def _text(status: int, body: bytes) -> Response:
     return Response(status, body, (("Content-Type", "text/plain; charset=utf-8"),))
 
 
+MAX_NAMES = 64  # name[] values in one filtered scrape
+
+
 def make_handler(
-    registry: CollectorRegistry,
-    landing: bytes,
-    ready: Callable[[], bool],
-    cache: RenderCache | None = None,
+    cache: RenderCache, landing: Callable[[], bytes], ready: Callable[[], bool]
 ) -> Handler:
-    """Routes. ``registry`` holds every family (used for ``name[]`` filtered scrapes, and for
-    all scrapes without a ``cache``)."""
+    """The routes: ``/metrics`` from ``cache``, ``/`` the landing page, health endpoints."""
 
     def metrics(request: Request) -> Response:
-        accept = request.headers.get("accept", "")
-        gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
-        if request.query or cache is None:  # name[] filters; any query string skips the cache
-            names = parse_qs(request.query).get("name[]")
-            encoder, content_type = choose_encoder(accept)
-            body = encoder(_Only(registry, set(names)) if names else registry)
-            if gzip_ok:
-                body = gzip.compress(body, compresslevel=1)
+        fmt = negotiate(request.headers.get("accept", ""))
+        gzip_ok = gzip_accepted(request.headers.get("accept-encoding", ""))
+        names = parse_qs(request.query, max_num_fields=MAX_NAMES).get("name[]", [])
+        if names:
+            body = cache.filtered(frozenset(names), fmt, gzip_ok)
         else:
-            body, content_type = cache(accept, gzip_ok)
-        headers = [("Content-Type", content_type)]
+            body = cache(fmt, gzip_ok)
+        headers = [("Content-Type", fmt.content_type), ("Vary", "Accept, Accept-Encoding")]
         if gzip_ok:
             headers.append(("Content-Encoding", "gzip"))
         return Response(200, body, tuple(headers))
@@ -139,9 +245,12 @@ def make_handler(
                             (("Content-Type", "text/plain"), ("Allow", "GET, HEAD")))  # fmt: skip
         path = request.path
         if path == "/metrics":
-            return metrics(request)
+            try:
+                return metrics(request)
+            except ValueError:  # more name[] values than MAX_NAMES
+                return _text(400, b"Too many query parameters\n")
         if path == "/":
-            return Response(200, landing, (("Content-Type", "text/html; charset=utf-8"),))
+            return Response(200, landing(), (("Content-Type", "text/html; charset=utf-8"),))
         if path == "/-/healthy":
             return _text(200, b"OK\n")
         if path == "/-/ready":

@@ -11,13 +11,16 @@
     http_server_config:
       headers: {X-Frame-Options: deny}
 
-Unknown keys are errors, as in exporter-toolkit.
+Unknown keys are errors, as in exporter-toolkit, and so are response headers other than the
+security headers exporter-toolkit allows.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -25,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from exporter.config import ConfigError
+from exporter.yamlsafe import YamlError, load_yaml
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -44,6 +46,18 @@ CLIENT_AUTH = {
 }
 
 
+# The response headers exporter-toolkit lets a web config set.
+ALLOWED_HEADERS = (
+    "Strict-Transport-Security",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+)
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+MAX_BCRYPT_COST = 16  # ~5 s a check here; more would tie up the checking thread for minutes
+
+
 @dataclass(frozen=True)
 class WebConfig:
     ssl_context: ssl.SSLContext | None = None
@@ -51,13 +65,14 @@ class WebConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def _mapping(value: Any, where: str, allowed: set[str], path: Path) -> dict[str, Any]:
+def _mapping(value: Any, where: str, allowed: set[str] | None, path: Path) -> dict[str, Any]:
+    """``value`` as a mapping with text keys, all in ``allowed`` (None: any key)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ConfigError(f"--web.config.file {path}: {where} must be a mapping")
     for k in value:
-        if k not in allowed:
+        if not isinstance(k, str) or (allowed is not None and k not in allowed):
             raise ConfigError(f"--web.config.file {path}: unknown key {where}.{k}")
     return value
 
@@ -65,9 +80,11 @@ def _mapping(value: Any, where: str, allowed: set[str], path: Path) -> dict[str,
 def load_web_config(path: Path) -> WebConfig:
     """Read and validate the file; build the TLS context. Raises ConfigError naming the key."""
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"--web.config.file {path}: {e}") from None
+        doc = load_yaml(path.read_bytes(), f"--web.config.file {path}")
+    except OSError as e:
+        raise ConfigError(f"--web.config.file {path}: cannot read: {e.strerror}") from None
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
     top = _mapping(
         doc, "top level", {"tls_server_config", "basic_auth_users", "http_server_config"}, path
     )
@@ -84,13 +101,11 @@ def load_web_config(path: Path) -> WebConfig:
         },
         path,
     )
-    users = _mapping(
-        top.get("basic_auth_users"),
-        "basic_auth_users",
-        set((top.get("basic_auth_users") or {}).keys()),
-        path,
-    )
+    users = _mapping(top.get("basic_auth_users"), "basic_auth_users", None, path)
     http = _mapping(top.get("http_server_config"), "http_server_config", {"headers"}, path)
+    for key, value in tls.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"--web.config.file {path}: tls_server_config.{key}: expected text")
     base = path.parent
 
     ctx = None
@@ -132,18 +147,27 @@ def load_web_config(path: Path) -> WebConfig:
             )
     hashes: dict[str, bytes] = {}
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        m = _BCRYPT.fullmatch(hashed) if isinstance(hashed, str) else None
+        if m is None or not isinstance(user, str) or ":" in user:
             raise ConfigError(
                 f"--web.config.file {path}: basic_auth_users.{user}: expected a bcrypt hash"
             )
-        hashes[str(user)] = hashed.encode()
+        if not 4 <= int(m.group(1)) <= MAX_BCRYPT_COST:
+            raise ConfigError(
+                f"--web.config.file {path}: basic_auth_users.{user}: bcrypt cost "
+                f"{int(m.group(1))} is outside 4..{MAX_BCRYPT_COST} (10-12 is usual)"
+            )
+        hashes[user] = hashed.encode()
     headers = _mapping(
-        http.get("headers"),
-        "http_server_config.headers",
-        set((http.get("headers") or {}).keys()),
-        path,
+        http.get("headers"), "http_server_config.headers", set(ALLOWED_HEADERS), path
     )
-    return WebConfig(ctx, hashes, {str(k): str(v) for k, v in headers.items()})
+    for name, value in headers.items():
+        if not isinstance(value, str) or not value.isprintable():
+            raise ConfigError(
+                f"--web.config.file {path}: http_server_config.headers.{name}: "
+                "expected one line of printable text"
+            )
+    return WebConfig(ctx, hashes, dict(headers))
 
 
 class BasicAuth:
@@ -158,6 +182,10 @@ class BasicAuth:
         self._users, self._bcrypt = users, bcrypt
         self._ok: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
+        # An unknown user is checked against this hash, at the cost of the real ones, so a 401
+        # takes as long for a user that does not exist as for a wrong password.
+        cost = max((int(h[4:6]) for h in users.values()), default=10)
+        self._dummy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
 
     @staticmethod
     def _credential(header: str) -> tuple[str, str] | None:
@@ -171,18 +199,25 @@ class BasicAuth:
 
     def known(self, header: str) -> bool | None:
         cred = self._credential(header)
-        if cred is None or cred[0] not in self._users:
-            return False
+        if cred is None:
+            return False  # no credential at all: nothing about any user is revealed
         key = (cred[0], hashlib.sha256(cred[1].encode()).digest())
         with self._lock:
             return True if key in self._ok else None
 
     def verify(self, header: str) -> bool:
         cred = self._credential(header)
-        if cred is None or (hashed := self._users.get(cred[0])) is None:
+        if cred is None:
             return False
         user, password = cred
-        if not self._bcrypt.checkpw(password.encode(), hashed.replace(b"$2y$", b"$2b$", 1)):
+        hashed = self._users.get(user)
+        secret = password.encode()
+        if hashed is None or len(secret) > 72:
+            # bcrypt reads at most 72 bytes; longer passwords are refused, as exporter-toolkit
+            # refuses them. Either way the answer costs one bcrypt, like a wrong password.
+            self._bcrypt.checkpw(secret[:72], self._dummy)
+            return False
+        if not self._bcrypt.checkpw(secret, hashed.replace(b"$2y$", b"$2b$", 1)):
             return False
         with self._lock:
             if len(self._ok) > 1000:

@@ -18,11 +18,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import requests
-
-from exporter.samples import GpuReading, GpuSample, PollError
+from exporter.samples import GpuReading, GpuSample, PollError, plausible
+from exporter.scrape.http_get import FetchError, HttpGetter, parse_target
 from exporter.scrape.text_format import ParseError, parse_labels, parse_value, split_line
-from exporter.scrape.vllm_fetch import FetchError
 
 MIB = 1024.0 * 1024.0
 # dcgm field -> (GpuReading field, scale to the reading's unit)
@@ -96,49 +94,41 @@ def parse_dcgm_metrics(body: str, observed_at: float, selector: DcgmSelector) ->
         parts = memory.get(uuid, {})
         if "DCGM_FI_DEV_FB_USED" in parts and "DCGM_FI_DEV_FB_FREE" in parts:
             values["mem_total_bytes"] = sum(parts.values()) * MIB
-        readings.append(GpuReading(index=gpu_index, uuid=uuid, name=model, **values))
+        readings.append(plausible(GpuReading(index=gpu_index, uuid=uuid, name=model, **values)))
     return GpuSample(observed_at, tuple(readings))
 
 
 class DcgmSource:
-    """Polls dcgm-exporter; every poll reads the whole body (it is cheap: one HTTP GET)."""
+    """Polls dcgm-exporter; every poll reads the whole body (one HTTP GET, bounded like vLLM's)."""
 
     def __init__(
         self,
         url: str,
         selector: DcgmSelector,
         *,
-        timeout: float,
+        deadline: float,
         clock: Callable[[], float],
         max_body: int = 16 * 1024 * 1024,
     ) -> None:
-        self.url = url
+        self._get = HttpGetter(
+            parse_target(url, "--dcgm-url"),
+            deadline=deadline,
+            max_body=max_body,
+            accept="text/plain;version=0.0.4",
+        )
         self.selector = selector
-        self.timeout = timeout
-        self.max_body = max_body
         self._clock = clock
-        self._session = requests.Session()
-        self._session.trust_env = False
-        self._session.headers.update({"Accept": "text/plain;version=0.0.4"})
-
-    def _get(self) -> str:
-        try:
-            r = self._session.get(self.url, timeout=self.timeout)
-        except requests.Timeout:
-            raise FetchError("timeout", f"no answer from {self.url} in {self.timeout}s") from None
-        except requests.RequestException as e:
-            raise FetchError("connection", f"{self.url}: {type(e).__name__}") from None
-        if r.status_code != 200:
-            raise FetchError("http_status", f"HTTP {r.status_code} from {self.url}")
-        if len(r.content) > self.max_body:
-            raise FetchError("body_too_large", f"over {self.max_body} bytes from {self.url}")
-        return r.text
 
     def poll(self, edge: bool) -> GpuSample | PollError:
         try:
-            return parse_dcgm_metrics(self._get(), self._clock(), self.selector)
+            data = self._get.get()
+            try:
+                body = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise FetchError("malformed", f"body is not UTF-8 (byte {e.start})") from None
+            return parse_dcgm_metrics(body, self._clock(), self.selector)
         except (FetchError, ParseError) as e:
             return PollError(self._clock(), e.reason, e.detail)
 
     def close(self) -> None:
-        self._session.close()
+        self._get.close()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from exporter.samples import GpuReading, GpuSample, PollError
+from exporter.samples import GpuReading, GpuSample, PollError, plausible
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class NvmlSource:
                 energy_mj=None if energy is None else float(energy),
                 dram_bw_util_pct=dram,
             )
-        return reading
+        return plausible(reading)
 
     def poll(self, edge: bool) -> GpuSample | PollError:
         readings = [r for g in self._gpus if (r := self._read(g, edge)) is not None]

@@ -11,9 +11,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exporter.recording import GPU_SOURCES, RecordingError, gpu_sample_from_entry, read_entries
+from exporter.recording import (
+    GPU_SOURCES,
+    Damage,
+    RecordingError,
+    gpu_sample_from_entry,
+    read_entries,
+)
 from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
-from exporter.scrape.vllm_fetch import parse_models
+from exporter.scrape.vllm_fetch import VllmPoll, parse_models
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
 
 T = TypeVar("T")
@@ -32,9 +38,9 @@ def vllm_result(entry: dict[str, Any], observed_at: float) -> VllmSample | PollE
         return PollError(observed_at, e.reason, e.detail)
 
 
-def _vllm_stream(path: Path) -> Iterator[tuple[dict[str, Any], ModelsInfo | None]]:
+def _vllm_stream(path: Path, damage: Damage) -> Iterator[tuple[dict[str, Any], ModelsInfo | None]]:
     models: ModelsInfo | None = None
-    for e in read_entries(path):
+    for e in read_entries(path, damage):
         if e["source"] == "vllm_models":
             models = parse_models(e.get("body", ""), float(e["t"])) or models
         elif e["source"] == "vllm":
@@ -42,27 +48,33 @@ def _vllm_stream(path: Path) -> Iterator[tuple[dict[str, Any], ModelsInfo | None
             models = None
 
 
-def _gpu_stream(path: Path) -> Iterator[dict[str, Any]]:
-    return (e for e in read_entries(path) if e["source"] in GPU_SOURCES)
+def _gpu_stream(path: Path, damage: Damage) -> Iterator[dict[str, Any]]:
+    return (e for e in read_entries(path, damage) if e["source"] in GPU_SOURCES)
 
 
 def _has_source(path: Path, sources: tuple[str, ...]) -> bool:
     return any(e["source"] in sources for e in read_entries(path))
 
 
-def replay_ticks(vllm_path: Path | None, gpu_path: Path | None = None) -> Iterator[Tick]:
+def replay_ticks(
+    vllm_path: Path | None, gpu_path: Path | None = None, damage: list[Damage] | None = None
+) -> Iterator[Tick]:
     """Ticks from recordings, in recorded time.
 
     The vLLM stream sets the pace and the end; a GPU stream from another file is shifted so its
     first entry lines up with the first vLLM entry. A stream that ends early reports
-    ``recording_ended`` errors. With only a GPU recording, the GPU stream sets the pace.
+    ``recording_ended`` errors. With only a GPU recording, the GPU stream sets the pace. A
+    recording with a damaged tail is used up to it; ``damage`` collects what was dropped.
     """
+    vd, gd = Damage(), Damage()
+    if damage is not None:
+        damage += [vd, gd]
     if vllm_path is None and gpu_path is None:
         raise ValueError("nothing to replay")
     if gpu_path is None and vllm_path is not None and _has_source(vllm_path, GPU_SOURCES):
         gpu_path = vllm_path
-    vllm_it = _vllm_stream(vllm_path) if vllm_path is not None else None
-    gpu_it = _gpu_stream(gpu_path) if gpu_path is not None else None
+    vllm_it = _vllm_stream(vllm_path, vd) if vllm_path is not None else None
+    gpu_it = _gpu_stream(gpu_path, gd) if gpu_path is not None else None
     offset: float | None = 0.0 if gpu_path == vllm_path else None
     while True:
         v = next(vllm_it, None) if vllm_it is not None else None
@@ -141,11 +153,11 @@ class ReplayVllmSource(_ReplaySource):
     def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
         super().__init__(path, ("vllm",), clock, loop)
 
-    def poll(self) -> VllmSample | PollError:
-        return self._next(vllm_result)
+    def poll(self, want_models: bool = False) -> VllmPoll:
+        return VllmPoll(self._next(vllm_result))
 
-    def models(self) -> ModelsInfo | None:
-        return None
+    def close(self) -> None:
+        pass
 
 
 class ReplayGpuSource(_ReplaySource):

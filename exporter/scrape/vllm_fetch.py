@@ -1,28 +1,33 @@
-"""I/O half of the vLLM source: GET ``/metrics`` and ``/v1/models`` over one keep-alive session."""
+"""I/O half of the vLLM source: GET ``/metrics`` (and ``/v1/models`` when asked) from one vLLM."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
-
-import requests
+from dataclasses import dataclass
 
 from exporter.samples import ModelsInfo, PollError, VllmSample
+from exporter.scrape.http_get import FetchError, HttpGetter, Target, parse_target
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
+
+__all__ = ["FetchError", "VllmFetcher", "VllmPoll", "parse_models", "split_vllm_url"]
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "text/plain;version=0.0.4"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024  # a 0.33 body with 8 DP engines is well under 1 MB
+MAX_MODELS_BODY = 1024 * 1024
 
 
-class FetchError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+@dataclass(frozen=True, slots=True)
+class VllmPoll:
+    """One poll of a vLLM source: the sample or why not, and the raw text for recordings."""
+
+    result: VllmSample | PollError
+    body: str | None = None  # the /metrics text exactly as received
+    models: ModelsInfo | None = None
+    models_body: str | None = None
 
 
 def split_vllm_url(url: str) -> tuple[str, str]:
@@ -33,93 +38,73 @@ def split_vllm_url(url: str) -> tuple[str, str]:
     >>> split_vllm_url("http://h:8000/")
     ('http://h:8000', 'http://h:8000/metrics')
     """
-    base = url.rstrip("/")
+    base = url.strip().rstrip("/")
     if base.endswith("/metrics"):
         base = base[: -len("/metrics")]
     return base, base + "/metrics"
 
 
+def vllm_target(url: str) -> tuple[Target, Target]:
+    """(the /metrics target, the /v1/models target); ValueError naming ``--vllm-url``."""
+    base, metrics = split_vllm_url(url)
+    return parse_target(metrics, "--vllm-url"), parse_target(base + "/v1/models", "--vllm-url")
+
+
 class VllmFetcher:
-    """Reads vLLM. ``clock`` is the wall clock used to timestamp a poll on completion."""
+    """Reads vLLM. ``clock`` is the wall clock used to timestamp a poll on completion;
+    ``deadline`` bounds each whole exchange (connect, headers, body)."""
 
     def __init__(
         self,
         url: str,
         *,
-        timeout: float,
+        deadline: float,
         clock: Callable[[], float],
         max_body: int = DEFAULT_MAX_BODY,
-        session: requests.Session | None = None,
     ) -> None:
-        self.base_url, self.metrics_url = split_vllm_url(url)
-        self.timeout = timeout
-        self.max_body = max_body
+        metrics, models = vllm_target(url)
+        self.shown = metrics.shown
+        self._metrics = HttpGetter(metrics, deadline=deadline, max_body=max_body, accept=ACCEPT)
+        # Same origin and connection; only the path differs.
+        self._models_path = models.path
         self._clock = clock
-        self._session = session or requests.Session()
-        self._session.headers.update({"Accept": ACCEPT, "Accept-Encoding": "identity"})
-        self._session.trust_env = False  # never route through an environment proxy
-        self.last_body: str | None = None  # the raw text of the last poll, for `record`
-        self.last_models_body: str | None = None
-        # Each URL's GET is prepared once: the same request four times a second need not be
-        # rebuilt each time (URL parsing and header merging were a third of its CPU).
-        self._prepared: dict[str, requests.PreparedRequest] = {}
 
-    def _get(self, url: str) -> str:
-        # `timeout` bounds each socket wait; the deadline bounds a body that trickles in.
-        deadline = time.monotonic() + self.timeout
-        try:
-            prepared = self._prepared.get(url)
-            if prepared is None:
-                prepared = self._session.prepare_request(requests.Request("GET", url))
-                self._prepared[url] = prepared
-            with self._session.send(prepared, timeout=self.timeout, stream=True) as resp:
-                if resp.status_code != 200:
-                    raise FetchError("http_status", f"HTTP {resp.status_code} from {url}")
-                ctype = resp.headers.get("Content-Type", "")
-                if "html" in ctype:
-                    raise FetchError("bad_content_type", f"{ctype!r} from {url}")
-                chunks: list[bytes] = []
-                size = 0
-                # read1 returns whatever has arrived, so the deadline is checked while a slow
-                # body trickles in (iter_content would block until a full chunk or the end).
-                while chunk := resp.raw.read1(65536):
-                    size += len(chunk)
-                    if time.monotonic() > deadline:
-                        raise FetchError("timeout", f"body from {url} took over {self.timeout}s")
-                    if size > self.max_body:
-                        raise FetchError("body_too_large", f"over {self.max_body} bytes from {url}")
-                    chunks.append(chunk)
-        except requests.Timeout:
-            raise FetchError("timeout", f"no answer from {url} in {self.timeout}s") from None
-        except requests.ConnectionError as e:
-            raise FetchError("connection", f"{url}: {type(e).__name__}") from None
-        except requests.RequestException as e:
-            raise FetchError("request", f"{url}: {e}") from None
-        try:
-            return b"".join(chunks).decode("utf-8")
-        except UnicodeDecodeError:
-            raise FetchError("malformed", f"body from {url} is not UTF-8") from None
+    @property
+    def deadline(self) -> float:
+        return self._metrics.deadline
 
-    def poll(self) -> VllmSample | PollError:
-        """One poll of ``/metrics``; never raises for anything vLLM does."""
+    def _text(self, path: str | None = None) -> str:
+        data = self._metrics.get(path)
         try:
-            body = self._get(self.metrics_url)
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FetchError("malformed", f"body is not UTF-8 (byte {e.start})") from None
+
+    def poll(self, want_models: bool = False) -> VllmPoll:
+        """One poll of ``/metrics`` (then ``/v1/models`` if asked and vLLM answered); never
+        raises for anything vLLM does."""
+        try:
+            body = self._text()
             observed = self._clock()
-            self.last_body = body
-            return parse_vllm_metrics(body, observed)
+            sample = parse_vllm_metrics(body, observed)
         except (FetchError, ParseError) as e:
-            self.last_body = None
-            return PollError(self._clock(), e.reason, e.detail)
+            return VllmPoll(PollError(self._clock(), e.reason, e.detail))
+        if not want_models:
+            return VllmPoll(sample, body)
+        text = self._models_text()
+        models = None if text is None else parse_models(text, self._clock())
+        return VllmPoll(sample, body, models, text if models is not None else None)
 
-    def models(self) -> ModelsInfo | None:
-        """``GET /v1/models`` for ``max_model_len``; None when the endpoint does not answer."""
+    def _models_text(self) -> str | None:
         try:
-            text = self._get(self.base_url + "/v1/models")
+            text = self._text(self._models_path)
         except FetchError as e:
             log.debug("GET /v1/models failed: %s", e)
             return None
-        self.last_models_body = text
-        return parse_models(text, self._clock())
+        return text if len(text) <= MAX_MODELS_BODY else None
+
+    def close(self) -> None:
+        self._metrics.close()
 
 
 def parse_models(text: str, observed_at: float) -> ModelsInfo | None:
@@ -128,7 +113,8 @@ def parse_models(text: str, observed_at: float) -> ModelsInfo | None:
         doc = json.loads(text)
         data = doc["data"]
         ids = tuple(str(m["id"]) for m in data)
-        lens = [int(m["max_model_len"]) for m in data if m.get("max_model_len") is not None]
-    except (ValueError, KeyError, TypeError):
+        lens = [m.get("max_model_len") for m in data]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
-    return ModelsInfo(observed_at, max(lens) if lens else None, ids)
+    good = [n for n in lens if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1 << 31]
+    return ModelsInfo(observed_at, max(good) if good else None, ids)

@@ -139,12 +139,17 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
     seen: set[tuple[str, str]] = set()
     hists: dict[str, dict[tuple[tuple[str, str], ...], _HistSeries]] = {}
     cache_config: dict[str, str] | None = None
-    model_name: str | None = None
+    model_names: set[str] = set()
     engines: set[str] = set()
     label_memo: dict[str, dict[str, str]] = {}
     # (histogram field, series label text) → its series: a bucket line costs a dict lookup,
     # not a label parse and sort (a body is mostly bucket lines).
     series_memo: dict[tuple[str, str], _HistSeries] = {}
+
+    def _name_of(labels: dict[str, str]) -> None:
+        name = labels.get("model_name")
+        if name:
+            model_names.add(name)
 
     def _labels(text: str, line: str) -> dict[str, str]:
         parsed = label_memo.get(text)
@@ -170,13 +175,17 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
         if value < 0:
             raise ParseError("negative", f"{name}{{{label_text}}} is {value}")
         kind, field_name = _FAMILIES[family]
+        if kind is not _Kind.HIST and 'model_name="' in label_text:
+            _name_of(_labels(label_text, line))
         if kind is _Kind.HIST:
             # Buckets of one series differ only in `le`: cut it out of the text (cheap) and key
             # the series by the rest, so each series' labels are parsed once, not per bucket.
             le, series_text = _cut_le(label_text)
             s = series_memo.get((field_name, series_text))
             if s is None:
-                series_key = tuple(sorted(_labels(series_text, line).items()))
+                series_labels = _labels(series_text, line)
+                _name_of(series_labels)
+                series_key = tuple(sorted(series_labels.items()))
                 s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
                 series_memo[(field_name, series_text)] = s
             if suffix == "_bucket":
@@ -202,10 +211,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
         else:
             scalars[field_name] = scalars.get(field_name, 0.0) + value
             if field_name == "running":
-                labels = _labels(label_text, line)
-                engines.add(labels.get("engine", ""))
-                if model_name is None:
-                    model_name = labels.get("model_name")
+                engines.add(_labels(label_text, line).get("engine", ""))
 
     if not scalars and not hists and cache_config is None:
         raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
@@ -217,9 +223,13 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
     def plus_external(value: float | None, ext: str) -> float | None:
         return None if value is None else value + scalars.get(ext, 0.0)
 
+    names = tuple(sorted(model_names))
     return VllmSample(
         observed_at=observed_at,
-        model_name=model_name,
+        # Several names in one body (a router in front of several servers, or several models):
+        # the sums mix them, so no one name is claimed for them (SPEC §3.1).
+        model_name=names[0] if len(names) == 1 else None,
+        model_names=names,
         running=scalars.get("running"),
         waiting=scalars.get("waiting"),
         kv_usage=either("kv", "kv_legacy"),
