@@ -149,7 +149,8 @@ class RecordedVllm:
 
 
 class Exporter:
-    """``vllm-profile-exporter serve`` as a subprocess on a free loopback port."""
+    """``vllm-profile-exporter serve`` as a subprocess on a free loopback port; its log is read
+    as it comes, so a test can wait for a line."""
 
     def __init__(
         self,
@@ -159,7 +160,7 @@ class Exporter:
         wrap: Callable[[list[str]], list[str]] = lambda cmd: cmd,
     ) -> None:
         self.port = port or free_port()
-        self.log = b""
+        self._lines: list[str] = []
         self.proc = subprocess.Popen(
             wrap(
                 [
@@ -177,12 +178,35 @@ class Exporter:
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         wait_for(self._ready, 30, "the exporter to answer /-/ready")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._lines.append(raw.decode(errors="replace"))
+
+    @property
+    def log(self) -> str:
+        return "".join(self._lines)
+
+    def wait_log(self, text: str, timeout: float = 20, after: int = 0) -> int:
+        """Wait for a log line containing ``text`` (from line ``after`` on); its index."""
+
+        def found() -> int | None:
+            for i, line in enumerate(self._lines[after:], after):
+                if text in line:
+                    return i + 1
+            return None
+
+        index: int = wait_for(found, timeout, f"log line {text!r}", every=0.05)
+        return index - 1
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
-            out = self.proc.stdout.read() if self.proc.stdout else b""
-            raise AssertionError(f"exporter exited {self.proc.returncode}: {out.decode()}")
+            self._reader.join(5)
+            raise AssertionError(f"exporter exited {self.proc.returncode}: {self.log}")
         return requests.get(self.url + "/-/ready", timeout=2).status_code == 200
 
     @property
@@ -195,13 +219,17 @@ class Exporter:
         return r.text
 
     def stop(self) -> str:
+        """Stop the exporter; its whole log."""
         self.proc.terminate()
         try:
-            out, _ = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        return (out or b"").decode()
+            self.proc.wait()
+        self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.log
 
 
 class Prometheus:

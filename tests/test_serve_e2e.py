@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -159,11 +158,13 @@ def test_sighup_reload_starts_a_new_epoch(tmp_path: Path) -> None:
         exporter.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: cost() == [7.0], 10, "the reloaded price")
         assert exported(exporter.metrics(), "vllm_profile_config_epoch") == [1.0]
-        # A broken file is refused and the running configuration stays.
+        # A broken file is refused and the running configuration stays (the hostile kinds of
+        # file are in test_hostile_inputs.py).
         config.write_text("cost-per-hour: -1\n")
         exporter.proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        exporter.wait_log("reload failed, keeping the running configuration", 20)
         assert cost() == [7.0]
+        assert exported(exporter.metrics(), "vllm_profile_config_epoch") == [1.0]
         assert exporter.proc.poll() is None
     finally:
         log = exporter.stop()

@@ -239,7 +239,7 @@ class HttpServer:
             "max_headers": MAX_HEADERS,
             "max_field_size": MAX_FIELD,
             "max_line_size": MAX_FIELD,
-            "lingering_time": 2.0,
+            "lingering_time": 0.0,  # a body we refused is not read: the connection closes
             "auto_decompress": False,
             "access_log": None,
             "logger": log,
