@@ -271,7 +271,9 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
     pipeline = make_pipeline(cfg)  # first: a bad catalog must fail before any source opens
     web = web_settings(cfg)
     server = HttpServer(lambda r: handler(r), cfg.web_listen_address, web)
-    loop = make_loop(cfg, pipeline, make_sources(cfg, clock, loop_replay=demo))
+    sources = make_sources(cfg, clock, loop_replay=demo)
+    # Each poll, the loop renders the bodies scrapers have been asking for (RenderCache.warm).
+    loop = make_loop(cfg, pipeline, sources, on_tick=lambda _: cache.warm())
 
     def stats() -> LoopStats:
         return loop.stats

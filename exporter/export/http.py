@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import html
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -138,8 +139,13 @@ class RenderCache:
     """
 
     FILTERS_KEPT = 16
+    WARM_FOR = 120.0  # seconds a format stays pre-rendered after it was last asked for
 
-    def __init__(self, parts: Sequence[tuple[Sequence[Collector], Callable[[], object]]]) -> None:
+    def __init__(
+        self,
+        parts: Sequence[tuple[Sequence[Collector], Callable[[], object]]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registries = []
         for collectors, _ in parts:
             registry = CollectorRegistry(auto_describe=False)
@@ -155,6 +161,8 @@ class RenderCache:
         self._part_cache: list[tuple[object, list[Metric] | None, dict[Format, bytes]]] = [
             (None, None, {}) for _ in self._registries
         ]
+        self._clock = clock
+        self._asked: dict[tuple[Format, bool], float] = {}  # variant → when last asked for
 
     def _part(self, i: int, key: object) -> tuple[list[Metric], dict[Format, bytes]]:
         cached_key, families, texts = self._part_cache[i]
@@ -170,7 +178,20 @@ class RenderCache:
             self._filtered.clear()
         return keys
 
+    def warm(self) -> None:
+        """Render now, off the request path, every variant scraped in the last ``WARM_FOR``
+        seconds: called by the poll loop after each poll, so the scrapers that follow find
+        their body ready instead of waiting for one of them to render it."""
+        now = self._clock()
+        for variant, at in list(self._asked.items()):
+            if now - at <= self.WARM_FOR:
+                self._render(*variant)
+
     def __call__(self, fmt: Format, gzip_ok: bool) -> bytes:
+        self._asked[(fmt, gzip_ok)] = self._clock()
+        return self._render(fmt, gzip_ok)
+
+    def _render(self, fmt: Format, gzip_ok: bool) -> bytes:
         with self._lock:
             keys = self._refresh()
             body = self._bodies.get((fmt, gzip_ok))

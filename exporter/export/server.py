@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -55,7 +55,7 @@ class Request:
     method: str
     path: str  # percent-decoded
     query: str
-    headers: Mapping[str, str]  # names lower-cased
+    headers: Mapping[str, str]  # case-insensitive: get("accept") finds "Accept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,7 @@ class _Accepted(asyncio.Protocol):
         self.early: list[bytes] = []  # plaintext that arrived before the hand-over
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
@@ -292,12 +292,7 @@ class HttpServer:
             if verdict != OK:
                 log.info("refused credentials from %s (%d)", client, verdict)
                 return self._reply(_TOO_MANY if verdict == TOO_MANY else _UNAUTHORIZED, settings)
-        ours = Request(
-            request.method,
-            request.path,
-            request.query_string,
-            {k.lower(): v for k, v in request.headers.items()},
-        )
+        ours = Request(request.method, request.path, request.query_string, request.headers)
         try:
             response = self._handler(ours)
         except Exception:  # noqa: BLE001 - one bad request must not end the server
@@ -307,12 +302,8 @@ class HttpServer:
 
     @staticmethod
     def _reply(response: Response, settings: WebSettings, close: bool = False) -> web.Response:
-        resp = web.Response(status=response.status, body=response.body)
-        for k, v in response.headers:
-            resp.headers[k] = v
-        for k, v in settings.headers.items():
-            resp.headers[k] = v
-        resp.headers["Server"] = SERVER
+        headers = {**dict(response.headers), **settings.headers, "Server": SERVER}
+        resp = web.Response(status=response.status, body=response.body, headers=headers)
         if close:
             resp.force_close()
         return resp
