@@ -299,3 +299,42 @@ def test_reload_refuses_bad_files_whole_and_applies_good_ones_whole(tmp_path: Pa
         exporter.stop()
         first.stop()
         second.stop()
+
+
+def test_url_credentials_are_shown_nowhere(tmp_path: Path) -> None:
+    vllm = RecordedVllm(UNDERBATCH)
+    vllm.start()
+    url = vllm.url.replace("http://", "http://bob:s3cr3t-pw@")
+    out = tmp_path / "rec.jsonl"
+    try:
+        exporter = Exporter("--vllm-url", url, "--gpu-source", "none")
+        try:
+            page = requests.get(exporter.url + "/", timeout=5).text
+            wait_for(lambda: "vllm_profile_up{" in exporter.metrics(), 20, "metrics")
+            metrics = exporter.metrics()
+        finally:
+            log = exporter.stop()
+        rec = cli("record", "-o", str(out), "--duration", "2s", "--vllm-url", url,
+                  "--gpu-source", "none")  # fmt: skip
+    finally:
+        vllm.stop()
+    assert rec.returncode == 0, rec.stderr
+    for shown in (page, log, metrics, rec.stderr, out.read_text()):
+        assert "s3cr3t-pw" not in shown
+    assert "bob:xxxxx@" in page and "bob:xxxxx@" in log
+
+
+def test_terminal_escapes_from_vllm_are_shown_not_obeyed(tmp_path: Path) -> None:
+    with gzip.open(UNDERBATCH, "rt") as f:
+        entries = [json.loads(x) for x in f]
+    for e in entries:
+        if "body" in e and e.get("source") == "vllm":
+            e["body"] = e["body"].replace(
+                'model_name="', 'model_name="\x1b]0;owned\x07\x1b[2J'
+            )
+    path = tmp_path / "escapes.jsonl"
+    write_recording(path, [json.dumps(e) for e in entries])
+    r = cli("replay", str(path), "--diagnose", "--max-num-seqs", "64")
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "\\x1b[2J" in r.stdout  # shown as text, where the model name is printed
