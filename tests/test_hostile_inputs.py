@@ -329,9 +329,7 @@ def test_terminal_escapes_from_vllm_are_shown_not_obeyed(tmp_path: Path) -> None
         entries = [json.loads(x) for x in f]
     for e in entries:
         if "body" in e and e.get("source") == "vllm":
-            e["body"] = e["body"].replace(
-                'model_name="', 'model_name="\x1b]0;owned\x07\x1b[2J'
-            )
+            e["body"] = e["body"].replace('model_name="', 'model_name="\x1b]0;owned\x07\x1b[2J')
     path = tmp_path / "escapes.jsonl"
     write_recording(path, [json.dumps(e) for e in entries])
     r = cli("replay", str(path), "--diagnose", "--max-num-seqs", "64")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -202,3 +203,46 @@ def test_no_outbound_traffic_but_vllm_and_nothing_echoed() -> None:
     finally:
         exporter.stop()
         vllm.stop()
+
+
+def test_a_reload_can_turn_tls_on_and_closes_plain_connections(pki: Path, tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    auth = ("prometheus", PASSWORD)
+
+    class AuthExporter(Exporter):
+        def _ready(self) -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(self.log)
+            return requests.get(self.url + "/-/ready", auth=auth, timeout=5).status_code in (
+                200,
+                503,
+            )
+
+    exporter = AuthExporter(
+        "--vllm-url", "http://127.0.0.1:9", "--gpu-source", "none", "--web.config.file", str(web)
+    )  # fmt: skip
+    plain = requests.Session()
+    try:
+        assert plain.get(exporter.url + "/metrics", auth=auth, timeout=5).status_code == 200
+        cfg = {
+            "tls_server_config": {"cert_file": str(pki / "server.crt"),
+                                  "key_file": str(pki / "server.key")},
+            "basic_auth_users": {"prometheus": hashed},
+        }  # fmt: skip
+        web.write_text(yaml.safe_dump(cfg))
+        exporter.proc.send_signal(signal.SIGHUP)
+        exporter.wait_log("configuration reloaded", 30)
+        https = f"https://127.0.0.1:{exporter.port}/metrics"
+        ca = str(pki / "ca.crt")
+        r = wait_for(lambda: requests.get(https, verify=ca, auth=auth, timeout=5), 20, "HTTPS")
+        assert r.status_code == 200
+        # The kept-alive plain connection was closed, and plain HTTP is no longer served.
+        with pytest.raises(requests.ConnectionError):
+            plain.get(exporter.url + "/metrics", auth=auth, timeout=5)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(exporter.url + "/metrics", auth=auth, timeout=5)
+    finally:
+        plain.close()
+        exporter.stop()

@@ -268,7 +268,8 @@ class HttpServer:
             self._checks = self._make_checks(settings.auth)
             if tls_changed:
                 for proto in list(self.aio.connections):
-                    proto.close()
+                    busy = isinstance(proto, _Protocol) and proto.held.busy > 0
+                    proto.close() if busy else proto.force_close()
 
         self.loop.call_soon_threadsafe(apply)
 

@@ -122,7 +122,8 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="deadline", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][1] == token:  # the earliest deadline now: the thread must know
+                self._cond.notify()
             return token
 
     def disarm(self, token: int) -> None:
