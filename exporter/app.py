@@ -308,19 +308,15 @@ def _require_vllm(loop: PollLoop, target: str) -> None:
         raise NoData(f"no poll of vLLM at {target} succeeded ({why})")
 
 
-def run_live(cfg: Config, duration: float, stop: threading.Event | None = None) -> Pipeline:
+def run_live(cfg: Config, duration: float) -> Pipeline:
     """Poll the live sources for ``duration`` seconds; the whole run is the horizon.
 
     Raises NoData when vLLM never answered."""
     cfg = replace(cfg, horizon=max(cfg.horizon, duration + 2 * cfg.poll_interval))
     pipeline = make_pipeline(cfg)
-    loop = make_loop(
-        cfg,
-        pipeline,
-        make_sources(cfg, time.time),
-    )
+    loop = make_loop(cfg, pipeline, make_sources(cfg, time.time))
     try:
-        loop.run(duration=duration, stop=stop)
+        loop.run(duration=duration)
     finally:
         loop.stop()
         loop.close_sources()

@@ -162,7 +162,7 @@ class _Accepted(asyncio.Protocol):
         self.early: list[bytes] = []  # plaintext that arrived before the hand-over
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport = cast(asyncio.Transport, transport)  # a listener's connections are streams
         self.transport = transport
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
@@ -175,7 +175,9 @@ class _Accepted(asyncio.Protocol):
         if ctx is None:
             self._attach(transport)
         else:
-            self.owner.loop.create_task(self._handshake(transport, ctx))
+            task = self.owner.loop.create_task(self._handshake(transport, ctx))
+            self.owner.handshakes.add(task)  # held, so it is not collected mid-handshake
+            task.add_done_callback(self.owner.handshakes.discard)
 
     async def _handshake(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
         assert self.held is not None
@@ -232,6 +234,7 @@ class HttpServer:
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(self._loop_error)
         self.admission = Admission(MAX_CONNECTIONS, MAX_PER_CLIENT, time.monotonic)
+        self.handshakes: set[asyncio.Task[None]] = set()
         self._auth_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auth")
         self._checks = self._make_checks(self.settings.auth)
         self.protocol_options: dict[str, Any] = {
