@@ -8,6 +8,7 @@ from exporter.derive.gate import classify
 from exporter.derive.horizon import aggregate
 from exporter.derive.window import build_window
 from exporter.pipeline import Pipeline
+from exporter.samples import PollError, Tick
 from tests.helpers import INF, gpu, hist, tick, vllm
 
 B = (0.1, 1.0, INF)
@@ -100,6 +101,27 @@ class TestAggregate:
         assert agg.gpus[0].temperature_c == 71.0
         assert agg.gpus[0].temperature_peak_c == 71.0
 
+    def test_gpu_peaks_count_the_current_reading_when_vllm_is_silent(self) -> None:
+        # Two evaluable windows whose GPU peaked at 60 °C and 10 GB; then vLLM stops answering
+        # and the latest window (not evaluable, so not among the windows peaks come from) reads
+        # 75 °C and 12 GB now. A peak below the current value would be a lie: 75 and 12.
+        cool = [gpu(0.0, dict(temperature_c=55.0, mem_used_bytes=9e9)),
+                gpu(2.0, dict(temperature_c=60.0, mem_used_bytes=10e9))]  # fmt: skip
+        a = win(0.0, running=(1.0, 1.0), gpus=cool)
+        b = win(2.0, running=(1.0, 1.0), gpus=[gpu(t, dict(temperature_c=58.0, mem_used_bytes=9e9))
+                                               for t in (2.0, 4.0)])  # fmt: skip
+        hot = [gpu(4.0, dict(temperature_c=70.0, mem_used_bytes=11e9)),
+               gpu(6.0, dict(temperature_c=75.0, mem_used_bytes=12e9))]  # fmt: skip
+        silent = build_window([], hot, start=4.0, end=6.0)
+        assert not classify(silent).evaluable
+        agg = aggregate([(w, classify(w)) for w in (a, b, silent)])
+        (g,) = agg.gpus
+        assert (g.temperature_c, g.temperature_peak_c) == (75.0, 75.0)
+        assert (g.mem_used_bytes, g.mem_used_peak_bytes) == (12e9, 12e9)
+        # With vLLM answering, peaks come from the evaluable windows: 60 °C beats 58 °C now.
+        agg = aggregate([(w, classify(w)) for w in (a, b)])
+        assert (agg.gpus[0].temperature_c, agg.gpus[0].temperature_peak_c) == (58.0, 60.0)
+
     def test_prefix_ratio_over_evaluable_sums(self) -> None:
         # (10 + 0 + 50) hits / (20 + 0 + 100) queries = 60/120 = 0.5; the idle middle window
         # contributes nothing to either sum.
@@ -154,8 +176,36 @@ class TestPipelineWindows:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         for i in range(25):
             p.add_tick(tick(vllm(1000.0 + i * 0.25)))
-        assert len(p.windows) == 3
-        for i in range(9):
+        assert [w.start for w, _ in p.windows] == [1000.0, 1002.0, 1004.0]
+        # The window open at the step (from the boundary poll at 1006 s to 11.75 s) runs
+        # backwards: it and every older window leave. The next one is [11.75, 13.75].
+        for i in range(8):
             p.add_tick(tick(vllm(10.0 + i * 0.25)))
-        assert all(w.start < 1000.0 for w, _ in p.windows)
-        assert all(w.duration is None or w.duration >= 0 for w, _ in p.windows)
+        assert p.windows == []
+        for i in range(8, 17):
+            p.add_tick(tick(vllm(10.0 + i * 0.25)))
+        ((w, _),) = p.windows
+        assert (w.start, w.end, w.duration) == (11.75, 13.75, 2.0)
+
+
+class TestFreshness:
+    """ "Figures vanish within one window" (docs/metrics.md), pinned to the poll."""
+
+    def test_derived_figures_vanish_after_one_window_of_failed_polls(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+
+        def good(i: int) -> None:
+            p.add_tick(tick(vllm(i * 0.25, running=2.0, kv_usage=0.5,
+                                 generation_tokens=100.0 * i)))  # fmt: skip
+
+        for i in range(17):  # two windows: [0, 2] and [2, 4], closed at ticks 8 and 16
+            good(i)
+        assert p.snapshot.agg.vllm_fresh
+        assert p.snapshot.agg.generation_tps == pytest.approx(400.0)
+        for i in range(17, 24):  # 7 failed polls: the open window [4, ...] has not closed
+            p.add_tick(Tick(vllm=PollError(i * 0.25, "connection"), gpu=None))
+            assert p.snapshot.agg.vllm_fresh
+        # The 8th failed poll closes [4, 6]: only its shared boundary poll (tick 16) answered,
+        # which belongs to the window before. vLLM is not fresh: its figures are gone.
+        p.add_tick(Tick(vllm=PollError(24 * 0.25, "connection"), gpu=None))
+        assert not p.snapshot.agg.vllm_fresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -67,16 +68,48 @@ def test_prefix_caching_disabled_gets_the_enable_fix() -> None:
     assert issue["primary"]["fix"].startswith("Enable --enable-prefix-caching")
 
 
+def recorded(name: str, family: str) -> list[tuple[float, float, float]]:
+    """(time, process start time, the family's sum) for each answered poll, read with
+    prometheus_client's reference parser, independently of the exporter's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def value(body: str, metric: str) -> float:
+        return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples
+                   if s.name == metric)  # fmt: skip
+
+    with gzip.open(VLLM / name, "rt") as f:
+        polls = [e for e in map(json.loads, f) if e.get("source") == "vllm" and "body" in e]
+    return [(p["t"], value(p["body"], "process_start_time_seconds"), value(p["body"], family))
+            for p in polls]  # fmt: skip
+
+
 def test_restart_starts_a_new_epoch_and_a_direction() -> None:
-    # 15 s before the restart and 20 s after; with an 8 s horizon both sides fill a horizon.
+    # The recording: 61 polls of one vLLM process (15 s), a 110 s outage, 81 polls of the
+    # restarted one (20 s). With an 8 s horizon (4 windows of 8 polls, from the first poll):
+    # * before: the last full horizon of the first process is windows [32-40], [40-48],
+    #   [48-56] and [56-60] (the last poll before the outage closes it): throughput over polls
+    #   32 → 60, all active;
+    # * after: the first full horizon of the new process, its polls 0 → 32 (a restart opens a
+    #   new window at its first poll).
+    rows = recorded("vllm032-cpu-f-restart.jsonl.gz", "vllm:generation_tokens_total")
+    first = [r for r in rows if r[1] == rows[0][1]]
+    second = [r for r in rows if r[1] != rows[0][1]]
+    assert (len(first), len(second)) == (61, 81)
+
+    def rate(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+        return (b[2] - a[2]) / (b[0] - a[0])
+
+    before, after = rate(first[32], first[60]), rate(second[0], second[32])
+    change = 100 * (after - before) / before  # ≈ 676 → 798 tok/s: +18%
     d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8", "--horizon", "8s")
     assert d["config_epoch"] == 1
     x = d["direction"]
     # No catalog match for the tiny model: throughput is the signal.
     assert x["signal"] == "throughput" and x["efficiency_delta_pp"] is None
-    before, after = x["before"]["generation_tps"], x["after"]["generation_tps"]
-    assert x["throughput_delta_pct"] == pytest.approx(100 * (after - before) / before)
-    assert x["direction"] == ("better" if x["throughput_delta_pct"] > 10 else "plateau")
+    assert x["before"]["generation_tps"] == pytest.approx(before, rel=1e-6)
+    assert x["after"]["generation_tps"] == pytest.approx(after, rel=1e-6)
+    assert x["throughput_delta_pct"] == pytest.approx(change, rel=1e-6)
+    assert change > 10 and x["direction"] == "better"  # SPEC §11: > +10% is better
 
 
 def test_no_rule_needs_what_it_cannot_have() -> None:

@@ -235,7 +235,31 @@ def test_buckets_changing_between_polls(endpoint: tuple[str, Endpoint]) -> None:
     rig.ticks(40)  # the old-bounds windows leave the 10 s horizon
     m = rig.metrics()
     sane(m)
-    assert m[("vllm_profile_time_to_first_token_seconds", (("stat", "p99"),))] > 0
+    p99 = m[("vllm_profile_time_to_first_token_seconds", (("stat", "p99"),))]
+    # The same bodies served with the new bounds from the start give the same p99: nothing
+    # from the old-bounds windows is left in it (their buckets cannot be merged with the new).
+    twin_ep = Endpoint(transform=ep.transform)
+    with_new_bounds = twin_run(twin_ep, ticks=17 + 12 + 40)
+    assert p99 == pytest.approx(with_new_bounds)
+    assert p99 > 0
+
+
+def twin_run(ep: Endpoint, ticks: int) -> float:
+    """The TTFT p99 after ``ticks`` polls of a fresh rig serving ``ep``."""
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/v1/models":
+                return self.reply(200, b'{"data":[{"id":"m","max_model_len":1024}]}')
+            return self.reply(200, ep.body().encode())
+
+    with http_server(Handler) as srv:
+        rig = Rig(f"http://127.0.0.1:{srv.server_address[1]}")
+        rig.ticks(ticks)
+        rig.loop.close_sources()
+        value = rig.value("vllm_profile_time_to_first_token_seconds", stat="p99")
+    assert value is not None
+    return value
 
 
 def test_nvml_faults(endpoint: tuple[str, Endpoint]) -> None:

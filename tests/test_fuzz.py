@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.recording import RecordingError, gpu_sample_from_entry, read_entries
-from exporter.samples import Histogram, VllmSample
+from exporter.samples import PLAUSIBLE, GpuSample, Histogram, VllmSample
 from exporter.scrape.dcgm import DcgmSelector, parse_dcgm_metrics
 from exporter.scrape.replay import vllm_result
 from exporter.scrape.text_format import ParseError
@@ -134,9 +134,54 @@ def test_recording_reader(tmp_path_factory: pytest.TempPathFactory, lines: list[
     path.write_text("\n".join(lines) + "\n")
     try:
         for e in read_entries(path):
+            assert math.isfinite(e["t"]) and e["t"] >= 0
             if e["source"] in ("nvml", "dcgm"):
-                gpu_sample_from_entry(e, 1.0)
+                g = gpu_sample_from_entry(e, 1.0)
+                if isinstance(g, GpuSample):
+                    check_gpu_sample(g)
             elif e["source"] == "vllm":
-                vllm_result(e, 1.0)
+                v = vllm_result(e, 1.0)
+                if isinstance(v, VllmSample):
+                    check_sample(v)
     except RecordingError:
         pass
+
+
+def check_gpu_sample(s: GpuSample) -> None:
+    for r in s.gpus:
+        for name, (low, high) in PLAUSIBLE.items():
+            v = getattr(r, name)
+            assert v is None or (math.isfinite(v) and low <= v <= high), (name, v)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"index": st.integers(0, 7)},
+            optional={
+                k: st.one_of(st.floats(allow_nan=False), st.integers(-(2**64), 2**64))
+                for k in (
+                    "util_gpu",
+                    "util_mem",
+                    "power_mw",
+                    "mem_used_bytes",
+                    "mem_total_bytes",
+                    "temperature_c",
+                    "sm_clock_mhz",
+                    "energy_mj",
+                )
+            },
+        ),
+        max_size=3,
+    )
+)
+def test_gpu_readings_from_recordings_are_plausible_or_absent(
+    gpus: list[dict[str, object]],
+) -> None:
+    try:
+        g = gpu_sample_from_entry({"t": 1.0, "source": "nvml", "gpus": gpus}, 1.0)
+    except RecordingError:
+        return  # a negative or non-numeric value: the documented error
+    assert isinstance(g, GpuSample)
+    check_gpu_sample(g)

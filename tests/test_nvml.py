@@ -53,10 +53,10 @@ class FakeNvml:
         return self.count
 
     def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
+        return self._call(i, "handle", i)
 
     def nvmlDeviceGetUUID(self, h: int) -> str:
-        return f"GPU-{h:04d}"
+        return self._call(h, "uuid", f"GPU-{h:04d}")
 
     def nvmlDeviceGetName(self, h: int) -> str:
         return self._call(h, "name", "NVIDIA H200")
@@ -168,6 +168,17 @@ def test_a_vanished_gpu_is_left_out_and_all_gone_is_an_error() -> None:
     assert isinstance(err, PollError) and err.reason == "no_gpu_answered"
     fake.failing.clear()  # back again: recovery needs nothing
     assert isinstance(src.poll(edge=False), GpuSample)
+
+
+@pytest.mark.parametrize("call", ["handle", "uuid"])
+def test_a_gpu_without_a_handle_or_uuid_is_left_out_at_start(call: str) -> None:
+    fake = FakeNvml(count=3)
+    fake.failing.add((1, call))
+    s = source(fake).poll(edge=False)
+    assert isinstance(s, GpuSample) and [g.uuid for g in s.gpus] == ["GPU-0000", "GPU-0002"]
+    fake.failing.update({(0, call), (2, call)})
+    with pytest.raises(NvmlUnavailable, match="no GPU matches --gpu"):
+        source(fake)  # no GPU could be opened at all
 
 
 def test_missing_driver_is_a_normal_state() -> None:

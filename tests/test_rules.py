@@ -320,6 +320,48 @@ class TestDirection:
             == "better"
         )
 
+    @pytest.mark.parametrize(
+        ("after_efficiency", "verdict"),
+        [
+            # Running 25 on both sides: per-request pp = 100 × e / 25 = 4e, exact in binary.
+            # Before: e = 0.25 → 1.0 pp. Better needs delta > +2.0; worse needs < −5.0.
+            (0.75, "plateau"),  # exactly +2.0 pp: not better
+            (0.7578125, "better"),  # +2.03125 pp
+            (0.84375, "better"),  # +2.375 pp: a threshold moved to 2.4 would call it plateau
+        ],
+    )
+    def test_efficiency_boundaries(self, after_efficiency: float, verdict: str) -> None:
+        d = compare(Summary(0.25, 25.0, 1000.0), Summary(after_efficiency, 25.0, 1000.0))
+        assert d.signal == "efficiency" and d.direction == verdict, d.efficiency_delta_pp
+
+    @pytest.mark.parametrize(
+        ("before_efficiency", "verdict"),
+        [
+            # After: e = 0.25 → 1.0 pp. Before 1.5 → 6.0 pp: exactly −5.0, not worse.
+            (1.5, "plateau"),
+            (1.5078125, "worse"),  # −5.03125 pp
+            (1.25, "plateau"),  # −4.0 pp
+        ],
+    )
+    def test_worse_efficiency_boundary(self, before_efficiency: float, verdict: str) -> None:
+        d = compare(Summary(before_efficiency, 25.0, 1000.0), Summary(0.25, 25.0, 1000.0))
+        assert d.direction == verdict, d.efficiency_delta_pp
+
+    @pytest.mark.parametrize(
+        ("after_tps", "verdict"),
+        [
+            (1100.0, "plateau"),  # exactly +10%: not better
+            (1100.5, "better"),
+            (900.0, "plateau"),  # exactly −10%: not worse
+            (899.5, "worse"),
+            (870.0, "worse"),  # −13%: a threshold moved to −14% would call it plateau
+            (1130.0, "better"),  # +13%
+        ],
+    )
+    def test_throughput_boundaries(self, after_tps: float, verdict: str) -> None:
+        d = compare(Summary(None, 4.0, 1000.0), Summary(None, 4.0, after_tps))
+        assert d.signal == "throughput" and d.direction == verdict, d.throughput_delta_pct
+
     def test_throughput_fallback_without_efficiency(self) -> None:
         # No catalog match: throughput 1000 → 1150 (+15%) better, → 850 (−15%) worse,
         # → 1050 (+5%) plateau; the latency veto does not apply on this path.

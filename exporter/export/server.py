@@ -44,7 +44,9 @@ log = rate_limited(__name__)
 HEAD_TIMEOUT = 10.0  # to finish the TLS handshake, and to send a whole request head
 IDLE_TIMEOUT = 300.0  # a kept-alive connection between requests; longer than scrape intervals
 MAX_CONNECTIONS = 512
-MAX_PER_CLIENT = 32
+# Well above what one legitimate host opens (a Prometheus keeps one connection per target; a
+# load test or a NAT gateway, a few dozen), well below the total: one address cannot fill it.
+MAX_PER_CLIENT = 128
 MAX_HEADERS = 40  # Prometheus sends about 6, browsers about 15
 MAX_FIELD = 8190
 SERVER = "vllm-profile-exporter"  # no version: nothing for a scanner to match
