@@ -158,6 +158,19 @@ def test_headers_a_byte_at_a_time_cannot_hold_a_poll(target: Callable[..., RawTa
     assert took < 5.0  # each read is quick; only the whole-exchange deadline stops this
 
 
+def run_loop(
+    url: str, gpu: Any, *, interval: float, deadline: float, ticks: int
+) -> tuple[Pipeline, PollLoop]:
+    """The real loop in real time over a fetcher of ``url``, for ``ticks`` ticks."""
+    pipeline = Pipeline(horizon_seconds=60, poll_interval=interval)
+    fetcher = VllmFetcher(url, deadline=deadline, clock=time.time)
+    loop = PollLoop(pipeline, fetcher, gpu, interval=interval, deadline=deadline)
+    loop.run(max_ticks=ticks)
+    loop.stop()
+    loop.close_sources()
+    return pipeline, loop
+
+
 class CountingGpu:
     """A GPU source that answers at once and counts its polls."""
 
@@ -180,12 +193,7 @@ def test_a_stuck_vllm_does_not_hold_gpu_polling(target: Callable[..., RawTarget]
 
     t = target(trickle)
     gpu = CountingGpu()
-    pipeline = Pipeline(horizon_seconds=60, poll_interval=0.05)
-    fetcher = VllmFetcher(t.url, deadline=0.5, clock=time.time)
-    loop = PollLoop(pipeline, fetcher, gpu, interval=0.05, deadline=0.5)
-    loop.run(max_ticks=30)
-    loop.stop()
-    loop.close_sources()
+    pipeline, loop = run_loop(t.url, gpu, interval=0.05, deadline=0.5, ticks=30)
     assert gpu.polls == 30  # every tick, while vLLM's polls hung until their deadline
     assert loop.stats.polls["vllm"] < 15
     health = pipeline.snapshot.health
@@ -275,12 +283,7 @@ def test_a_slow_vllm_is_polled_less_often_not_reported_down(
         t.send(conn, answer(BODY))
 
     t = target(slow)
-    pipeline = Pipeline(horizon_seconds=60, poll_interval=0.25)
-    fetcher = VllmFetcher(t.url, deadline=1.0, clock=time.time)
-    loop = PollLoop(pipeline, fetcher, None, interval=0.25, deadline=1.0)
-    loop.run(max_ticks=12)
-    loop.stop()
-    loop.close_sources()
+    pipeline, loop = run_loop(t.url, None, interval=0.25, deadline=1.0, ticks=12)
     health = pipeline.snapshot.health["vllm"]
     assert health.up and dict(health.errors) == {}  # never down, never an error
     assert 2 <= loop.stats.polls["vllm"] < 12  # polled less often than ticks

@@ -314,11 +314,11 @@ class TestDirection:
         # +2.5 pp would be better, but TTFT p99 1.0 → 1.21 s is +21% > +20%: plateau.
         d = compare(Summary(0.10, 8.0, 1000.0, 1.0), Summary(0.30, 8.0, 3000.0, 1.21))
         assert d.direction == "plateau" and d.vetoed
-        # At exactly +20% there is no veto.
-        assert (
-            compare(Summary(0.10, 8.0, 1000.0, 1.0), Summary(0.30, 8.0, 3000.0, 1.2)).direction
-            == "better"
-        )
+        # At exactly +20% there is no veto: 0.625 → 0.75 s is 100 × 0.125 / 0.625 = 20.0 exactly
+        # in binary floating point (1.0 → 1.2 would be 19.999999999999996).
+        exact = compare(Summary(0.10, 8.0, 1000.0, 0.625), Summary(0.30, 8.0, 3000.0, 0.75))
+        assert exact.ttft_p99_delta_pct == 20.0
+        assert exact.direction == "better" and not exact.vetoed
 
     @pytest.mark.parametrize(
         ("after_efficiency", "verdict"),
