@@ -113,7 +113,7 @@ def _vllm_url(text: str) -> str:
 
 def _dcgm_url(text: str) -> str:
     url = str(text).strip()
-    parse_target(url, "--dcgm-url")
+    parse_target(url)
     return url
 
 

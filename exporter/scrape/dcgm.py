@@ -111,7 +111,7 @@ class DcgmSource:
         max_body: int = 16 * 1024 * 1024,
     ) -> None:
         self._get = HttpGetter(
-            parse_target(url, "--dcgm-url"),
+            parse_target(url),
             deadline=deadline,
             max_body=max_body,
             accept="text/plain;version=0.0.4",

@@ -57,28 +57,28 @@ class Target:
     shown: str  # the URL with its password replaced, safe for pages, logs and recordings
 
 
-def parse_target(url: str, what: str) -> Target:
-    """Validate an http(s) URL; raises ValueError naming ``what`` (e.g. ``--vllm-url``).
+def parse_target(url: str) -> Target:
+    """Validate an http(s) URL; a ValueError says what is wrong (credentials redacted).
 
-    >>> t = parse_target("http://bob:s3cret@vllm:8000/metrics", "--vllm-url")
+    >>> t = parse_target("http://bob:s3cret@vllm:8000/metrics")
     >>> t.host, t.port, t.path, t.shown
     ('vllm', 8000, '/metrics', 'http://bob:xxxxx@vllm:8000/metrics')
-    >>> parse_target("ftp://h/", "--vllm-url")
+    >>> parse_target("ftp://h/")
     Traceback (most recent call last):
     ...
-    ValueError: --vllm-url: 'ftp://h/' is not an http:// or https:// URL
+    ValueError: not an http:// or https:// URL
     """
     try:
         split = urlsplit(url.strip())
         port = split.port
     except ValueError as e:
-        raise ValueError(f"{what}: {redact(url)!r} is not a valid URL: {e}") from None
+        raise ValueError(f"not a valid URL: {e}") from None
     if split.scheme not in ("http", "https") or not split.hostname:
-        raise ValueError(f"{what}: {redact(url)!r} is not an http:// or https:// URL")
+        raise ValueError("not an http:// or https:// URL")
     if any(c.isspace() or not c.isprintable() for c in url.strip()):
-        raise ValueError(f"{what}: {redact(url)!r} contains spaces or control characters")
+        raise ValueError("the URL contains spaces or control characters")
     if split.fragment:
-        raise ValueError(f"{what}: {redact(url)!r} has a #fragment, which HTTP never sends")
+        raise ValueError("the URL has a #fragment, which HTTP never sends")
     auth = None
     if split.username is not None:
         user, password = unquote(split.username), unquote(split.password or "")

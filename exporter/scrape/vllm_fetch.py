@@ -45,9 +45,9 @@ def split_vllm_url(url: str) -> tuple[str, str]:
 
 
 def vllm_target(url: str) -> tuple[Target, Target]:
-    """(the /metrics target, the /v1/models target); ValueError naming ``--vllm-url``."""
+    """(the /metrics target, the /v1/models target); ValueError says what is wrong."""
     base, metrics = split_vllm_url(url)
-    return parse_target(metrics, "--vllm-url"), parse_target(base + "/v1/models", "--vllm-url")
+    return parse_target(metrics), parse_target(base + "/v1/models")
 
 
 class VllmFetcher:
