@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.catalog.schema import Catalog, CatalogError, parse_catalog
 from exporter.config import Config, ConfigError
+from exporter.derive.cadence import RefreshCadence
 from exporter.derive.resolve import RooflineSettings
 from exporter.export.collector import (
     ExportSettings,
@@ -27,20 +28,22 @@ from exporter.export.collector import (
 from exporter.export.http import RenderCache, landing_page, make_handler
 from exporter.export.server import HttpServer, WebSettings
 from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config
-from exporter.loop import LoopStats, PollLoop, VllmSource
+from exporter.loop import LoopStats, PollLoop
 from exporter.pipeline import Pipeline, Snapshot
 from exporter.recording import Damage, RecordingWriter, gpu_entry
-from exporter.samples import PollError, Tick, VllmSample
+from exporter.samples import EngineSample, PollError, Tick
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
 from exporter.scrape.http_get import redact
-from exporter.scrape.nvml import GpuSource, NoGpuSource, NvmlSource, NvmlUnavailable
+from exporter.scrape.nvml import NoGpuSource, NvmlSource, NvmlUnavailable
 from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
+from exporter.scrape.source import ENGINE_KINDS, GPU_KINDS, EngineSource, GpuSource
 from exporter.scrape.vllm_fetch import VllmFetcher
 
 log = logging.getLogger(__name__)
 
 DEMO_VLLM = "demo-vllm-saturation.jsonl.gz"
 DEMO_GPU = "demo-gpu-h200.jsonl.gz"
+DCGM_MAX_INTERVAL = 30.0  # dcgm-exporter's default collection interval
 
 
 def demo_paths() -> tuple[Path, Path]:
@@ -85,12 +88,22 @@ def roofline_settings(cfg: Config, catalog: Catalog) -> RooflineSettings:
     )
 
 
+def gpu_cadence(cfg: Config) -> RefreshCadence | None:
+    """dcgm-exporter refreshes every 30 s by default: poll it no faster than that, once a second
+    at most (``--dcgm-poll-interval`` fixes it). NVML and replays are read every tick."""
+    if cfg.gpu_source != "dcgm" or cfg.gpu_replay is not None:
+        return None
+    return RefreshCadence(floor=max(1.0, cfg.poll_interval), ceiling=DCGM_MAX_INTERVAL,
+                          fixed=cfg.dcgm_poll_interval)  # fmt: skip
+
+
 def make_pipeline(cfg: Config) -> Pipeline:
     return Pipeline(
         horizon_seconds=cfg.horizon,
         poll_interval=cfg.poll_interval,
-        ticks_per_window=cfg.ticks_per_window,
+        calm_poll_interval=cfg.calm_poll_interval,
         gpu_source_name=gpu_source_name(cfg),
+        gpu_cadence=gpu_cadence(cfg),
         roofline=roofline_settings(cfg, load_catalog(cfg)),
         max_num_seqs=float(cfg.max_num_seqs) if cfg.max_num_seqs else None,
     )
@@ -165,36 +178,61 @@ def make_render_cache(
     )
 
 
+Clock = Callable[[], float]
+
+
+def _vllm(cfg: Config, clock: Clock) -> EngineSource:
+    return VllmFetcher(cfg.vllm_url, deadline=cfg.poll_deadline, clock=clock)
+
+
+def _nvml(cfg: Config, clock: Clock) -> GpuSource | None:
+    try:
+        return NvmlSource(clock=clock, gpus=cfg.gpu)
+    except NvmlUnavailable as e:
+        log.warning("NVML unavailable, running on vLLM data alone: %s", e)
+        return NoGpuSource(clock, "unavailable", str(e))
+
+
+def _dcgm(cfg: Config, clock: Clock) -> GpuSource | None:
+    assert cfg.dcgm_url is not None
+    selector = DcgmSelector(pod=cfg.dcgm_pod, namespace=cfg.dcgm_namespace, gpus=cfg.gpu)
+    return DcgmSource(cfg.dcgm_url, selector, deadline=cfg.poll_deadline, clock=clock)
+
+
+def _no_gpu(cfg: Config, clock: Clock) -> GpuSource | None:
+    return None
+
+
+# Every source kind and how it is built: the one place a new source is wired in.
+ENGINE_SOURCES: dict[str, Callable[[Config, Clock], EngineSource]] = {"vllm": _vllm}
+GPU_SOURCES: dict[str, Callable[[Config, Clock], GpuSource | None]] = {
+    "nvml": _nvml,
+    "dcgm": _dcgm,
+    "none": _no_gpu,
+}
+assert tuple(ENGINE_SOURCES) == ENGINE_KINDS and tuple(GPU_SOURCES) == GPU_KINDS
+
+
 def make_sources(
-    cfg: Config, clock: Callable[[], float], loop_replay: bool = False
-) -> tuple[VllmSource, GpuSource | None]:
-    vllm: VllmSource
+    cfg: Config, clock: Clock, loop_replay: bool = False
+) -> tuple[EngineSource, GpuSource | None]:
+    vllm: EngineSource
     if cfg.vllm_replay is not None:
         vllm = ReplayVllmSource(cfg.vllm_replay, clock, loop=loop_replay)
     else:
-        vllm = VllmFetcher(cfg.vllm_url, deadline=cfg.poll_deadline, clock=clock)
+        vllm = ENGINE_SOURCES["vllm"](cfg, clock)
     gpu: GpuSource | None
     if cfg.gpu_replay is not None:
         gpu = ReplayGpuSource(cfg.gpu_replay, clock, loop=loop_replay)
-    elif cfg.gpu_source == "none":
-        gpu = None
-    elif cfg.gpu_source == "dcgm":
-        assert cfg.dcgm_url is not None
-        selector = DcgmSelector(pod=cfg.dcgm_pod, namespace=cfg.dcgm_namespace, gpus=cfg.gpu)
-        gpu = DcgmSource(cfg.dcgm_url, selector, deadline=cfg.poll_deadline, clock=clock)
     else:
-        try:
-            gpu = NvmlSource(clock=clock, gpus=cfg.gpu)
-        except NvmlUnavailable as e:
-            log.warning("NVML unavailable, running on vLLM data alone: %s", e)
-            gpu = NoGpuSource(clock, "unavailable", str(e))
+        gpu = GPU_SOURCES[cfg.gpu_source](cfg, clock)
     return vllm, gpu
 
 
 def make_loop(
     cfg: Config,
     pipeline: Pipeline,
-    sources: tuple[VllmSource, GpuSource | None],
+    sources: tuple[EngineSource, GpuSource | None],
     on_tick: Callable[[Tick], None] | None = None,
 ) -> PollLoop:
     return PollLoop(
@@ -221,8 +259,8 @@ def target_shown(cfg: Config, demo: bool) -> str:
 
 # Options a running exporter cannot take on by a reload: they shape its listener, its windows or
 # where its sources come from.
-RESTART_ONLY = ("web_listen_address", "gpu_source", "poll_interval", "horizon", "vllm_replay",
-                "gpu_replay")  # fmt: skip
+RESTART_ONLY = ("web_listen_address", "gpu_source", "poll_interval", "calm_poll_interval",
+                "dcgm_poll_interval", "horizon", "vllm_replay", "gpu_replay")  # fmt: skip
 SOURCE_OPTIONS = ("vllm_url", "dcgm_url", "dcgm_pod", "dcgm_namespace", "gpu")
 
 
@@ -290,10 +328,11 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
 def run_replay(
     cfg: Config, vllm_path: Path | None, gpu_path: Path | None, damage: list[Damage] | None = None
 ) -> Pipeline:
-    """The unchanged pipeline over whole recordings, in recorded time."""
+    """The unchanged pipeline over whole recordings, in recorded time, at the cadence the live
+    exporter would keep with the same flags."""
     pipeline = make_pipeline(cfg)
     for tick in replay_ticks(vllm_path, gpu_path, damage):
-        pipeline.add_tick(tick)
+        pipeline.offer(tick)
     return pipeline
 
 
@@ -376,7 +415,7 @@ def _entries(tick: Tick, gpu_source: str) -> Iterable[dict[str, object]]:
         yield {"t": tick.models.observed_at, "source": "vllm_models", "body": tick.models_body}
     if isinstance(tick.vllm, PollError):
         yield {"t": tick.vllm.observed_at, "source": "vllm", "error": tick.vllm.reason}
-    elif isinstance(tick.vllm, VllmSample) and tick.vllm_body is not None:
+    elif isinstance(tick.vllm, EngineSample) and tick.vllm_body is not None:
         yield {"t": tick.vllm.observed_at, "source": "vllm", "body": tick.vllm_body}
     if tick.gpu is not None and not (
         isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"

@@ -15,6 +15,7 @@ from typing import Any
 
 from exporter.derive.resolve import normalize_dtype
 from exporter.scrape.http_get import parse_target, redact
+from exporter.scrape.source import GPU_KINDS
 from exporter.scrape.vllm_fetch import vllm_target
 
 ENV_PREFIX = "VLLM_PROFILE_"
@@ -179,9 +180,7 @@ OPTIONS: tuple[Option, ...] = (
         "web.config.file", _path, None, "TLS and basic auth (Prometheus exporter-toolkit format)"
     ),
     Option("gpu", _gpu_list, (), "GPU indices or UUIDs, comma-separated (default: all visible)"),
-    Option(
-        "gpu-source", _choice("nvml", "dcgm", "none"), "nvml", "GPU data from: nvml, dcgm, none"
-    ),
+    Option("gpu-source", _choice(*GPU_KINDS), "nvml", f"GPU data from: {', '.join(GPU_KINDS)}"),
     Option(
         "dcgm-url", _dcgm_url, None, "the node's dcgm-exporter /metrics URL (--gpu-source dcgm)"
     ),
@@ -214,7 +213,20 @@ OPTIONS: tuple[Option, ...] = (
         "poll-interval",
         duration_in(0.05, 10.0, "the poll interval"),
         0.25,
-        "interval between polls (50ms to 10s), e.g. 250ms",
+        "fast interval between polls (50ms to 10s), e.g. 250ms",
+    ),
+    Option(
+        "calm-poll-interval",
+        duration_in(0.05, 60.0, "the calm poll interval"),
+        1.0,
+        "vLLM poll interval while nothing could spike (never below --poll-interval; equal to "
+        "it: a fixed cadence)",
+    ),
+    Option(
+        "dcgm-poll-interval",
+        duration_in(0.05, 300.0, "the dcgm poll interval"),
+        None,
+        "poll dcgm-exporter this often (default: as often as its values change, 1s to 30s)",
     ),
     Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"),
 )
@@ -243,6 +255,8 @@ class Config:
     model_params: tuple[float, float | None] | None
     horizon: float
     poll_interval: float
+    calm_poll_interval: float
+    dcgm_poll_interval: float | None
     log_level: str
     tp: int = 1  # resolved: flag → TENSOR_PARALLEL_SIZE → VLLM_TENSOR_PARALLEL_SIZE → 1
     tp_source: str = "default"
@@ -253,11 +267,6 @@ class Config:
         """The hard limit on one poll's whole exchange: above the poll interval, so a busy vLLM
         that answers in 300 ms is polled less often rather than reported down."""
         return max(1.0, 4 * self.poll_interval)
-
-    @property
-    def ticks_per_window(self) -> int:
-        """~2 s windows: 8 ticks (9 polls with the shared boundary) at the default 250 ms."""
-        return max(1, round(2.0 / self.poll_interval))
 
 
 def _shown(raw: Any) -> str:

@@ -4,6 +4,9 @@ Ticks are due at ``start + k × interval`` on the monotonic clock; a tick that o
 makes the loop skip to the next future slot — late ticks are dropped, never queued — so the
 schedule never drifts and no source sees a burst of catch-up requests.
 
+Which sources a tick polls is the pipeline's :class:`~exporter.pipeline.Plan`: vLLM at the
+adaptive cadence, the GPUs every tick (NVML) or as often as they refresh (dcgm-exporter).
+
 Each source polls in its own worker thread, so one source cannot hold another back: a tick
 starts every idle source, waits until its slot ends at most, and takes what has come back. A
 source still answering when the slot ends delivers at a later tick (its sample is timestamped
@@ -21,23 +24,16 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from exporter.pipeline import Pipeline
 from exporter.ratelog import rate_limited
-from exporter.samples import GpuSample, PollError, Tick, VllmSample
-from exporter.scrape.nvml import GpuSource
-from exporter.scrape.vllm_fetch import VllmPoll
+from exporter.samples import EngineSample, GpuSample, PollError, Tick
+from exporter.scrape.source import EnginePoll, EngineSource, GpuSource
 
 log = rate_limited(__name__)
 
 T = TypeVar("T")
-
-
-class VllmSource(Protocol):
-    def poll(self, want_models: bool) -> VllmPoll: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -95,7 +91,7 @@ class PollLoop:
     def __init__(
         self,
         pipeline: Pipeline,
-        vllm: VllmSource,
+        vllm: EngineSource,
         gpu: GpuSource | None,
         *,
         interval: float,
@@ -113,16 +109,16 @@ class PollLoop:
         self._stop = threading.Event()
         self.stats = LoopStats()
         self._thread: threading.Thread | None = None
-        self._pending: tuple[VllmSource, GpuSource | None] | None = None
+        self._pending: tuple[EngineSource, GpuSource | None] | None = None
         self._lock = threading.Lock()
         self._install(vllm, gpu)
 
-    def _install(self, vllm: VllmSource, gpu: GpuSource | None) -> None:
+    def _install(self, vllm: EngineSource, gpu: GpuSource | None) -> None:
         self._vllm, self._gpu = vllm, gpu
         self._vw = _Worker("vllm", self._mono)
         self._gw = _Worker("gpu", self._mono) if gpu is not None else None
 
-    def replace_sources(self, vllm: VllmSource, gpu: GpuSource | None) -> None:
+    def replace_sources(self, vllm: EngineSource, gpu: GpuSource | None) -> None:
         """New sources from a reload, taken over by the loop thread at its next tick."""
         with self._lock:
             self._pending = (vllm, gpu)
@@ -158,16 +154,15 @@ class PollLoop:
         return None
 
     def tick(self, until: float | None = None) -> Tick:
-        """Start every idle source, wait for them until ``until`` (monotonic; default: their
-        deadline), and feed the pipeline what came back."""
+        """Start every idle source the pipeline's plan says is due, wait for them until
+        ``until`` (monotonic; default: their deadline), and feed the pipeline what came back."""
         self._take_pending()
-        edge = self.pipeline.next_is_edge
-        want_models = self.pipeline.models_wanted
-        for worker, fn, arg in (
-            (self._vw, self._vllm.poll, want_models),
-            (self._gw, self._gpu.poll if self._gpu is not None else None, edge),
+        plan = self.pipeline.plan(self._clock())
+        for worker, fn, arg, due in (
+            (self._vw, self._vllm.poll, plan.models, plan.vllm),
+            (self._gw, self._gpu.poll if self._gpu is not None else None, plan.edge, plan.gpu),
         ):
-            if worker is not None and fn is not None and worker.submit(fn, arg):
+            if due and worker is not None and fn is not None and worker.submit(fn, arg):
                 self.stats.polls[worker.name] = self.stats.polls.get(worker.name, 0) + 1
         running = [w.future for w in (self._vw, self._gw) if w is not None and w.future]
         if until is None:
@@ -175,12 +170,12 @@ class PollLoop:
         wait([f for f in running if f is not None], timeout=max(0.0, until - self._mono()))
 
         got_v = self._collect(self._vw, "vllm")
-        poll: VllmPoll | None = None
-        vllm: VllmSample | PollError | None = None
+        poll: EnginePoll | None = None
+        vllm: EngineSample | PollError | None = None
         vd: float | None = None
         if got_v is not None:
             first, vd = got_v
-            if isinstance(first, VllmPoll):
+            if isinstance(first, EnginePoll):
                 poll, vllm = first, first.result
             else:
                 vllm = first
@@ -202,13 +197,13 @@ class PollLoop:
             vllm_body=poll.body if poll else None,
             models_body=poll.models_body if poll else None,
         )
-        if poll is not None and poll.models is None and isinstance(vllm, VllmSample):
+        if poll is not None and poll.models is None and isinstance(vllm, EngineSample):
             if self.pipeline.models_wanted:
                 # vLLM answered /metrics but not /v1/models: ask again only after a restart.
                 self.pipeline.set_models(None)
         self.pipeline.add_tick(tick)
         health = self.pipeline.snapshot.health.get("vllm")
-        if isinstance(vllm, VllmSample) and health is not None and not health.up:
+        if isinstance(vllm, EngineSample) and health is not None and not health.up:
             log.warning("vllm poll refused: %s", health.last_error)  # e.g. several processes
         if self._on_tick is not None:
             self._on_tick(tick)

@@ -1,8 +1,15 @@
 """The engine: ticks in, windows and an immutable snapshot out. No I/O and no clock.
 
 Both the live loop and replay drive the same :class:`Pipeline`; only where ticks come from and
-how time passes differs. Consecutive windows share their boundary poll: with 8 ticks a window,
-a window holds 9 polls.
+how time passes differs. Each tick, the loop (or replay) asks :meth:`Pipeline.plan` which sources
+are due, then feeds back what they answered with :meth:`Pipeline.add_tick`.
+
+A window is a span of time (SPEC §3.3): it closes at the first tick at least
+:data:`~exporter.derive.thresholds.WINDOW_SECONDS` after its first tick (less half a fast
+interval, so that timestamps a few ms early do not add a poll: at 250 ms a window holds 9 polls),
+and consecutive windows share that boundary tick. A gap longer than two windows, or the clock
+stepping back, ends the open window at the tick before it: nothing is averaged across a span
+that was not observed.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment, assess
+from exporter.derive.cadence import RefreshCadence, VllmCadence
 from exporter.derive.diagnosis import Diagnosis, diagnose
 from exporter.derive.direction import Direction, Summary, compare, summarize
 from exporter.derive.gate import Gate, classify
@@ -21,9 +30,9 @@ from exporter.derive.identity import TargetIdentity
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
 from exporter.derive.window import Window, build_window
-from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
+from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
 
-SOURCES_VLLM = "vllm"
+MAX_TICKS_PER_WINDOW = 4096  # timestamps that do not advance must not grow a window forever
 SEVERAL = (
     "the vLLM URL reaches more than one vLLM process (counters and start times alternate, as "
     "behind a load-balanced Service); point --vllm-url at one pod"
@@ -37,6 +46,8 @@ class SourceHealth:
     last_duration: float | None
     errors: Mapping[str, int]
     last_error: str | None = None
+    polls: int = 0  # polls made (answered or failed): the load the exporter puts on the target
+    interval: float | None = None  # the cadence in force, seconds between polls
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,22 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """What one tick should poll: asked of the pipeline by the loop (or replay) before it polls.
+
+    ``vllm``/``gpu``: whether each source is due at this tick's cadence; ``edge``: the tick is
+    expected to close a window (slow GPU reads belong there); ``models``: read ``/v1/models``
+    too (at start and after a restart); the intervals are the cadence in force."""
+
+    vllm: bool
+    gpu: bool
+    edge: bool
+    models: bool
+    vllm_interval: float
+    gpu_interval: float
+
+
+@dataclass(frozen=True, slots=True)
 class HorizonWindow:
     window: Window
     gate: Gate
@@ -71,14 +98,17 @@ class _Health:
     last_duration: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    polls: int = 0
 
-    def freeze(self) -> SourceHealth:
+    def freeze(self, interval: float | None) -> SourceHealth:
         return SourceHealth(
             self.up,
             self.last_success,
             self.last_duration,
             MappingProxyType(dict(self.errors)),
             self.last_error,
+            self.polls,
+            interval,
         )
 
 
@@ -91,20 +121,31 @@ class Pipeline:
         *,
         horizon_seconds: float,
         poll_interval: float,
-        ticks_per_window: int = 8,
+        calm_poll_interval: float | None = None,
+        engine_source_name: str = "vllm",
         gpu_source_name: str | None = "nvml",
+        gpu_cadence: RefreshCadence | None = None,
         roofline: RooflineSettings | None = None,
         max_num_seqs: float | None = None,
+        window_seconds: float = T.WINDOW_SECONDS,
     ) -> None:
-        if ticks_per_window < 1:
-            raise ValueError("ticks_per_window must be ≥ 1")
+        if poll_interval <= 0 or window_seconds <= 0:
+            raise ValueError("the poll interval and the window must be positive")
         self.horizon_seconds = horizon_seconds
         self.poll_interval = poll_interval
-        self.ticks_per_window = ticks_per_window
+        self.window_seconds = window_seconds
+        self.engine_source_name = engine_source_name
         self.gpu_source_name = gpu_source_name
+        # Half a fast interval: a tick a few ms early still closes its window.
+        self._slack = poll_interval / 2
+        calm = poll_interval if calm_poll_interval is None else calm_poll_interval
+        self.cadence = VllmCadence(fast=poll_interval, calm=calm, max_num_seqs=max_num_seqs)
+        # Ticks come at least every calm interval while vLLM answers: a longer gap is one.
+        self.gap_seconds = T.GAP_WINDOWS * max(window_seconds, self.cadence.calm)
+        self.gpu_cadence = gpu_cadence
         # A full horizon: horizon / window length, e.g. 60 s / 2 s = 30 windows.
-        self.full_windows = max(1, round(horizon_seconds / (ticks_per_window * poll_interval)))
-        self._health: dict[str, _Health] = {SOURCES_VLLM: _Health()}
+        self.full_windows = max(1, round(horizon_seconds / window_seconds))
+        self._health: dict[str, _Health] = {engine_source_name: _Health()}
         if gpu_source_name:
             self._health[gpu_source_name] = _Health()
         self._buf: list[tuple[float, Tick]] = []  # (tick time, tick) of the open window
@@ -126,10 +167,20 @@ class Pipeline:
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
 
-    @property
-    def next_is_edge(self) -> bool:
-        """Whether the next tick is a window boundary (where slow GPU reads belong)."""
-        return not self._buf or len(self._buf) == self.ticks_per_window
+    def _closes(self, at: float) -> bool:
+        return at - self._buf[0][0] >= self.window_seconds - self._slack
+
+    def plan(self, at: float) -> Plan:
+        """What a tick starting at ``at`` (wall clock) should poll."""
+        gpu = self.gpu_cadence
+        return Plan(
+            vllm=self.cadence.due(at),
+            gpu=gpu is None or gpu.due(at, self._slack),
+            edge=not self._buf or self._closes(at) or self._breaks(at),
+            models=self.models_wanted,
+            vllm_interval=self.cadence.interval,
+            gpu_interval=self.poll_interval if gpu is None else gpu.interval,
+        )
 
     @property
     def windows(self) -> list[tuple[Window, Gate]]:
@@ -144,13 +195,14 @@ class Pipeline:
         if result is None:
             return
         h.polled = True
+        h.polls += 1
         h.last_duration = duration
         if isinstance(result, PollError):
             h.up = False
             h.errors[result.reason] = h.errors.get(result.reason, 0) + 1
             h.last_error = result.detail or result.reason
         else:
-            assert isinstance(result, (VllmSample, GpuSample))
+            assert isinstance(result, (EngineSample, GpuSample))
             h.up = True
             h.last_success = result.observed_at
 
@@ -161,7 +213,7 @@ class Pipeline:
         self._epoch_full = None
         self._direction = None
 
-    def _note_changes(self, s: VllmSample, restarted: bool) -> None:
+    def _note_changes(self, s: EngineSample, restarted: bool) -> None:
         reconfigured = (
             bool(s.cache_config)
             and self._last_cache_config is not None
@@ -169,6 +221,7 @@ class Pipeline:
         )
         if restarted:
             self.models_wanted = True
+            self.cadence.reset()
         if restarted or reconfigured:
             self._new_epoch()
         if s.cache_config:
@@ -186,6 +239,7 @@ class Pipeline:
         pending, self._pending = self._pending, None
         if pending is not None:
             self._roofline, self._max_num_seqs = pending
+            self.cadence.max_num_seqs = self._max_num_seqs
             self._new_epoch()
 
     def set_models(self, info: ModelsInfo | None) -> None:
@@ -199,7 +253,7 @@ class Pipeline:
         if tick.models is not None:
             self.set_models(tick.models)
         restarted = False
-        if isinstance(tick.vllm, VllmSample):
+        if isinstance(tick.vllm, EngineSample):
             v = tick.vllm
             verdict = self._identity.observe(v.observed_at, v.process_start_time,
                                              v.generation_tokens)  # fmt: skip
@@ -207,44 +261,92 @@ class Pipeline:
                 # Figures mixing processes would be wrong: refuse the poll, say why.
                 tick = replace(tick, vllm=PollError(v.observed_at, "several_servers", SEVERAL))
             restarted = verdict == "restart"
-        self._record(SOURCES_VLLM, tick.vllm, tick.vllm_duration)
+        self._record(self.engine_source_name, tick.vllm, tick.vllm_duration)
         if self.gpu_source_name:
             self._record(self.gpu_source_name, tick.gpu, tick.gpu_duration)
-        if isinstance(tick.vllm, VllmSample):
+        if isinstance(tick.vllm, EngineSample):
             self._note_changes(tick.vllm, restarted)
+            self.cadence.observe(tick.vllm)
+        elif tick.vllm is not None:
+            self.cadence.polled(tick.vllm.observed_at)
+        if self.gpu_cadence is not None:
+            if isinstance(tick.gpu, GpuSample):
+                self.gpu_cadence.observe(tick.gpu, tick.gpu.gpus)
+            elif tick.gpu is not None:
+                self.gpu_cadence.polled(tick.gpu.observed_at)
         if restarted:
             # The open window's polls belong to the process that is gone: a window never
             # spans two processes (their counters and histograms do not subtract).
             self._buf = []
         times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
         if times:
-            self._buf.append((max(times), tick))
-            if len(self._buf) > self.ticks_per_window:
-                self._close_window()
+            self._add(max(times), tick)
         self._publish()
 
-    def _close_window(self) -> None:
-        vllm = [t.vllm for _, t in self._buf if isinstance(t.vllm, VllmSample)]
-        gpu = [t.gpu for _, t in self._buf if isinstance(t.gpu, GpuSample)]
-        window = replace(
-            build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0]),
-            vllm_answered=any(isinstance(t.vllm, VllmSample) for _, t in self._buf[1:]),
-            gpu_answered=any(isinstance(t.gpu, GpuSample) for _, t in self._buf[1:]),
-        )
-        gate = classify(window)
-        rules = evaluate_window(window, self._max_num_seqs) if gate.evaluable else {}
-        self._horizon.append(HorizonWindow(window, gate, MappingProxyType(rules), self._epoch))
-        newest_end = window.end
-        slack = self.poll_interval / 2
+    def offer(self, tick: Tick) -> None:
+        """Replay: a recorded tick, as the live loop would have polled it. A source that the
+        plan says is not due at the tick's time is dropped from it, so a recording made at the
+        fast interval replays the cadence's decisions."""
+        times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
+        if times:
+            plan = self.plan(min(times))
+            if not plan.vllm and tick.vllm is not None:
+                tick = replace(tick, vllm=None, vllm_duration=None, models=None)
+            if not plan.gpu and tick.gpu is not None:
+                tick = replace(tick, gpu=None, gpu_duration=None)
+        self.add_tick(tick)
+
+    def _breaks(self, at: float) -> bool:
+        """A gap, or the clock stepped back, between the open window's last tick and ``at``."""
+        last = self._buf[-1][0]
+        return at < last or at - last > self.gap_seconds
+
+    def _add(self, at: float, tick: Tick) -> None:
+        if self._buf and self._breaks(at):
+            # A gap, or the clock stepped back: the open window ends at the tick before.
+            if len(self._buf) > 1:
+                self._close_window()
+            self._buf = []
+            if at < self._horizon_end():
+                self._evict(at)
+                self._refresh()
+        self._buf.append((at, tick))
+        if len(self._buf) > 1 and (self._closes(at) or len(self._buf) >= MAX_TICKS_PER_WINDOW):
+            self._close_window()
+
+    def _horizon_end(self) -> float:
+        return self._horizon[-1].window.end if self._horizon else float("-inf")
+
+    def _evict(self, newest_end: float) -> None:
         # Old windows leave the horizon; so do windows "from the future" after the wall clock
         # stepped back, which would otherwise never age out.
+        slack = self._slack
         while self._horizon and (
             newest_end - self._horizon[0].window.start > self.horizon_seconds + slack
             or self._horizon[0].window.start > newest_end
         ):
             self._horizon.popleft()
+
+    def _close_window(self) -> None:
+        vllm = [t.vllm for _, t in self._buf if isinstance(t.vllm, EngineSample)]
+        gpu = [t.gpu for _, t in self._buf if isinstance(t.gpu, GpuSample)]
+        window = replace(
+            build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0]),
+            vllm_answered=any(isinstance(t.vllm, EngineSample) for _, t in self._buf[1:]),
+            gpu_answered=any(isinstance(t.gpu, GpuSample) for _, t in self._buf[1:]),
+        )
+        gate = classify(window)
+        rules = evaluate_window(window, self._max_num_seqs) if gate.evaluable else {}
+        self._horizon.append(HorizonWindow(window, gate, MappingProxyType(rules), self._epoch))
+        self._evict(window.end)
         self._buf = self._buf[-1:]  # the boundary poll opens the next window
-        self._agg = aggregate([(h.window, h.gate) for h in self._horizon])
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # A GPU source polled every N seconds leaves windows without GPU data in between: its
+        # figures stay fresh for one of its intervals and a window more, not longer.
+        hold = 0.0 if self.gpu_cadence is None else self.gpu_cadence.interval + self.window_seconds
+        self._agg = aggregate([(h.window, h.gate) for h in self._horizon], gpu_hold=hold)
         self._assessment = assess(self._agg, self._roofline)
         self._diagnosis = diagnose(
             [h.rules for h in self._horizon if h.gate.evaluable],
@@ -263,10 +365,17 @@ class Pipeline:
         if self._baseline is not None and self._direction is None:
             self._direction = compare(self._baseline, self._epoch_full)
 
+    def _interval(self, source: str) -> float:
+        if source == self.engine_source_name:
+            return self.cadence.interval
+        return self.poll_interval if self.gpu_cadence is None else self.gpu_cadence.interval
+
     def _publish(self) -> None:
         latest = self._horizon[-1] if self._horizon else None
         self.snapshot = Snapshot(
-            health=MappingProxyType({k: h.freeze() for k, h in self._health.items() if h.polled}),
+            health=MappingProxyType(
+                {k: h.freeze(self._interval(k)) for k, h in self._health.items() if h.polled}
+            ),
             agg=self._agg,
             latest=latest.window if latest else None,
             latest_gate=latest.gate if latest else None,

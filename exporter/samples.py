@@ -34,7 +34,7 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
-class VllmSample:
+class EngineSample:
     """One successful read of vLLM's ``/metrics``, timestamped when the poll completed."""
 
     observed_at: float
@@ -146,7 +146,7 @@ class Tick:
     with nothing new this tick (not due, or its last poll still running) is None. The raw
     texts are for recordings only; the engine never keeps them."""
 
-    vllm: VllmSample | PollError | None
+    vllm: EngineSample | PollError | None
     gpu: GpuSample | PollError | None
     vllm_duration: float | None = None
     gpu_duration: float | None = None

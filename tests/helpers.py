@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from exporter.samples import GpuReading, GpuSample, Histogram, Tick, VllmSample
+from exporter.samples import EngineSample, GpuReading, GpuSample, Histogram, Tick
 
 INF = math.inf
 
@@ -15,9 +15,9 @@ def hist(bounds: tuple[float, ...], cumulative: tuple[float, ...], total: float)
     return Histogram(bounds, cumulative, total, cumulative[-1])
 
 
-def vllm(t: float, **fields: Any) -> VllmSample:
+def vllm(t: float, **fields: Any) -> EngineSample:
     fields.setdefault("running", 1.0)
-    return VllmSample(observed_at=t, **fields)
+    return EngineSample(observed_at=t, **fields)
 
 
 def gpu(t: float, *readings: dict[str, Any]) -> GpuSample:
@@ -27,5 +27,5 @@ def gpu(t: float, *readings: dict[str, Any]) -> GpuSample:
     )
 
 
-def tick(v: VllmSample | None = None, g: GpuSample | None = None) -> Tick:
+def tick(v: EngineSample | None = None, g: GpuSample | None = None) -> Tick:
     return Tick(vllm=v, gpu=g)

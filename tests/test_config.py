@@ -16,7 +16,7 @@ def test_precedence() -> None:
     assert cfg.horizon == 20.0  # env beats file
     assert cfg.max_num_seqs == 8  # file beats default
     assert cfg.poll_interval == 0.25  # default
-    assert cfg.ticks_per_window == 8  # 2 s / 250 ms
+    assert (cfg.poll_interval, cfg.calm_poll_interval, cfg.dcgm_poll_interval) == (0.25, 1.0, None)
     assert cfg.poll_deadline > cfg.poll_interval  # a slow answer is late, not down
 
 

@@ -15,7 +15,7 @@ B = (0.1, 1.0, INF)
 
 
 def win(t0: float, *, dur: float = 2.0, gpus=(), **pairs):
-    """A two-poll window; each keyword is a (first, last) pair of VllmSample field values."""
+    """A two-poll window; each keyword is a (first, last) pair of EngineSample field values."""
     first = {k: v[0] for k, v in pairs.items()}
     last = {k: v[1] for k, v in pairs.items()}
     polls = [vllm(t0, **first), vllm(t0 + dur, **last)]
@@ -177,15 +177,16 @@ class TestPipelineWindows:
         for i in range(25):
             p.add_tick(tick(vllm(1000.0 + i * 0.25)))
         assert [w.start for w, _ in p.windows] == [1000.0, 1002.0, 1004.0]
-        # The window open at the step (from the boundary poll at 1006 s to 11.75 s) runs
-        # backwards: it and every older window leave. The next one is [11.75, 13.75].
-        for i in range(8):
+        # The step ends the window open at it (the boundary poll at 1006 s alone: no window) and
+        # every window now in the future leaves at once. Windows start afresh at 10 s.
+        p.add_tick(tick(vllm(10.0)))
+        assert p.windows == [] and p.snapshot.agg.windows_total == 0
+        for i in range(1, 17):
             p.add_tick(tick(vllm(10.0 + i * 0.25)))
-        assert p.windows == []
-        for i in range(8, 17):
-            p.add_tick(tick(vllm(10.0 + i * 0.25)))
-        ((w, _),) = p.windows
-        assert (w.start, w.end, w.duration) == (11.75, 13.75, 2.0)
+        assert [(w.start, w.end, w.duration) for w, _ in p.windows] == [
+            (10.0, 12.0, 2.0),
+            (12.0, 14.0, 2.0),
+        ]
 
 
 class TestFreshness:
@@ -209,3 +210,70 @@ class TestFreshness:
         # which belongs to the window before. vLLM is not fresh: its figures are gone.
         p.add_tick(Tick(vllm=PollError(24 * 0.25, "connection"), gpu=None))
         assert not p.snapshot.agg.vllm_fresh
+
+
+class TestGpuAggregates:
+    """Per-GPU figures over the horizon, at the place they are decided (horizon.py)."""
+
+    @staticmethod
+    def span(t0: float, t1: float, util: float, *, running: float = 2.0, temp: float = 60.0,
+             energy: tuple[float, float] | None = None, **extra: float):  # fmt: skip
+        """A window from t0 to t1 whose one GPU reads the same at both polls (energy: the mJ
+        counter at each edge)."""
+        e0, e1 = energy if energy else (None, None)
+        reading = dict(util_gpu_pct=util, util_mem_pct=util / 2, power_watts=util * 4,
+                       temperature_c=temp, dram_bw_util_pct=util / 4, **extra)  # fmt: skip
+        w = build_window(
+            [vllm(t0, running=running, kv_usage=0.5), vllm(t1, running=running, kv_usage=0.5)],
+            [gpu(t0, dict(reading, energy_mj=e0)), gpu(t1, dict(reading, energy_mj=e1))],
+            start=t0,
+            end=t1,
+        )
+        return w, classify(w)
+
+    def test_time_weighted_over_active_windows_of_any_length(self) -> None:
+        # Active windows of 2.0 s at 50%, 3.0 s at 80% and 0.5 s at 20% (a window cut short by
+        # a gap). Utilization: (50×2 + 80×3 + 20×0.5) / 5.5 = 350 / 5.5 = 63.63…% → 0.6363…
+        ws = [self.span(0.0, 2.0, 50.0), self.span(2.0, 5.0, 80.0), self.span(5.0, 5.5, 20.0)]
+        assert all(g.active for _, g in ws)
+        (g,) = aggregate(ws).gpus
+        assert g.util_ratio == pytest.approx(350.0 / 5.5 / 100.0)
+        assert g.mem_util_ratio == pytest.approx(175.0 / 5.5 / 100.0)  # half of each
+        assert g.power_watts == pytest.approx(1400.0 / 5.5)  # 4 W per %
+        assert g.dram_bw_util_ratio == pytest.approx(87.5 / 5.5 / 100.0)  # a quarter of each
+
+    def test_an_idle_window_does_not_weigh_in(self) -> None:
+        # The 3 s window has no running request: not active, its 80% does not count.
+        ws = [self.span(0.0, 2.0, 50.0), self.span(2.0, 5.0, 80.0, running=0.0)]
+        (g,) = aggregate(ws).gpus
+        assert g.util_ratio == pytest.approx(0.5)
+
+    def test_energy_sums_active_windows_with_a_counter(self) -> None:
+        # Window 1: 1,000,000 → 1,800,000 mJ over 2 s = 800 J; window 2: 1,800,000 → 3,000,000
+        # mJ over 3 s = 1,200 J; window 3 has no counter. Σ 2,000 J over 5 s.
+        ws = [
+            self.span(0.0, 2.0, 50.0, energy=(1.0e6, 1.8e6)),
+            self.span(2.0, 5.0, 80.0, energy=(1.8e6, 3.0e6)),
+            self.span(5.0, 7.0, 60.0),
+        ]
+        (g,) = aggregate(ws).gpus
+        assert (g.energy_joules, g.energy_seconds) == (pytest.approx(2000.0), pytest.approx(5.0))
+        (none,) = aggregate([self.span(0.0, 2.0, 50.0)]).gpus
+        assert (none.energy_joules, none.energy_seconds) == (None, None)
+
+    def test_peaks_come_from_evaluable_windows_only(self) -> None:
+        # An old window without vLLM (not evaluable) read 95 °C; the evaluable ones 70 and 65:
+        # the peak is 70, the current 65. Without any evaluable window, every window counts.
+        hot_gpu = [gpu(0.0, dict(temperature_c=95.0)), gpu(2.0, dict(temperature_c=95.0))]
+        hot = build_window([], hot_gpu, start=0.0, end=2.0)
+        ws = [(hot, classify(hot)), self.span(2.0, 4.0, 50.0, temp=70.0),
+              self.span(4.0, 6.0, 50.0, temp=65.0)]  # fmt: skip
+        assert not ws[0][1].evaluable
+        (g,) = aggregate(ws).gpus
+        assert (g.temperature_peak_c, g.temperature_c) == (70.0, 65.0)
+        (only,) = aggregate([(hot, classify(hot))]).gpus
+        assert only.temperature_peak_c == 95.0
+
+    def test_no_gpu_data_anywhere_is_no_gpu(self) -> None:
+        w = build_window([vllm(0.0), vllm(2.0)], [], start=0.0, end=2.0)
+        assert aggregate([(w, classify(w))]).gpus == ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.derive.histogram import delta, merge_latest, quantile
+from exporter.derive.histogram import HistDelta, delta, merge_latest, quantile
 from exporter.derive.window import build_window, time_weighted_mean
 from tests.helpers import INF, gpu, hist, vllm
 
@@ -194,3 +194,43 @@ class TestGaugesAndGpu:
         assert g.mem_used_bytes == 5e9 and g.mem_used_peak_bytes == 7e9
         assert g.temperature_c == 55.0 and g.temperature_peak_c == 60.0
         assert g.energy_joules == pytest.approx(4.0)
+
+
+class TestHistogramEdges:
+    """``delta`` and ``quantile`` at the edges where Prometheus' semantics decide."""
+
+    def test_an_unchanged_histogram_is_a_zero_delta_not_a_reset(self) -> None:
+        h = hist(B, (1, 2, 3, 4), 6.0)
+        assert delta(h, h) == HistDelta(B, (0, 0, 0, 0), 0.0, 0)
+
+    def test_observations_of_zero_seconds_are_data(self) -> None:
+        # Two new observations that took 0 s: Δcount 2, Δsum 0.0 — a delta, not a reset.
+        d = delta(hist(B, (1, 1, 1, 1), 0.5), hist(B, (3, 3, 3, 3), 0.5))
+        assert d == HistDelta(B, (2, 2, 2, 2), 0.0, 2)
+
+    @pytest.mark.parametrize("moved", [1.0, 2.0])
+    def test_a_sum_that_moves_without_an_observation_is_refused(self, moved: float) -> None:
+        assert delta(hist(B, (1, 2, 3, 4), 6.0), hist(B, (1, 2, 3, 4), 6.0 + moved)) is None
+
+    def test_bounds_need_an_inf_bucket_and_one_other(self) -> None:
+        assert quantile(0.5, (1.0, 2.0), (1, 2)) is None  # no +Inf bucket
+        assert quantile(0.5, (INF,), (4,)) is None  # no finite bound to interpolate to
+        # Two buckets are enough: rank 5 of 10 in (0, 1] → 0 + 1 × 5/10 = 0.5.
+        assert quantile(0.5, (1.0, INF), (10, 10)) == pytest.approx(0.5)
+
+    def test_one_observation_is_enough_and_none_is_nothing(self) -> None:
+        # rank 0.99 of 1 in (0, 1] → 0.99.
+        assert quantile(0.99, (1.0, INF), (1, 1)) == pytest.approx(0.99)
+        assert quantile(0.99, (1.0, INF), (0, 0)) is None
+
+    def test_a_rank_equal_to_a_bucket_count_stays_in_that_bucket(self) -> None:
+        # rank 0.5 × 10 = 5 = the count at le=1: the answer is 1.0, not the next bucket's
+        # bound 2.0 (the (1, 2] bucket is empty, so searching for "> rank" would skip to +Inf).
+        assert quantile(0.5, (1.0, 2.0, INF), (5, 5, 10)) == pytest.approx(1.0)
+
+    def test_a_first_bucket_at_or_below_zero_returns_its_bound(self) -> None:
+        # bounds (−1, 1, +Inf), 5 observations ≤ −1, 5 in (−1, 1].
+        b = (-1.0, 1.0, INF)
+        assert quantile(0.2, b, (5, 10, 10)) == -1.0  # rank 2 in the first bucket
+        # rank 7 in (−1, 1] holding 5, 2 past its start: −1 + 2 × 2/5 = −0.2.
+        assert quantile(0.7, b, (5, 10, 10)) == pytest.approx(-0.2)

@@ -101,7 +101,10 @@ def test_restart_starts_a_new_epoch_and_a_direction() -> None:
 
     before, after = rate(first[32], first[60]), rate(second[0], second[32])
     change = 100 * (after - before) / before  # ≈ 676 → 798 tok/s: +18%
-    d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8", "--horizon", "8s")
+    # A fixed 250 ms cadence (the calm interval equal to the fast one): every recorded poll is
+    # used, as in the hand computation above.
+    d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8", "--horizon", "8s",
+                       "--calm-poll-interval", "250ms")  # fmt: skip
     assert d["config_epoch"] == 1
     x = d["direction"]
     # No catalog match for the tiny model: throughput is the signal.

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.recording import RecordingError, gpu_sample_from_entry, read_entries
-from exporter.samples import PLAUSIBLE, GpuSample, Histogram, VllmSample
+from exporter.samples import PLAUSIBLE, EngineSample, GpuSample, Histogram
 from exporter.scrape.dcgm import DcgmSelector, parse_dcgm_metrics
 from exporter.scrape.replay import vllm_result
 from exporter.scrape.text_format import ParseError
@@ -54,7 +54,7 @@ LINE = st.one_of(
 )
 
 
-def check_sample(s: VllmSample) -> None:
+def check_sample(s: EngineSample) -> None:
     for f in fields(s):
         v = getattr(s, f.name)
         if isinstance(v, float):
@@ -141,7 +141,7 @@ def test_recording_reader(tmp_path_factory: pytest.TempPathFactory, lines: list[
                     check_gpu_sample(g)
             elif e["source"] == "vllm":
                 v = vllm_result(e, 1.0)
-                if isinstance(v, VllmSample):
+                if isinstance(v, EngineSample):
                     check_sample(v)
     except RecordingError:
         pass

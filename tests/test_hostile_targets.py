@@ -26,10 +26,10 @@ import pytest
 from exporter.derive.window import build_window
 from exporter.loop import PollLoop
 from exporter.pipeline import Pipeline
-from exporter.samples import GpuSample, Histogram, PollError, VllmSample
+from exporter.samples import EngineSample, GpuSample, Histogram, PollError
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
 from exporter.scrape.nvml import NvmlSource
-from exporter.scrape.vllm_fetch import VllmFetcher, VllmPoll
+from exporter.scrape.vllm_fetch import EnginePoll, VllmFetcher
 from exporter.scrape.vllm_parse import parse_vllm_metrics
 from tests.harness import wait_for
 from tests.test_nvml import FakeNvml
@@ -110,7 +110,7 @@ def target() -> Iterator[Callable[[Behaviour], RawTarget]]:
         t.close()
 
 
-def poll_once(url: str, **kw: Any) -> VllmPoll:
+def poll_once(url: str, **kw: Any) -> EnginePoll:
     f = VllmFetcher(url, clock=time.time, **kw)
     try:
         return f.poll()
@@ -118,7 +118,7 @@ def poll_once(url: str, **kw: Any) -> VllmPoll:
         f.close()
 
 
-def timed_poll(url: str, **kw: Any) -> tuple[VllmPoll, float]:
+def timed_poll(url: str, **kw: Any) -> tuple[EnginePoll, float]:
     t0 = time.monotonic()
     p = poll_once(url, **kw)
     return p, time.monotonic() - t0
@@ -204,7 +204,7 @@ def test_a_stuck_vllm_does_not_hold_gpu_polling(target: Callable[..., RawTarget]
 class Exploding:
     """A vLLM source with a bug: its poll raises."""
 
-    def poll(self, want_models: bool) -> VllmPoll:
+    def poll(self, want_models: bool) -> EnginePoll:
         raise RuntimeError("a bug in a source")
 
     def close(self) -> None:
@@ -265,7 +265,7 @@ def test_a_gzip_body_is_read_and_a_gzip_bomb_is_capped(target: Callable[..., Raw
     packed = gzip.compress(BODY)
     t = target(lambda conn, head: conn.sendall(answer(packed, "Content-Encoding: gzip")))
     p = poll_once(t.url, deadline=2.0)
-    assert isinstance(p.result, VllmSample) and p.body == BODY.decode()
+    assert isinstance(p.result, EngineSample) and p.body == BODY.decode()
 
     bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
     packed = bomb.compress(b"\n" * (64 * 1024 * 1024)) + bomb.flush()  # 64 MB in ~64 KB
@@ -300,7 +300,7 @@ def test_credentials_in_the_url_are_sent_and_never_shown(target: Callable[..., R
     t = target(guarded)
     f = VllmFetcher(t.url.replace("http://", "http://bob:s3cr3t-pw@"), deadline=2.0,
                     clock=time.time)  # fmt: skip
-    assert isinstance(f.poll().result, VllmSample)
+    assert isinstance(f.poll().result, EngineSample)
     assert "s3cr3t-pw" not in f.shown and "bob:xxxxx@" in f.shown
     f.close()
     wrong = VllmFetcher(t.url.replace("http://", "http://bob:s3cr3t-pw2@"), deadline=2.0,
@@ -328,7 +328,7 @@ def test_a_histogram_sum_going_down_is_a_reset_not_a_negative_mean() -> None:
     first = Histogram(bounds, (10.0, 20.0, 20.0), 600.0, 20.0)
     # The count goes up but the sum goes down: not one process's histogram.
     last = Histogram(bounds, (11.0, 21.0, 21.0), 8.0, 21.0)
-    polls = [VllmSample(0.0, running=1.0, ttft=first), VllmSample(2.0, running=1.0, ttft=last)]
+    polls = [EngineSample(0.0, running=1.0, ttft=first), EngineSample(2.0, running=1.0, ttft=last)]
     w = build_window(polls, [], start=0.0, end=2.0)
     assert w.ttft is None and w.ttft_p99 is None
     assert w.ttft_mean == pytest.approx(8.0 / 21.0)  # the last poll's own cumulative mean, ≥ 0

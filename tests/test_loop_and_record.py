@@ -13,8 +13,8 @@ import pytest
 
 from exporter.loop import PollLoop
 from exporter.pipeline import Pipeline
-from exporter.samples import VllmSample
-from exporter.scrape.vllm_fetch import VllmPoll
+from exporter.samples import EngineSample
+from exporter.scrape.vllm_fetch import EnginePoll
 from tests.harness import RecordedVllm
 
 FIX = Path(__file__).parent / "fixtures"
@@ -28,11 +28,11 @@ class TimedSource:
         self.starts: list[float] = []
         self.ends: list[float] = []
 
-    def poll(self, want_models: bool = False) -> VllmPoll:
+    def poll(self, want_models: bool = False) -> EnginePoll:
         self.starts.append(time.monotonic())
         time.sleep(self.cost)  # the source's own cost, not a wait in the test
         self.ends.append(time.monotonic())
-        return VllmPoll(VllmSample(time.time(), running=1.0))
+        return EnginePoll(EngineSample(time.time(), running=1.0))
 
     def close(self) -> None:
         pass
@@ -85,6 +85,8 @@ def test_record_then_replay(tmp_path: Path) -> None:
                 vllm.url,
                 "--gpu-replay",
                 str(FIX / "nvml" / "h200-probe.jsonl.gz"),
+                "--calm-poll-interval",  # a fixed cadence: both sources every tick
+                "250ms",
             ],
             capture_output=True,
             text=True,

@@ -134,7 +134,8 @@ def test_real_vllm_with_real_h200_readings() -> None:
 
 
 def test_restart_recording_never_goes_negative() -> None:
-    text = run_replay(str(RESTART), "--gpu-source", "none")
+    # A fixed cadence: every recorded poll is replayed, so every recorded error counts.
+    text = run_replay(str(RESTART), "--gpu-source", "none", "--calm-poll-interval", "250ms")
     m = samples(text)
     errors = [e for e in entries(RESTART) if e["source"] == "vllm" and "error" in e]
     assert errors, "the recording has an outage"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
 from exporter.derive.diagnosis import diagnose
-from exporter.derive.direction import Summary, compare
+from exporter.derive.direction import Summary, compare, summarize
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import (
@@ -21,8 +23,9 @@ from exporter.derive.rules import (
     R5,
     RuleResult,
     evaluate_window,
+    kv_capacity_tokens,
 )
-from exporter.derive.window import build_window
+from exporter.derive.window import GpuWindow, Window, build_window
 from exporter.pipeline import Pipeline
 from tests.helpers import INF, gpu, hist, tick, vllm
 
@@ -74,6 +77,151 @@ def window(
 
 def rule(key: tuple[str, str], mns: float | None = 64.0, **kw: Any) -> RuleResult:
     return evaluate_window(window(**kw), mns)[key]
+
+
+def bare(**fields: Any) -> Window:
+    """A 2 s evaluable window holding only the given figures (everything else absent)."""
+    return Window(start=100.0, end=102.0, duration=2.0, vllm_polls=9, gpu_polls=0, **fields)
+
+
+CC = {"num_gpu_blocks": "100", "block_size": "10"}  # 1,000 tokens of KV
+
+
+class TestRuleRecords:
+    """Each rule's exact answer: fired or not, the numbers shown (diagnose, rule_skipped and
+    issue_info read them), or why it was skipped. Values worked by hand from the rules in SPEC §10.
+    """
+
+    @pytest.mark.parametrize(
+        ("key", "mns", "w", "skipped"),
+        [
+            (R1, None, bare(running=1.0, waiting=0.0), "max_num_seqs unknown: pass --max-num-seqs"),
+            (R1, 64.0, bare(running=1.0), "vLLM reported no waiting count"),
+            (R1, 64.0, bare(running=1.0, waiting=0.0),
+             "no prefill-time delta in this window (reset or missing histogram)"),
+            (R2_MAIN, 64.0, bare(running=1.0), "no KV usage or preemption data"),
+            (R2_BACKLOG, None, bare(running=1.0), "max_num_seqs unknown: pass --max-num-seqs"),
+            (R2_BACKLOG, 64.0, bare(running=1.0, kv_usage=0.5, waiting=1.0, prompt_len_mean=5.0),
+             "KV capacity unknown (no cache_config_info)"),
+            (R5, None, bare(running=1.0, waiting=0.0), "max_num_seqs unknown: pass --max-num-seqs"),
+            (R5, 64.0, bare(running=1.0), "vLLM reported no waiting count"),
+        ],
+    )  # fmt: skip
+    def test_skipped(self, key: Any, mns: float | None, w: Window, skipped: str) -> None:
+        assert evaluate_window(w, mns)[key] == RuleResult(False, skipped, skipped=skipped)
+
+    @pytest.mark.parametrize("absent", ["kv_usage", "waiting", "prompt_len_mean"])
+    def test_backlog_needs_each_of_its_inputs(self, absent: str) -> None:
+        present = dict(running=1.0, kv_usage=0.5, waiting=1.0, prompt_len_mean=5.0)
+        del present[absent]
+        r = evaluate_window(bare(cache_config=CC, kv_peak=0.5, **present), 64.0)[R2_BACKLOG]
+        assert r.skipped == "no KV usage, waiting count or prompt length"
+
+    def test_r1_needs_a_duration_for_the_prefill_share(self) -> None:
+        w = replace(window(), duration=None)
+        assert evaluate_window(w, 64.0)[R1].skipped == (
+            "no prefill-time delta in this window (reset or missing histogram)")  # fmt: skip
+
+    def test_r1_texts(self) -> None:
+        # running 1 of 64: occupancy 1.5625% → "2%"; 0 waiting; prefill 0.1 s over 2 s (5%).
+        assert rule(R1) == RuleResult(True, "occupancy 2% (1.0 of 64), 0.0 waiting")
+        assert rule(R1, running=0.0) == RuleResult(False, "not triggered (no running requests)")
+        assert rule(R1, running=32.0) == RuleResult(False, "not triggered (occupancy 50%)")
+        assert rule(R1, waiting=3.0) == RuleResult(False, "not triggered (3.0 waiting)")
+        # 1.0 s of prefill in 2 s: 50% ≥ 40%.
+        assert rule(R1, prefill_sum=1.0) == RuleResult(
+            False, "not triggered (prefill saturated at 50%)")  # fmt: skip
+
+    def test_r2_main_on_either_input_alone(self) -> None:
+        # Preemptions without KV usage: fired on the preemptions, the peak read as 0%.
+        only_preempt = evaluate_window(bare(running=1.0, d_preemptions=2.0), 64.0)[R2_MAIN]
+        assert only_preempt == RuleResult(True, "KV peak 0%, 2 preemptions", preempting=True)
+        only_kv = evaluate_window(bare(running=1.0, kv_peak=0.9), 64.0)[R2_MAIN]
+        assert only_kv == RuleResult(True, "KV peak 90%")
+        quiet = evaluate_window(bare(running=1.0, d_preemptions=0.0), 64.0)[R2_MAIN]
+        assert quiet == RuleResult(False, "not triggered (KV peak 0%, no preemptions)")
+
+    def test_r2_main_texts(self) -> None:
+        # KV peak 96% (critical), 3 preemptions, VRAM 90% corroborates.
+        r = rule(R2_MAIN, kv=(0.5, 0.96), preemptions=3.0, gpu_at=101.0, vram=0.9)
+        assert r == RuleResult(True, "KV peak 96%, 3 preemptions, VRAM 90%", preempting=True,
+                               kv_critical=True)  # fmt: skip
+        # A GPU whose memory reading failed adds no VRAM fact and breaks nothing.
+        w = bare(running=1.0, kv_peak=0.9, gpus=(GpuWindow(0, "GPU-0", None, None, None, None,
+                 None, None, None, 100e9, None, None, None, None, None),))  # fmt: skip
+        assert evaluate_window(w, 64.0)[R2_MAIN].why == "KV peak 90%"
+
+    def test_source_skew_of_exactly_one_second_is_allowed(self) -> None:
+        # vLLM's last poll at 102.0 s, the GPU's at 101.0 / 100.5 s: 1.0 s apart is within the
+        # limit, 1.5 s is not, for both R2 paths.
+        at_limit = evaluate_window(replace(window(gpu_at=101.0), vllm_observed_at=102.0), 64.0)
+        assert at_limit[R2_MAIN].skipped is None and at_limit[R2_BACKLOG].skipped is None
+        over = evaluate_window(replace(window(gpu_at=100.5), vllm_observed_at=102.0), 64.0)
+        assert over[R2_MAIN].skipped == over[R2_BACKLOG].skipped == (
+            "GPU and vLLM readings 1.5s apart")  # fmt: skip
+
+    def test_backlog_texts_and_boundaries(self) -> None:
+        # Capacity 1,000 tokens, KV 50% → 500 free; 2 waiting × 250 prompt tokens = 500: not
+        # less than the free KV, so not fired (demand must exceed free).
+        base = dict(cache_config=CC, kv_usage=0.5, kv_peak=0.5, prompt_len_mean=250.0)
+        even = evaluate_window(bare(running=1.0, waiting=2.0, **base), 4.0)[R2_BACKLOG]
+        assert even == RuleResult(False, "not triggered (queue ratio 67%; free KV 500 tokens vs "
+                                  "demand 500 (2.0 waiting x 250 prompt tokens); running 1.0 of "
+                                  "4)")  # fmt: skip
+        # 3 waiting: demand 750 > 500 free; queue ratio 3 / 4 = 75%; running 1 < 4: fired.
+        more = evaluate_window(bare(running=1.0, waiting=3.0, **base), 4.0)[R2_BACKLOG]
+        assert more == RuleResult(
+            True, "queue ratio 75%; free KV 500 tokens vs demand 750 (3.0 waiting x 250 prompt "
+            "tokens); running 1.0 of 4")  # fmt: skip
+        # No running request at all on a cap of 1: 0 < 1, queue ratio 100%: fired.
+        idle = evaluate_window(bare(running=0.0, waiting=3.0, **base), 1.0)[R2_BACKLOG]
+        assert idle.fired and idle.why.startswith("queue ratio 100%")
+        # With the main path firing too (KV peak 90%), the backlog path steps aside.
+        both = evaluate_window(bare(running=1.0, waiting=3.0, **dict(base, kv_peak=0.9)), 4.0)
+        assert both[R2_BACKLOG] == RuleResult(False, "suppressed by the main path")
+
+    def test_queue_ratio_of_fractional_and_empty_means(self) -> None:
+        # Time-weighted means below one: running 0.5, waiting 0.25 → 0.25 / 0.75 = 33%.
+        base = dict(cache_config=CC, kv_usage=0.5, kv_peak=0.5, prompt_len_mean=10.0)
+        r = evaluate_window(bare(running=0.5, waiting=0.25, **base), 4.0)[R2_BACKLOG]
+        assert r.why.startswith("not triggered (queue ratio 33%;")
+        empty = evaluate_window(bare(running=0.0, waiting=0.0, **base), 4.0)[R2_BACKLOG]
+        assert empty.why.startswith("not triggered (queue ratio 0%;")
+
+    def test_r3_texts(self) -> None:
+        # Δhits 20 / Δqueries 100 = 20%; 50 prompt tokens; 12 finished in 2 s = 6.0 req/s.
+        fired = rule(R3, running=4.0, hits_queries=(20.0, 100.0), finished=12.0)
+        assert fired == RuleResult(True, "prefix hit rate 20%, 50 prompt tokens, 6.0 req/s, "
+                                   "4.0 running")  # fmt: skip
+        off = rule(R3, running=4.0, hits_queries=(20.0, 100.0), finished=12.0,
+                   cache_config={"enable_prefix_caching": "False"})  # fmt: skip
+        assert off.fired and off.why.startswith("prefix hit rate 0% (prefix caching disabled), ")
+        # No request running: not fired, whatever the rest.
+        idle = rule(R3, running=0.0, hits_queries=(20.0, 100.0), finished=12.0)
+        assert idle == RuleResult(False, "not triggered (prefix hit rate 20%, 50 prompt tokens, "
+                                  "6.0 req/s, 0.0 running)")  # fmt: skip
+        assert rule(R3) == RuleResult(
+            False, "not triggered (no prefix-cache queries or finished requests)")  # fmt: skip
+        # Hits known but no finished request in the window: no request rate, not triggered.
+        no_rate = evaluate_window(bare(running=4.0, d_prefix_hits=2.0, d_prefix_queries=10.0,
+                                       prompt_len_mean=50.0), 64.0)[R3]  # fmt: skip
+        assert no_rate.why == "not triggered (no prefix-cache queries or finished requests)"
+
+    def test_r5_texts(self) -> None:
+        r = rule(R5, mns=8.0, running=8.0, waiting=4.0)  # 4 / 12 = 33%
+        assert r == RuleResult(True, "running 8.0 of 8, 4.0 waiting (queue ratio 33%)")
+        # Nothing running on a cap of 1 is 1 away from it: not saturated, however long the queue.
+        idle = rule(R5, mns=1.0, running=0.0, waiting=3.0)
+        assert idle == RuleResult(False, "not triggered (running 0.0 of 1, 3.0 waiting (queue "
+                                  "ratio 100%))")  # fmt: skip
+
+    @pytest.mark.parametrize("empty", ["", "None"])
+    def test_kv_capacity_falls_back_to_blocks(self, empty: str) -> None:
+        # vLLM writes an unset kv_cache_size_tokens as "" or "None": 12 blocks × 128 tokens.
+        cc = {"kv_cache_size_tokens": empty, "num_gpu_blocks": "12", "block_size": "128"}
+        assert kv_capacity_tokens(cc) == 1536.0
+        assert kv_capacity_tokens({"kv_cache_size_tokens": "4096"}) == 4096.0
+        assert kv_capacity_tokens({"num_gpu_blocks": "12"}) is None
 
 
 class TestR1:
@@ -372,6 +520,65 @@ class TestDirection:
             compare(Summary(None, 4.0, 1000.0), Summary(None, 4.0, 1050.0)).direction == "plateau"
         )
         assert compare(Summary(), Summary()).signal == "none"
+
+
+class TestDirectionRecord:
+    """What a comparison carries, not only its verdict: the report and the alerts read it."""
+
+    def test_summarize_takes_each_figure_from_its_place(self) -> None:
+        agg = Aggregate(running_active=6.0, generation_tps=900.0, ttft_p99=0.4, tpot_p99=0.03)
+        assessment = SimpleNamespace(
+            roofline=SimpleNamespace(efficiency=0.35),
+            economics=SimpleNamespace(cost_per_million_tokens=1.25),
+        )
+        s = summarize(agg, assessment)  # type: ignore[arg-type]
+        assert s == Summary(efficiency=0.35, running=6.0, generation_tps=900.0, ttft_p99=0.4,
+                            tpot_p99=0.03, cost_per_million_tokens=1.25)  # fmt: skip
+        bare = summarize(agg, None)
+        assert (bare.efficiency, bare.cost_per_million_tokens) == (None, None)
+        assert (bare.running, bare.generation_tps, bare.tpot_p99) == (6.0, 900.0, 0.03)
+
+    def test_the_record_holds_both_sides_and_every_delta(self) -> None:
+        # Efficiency path: 100 × (0.30/8 − 0.10/8) = +2.5 pp; throughput 1000 → 3000 = +200%;
+        # TTFT p99 1.0 → 1.1 = +10% (no veto).
+        before = Summary(0.10, 8.0, 1000.0, 1.0)
+        after = Summary(0.30, 8.0, 3000.0, 1.1)
+        d = compare(before, after)
+        assert d.before is before and d.after is after
+        assert d.throughput_delta_pct == pytest.approx(200.0)
+        assert d.vetoed is False
+        worse = compare(after, before)  # −2.5 pp: plateau, not vetoed (nothing to veto)
+        assert (worse.direction, worse.vetoed, worse.before, worse.after) == (
+            "plateau", False, after, before)  # fmt: skip
+
+    def test_throughput_and_no_signal_records(self) -> None:
+        before, after = Summary(None, 4.0, 1000.0, 1.0), Summary(None, 4.0, 1200.0, 0.5)
+        d = compare(before, after)  # +20% throughput; TTFT −50%
+        assert (d.direction, d.signal, d.before, d.after) == ("better", "throughput", before, after)
+        assert d.efficiency_delta_pp is None and d.ttft_p99_delta_pct == pytest.approx(-50.0)
+        nothing_b, nothing_a = Summary(ttft_p99=2.0), Summary(ttft_p99=3.0)
+        n = compare(nothing_b, nothing_a)
+        assert (n.direction, n.signal, n.before, n.after) == ("plateau", "none", nothing_b,
+                                                              nothing_a)  # fmt: skip
+        assert n.throughput_delta_pct is None and n.ttft_p99_delta_pct == pytest.approx(50.0)
+
+    def test_efficiency_on_one_side_only_falls_back_to_throughput(self) -> None:
+        # The catalog matched before the change but not after (or the reverse): per-request
+        # efficiency cannot be compared, throughput can: 1000 → 1200 = +20%.
+        one = compare(Summary(0.2, 4.0, 1000.0), Summary(None, 4.0, 1200.0))
+        other = compare(Summary(None, 4.0, 1000.0), Summary(0.2, 4.0, 1200.0))
+        assert (one.signal, one.direction) == (other.signal, other.direction) == (
+            "throughput", "better")  # fmt: skip
+        # Zero running requests on a side: no per-request efficiency either.
+        assert compare(Summary(0.2, 0.0, 1000.0), Summary(0.3, 4.0, 1200.0)).signal == "throughput"
+
+    def test_percent_change_needs_a_positive_before(self) -> None:
+        # Throughput 0 → 500: no percentage of zero; TTFT absent after: no TTFT delta.
+        d = compare(Summary(None, 4.0, 0.0, 1.0), Summary(None, 4.0, 500.0, None))
+        assert d.throughput_delta_pct is None and d.signal == "none"
+        assert d.ttft_p99_delta_pct is None
+        d2 = compare(Summary(None, 4.0, None, None), Summary(None, 4.0, 500.0, 1.0))
+        assert d2.throughput_delta_pct is None and d2.ttft_p99_delta_pct is None
 
 
 class TestR4:

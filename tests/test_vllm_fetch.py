@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from exporter.samples import PollError, VllmSample
+from exporter.samples import EngineSample, PollError
 from exporter.scrape.vllm_fetch import VllmFetcher, split_vllm_url
 from tests.harness import QuietHandler, free_port
 
@@ -68,7 +68,7 @@ def test_good_poll_and_models(server: ThreadingHTTPServer) -> None:
     f = fetcher(server)
     p = f.poll()
     s = p.result
-    assert isinstance(s, VllmSample) and s.running == 2.0 and s.observed_at == 7.0
+    assert isinstance(s, EngineSample) and s.running == 2.0 and s.observed_at == 7.0
     assert p.body == GOOD.decode() and p.models is None  # the raw text, for recordings
     assert server.accept_headers[-1] == "text/plain;version=0.0.4"  # type: ignore[attr-defined]
     p = f.poll(want_models=True)
@@ -94,7 +94,7 @@ def test_failures_become_poll_errors_then_recover(
     err = f.poll().result
     assert isinstance(err, PollError) and err.reason == reason, err
     server.mode = "ok"  # type: ignore[attr-defined]
-    assert isinstance(f.poll().result, VllmSample)
+    assert isinstance(f.poll().result, EngineSample)
 
 
 def test_body_size_cap(server: ThreadingHTTPServer) -> None:

@@ -171,3 +171,25 @@ def test_bad_bodies_are_refused_with_a_reason(body: str, reason: str) -> None:
     with pytest.raises(ParseError) as e:
         parse_vllm_metrics(body, 0.0)
     assert e.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Two engines, each finite, whose sum overflows to infinity.
+        'vllm:num_requests_running{engine="0"} 1e308\n'
+        'vllm:num_requests_running{engine="1"} 1e308\n',
+        'vllm:prefix_cache_queries_total{engine="0"} 1e308\n'
+        'vllm:external_prefix_cache_queries_total{engine="0"} 1e308\n',
+        "".join(
+            f'vllm:time_to_first_token_seconds_bucket{{engine="{e}",le="+Inf"}} 1\n'
+            f'vllm:time_to_first_token_seconds_sum{{engine="{e}"}} 1e308\n'
+            f'vllm:time_to_first_token_seconds_count{{engine="{e}"}} 1\n'
+            for e in (0, 1)
+        ),
+    ],
+)
+def test_sums_that_overflow_are_refused(body: str) -> None:
+    with pytest.raises(ParseError) as e:
+        parse_vllm_metrics(body, 0.0)
+    assert e.value.reason == "non_finite"

@@ -142,8 +142,9 @@ def _fix_and_evidence(
         else f"Add a replica or lower --max-model-len: raising --max-num-seqs at KV peak "
         f"{_pct(peak)} would cause thrashing."
     )
+    cap = "unknown" if mns is None else f"{mns:g}"
     return fix, (
-        f"running {agg.running or 0:.1f} at the cap --max-num-seqs {mns or 0:g}, "
+        f"running {agg.running or 0:.1f} at the cap --max-num-seqs {cap}, "
         f"{agg.waiting or 0:.1f} waiting, {seen}"
     )
 

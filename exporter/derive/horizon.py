@@ -197,8 +197,13 @@ def _energy(active: Sequence[Window]) -> tuple[float | None, float | None]:
     return (joules, toks) if used and toks > 0 else (None, None)
 
 
-def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
-    """Aggregate the horizon, oldest window first."""
+def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregate:
+    """Aggregate the horizon, oldest window first.
+
+    GPU figures are fresh while the latest window holds GPU data, or, for a GPU source polled
+    less often than windows close (dcgm-exporter refreshes every 30 s), while the latest
+    window with GPU data ended at most ``gpu_hold`` seconds before the latest window.
+    """
     if not windows:
         return Aggregate()
     all_ws = [w for w, _ in windows]
@@ -209,6 +214,9 @@ def aggregate(windows: Sequence[GatedWindow]) -> Aggregate:
     kv_now = last_eval.kv_last if last_eval is not None else None
     energy_joules, energy_tokens = _energy(active)
     gpu_fresh = bool(last.gpus) and last.gpu_answered
+    if not gpu_fresh and gpu_hold > 0:
+        with_gpu = next((w for w in reversed(all_ws) if w.gpus), None)
+        gpu_fresh = with_gpu is not None and last.end - with_gpu.end <= gpu_hold
     return Aggregate(
         windows_total=len(all_ws),
         windows_evaluable=len(evaluable),

@@ -150,7 +150,7 @@ def _r2_backlog(w: Window, mns: float | None, main: RuleResult) -> RuleResult:
     return RuleResult(fired, why if fired else f"not triggered ({why})")
 
 
-def _r3(w: Window, mns: float | None) -> RuleResult:
+def _r3(w: Window) -> RuleResult:
     disabled = w.cache_config.get("enable_prefix_caching") == "False"
     hit = 0.0 if disabled else w.prefix_hit_ratio
     prompt, rate, running = w.prompt_len_mean, w.requests_per_second, w.running or 0.0
@@ -192,6 +192,6 @@ def evaluate_window(w: Window, max_num_seqs: float | None) -> dict[RuleKey, Rule
         R1: _r1(w, max_num_seqs),
         R2_MAIN: main,
         R2_BACKLOG: _r2_backlog(w, max_num_seqs, main),
-        R3: _r3(w, max_num_seqs),
+        R3: _r3(w),
         R5: _r5(w, max_num_seqs),
     }

@@ -39,3 +39,14 @@ WORSE_EFFICIENCY_PP = -5.0
 BETTER_THROUGHPUT_PCT = 10.0
 WORSE_THROUGHPUT_PCT = -10.0
 LATENCY_VETO_TTFT_P99_PCT = 20.0
+
+# Adaptive vLLM cadence (SPEC §3.3): any of these on a poll makes the cadence fast at once
+CADENCE_KV_AT_LEAST = 0.70
+CADENCE_RUNNING_SHARE = 0.90  # running / max_num_seqs
+CADENCE_RUNNING_CHANGE = 3.0  # |Δrunning| between two polls, more than this
+CADENCE_KV_CHANGE = 0.05  # |Δkv_usage| between two polls
+CADENCE_HOLD_SECONDS = 10.0  # fast until this long after the last poll with pressure
+
+# Windows (SPEC §3.3)
+WINDOW_SECONDS = 2.0
+GAP_WINDOWS = 2.0  # a gap between polls longer than this many windows ends the window

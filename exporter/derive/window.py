@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from exporter.derive.histogram import HistDelta, delta, quantile
-from exporter.samples import GpuReading, GpuSample, Histogram, VllmSample
+from exporter.samples import EngineSample, GpuReading, GpuSample, Histogram
 
 P99 = 0.99
 
@@ -165,7 +165,7 @@ def counter_delta(values: Sequence[float | None]) -> float | None:
 
 
 def _hist(
-    polls: Sequence[VllmSample], get: Callable[[VllmSample], Histogram | None]
+    polls: Sequence[EngineSample], get: Callable[[EngineSample], Histogram | None]
 ) -> tuple[HistDelta | None, float | None, float | None]:
     """(delta, mean with the cumulative fallback, p99) for one histogram family."""
     present = [h for p in polls if (h := get(p)) is not None]
@@ -214,7 +214,7 @@ def _gpu_windows(gpu_polls: Sequence[GpuSample]) -> tuple[GpuWindow, ...]:
 
 
 def build_window(
-    vllm_polls: Sequence[VllmSample], gpu_polls: Sequence[GpuSample], *, start: float, end: float
+    vllm_polls: Sequence[EngineSample], gpu_polls: Sequence[GpuSample], *, start: float, end: float
 ) -> Window:
     """Per-window figures from the window's successful polls, in time order.
 
@@ -229,10 +229,10 @@ def build_window(
     last = v[-1]
     duration = v[-1].observed_at - v[0].observed_at if len(v) > 1 else None
 
-    def series(get: Callable[[VllmSample], float | None]) -> list[tuple[float, float]]:
+    def series(get: Callable[[EngineSample], float | None]) -> list[tuple[float, float]]:
         return [(p.observed_at, x) for p in v if (x := get(p)) is not None]
 
-    def d(get: Callable[[VllmSample], float | None]) -> float | None:
+    def d(get: Callable[[EngineSample], float | None]) -> float | None:
         return counter_delta([get(p) for p in v])
 
     ttft, ttft_mean, ttft_p99 = _hist(v, lambda p: p.ttft)

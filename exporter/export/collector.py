@@ -85,8 +85,7 @@ def _health(f: _Families, snap: Snapshot) -> None:
     health = snap.health
     f.labelled(
         "up",
-        "1 if the source answered its last poll (polled every "
-        f"{f.settings.poll_interval:g}s), else 0.",
+        "1 if the source answered its last poll, else 0.",
         ["source"],
         [([s], 1.0 if h.up else 0.0) for s, h in health.items()],
     )
@@ -102,6 +101,22 @@ def _health(f: _Families, snap: Snapshot) -> None:
         ["source"],
         [([s], h.last_duration) for s, h in health.items()],
     )
+    f.labelled(
+        "poll_interval_seconds",
+        "The cadence in force: seconds between polls of the source (vLLM: --poll-interval "
+        "while anything could spike, --calm-poll-interval otherwise; dcgm: as often as it "
+        "refreshes).",
+        ["source"],
+        [([s], h.interval) for s, h in health.items()],
+    )
+    polls = CounterMetricFamily(
+        f"{NS}_polls",
+        "Polls made of the source, answered or failed: the load the exporter puts on it.",
+        labels=["source"],
+    )
+    for s, h in health.items():
+        polls.add_metric([s], h.polls)
+    f.out.append(polls)
     errors = CounterMetricFamily(
         f"{NS}_poll_errors",
         "Failed polls by source and reason (timeout, connection, http_status, malformed, …).",
@@ -581,9 +596,6 @@ def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     )
     f.out.append(info)
     f.gauge("horizon_seconds", "Length of the aggregation horizon.", settings.horizon_seconds)
-    f.gauge(
-        "poll_interval_seconds", "Interval between polls of each source.", settings.poll_interval
-    )
     f.labelled(
         "windows",
         "Windows (~2 s each) in the last {H}: total, evaluable (vLLM answered), "

@@ -12,21 +12,11 @@ import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from exporter.samples import GpuReading, GpuSample, PollError, plausible
 
 log = logging.getLogger(__name__)
-
-
-class GpuSource(Protocol):
-    """What the poll loop needs from a GPU source (NVML, dcgm, a replay)."""
-
-    def poll(self, edge: bool) -> GpuSample | PollError:
-        """Read all GPUs; ``edge`` marks a window boundary, where slow reads are allowed."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class NvmlUnavailable(Exception):

@@ -18,14 +18,15 @@ from exporter.recording import (
     gpu_sample_from_entry,
     read_entries,
 )
-from exporter.samples import GpuSample, ModelsInfo, PollError, Tick, VllmSample
-from exporter.scrape.vllm_fetch import VllmPoll, parse_models
+from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
+from exporter.scrape.source import EnginePoll
+from exporter.scrape.vllm_fetch import parse_models
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
 
 T = TypeVar("T")
 
 
-def vllm_result(entry: dict[str, Any], observed_at: float) -> VllmSample | PollError:
+def vllm_result(entry: dict[str, Any], observed_at: float) -> EngineSample | PollError:
     if "error" in entry:
         return PollError(observed_at, str(entry["error"]), "recorded error")
     if "body" not in entry:
@@ -56,14 +57,19 @@ def _has_source(path: Path, sources: tuple[str, ...]) -> bool:
     return any(e["source"] in sources for e in read_entries(path))
 
 
+PAIR_WITHIN = 0.125  # two entries this close in time were one tick's polls (half of 250 ms)
+
+
 def replay_ticks(
     vllm_path: Path | None, gpu_path: Path | None = None, damage: list[Damage] | None = None
 ) -> Iterator[Tick]:
     """Ticks from recordings, in recorded time.
 
-    The vLLM stream sets the pace and the end; a GPU stream from another file is shifted so its
-    first entry lines up with the first vLLM entry. A stream that ends early reports
-    ``recording_ended`` errors. With only a GPU recording, the GPU stream sets the pace. A
+    Entries are merged by time: a vLLM and a GPU entry within :data:`PAIR_WITHIN` of each other
+    make one tick, any other entry a tick of its own (a recording made at the calm cadence holds
+    a vLLM entry every fourth GPU entry). The vLLM stream sets the end; a GPU stream from another
+    file is shifted so its first entry lines up with the first vLLM entry, and once it ends, the
+    remaining ticks report ``recording_ended``. With only a GPU recording, it sets the pace. A
     recording with a damaged tail is used up to it; ``damage`` collects what was dropped.
     """
     vd, gd = Damage(), Damage()
@@ -76,56 +82,82 @@ def replay_ticks(
     vllm_it = _vllm_stream(vllm_path, vd) if vllm_path is not None else None
     gpu_it = _gpu_stream(gpu_path, gd) if gpu_path is not None else None
     offset: float | None = 0.0 if gpu_path == vllm_path else None
+    v = next(vllm_it, None) if vllm_it is not None else None
+    g = next(gpu_it, None) if gpu_it is not None else None
     while True:
-        v = next(vllm_it, None) if vllm_it is not None else None
-        g = next(gpu_it, None) if gpu_it is not None else None
         if vllm_it is not None and v is None:
             return
         if vllm_it is None and g is None:
             return
-        vllm: VllmSample | PollError | None = None
+        tv = float(v[0]["t"]) if v is not None else None
+        if g is not None and offset is None:
+            offset = (tv - float(g["t"])) if tv is not None else 0.0
+        tg = float(g["t"]) + (offset or 0.0) if g is not None else None
+        take_v = v is not None and (tg is None or tv <= tg + PAIR_WITHIN)  # type: ignore[operator]
+        take_g = g is not None and (tv is None or tg <= tv + PAIR_WITHIN)  # type: ignore[operator]
+        vllm: EngineSample | PollError | None = None
         models = None
-        t: float | None = None
-        if v is not None:
+        if take_v:
+            assert v is not None and tv is not None
             entry, models = v
-            t = float(entry["t"])
-            vllm = vllm_result(entry, t)
+            vllm = vllm_result(entry, tv)
+            v = next(vllm_it, None) if vllm_it is not None else None
         gpu: GpuSample | PollError | None = None
-        if g is not None:
-            gt = float(g["t"])
-            if offset is None:
-                offset = (t - gt) if t is not None else 0.0
-            gpu = gpu_sample_from_entry(g, gt + offset)
-        elif gpu_it is not None and t is not None:
-            gpu = PollError(t, "recording_ended", "the GPU recording is shorter than vLLM's")
+        if take_g:
+            assert g is not None and tg is not None
+            gpu = gpu_sample_from_entry(g, tg)
+            g = next(gpu_it, None) if gpu_it is not None else None
+        elif gpu_it is not None and g is None and tv is not None:
+            gpu = PollError(tv, "recording_ended", "the GPU recording is shorter than vLLM's")
         yield Tick(vllm=vllm, gpu=gpu, models=models)
 
 
 class _Looping:
-    """Cycles through a recording's entries of some sources, restarting at its end if asked."""
+    """A recording's entries of some sources, in recorded time, restarting at its end if asked.
+
+    Times are unwrapped across laps (each lap continues one step after the last entry), so a
+    looping recording reads as one that never ends."""
 
     def __init__(self, path: Path, sources: tuple[str, ...], loop: bool) -> None:
         self._path, self._sources, self._loop = path, sources, loop
         self._it = self._entries()
         self.laps = 0
         self.broken = False  # a bad line ends the recording: report it, do not re-read it
+        self._first: float | None = None
+        self._last: float | None = None
+        self._step = 0.25
+        self._shift = 0.0
 
     def _entries(self) -> Iterator[dict[str, Any]]:
         return (e for e in read_entries(self._path) if e["source"] in self._sources)
 
-    def next(self) -> dict[str, Any] | None:
+    def next(self) -> tuple[float, dict[str, Any]] | None:
+        """The next entry and its (unwrapped) recorded time; None at the end."""
         if self.broken:
             raise RecordingError(f"{self._path}: stopped at a bad line")
         e = next(self._it, None)
-        if e is None and self._loop:
+        if e is None and self._loop and self._first is not None and self._last is not None:
             self.laps += 1
+            self._shift += self._last - self._first + self._step
             self._it = self._entries()
             e = next(self._it, None)
-        return e
+        if e is None:
+            return None
+        t = float(e["t"])
+        if self._first is None:
+            self._first = t
+        elif self.laps == 0 and self._last is not None and self._last == self._first:
+            self._step = max(1e-3, t - self._first)  # the recording's own poll interval
+        if self.laps == 0:
+            self._last = t
+        return t + self._shift, e
 
 
 class _ReplaySource:
-    """Each poll returns the recording's next entry of some sources, stamped with the live clock.
+    """Each poll returns the recording's entry for the time elapsed since the first poll (the
+    recording plays at its recorded pace, however often it is polled), stamped with the live
+    clock. A poll more frequent than the recording repeats its entry; a rarer one skips entries,
+    as polling the live target less often would.
 
     A recording that ends, or stops at a bad line, is reported as a failed poll, never raised.
     """
@@ -134,34 +166,60 @@ class _ReplaySource:
                  loop: bool) -> None:  # fmt: skip
         self._entries = _Looping(path, sources, loop)
         self._clock = clock
+        self._origin: tuple[float, float] | None = None  # (live, recorded) time of the first poll
+        self._current: tuple[float, dict[str, Any]] | None = None
+        self._ahead: tuple[float, dict[str, Any]] | None = None
+        self._ended = False
+
+    def _peek(self) -> tuple[float, dict[str, Any]] | None:
+        if self._ahead is None and not self._ended:
+            self._ahead = self._entries.next()
+            self._ended = self._ahead is None
+        return self._ahead
+
+    def _entry(self, now: float) -> dict[str, Any] | None:
+        if self._origin is None:
+            first = self._peek()
+            if first is None:
+                return None
+            self._origin, self._current, self._ahead = (now, first[0]), first, None
+            return first[1]
+        target = self._origin[1] + (now - self._origin[0])
+        step = self._entries._step  # noqa: SLF001 - the recording's interval, learned by it
+        # The entry nearest the target: advance while the next one is due within half a step.
+        while (nxt := self._peek()) is not None and nxt[0] <= target + step / 2:
+            self._current, self._ahead = nxt, None
+        if self._current is None or (self._ended and target > self._current[0] + step):
+            return None
+        return self._current[1]
 
     def _next(self, convert: Callable[[dict[str, Any], float], T]) -> T | PollError:
+        now = self._clock()
         try:
-            e = self._entries.next()
-            now = self._clock()
-            if e is None:
-                return PollError(now, "recording_ended", "the recording has no more entries")
-            return convert(e, now)
+            e = self._entry(now)
         except RecordingError as err:
             self._entries.broken = True
-            return PollError(self._clock(), "bad_recording", str(err))
+            return PollError(now, "bad_recording", str(err))
+        if e is None:
+            return PollError(now, "recording_ended", "the recording has no more entries")
+        return convert(e, now)
 
 
 class ReplayVllmSource(_ReplaySource):
-    """``serve --vllm-replay``: the recording's vLLM entries, one per poll."""
+    """``serve --vllm-replay``: the recording's vLLM entries, at the recorded pace."""
 
     def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
         super().__init__(path, ("vllm",), clock, loop)
 
-    def poll(self, want_models: bool = False) -> VllmPoll:
-        return VllmPoll(self._next(vllm_result))
+    def poll(self, want_models: bool = False) -> EnginePoll:
+        return EnginePoll(self._next(vllm_result))
 
     def close(self) -> None:
         pass
 
 
 class ReplayGpuSource(_ReplaySource):
-    """``serve --gpu-replay``: the recording's GPU entries, one per poll."""
+    """``serve --gpu-replay``: the recording's GPU entries, at the recorded pace."""
 
     def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
         super().__init__(path, GPU_SOURCES, clock, loop)

@@ -5,29 +5,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from exporter.samples import ModelsInfo, PollError, VllmSample
+from exporter.samples import ModelsInfo, PollError
 from exporter.scrape.http_get import FetchError, HttpGetter, Target, parse_target
+from exporter.scrape.source import EnginePoll
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
 
-__all__ = ["FetchError", "VllmFetcher", "VllmPoll", "parse_models", "split_vllm_url"]
+__all__ = ["EnginePoll", "FetchError", "VllmFetcher", "parse_models", "split_vllm_url"]
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "text/plain;version=0.0.4"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024  # a 0.33 body with 8 DP engines is well under 1 MB
 MAX_MODELS_BODY = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class VllmPoll:
-    """One poll of a vLLM source: the sample or why not, and the raw text for recordings."""
-
-    result: VllmSample | PollError
-    body: str | None = None  # the /metrics text exactly as received
-    models: ModelsInfo | None = None
-    models_body: str | None = None
 
 
 def split_vllm_url(url: str) -> tuple[str, str]:
@@ -80,7 +70,7 @@ class VllmFetcher:
         except UnicodeDecodeError as e:
             raise FetchError("malformed", f"body is not UTF-8 (byte {e.start})") from None
 
-    def poll(self, want_models: bool = False) -> VllmPoll:
+    def poll(self, want_models: bool = False) -> EnginePoll:
         """One poll of ``/metrics`` (then ``/v1/models`` if asked and vLLM answered); never
         raises for anything vLLM does."""
         try:
@@ -88,12 +78,12 @@ class VllmFetcher:
             observed = self._clock()
             sample = parse_vllm_metrics(body, observed)
         except (FetchError, ParseError) as e:
-            return VllmPoll(PollError(self._clock(), e.reason, e.detail))
+            return EnginePoll(PollError(self._clock(), e.reason, e.detail))
         if not want_models:
-            return VllmPoll(sample, body)
+            return EnginePoll(sample, body)
         text = self._models_text()
         models = None if text is None else parse_models(text, self._clock())
-        return VllmPoll(sample, body, models, text if models is not None else None)
+        return EnginePoll(sample, body, models, text if models is not None else None)
 
     def _models_text(self) -> str | None:
         try:

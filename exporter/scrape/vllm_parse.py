@@ -1,4 +1,4 @@
-"""Pure parser: vLLM ``/metrics`` text (format 0.0.4) → :class:`VllmSample`.
+"""Pure parser: vLLM ``/metrics`` text (format 0.0.4) → :class:`EngineSample`.
 
 Only the families the product uses are decoded (SPEC §3.1); every other line costs one dict
 lookup. Both spellings are accepted: ``vllm:x`` and the escaped ``vllm_x``. Series of one family
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import pairwise
 
-from exporter.samples import Histogram, VllmSample
+from exporter.samples import EngineSample, Histogram
 from exporter.scrape.text_format import ParseError, parse_labels, parse_value, split_line
 
 __all__ = ["ParseError", "parse_vllm_metrics"]
@@ -131,7 +131,7 @@ def _merge_histogram(
     return Histogram(bounds, tuple(cumulative), total_sum, total_count)
 
 
-def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
+def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     """Decode one body. Raises :class:`ParseError` on anything that makes it untrustworthy."""
     if body and not body.endswith("\n"):
         raise ParseError("truncated", "body does not end with a newline")
@@ -216,15 +216,27 @@ def parse_vllm_metrics(body: str, observed_at: float) -> VllmSample:
     if not scalars and not hists and cache_config is None:
         raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
     merged = {field_name: _merge_histogram(field_name, s) for field_name, s in hists.items()}
+    # Each value was finite; a sum over engines can still overflow to infinity.
+    for field_name, v in scalars.items():
+        if not math.isfinite(v):
+            raise ParseError("non_finite", f"the sum of {field_name} over engines overflows")
+    for field_name, h in merged.items():
+        if not (math.isfinite(h.sum) and math.isfinite(h.count)) or math.inf in h.cumulative:
+            raise ParseError("non_finite", f"the sum of {field_name} over engines overflows")
 
     def either(new: str, legacy: str) -> float | None:
         return scalars.get(new, scalars.get(legacy))
 
     def plus_external(value: float | None, ext: str) -> float | None:
-        return None if value is None else value + scalars.get(ext, 0.0)
+        if value is None:
+            return None
+        total = value + scalars.get(ext, 0.0)
+        if not math.isfinite(total):
+            raise ParseError("non_finite", f"prefix cache counters plus {ext} overflow")
+        return total
 
     names = tuple(sorted(model_names))
-    return VllmSample(
+    return EngineSample(
         observed_at=observed_at,
         # Several names in one body (a router in front of several servers, or several models):
         # the sums mix them, so no one name is claimed for them (SPEC §3.1).

@@ -84,6 +84,10 @@ args:
   - --compute-peak={{ $c.computePeak }}
   - --horizon={{ $c.horizon }}
   - --poll-interval={{ $c.pollInterval }}
+  - --calm-poll-interval={{ $c.calmPollInterval }}
+  {{- if and (eq $gpu "dcgm") $c.dcgm.pollInterval }}
+  - --dcgm-poll-interval={{ $c.dcgm.pollInterval }}
+  {{- end }}
   - --log-level={{ $c.logLevel }}
   {{- range $c.extraArgs }}
   - {{ . | quote }}

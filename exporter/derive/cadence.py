@@ -1,0 +1,149 @@
+"""When each source is next due (SPEC §3.3): vLLM fast while anything could spike, calm otherwise.
+
+Every vLLM ``/metrics`` poll costs vLLM's API server CPU in the process that streams tokens, so
+an idle or steady server is polled at the calm interval. The first poll that shows pressure
+switches to the fast interval at once; the cadence goes calm again only after
+:data:`~exporter.derive.thresholds.CADENCE_HOLD_SECONDS` without pressure, so it does not flap.
+
+Pure: times are passed in (the polls' own timestamps), so replaying a recording made at the fast
+interval takes the same decisions, by skipping the polls a live exporter would not have made.
+
+>>> c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+>>> c.observe(EngineSample(0.0, running=0.0, waiting=0.0, kv_usage=0.0))
+>>> c.interval, c.due(0.5), c.due(1.0)
+(1.0, False, True)
+>>> c.observe(EngineSample(1.0, running=3.0, waiting=2.0, kv_usage=0.3))   # a queue: fast at once
+>>> c.interval, c.due(1.25)
+(0.25, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.derive import thresholds as T
+from exporter.samples import EngineSample, GpuSample
+
+
+def pressure(s: EngineSample, prev: EngineSample | None, max_num_seqs: float | None) -> str | None:
+    """Why this poll could precede a spike, or None when it shows none (SPEC §3.3).
+
+    >>> pressure(EngineSample(0.0, kv_usage=0.7), None, None)
+    'kv'
+    >>> pressure(EngineSample(1.0, running=5.0), EngineSample(0.0, running=1.0), None)
+    'change'
+    >>> pressure(EngineSample(1.0, running=4.0), EngineSample(0.0, running=1.0), None) is None
+    True
+    """
+    if s.kv_usage is not None and s.kv_usage >= T.CADENCE_KV_AT_LEAST:
+        return "kv"
+    if s.waiting is not None and s.waiting > 0:
+        return "queue"
+    if (
+        max_num_seqs
+        and s.running is not None
+        and s.running >= T.CADENCE_RUNNING_SHARE * max_num_seqs
+    ):
+        return "running"
+    if prev is None:
+        return None
+    if s.preemptions is not None and prev.preemptions is not None:
+        if s.preemptions > prev.preemptions:
+            return "preemptions"
+    if s.running is not None and prev.running is not None:
+        if abs(s.running - prev.running) > T.CADENCE_RUNNING_CHANGE:
+            return "change"
+    if s.kv_usage is not None and prev.kv_usage is not None:
+        if abs(s.kv_usage - prev.kv_usage) >= T.CADENCE_KV_CHANGE:
+            return "change"
+    return None
+
+
+class VllmCadence:
+    """The vLLM poll interval in force, from the polls seen so far."""
+
+    def __init__(self, *, fast: float, calm: float, max_num_seqs: float | None) -> None:
+        self.fast = fast
+        self.calm = max(calm, fast)
+        self.max_num_seqs = max_num_seqs
+        self._prev: EngineSample | None = None
+        self._last_poll: float | None = None
+        self._hot_until: float | None = None  # fast until then (last pressure + hold)
+        self.interval = self.calm
+
+    def observe(self, s: EngineSample) -> None:
+        """A vLLM poll answered: keep or change the interval."""
+        self.polled(s.observed_at)
+        if pressure(s, self._prev, self.max_num_seqs) is not None:
+            self._hot_until = s.observed_at + T.CADENCE_HOLD_SECONDS
+        hot = self._hot_until is not None and s.observed_at < self._hot_until
+        self.interval = self.fast if hot else self.calm
+        self._prev = s
+
+    def polled(self, at: float) -> None:
+        """A vLLM poll was made (answered or not)."""
+        self._last_poll = at
+
+    def reset(self) -> None:
+        """A restart or a reload: the next poll is due at once and compares with nothing."""
+        self._prev = None
+        self._last_poll = None
+
+    def due(self, at: float) -> bool:
+        """Whether a poll starting at ``at`` keeps the cadence. Half a fast interval of slack:
+        a poll timestamped a few ms late must not push the next one a whole interval away."""
+        if self._last_poll is None or at < self._last_poll:  # the clock stepped back
+            return True
+        return at - self._last_poll >= self.interval - self.fast / 2
+
+
+@dataclass(slots=True)
+class RefreshCadence:
+    """A GPU source that refreshes slower than it can be polled (dcgm-exporter samples every
+    30 s by default): polled no faster than its values change, learned from the polls, never
+    faster than ``floor`` and never slower than ``ceiling``. ``fixed`` overrides the learning.
+
+    >>> c = RefreshCadence(floor=1.0, ceiling=30.0)
+    >>> for t, power in ((0.0, 300.0), (1.0, 300.0), (5.0, 310.0), (10.0, 305.0), (11.0, 305.0)):
+    ...     c.observe(GpuSample(t, ()), (power,))
+    >>> c.interval      # values changed at 5 s and 10 s: a 5 s refresh
+    5.0
+    """
+
+    floor: float
+    ceiling: float
+    fixed: float | None = None
+    _values: tuple[object, ...] | None = None
+    _changed_at: float | None = None
+    _period: float | None = None
+    _last_poll: float | None = None
+
+    @property
+    def interval(self) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        if self._period is None:
+            return self.floor
+        return min(self.ceiling, max(self.floor, self._period))
+
+    def observe(self, s: GpuSample, values: tuple[object, ...]) -> None:
+        """A poll answered with these readings (everything but the timestamp)."""
+        self._last_poll = s.observed_at
+        if self._values is None or values == self._values:
+            self._values = values  # the first poll is no change: its refresh time is unknown
+            return
+        self._values = values
+        if self._changed_at is not None and s.observed_at > self._changed_at:
+            # The shortest gap between two changes seen: a refresh with unchanged values (an
+            # idle GPU) makes a longer gap, never a shorter one.
+            gap = s.observed_at - self._changed_at
+            self._period = gap if self._period is None else min(self._period, gap)
+        self._changed_at = s.observed_at
+
+    def polled(self, at: float) -> None:
+        self._last_poll = at
+
+    def due(self, at: float, slack: float) -> bool:
+        if self._last_poll is None or at < self._last_poll:
+            return True
+        return at - self._last_poll >= self.interval - slack

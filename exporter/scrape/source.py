@@ -1,0 +1,60 @@
+"""The one contract between sources and the engine: what a source is, and what a poll returns.
+
+Two roles, each with its kinds (:data:`ENGINE_KINDS`, :data:`GPU_KINDS`; ``app.SOURCES`` builds
+each kind from the configuration). The loop polls every source in its own thread, at the
+cadence the pipeline's plan asks for; a source never raises for anything its target does — it
+returns a :class:`~exporter.samples.PollError` with a short stable reason (the metric label).
+Sources and the core share only the typed samples of :mod:`exporter.samples`.
+
+Adding a source (an engine such as SGLang or TGI, or a GPU reader): write a class with the
+role's ``poll`` and ``close`` in ``scrape/``, returning the role's sample (HTTP targets use
+:class:`~exporter.scrape.http_get.HttpGetter` for deadlines and caps, and map every failure to
+a :class:`FetchError` reason); add its kind here and its builder to ``app.SOURCES``; give the
+raw text it read to :class:`EnginePoll` so recordings keep it. Nothing in the loop, the
+pipeline or the export changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError
+from exporter.scrape.http_get import FetchError
+
+__all__ = ["ENGINE_KINDS", "GPU_KINDS", "EnginePoll", "EngineSource", "FetchError", "GpuSource"]
+
+ENGINE_KINDS = ("vllm",)  # the role's health label is its kind
+GPU_KINDS = ("nvml", "dcgm", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class EnginePoll:
+    """One poll of an inference engine: the sample or why not, and the raw texts read, which
+    the recorder writes from the tick (the engine never keeps them)."""
+
+    result: EngineSample | PollError
+    body: str | None = None  # the metrics text exactly as received
+    models: ModelsInfo | None = None
+    models_body: str | None = None
+
+
+class EngineSource(Protocol):
+    """The inference engine's metrics (vLLM's ``/metrics``, a replay of them)."""
+
+    def poll(self, want_models: bool) -> EnginePoll:
+        """Read the metrics; with ``want_models``, the served models too (at start and after a
+        restart)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class GpuSource(Protocol):
+    """The server's GPUs (NVML, dcgm-exporter, a replay)."""
+
+    def poll(self, edge: bool) -> GpuSample | PollError:
+        """Read all GPUs; ``edge`` marks a window boundary, where slow reads are allowed."""
+        ...
+
+    def close(self) -> None: ...

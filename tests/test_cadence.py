@@ -1,0 +1,243 @@
+"""The adaptive cadence (SPEC §3.3): vLLM fast while anything could spike, calm otherwise.
+
+Expected poll counts are worked by hand from the rule: a poll is due once the interval in force
+has passed since the last one, less half a fast interval (125 ms at 250 ms).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exporter.derive import thresholds as T
+from exporter.derive.cadence import RefreshCadence, VllmCadence, pressure
+from exporter.loop import PollLoop
+from exporter.pipeline import Pipeline
+from exporter.samples import EngineSample, GpuReading, GpuSample, PollError, Tick
+from exporter.scrape.vllm_fetch import EnginePoll
+from tests.helpers import gpu, vllm
+
+
+def s(t: float = 0.0, **kw: Any) -> EngineSample:
+    return EngineSample(t, **kw)
+
+
+class TestPressure:
+    @pytest.mark.parametrize(
+        ("sample", "prev", "mns", "why"),
+        [
+            (s(kv_usage=0.70), None, None, "kv"),
+            (s(kv_usage=0.69), None, None, None),
+            (s(waiting=1.0), None, None, "queue"),
+            (s(waiting=0.0), None, None, None),
+            (s(running=9.0), None, 10.0, "running"),  # 90% of --max-num-seqs 10
+            (s(running=8.0), None, 10.0, None),
+            (s(running=9.0), None, None, None),  # no cap known: no occupancy signal
+            (s(1.0, preemptions=4.0), s(preemptions=3.0), None, "preemptions"),
+            (s(1.0, preemptions=3.0), s(preemptions=3.0), None, None),
+            (s(1.0, running=5.0), s(running=1.0), None, "change"),  # +4 > 3
+            (s(1.0, running=1.0), s(running=5.0), None, "change"),  # −4
+            (s(1.0, running=4.0), s(running=1.0), None, None),  # +3: not more than 3
+            (s(1.0, kv_usage=0.3125), s(kv_usage=0.25), None, "change"),  # +6.25 pp ≥ 5
+            (s(1.0, kv_usage=0.28125), s(kv_usage=0.25), None, None),  # +3.125 pp
+            (s(1.0, running=3.0, kv_usage=0.2), s(running=None, kv_usage=None), None, None),
+        ],
+    )
+    def test_signals(self, sample: EngineSample, prev: EngineSample | None, mns: float | None,
+                     why: str | None) -> None:  # fmt: skip
+        assert pressure(sample, prev, mns) == why
+
+
+class TestVllmCadence:
+    def test_calm_until_pressure_then_fast_at_once(self) -> None:
+        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+        assert c.due(0.0)  # never polled: due
+        c.observe(s(0.0, running=0.0, waiting=0.0))
+        assert c.interval == 1.0
+        # Due 1.0 − 0.125 = 0.875 s after the last poll.
+        assert not c.due(0.8) and c.due(0.875)
+        c.observe(s(1.0, running=1.0, waiting=2.0))
+        assert c.interval == 0.25 and c.due(1.25) and not c.due(1.1)
+
+    def test_stays_fast_for_the_hold_then_calms(self) -> None:
+        # Pressure at 10 s: fast until 10 + 10 = 20 s; a calm poll at 19.75 s keeps it fast,
+        # one at 20.0 s calms it.
+        assert T.CADENCE_HOLD_SECONDS == 10.0
+        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+        c.observe(s(10.0, waiting=3.0))
+        c.observe(s(19.75, waiting=0.0))
+        assert c.interval == 0.25
+        c.observe(s(20.0, waiting=0.0))
+        assert c.interval == 1.0
+
+    def test_equal_intervals_are_a_fixed_cadence(self) -> None:
+        c = VllmCadence(fast=0.5, calm=0.5, max_num_seqs=None)
+        c.observe(s(0.0))
+        assert c.interval == 0.5
+        slower_fast = VllmCadence(fast=2.0, calm=1.0, max_num_seqs=None)  # calm never below
+        assert slower_fast.calm == 2.0
+
+    def test_reset_and_a_clock_stepping_back_make_it_due(self) -> None:
+        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+        c.observe(s(100.0))
+        assert not c.due(100.5) and c.due(50.0)  # the clock stepped back
+        c.reset()
+        assert c.due(100.5)
+
+
+class TestRefreshCadence:
+    def test_learns_the_refresh_from_changes(self) -> None:
+        c = RefreshCadence(floor=1.0, ceiling=30.0)
+        assert c.interval == 1.0 and c.due(0.0, 0.125)
+        # Values change at 4, 14 and 24 s (the first poll's values are no change): every 10 s.
+        for t, v in ((0.0, 1), (1.0, 1), (4.0, 2), (5.0, 2), (14.0, 3), (24.0, 4)):
+            c.observe(GpuSample(t, ()), (v,))
+        assert c.interval == 10.0
+        assert not c.due(33.0, 0.125) and c.due(34.0, 0.125)
+
+    def test_bounded_and_fixed(self) -> None:
+        slow = RefreshCadence(floor=1.0, ceiling=30.0)
+        for t, v in ((0.0, 1), (10.0, 2), (70.0, 3)):
+            slow.observe(GpuSample(t, ()), (v,))
+        assert slow.interval == 30.0  # a 60 s gap between changes: capped at 30 s
+        fast = RefreshCadence(floor=1.0, ceiling=30.0)
+        for t, v in ((0.0, 1), (0.25, 2), (0.5, 3)):
+            fast.observe(GpuSample(t, ()), (v,))
+        assert fast.interval == 1.0  # never faster than the floor
+        assert RefreshCadence(floor=1.0, ceiling=30.0, fixed=5.0).interval == 5.0
+
+
+def calm_then_busy(p: Pipeline) -> None:
+    """120 recorded ticks 250 ms apart, as a recording made at the fast cadence: vLLM idle except
+    a queue at 10.0 and 10.25 s; the GPU answers every tick."""
+    for i in range(120):
+        t = i * 0.25
+        waiting = 1.0 if t in (10.0, 10.25) else 0.0
+        p.offer(Tick(vllm=vllm(t, running=1.0, waiting=waiting, kv_usage=0.1),
+                     gpu=gpu(t, dict(util_gpu_pct=50.0))))  # fmt: skip
+
+
+def test_replay_takes_the_cadence_decisions() -> None:
+    # vLLM polls: 0, 1, …, 9 s at the calm interval (10); the poll at 10.0 s shows a queue, so
+    # every tick is polled from then on (10.25 s shows one too: fast until 20.25 s), 10.0 to
+    # 20.25 s every 250 ms (42); calm again from 20.25 s: 21.25, …, 29.25 s (9). 61 in all.
+    # The GPU is polled every tick (120).
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+    calm_then_busy(p)
+    vllm_h, gpu_h = p.snapshot.health["vllm"], p.snapshot.health["nvml"]
+    assert (vllm_h.polls, vllm_h.interval) == (61, 1.0)
+    assert (gpu_h.polls, gpu_h.interval) == (120, 0.25)
+    again = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+    calm_then_busy(again)
+    assert again.windows == p.windows  # deterministic
+
+
+def test_windows_hold_fewer_vllm_polls_at_the_calm_cadence() -> None:
+    # Calm: a 2 s window [0, 2.0] holds vLLM polls at 0, 1 and 2 s; the GPU's 9.
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+    calm_then_busy(p)
+    w, gate = p.windows[0]
+    assert (w.start, w.end, w.vllm_polls, w.gpu_polls, w.duration) == (0.0, 2.0, 3, 9, 2.0)
+    assert gate.evaluable
+
+
+class FakeVllm:
+    def __init__(self, clock: Any, waiting: float) -> None:
+        self.clock, self.waiting, self.polls = clock, waiting, 0
+
+    def poll(self, want_models: bool) -> EnginePoll:
+        self.polls += 1
+        return EnginePoll(EngineSample(self.clock(), running=1.0, waiting=self.waiting))
+
+    def close(self) -> None:
+        pass
+
+
+class FakeGpu:
+    def __init__(self, clock: Any) -> None:
+        self.clock, self.polls = clock, 0
+
+    def poll(self, edge: bool) -> GpuSample:
+        self.polls += 1
+        return GpuSample(self.clock(), (GpuReading(0, "GPU-0", util_gpu_pct=10.0),))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("waiting", "vllm_polls"), [(0.0, 3), (2.0, 9)])
+def test_the_live_loop_polls_what_the_plan_says(waiting: float, vllm_polls: int) -> None:
+    # 9 ticks on a wall clock 250 ms apart (0 … 2.0 s). Calm: vLLM at 0, 1 and 2 s; with a
+    # queue: every tick. The GPU every tick either way.
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    v, g = FakeVllm(clock, waiting), FakeGpu(clock)
+    loop = PollLoop(Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0),
+                    v, g, interval=0.25, clock=clock)  # fmt: skip
+    try:
+        for i in range(9):
+            now[0] = i * 0.25
+            loop.tick()
+    finally:
+        loop.stop()
+    assert (v.polls, g.polls) == (vllm_polls, 9)
+    assert loop.stats.polls == {"vllm": vllm_polls, "gpu": 9}
+    health = loop.pipeline.snapshot.health
+    assert health["vllm"].polls == vllm_polls
+    assert health["vllm"].interval == (1.0 if waiting == 0 else 0.25)
+
+
+def test_a_slow_gpu_source_is_polled_at_its_refresh_and_stays_fresh_between() -> None:
+    # dcgm-exporter polled every 5 s (fixed): offered a GPU reading every 250 ms, the pipeline
+    # takes one at 0, 5, 10 s (the others are dropped as not due). Windows in between have no
+    # GPU data, yet the GPU figures stay: the last reading is at most 5 s + one 2 s window old.
+    every_5s = RefreshCadence(1.0, 30.0, fixed=5.0)
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=0.25,
+                 gpu_source_name="dcgm", gpu_cadence=every_5s)  # fmt: skip
+    seen = []
+    for i in range(60):  # 0 … 14.75 s
+        t = i * 0.25
+        p.offer(Tick(vllm=vllm(t, running=1.0), gpu=gpu(t, dict(util_gpu_pct=40.0 + t))))
+        seen.append(bool(p.snapshot.agg.gpus))
+    assert p.snapshot.health["dcgm"].polls == 3  # 0, 5 and 10 s
+    assert p.snapshot.health["dcgm"].interval == 5.0
+    assert all(seen[8:])  # from the first window's close at 2 s on, GPU figures never blink
+    # The source dies at 15 s. The 10 s reading is the boundary poll of the window [10, 12]:
+    # figures last while the newest window ends within 5 s + 2 s of 12 s, through the window
+    # [16, 18], and are gone with the window [18, 20].
+    for i in range(60, 81):  # 15 … 20 s
+        t = i * 0.25
+        p.offer(Tick(vllm=vllm(t, running=1.0), gpu=PollError(t, "connection")))
+        if t == 18.0:
+            assert p.snapshot.agg.horizon_end == 18.0 and p.snapshot.agg.gpus
+    assert p.snapshot.agg.horizon_end == 20.0 and not p.snapshot.agg.gpus
+
+
+class TestPlan:
+    def test_edges_are_where_windows_will_close(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        assert p.plan(0.0).edge  # nothing open: the first tick opens a window
+        p.add_tick(Tick(vllm=vllm(0.0), gpu=None))
+        # Closes at ≥ 2.0 − 0.125 s after its first tick.
+        assert not p.plan(1.75).edge and p.plan(1.875).edge
+        assert p.plan(-1.0).edge  # the clock stepped back: the next tick opens a window
+
+    def test_models_are_asked_at_start_and_after_a_restart(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        assert p.plan(0.0).models
+        p.set_models(None)
+        p.add_tick(Tick(vllm=vllm(0.0, generation_tokens=500.0, process_start_time=1.0), gpu=None))
+        assert not p.plan(0.25).models
+        p.add_tick(Tick(vllm=vllm(0.25, generation_tokens=3.0, process_start_time=9.0), gpu=None))
+        plan = p.plan(0.5)
+        assert plan.models and plan.vllm  # a restart: due at once, whatever the cadence
+
+    def test_a_reload_changes_the_occupancy_signal(self) -> None:
+        # running 9: no pressure without a cap; with --max-num-seqs 10 from a reload, 90%.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+        p.add_tick(Tick(vllm=vllm(0.0, running=9.0, waiting=0.0), gpu=None))
+        assert p.plan(0.25).vllm_interval == 1.0
+        p.reconfigure(p._roofline, 10.0)  # noqa: SLF001 - the settings in force
+        p.add_tick(Tick(vllm=vllm(1.0, running=9.0, waiting=0.0), gpu=None))
+        assert p.plan(1.25).vllm_interval == 0.25

@@ -1,0 +1,165 @@
+"""Windows made of time (SPEC §3.3) and the adaptive cadence, over the real recordings.
+
+At regular 250 ms polls a time window is the 9-poll window it always was: the reference below
+rebuilds those windows by counting polls, independently of the pipeline, and every figure must
+match. Over irregular polls (a scraper starved of CPU) windows stay ~2 s of timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from exporter.derive.gate import classify
+from exporter.derive.rules import R5
+from exporter.derive.window import Window, build_window
+from exporter.pipeline import Pipeline
+from exporter.samples import EngineSample, GpuSample, PollError, Tick
+from exporter.scrape.replay import replay_ticks
+from tests.helpers import tick, vllm
+
+FIX = Path(__file__).parent / "fixtures"
+RECORDINGS = sorted((FIX / "vllm").glob("*.jsonl.gz"))
+H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
+
+
+def fixed(**kw: object) -> Pipeline:
+    """A pipeline at a fixed 250 ms cadence that keeps every window."""
+    return Pipeline(horizon_seconds=1e6, poll_interval=0.25, calm_poll_interval=0.25, **kw)
+
+
+def tick_time(t: Tick) -> float | None:
+    times = [r.observed_at for r in (t.vllm, t.gpu) if r is not None]
+    return max(times) if times else None
+
+
+def counted_windows(ticks: list[Tick]) -> list[Window]:
+    """The reference: windows of 9 ticks sharing their boundary tick, restarted when vLLM's
+    process start time changes (a window never spans two processes)."""
+    out: list[Window] = []
+    buf: list[Tick] = []
+    start_time: float | None = None
+    for t in ticks:
+        if isinstance(t.vllm, EngineSample) and t.vllm.process_start_time is not None:
+            if start_time is not None and t.vllm.process_start_time != start_time:
+                buf = []
+            start_time = t.vllm.process_start_time
+        if tick_time(t) is None:
+            continue
+        buf.append(t)
+        if len(buf) == 9:
+            w = build_window(
+                [x.vllm for x in buf if isinstance(x.vllm, EngineSample)],
+                [x.gpu for x in buf if isinstance(x.gpu, GpuSample)],
+                start=tick_time(buf[0]),  # type: ignore[arg-type]
+                end=tick_time(buf[-1]),  # type: ignore[arg-type]
+            )
+            out.append(replace(
+                w,
+                vllm_answered=any(isinstance(x.vllm, EngineSample) for x in buf[1:]),
+                gpu_answered=any(isinstance(x.gpu, GpuSample) for x in buf[1:]),
+            ))  # fmt: skip
+            buf = buf[-1:]
+    return out
+
+
+@pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.name)
+def test_regular_polls_give_the_nine_poll_windows(recording: Path) -> None:
+    ticks = list(replay_ticks(recording, H200))
+    p = fixed()
+    for t in ticks:
+        p.offer(t)
+    expected = counted_windows(ticks)
+    assert len(expected) >= 9
+    assert p.windows == [(w, classify(w)) for w in expected]
+
+
+def thinned(recording: Path, gaps: tuple[float, ...]) -> Iterator[Tick]:
+    """The recording as a starved scraper would have polled it: the next poll only once the
+    next gap (cycling through ``gaps``) has passed."""
+    kept: float | None = None
+    i = 0
+    for t in replay_ticks(recording):
+        at = tick_time(t)
+        assert at is not None
+        if kept is None or at - kept >= gaps[i % len(gaps)]:
+            if kept is not None:
+                i += 1
+            kept = at
+            yield t
+
+
+def test_polls_two_to_three_seconds_apart_make_windows_of_one_gap() -> None:
+    # Every gap (2.0, 2.5 or 3.0 s, or up to one recorded 250 ms poll more) already spans a
+    # window: each window is two polls, one gap long, never the 9 polls a count would stretch
+    # over ~20 s.
+    ticks = list(thinned(VLLM_SAT, (2.0, 2.5, 3.0)))
+    p = fixed(max_num_seqs=4.0)
+    for t in ticks:
+        p.offer(t)
+    times = [tick_time(t) for t in ticks]
+    assert [(w.start, w.end, w.vllm_polls) for w, _ in p.windows] == [
+        (a, b, 2) for a, b in zip(times, times[1:], strict=False)
+    ]
+    assert all(1.99 < w.duration < 3.26 for w, _ in p.windows)  # type: ignore[operator]
+
+
+VLLM_SAT = FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz"
+
+
+def test_a_starved_scraper_still_sees_saturation() -> None:
+    # The saturated server sits at its cap of 4 with a queue in every busy second: polled every
+    # 2-3 s, R5 must still fire in most windows and be significant, as at 250 ms.
+    def r5(ticks: Iterator[Tick]) -> tuple[int, int, bool]:
+        p = fixed(max_num_seqs=4.0)
+        for t in ticks:
+            p.offer(t)
+        fired = sum(1 for h in p.horizon if h.rules and h.rules[R5].fired)
+        evaluable = sum(1 for h in p.horizon if h.gate.evaluable)
+        assert p.snapshot.diagnosis is not None
+        status = next(s for s in p.snapshot.diagnosis.rules if s.rule == "R5")
+        return fired, evaluable, status.significant
+
+    full = r5(replay_ticks(VLLM_SAT))
+    starved = r5(thinned(VLLM_SAT, (2.0, 2.5, 3.0)))
+    assert full[2] and starved[2]
+    assert starved[0] / starved[1] >= 0.5, starved
+
+
+def test_a_gap_longer_than_two_windows_ends_the_window() -> None:
+    # Polls every 0.25 s from 0 to 1.0 s, then nothing until 6.0 s (a 5 s gap > 4 s), then
+    # every 0.25 s again. The window open at the gap ends at 1.0 s; the next starts at 6.0 s.
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0, 6.0, 6.25, 6.5, 6.75, 7.0, 7.25, 7.5, 7.75, 8.0):
+        p.add_tick(tick(vllm(t, running=2.0, generation_tokens=100.0 * t)))
+    assert [(w.start, w.end, w.vllm_polls) for w, _ in p.windows] == [
+        (0.0, 1.0, 5), (6.0, 8.0, 9)]  # fmt: skip
+    # A gap of exactly 4 s is not more than two windows: it is averaged as one span.
+    q = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    for t in (0.0, 1.0, 5.0):
+        q.add_tick(tick(vllm(t)))
+    assert [(w.start, w.end) for w, _ in q.windows] == [(0.0, 5.0)]
+
+
+def test_timestamps_that_never_advance_cannot_grow_a_window_forever() -> None:
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    for _ in range(5000):
+        p.add_tick(tick(vllm(10.0)))
+    assert len(p._buf) < 4096  # noqa: SLF001 - the bound is the point
+    assert p.windows  # closed at the bound (zero duration: no figures, not evaluable)
+    assert not p.windows[0][1].evaluable
+
+
+def test_failed_polls_are_part_of_the_window_of_time() -> None:
+    # vLLM fails from 1.0 s to 2.0 s; the failed ticks still carry time, so the window still
+    # closes at 2.0 s, holding the 5 answered polls.
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    for i in range(9):
+        t = i * 0.25
+        v: EngineSample | PollError = vllm(t) if t < 1.0 or t > 2.0 else PollError(t, "timeout")
+        p.add_tick(Tick(vllm=v, gpu=None))
+    ((w, _),) = p.windows
+    assert (w.start, w.end, w.vllm_polls, w.vllm_answered) == (0.0, 2.0, 4, True)
