@@ -67,8 +67,9 @@ def test_serve_replay_plays_at_the_recorded_pace(tmp_path: Path) -> None:
     # vLLM entries every 250 ms (tokens +100 each); polled once a second from live time 0, the
     # source returns the entries at 0, 1, 2 s: tokens 1000, 1400, 1800 — 400 tokens a second as
     # recorded, stamped with the live clock.
-    path = write(tmp_path / "v.jsonl", [{"t": 500.0 + i * 0.25, "source": "vllm",
-                                         "body": body(1000.0 + 100 * i)} for i in range(12)])  # fmt: skip
+    entries = [{"t": 500.0 + i * 0.25, "source": "vllm", "body": body(1000.0 + 100 * i)}
+               for i in range(12)]  # fmt: skip
+    path = write(tmp_path / "v.jsonl", entries)
     now = [0.0]
     src = ReplayVllmSource(path, lambda: now[0])
     seen = []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.scrape import vllm_parse
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
 
 FIX = Path(__file__).parent / "fixtures" / "vllm"
@@ -193,3 +194,25 @@ def test_sums_that_overflow_are_refused(body: str) -> None:
     with pytest.raises(ParseError) as e:
         parse_vllm_metrics(body, 0.0)
     assert e.value.reason == "non_finite"
+
+
+def test_bucket_labels_remembered_across_bodies_stay_bounded() -> None:
+    # The same label texts come back every poll: the second parse must read what the first did,
+    # and thousands of distinct texts (a hostile target) must not grow the memory without end.
+    def body(n: int, le: str) -> str:
+        return (
+            f'vllm:time_to_first_token_seconds_bucket{{engine="{n}",le="{le}"}} 1\n'
+            f'vllm:time_to_first_token_seconds_bucket{{engine="{n}",le="+Inf"}} 2\n'
+            f'vllm:time_to_first_token_seconds_sum{{engine="{n}"}} 0.5\n'
+            f'vllm:time_to_first_token_seconds_count{{engine="{n}"}} 2\n'
+        )
+
+    first = parse_vllm_metrics(body(0, "0.1"), 0.0).ttft
+    again = parse_vllm_metrics(body(0, "0.1"), 1.0).ttft
+    assert first == again and first is not None and first.bounds == (0.1, math.inf)
+    for n in range(3 * vllm_parse._BUCKET_LABELS_MAX):
+        parse_vllm_metrics(body(n, "0.25"), 0.0)
+    assert len(vllm_parse._BUCKET_LABELS) <= vllm_parse._BUCKET_LABELS_MAX
+    with pytest.raises(ParseError) as e:
+        parse_vllm_metrics(body(1, "fast"), 0.0)
+    assert e.value.reason == "bad_histogram"

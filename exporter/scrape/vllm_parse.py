@@ -18,7 +18,7 @@ from enum import Enum
 from itertools import pairwise
 
 from exporter.samples import EngineSample, Histogram
-from exporter.scrape.text_format import ParseError, parse_labels, parse_value, split_line
+from exporter.scrape.text_format import ParseError, parse_labels, parse_value
 
 __all__ = ["ParseError", "parse_vllm_metrics"]
 
@@ -103,6 +103,27 @@ def _cut_le(label_text: str) -> tuple[str | None, str]:
     return label_text[i + 4 : j], rest
 
 
+_BUCKET_LABELS: dict[str, tuple[float | None, str]] = {}
+_BUCKET_LABELS_MAX = 4096  # distinct bucket label texts remembered; cleared when full
+
+
+def _cut_bucket_labels(label_text: str, key: str) -> tuple[float | None, str]:
+    """(the ``le`` bound, the other labels' text) of a histogram line, remembered."""
+    le, series_text = _cut_le(label_text)
+    bound: float | None = None
+    if le is not None:
+        try:
+            bound = float(le)
+        except ValueError:
+            raise ParseError("bad_histogram", f"{key}: le={le!r}") from None
+        if math.isnan(bound) or bound == -math.inf:
+            raise ParseError("bad_histogram", f"{key}: le={le!r}")
+    if len(_BUCKET_LABELS) >= _BUCKET_LABELS_MAX:
+        _BUCKET_LABELS.clear()
+    _BUCKET_LABELS[label_text] = (bound, series_text)
+    return bound, series_text
+
+
 def _merge_histogram(
     family: str, series: dict[tuple[tuple[str, str], ...], _HistSeries]
 ) -> Histogram:
@@ -136,7 +157,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     if body and not body.endswith("\n"):
         raise ParseError("truncated", "body does not end with a newline")
     scalars: dict[str, float] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()  # name{labels} of every series read
     hists: dict[str, dict[tuple[tuple[str, str], ...], _HistSeries]] = {}
     cache_config: dict[str, str] | None = None
     model_names: set[str] = set()
@@ -161,26 +182,44 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         if not line or line[0] == "#":
             continue
         brace = line.find("{")
-        hit = _SAMPLE_NAMES.get(line[:brace] if brace != -1 else line.split(" ", 1)[0])
-        if hit is None:
-            continue
+        if brace != -1:
+            hit = _SAMPLE_NAMES.get(line[:brace])
+            if hit is None:
+                continue
+            close = line.rfind("}")
+            if close < brace:
+                raise ParseError("malformed", f"unclosed label set in line {line[:120]!r}")
+            key, label_text, rest = line[: close + 1], line[brace + 1 : close], line[close + 1 :]
+        else:
+            key, _, rest = line.partition(" ")
+            hit = _SAMPLE_NAMES.get(key)
+            if hit is None:
+                continue
+            if not rest:
+                raise ParseError("malformed", f"no value in line {line[:120]!r}")
+            label_text = ""
         family, suffix = hit
-        name, label_text, rest = split_line(line)
-        value = parse_value(rest, line)
-        if (name, label_text) in seen:
-            raise ParseError("duplicate_series", f"{name}{{{label_text}}} appears twice")
-        seen.add((name, label_text))
-        if not math.isfinite(value) and not (suffix == "_bucket" and value == math.inf):
-            raise ParseError("non_finite", f"{name}{{{label_text}}} is {value}")
-        if value < 0:
-            raise ParseError("negative", f"{name}{{{label_text}}} is {value}")
+        try:
+            value = float(rest)  # the usual case: a value alone (spaces around are ignored)
+        except ValueError:
+            value = parse_value(rest, line)
+        if key in seen:
+            raise ParseError("duplicate_series", f"{key} appears twice")
+        seen.add(key)
+        if not 0.0 <= value < math.inf:  # NaN, ±Inf and negatives: the slow path says which
+            if math.isfinite(value):
+                raise ParseError("negative", f"{key} is {value}")
+            if not (suffix == "_bucket" and value == math.inf):
+                raise ParseError("non_finite", f"{key} is {value}")
         kind, field_name = _FAMILIES[family]
-        if kind is not _Kind.HIST and 'model_name="' in label_text:
-            _name_of(_labels(label_text, line))
         if kind is _Kind.HIST:
-            # Buckets of one series differ only in `le`: cut it out of the text (cheap) and key
-            # the series by the rest, so each series' labels are parsed once, not per bucket.
-            le, series_text = _cut_le(label_text)
+            # Buckets of one series differ only in `le`: cut it out of the text and key the
+            # series by the rest, so each series' labels are parsed once, not per bucket. The
+            # cut is remembered across bodies: vLLM writes the same label texts every poll.
+            cut = _BUCKET_LABELS.get(label_text)
+            if cut is None:
+                cut = _cut_bucket_labels(label_text, key)
+            bound, series_text = cut
             s = series_memo.get((field_name, series_text))
             if s is None:
                 series_labels = _labels(series_text, line)
@@ -189,20 +228,17 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
                 s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
                 series_memo[(field_name, series_text)] = s
             if suffix == "_bucket":
-                if le is None:
-                    raise ParseError("bad_histogram", f"{name} bucket without le")
-                try:
-                    bound = float(le)
-                except ValueError:
-                    raise ParseError("bad_histogram", f"{name} le={le!r}") from None
-                if math.isnan(bound) or bound == -math.inf:
-                    raise ParseError("bad_histogram", f"{name} le={le!r}")
+                if bound is None:
+                    raise ParseError("bad_histogram", f"{key}: a bucket without le")
                 s.buckets[bound] = value
             elif suffix == "_sum":
                 s.sum = value
             else:
                 s.count = value
-        elif kind is _Kind.INFO:
+            continue
+        if 'model_name="' in label_text:
+            _name_of(_labels(label_text, line))
+        if kind is _Kind.INFO:
             labels = _labels(label_text, line)
             if cache_config is None:
                 cache_config = {k: v for k, v in labels.items() if k != "engine"}
