@@ -98,3 +98,20 @@ def test_a_looping_replay_continues_in_time(tmp_path: Path) -> None:
         assert isinstance(s, GpuSample)
         utils.append(s.gpus[0].util_gpu_pct)
     assert utils == [0.0, 3.0, 0.0, 2.0, 0.0]
+
+
+def test_recordings_joined_end_to_end_play_on_without_a_pause(tmp_path: Path) -> None:
+    # Two recordings joined: 0, 0.25, 0.5 s at t = 1000 s, then 0, 0.25 s at t = 10 s (the
+    # clock "steps back"), then a part an hour later. The timeline continues one 250 ms step
+    # over each seam: entries at 0, 0.25, 0.5 | 0.75, 1.0 | 1.25 s.
+    times = [1000.0, 1000.25, 1000.5, 10.0, 10.25, 3610.25]
+    path = write(tmp_path / "g.jsonl", [gpu_entry(t, float(i)) for i, t in enumerate(times)])
+    now = [0.0]
+    src = ReplayGpuSource(path, lambda: now[0])
+    utils = []
+    for i in range(6):
+        now[0] = i * 0.25
+        s = src.poll(False)
+        assert isinstance(s, GpuSample)
+        utils.append(s.gpus[0].util_gpu_pct)
+    assert utils == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

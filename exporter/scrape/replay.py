@@ -112,45 +112,55 @@ def replay_ticks(
         yield Tick(vllm=vllm, gpu=gpu, models=models)
 
 
-class _Looping:
-    """A recording's entries of some sources, in recorded time, restarting at its end if asked.
+MAX_JUMP = 10.0  # a step longer than this in a recording's times is a seam, not a pause
 
-    Times are unwrapped across laps (each lap continues one step after the last entry), so a
-    looping recording reads as one that never ends."""
+
+class _Looping:
+    """A recording's entries of some sources on one continuous timeline, restarting at its end
+    if asked.
+
+    The timeline follows the recorded times, except at a seam — the clock stepping back, a jump
+    of more than :data:`MAX_JUMP` (recordings joined end to end), or the start of a new lap —
+    where it continues one step (the recording's first poll interval) after the entry before.
+    """
 
     def __init__(self, path: Path, sources: tuple[str, ...], loop: bool) -> None:
         self._path, self._sources, self._loop = path, sources, loop
         self._it = self._entries()
         self.laps = 0
         self.broken = False  # a bad line ends the recording: report it, do not re-read it
-        self._first: float | None = None
-        self._last: float | None = None
-        self._step = 0.25
-        self._shift = 0.0
+        self.step = 0.25  # learned from the first two entries
+        self._raw: float | None = None  # the previous entry's recorded time
+        self._played: float | None = None  # and its place on the timeline
+        self._entries_seen = 0
 
     def _entries(self) -> Iterator[dict[str, Any]]:
         return (e for e in read_entries(self._path) if e["source"] in self._sources)
 
     def next(self) -> tuple[float, dict[str, Any]] | None:
-        """The next entry and its (unwrapped) recorded time; None at the end."""
+        """The next entry and its time on the timeline; None at the end."""
         if self.broken:
             raise RecordingError(f"{self._path}: stopped at a bad line")
         e = next(self._it, None)
-        if e is None and self._loop and self._first is not None and self._last is not None:
+        if e is None and self._loop and self._entries_seen:
             self.laps += 1
-            self._shift += self._last - self._first + self._step
             self._it = self._entries()
             e = next(self._it, None)
+            self._raw = None  # the lap's first entry continues one step on
         if e is None:
             return None
         t = float(e["t"])
-        if self._first is None:
-            self._first = t
-        elif self.laps == 0 and self._last is not None and self._last == self._first:
-            self._step = max(1e-3, t - self._first)  # the recording's own poll interval
-        if self.laps == 0:
-            self._last = t
-        return t + self._shift, e
+        self._entries_seen += 1
+        if self._played is None:
+            played = t
+        elif self._raw is not None and 0.0 <= t - self._raw <= MAX_JUMP:
+            if self._entries_seen == 2 and t > self._raw:
+                self.step = t - self._raw  # the recording's own poll interval
+            played = self._played + (t - self._raw)
+        else:
+            played = self._played + self.step  # a seam
+        self._raw, self._played = t, played
+        return played, e
 
 
 class _ReplaySource:
@@ -185,7 +195,7 @@ class _ReplaySource:
             self._origin, self._current, self._ahead = (now, first[0]), first, None
             return first[1]
         target = self._origin[1] + (now - self._origin[0])
-        step = self._entries._step  # noqa: SLF001 - the recording's interval, learned by it
+        step = self._entries.step
         # The entry nearest the target: advance while the next one is due within half a step.
         while (nxt := self._peek()) is not None and nxt[0] <= target + step / 2:
             self._current, self._ahead = nxt, None
