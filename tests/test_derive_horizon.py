@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from exporter.derive.gate import classify
+from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import aggregate
 from exporter.derive.window import build_window
 from exporter.pipeline import Pipeline
@@ -277,3 +279,110 @@ class TestGpuAggregates:
     def test_no_gpu_data_anywhere_is_no_gpu(self) -> None:
         w = build_window([vllm(0.0), vllm(2.0)], [], start=0.0, end=2.0)
         assert aggregate([(w, classify(w))]).gpus == ()
+
+
+class TestAggregateFigures:
+    """Every horizon figure from its windows, worked by hand (SPEC §5)."""
+
+    @staticmethod
+    def busy(t0: float, dur: float, *, gen: float, energy_mj: tuple[float | None, ...] = (),
+             **pairs):  # fmt: skip
+        """An active window (running 4, KV 50%) moving ``gen`` tokens; one GPU per entry of
+        ``energy_mj`` (its counter's delta in mJ, None: not read)."""
+        gpus = []
+        for k, e in enumerate(energy_mj):
+            first = dict(util_gpu_pct=60.0, energy_mj=None if e is None else 1e6)
+            last = dict(util_gpu_pct=60.0, energy_mj=None if e is None else 1e6 + e)
+            gpus.append((k, first, last))
+        g0 = gpu(t0, *[f for _, f, _ in gpus]) if gpus else None
+        g1 = gpu(t0 + dur, *[last for _, _, last in gpus]) if gpus else None
+        w = win(t0, dur=dur, gpus=[x for x in (g0, g1) if x], running=(4.0, 4.0),
+                kv_usage=(0.5, 0.5), generation_tokens=(1000.0, 1000.0 + gen), **pairs)  # fmt: skip
+        return w, classify(w)
+
+    def test_rates_weigh_each_window_by_its_duration(self) -> None:
+        # 400 tokens in 2 s (200/s) and 50 in 0.5 s (100/s): (200 × 2 + 100 × 0.5) / 2.5 = 180.
+        agg = aggregate([self.busy(0.0, 2.0, gen=400.0), self.busy(2.0, 0.5, gen=50.0)])
+        assert agg.generation_tps == pytest.approx(180.0)
+
+    def test_mfu_counter_rates(self) -> None:
+        # vLLM's estimated FLOPs 0 → 4e12 over 2 s = 2e12/s; bytes read 1e9 + written 1e9 = 1e9/s.
+        w = self.busy(0.0, 2.0, gen=10.0, est_flops=(0.0, 4e12), est_read_bytes=(0.0, 1e9),
+                      est_write_bytes=(0.0, 1e9))  # fmt: skip
+        agg = aggregate([w])
+        assert agg.est_flops_per_second == pytest.approx(2e12)
+        assert agg.est_bytes_per_second == pytest.approx(1e9)
+
+    def test_energy_needs_every_gpu_and_the_tokens(self) -> None:
+        # Window 1: two GPUs, 1,000,000 + 500,000 mJ = 1,500 J, 300 tokens. Window 2: one of its
+        # GPUs has no energy reading: left out whole. Window 3: 200 J but no token counter.
+        w1 = self.busy(0.0, 2.0, gen=300.0, energy_mj=(1e6, 5e5))
+        w2 = self.busy(2.0, 2.0, gen=100.0, energy_mj=(1e6, None))
+        w3, _ = self.busy(4.0, 2.0, gen=100.0, energy_mj=(2e5,))
+        w3 = replace(w3, d_generation_tokens=None)
+        agg = aggregate([w1, w2, (w3, classify(w3))])
+        assert (agg.energy_joules, agg.energy_tokens) == (pytest.approx(1500.0), 300.0)
+        # No tokens generated at all: no energy per token.
+        idle = aggregate([self.busy(0.0, 2.0, gen=0.0, energy_mj=(1e6,))])
+        assert (idle.energy_joules, idle.energy_tokens) == (None, None)
+
+    def test_tpot_and_model_come_from_their_windows(self) -> None:
+        # TPOT: 10 observations summing 0.5 s → mean 0.05 s; p99 in (0.1, 1.0]: rank 9.9 of 10
+        # with 0 below 0.1 → 0.1 + 0.9 × 9.9/10 = 0.991.
+        h0, h1 = hist(B, (0, 0, 0), 0.0), hist(B, (0, 10, 10), 0.5)
+        w = self.busy(0.0, 2.0, gen=10.0, tpot=(h0, h1), model_name=("m", "m"))
+        agg = aggregate([w])
+        assert agg.tpot_mean == pytest.approx(0.05)
+        assert agg.tpot_p99 == pytest.approx(0.991)
+        assert agg.model_name == "m"
+
+    def test_an_idle_window_on_new_bounds_does_not_hide_the_p99(self) -> None:
+        # Busy window on bounds (0.1, 1, +Inf): p99 0.991 as above. Then an idle window whose
+        # histogram has new bounds but no observation: the p99 stays that of the busy window.
+        h0, h1 = hist(B, (0, 0, 0), 0.0), hist(B, (0, 10, 10), 0.5)
+        other = (0.2, 2.0, INF)
+        idle_h = hist(other, (0, 0, 0), 0.0)
+        busy = self.busy(0.0, 2.0, gen=10.0, ttft=(h0, h1))
+        idle = self.busy(2.0, 2.0, gen=10.0, ttft=(idle_h, idle_h))
+        assert aggregate([busy, idle]).ttft_p99 == pytest.approx(0.991)
+
+    def test_prefix_ratio_of_one_query(self) -> None:
+        # One query token, one hit: 1/1. A window with queries but no hit counter is left out.
+        w1 = self.busy(0.0, 2.0, gen=10.0, prefix_hits=(5.0, 6.0), prefix_queries=(9.0, 10.0))
+        w2 = self.busy(2.0, 2.0, gen=10.0, prefix_queries=(10.0, 50.0))
+        assert aggregate([w1, w2]).prefix_hit_ratio == 1.0
+
+    def test_freshness_and_the_last_evaluable_window(self) -> None:
+        busy = self.busy(0.0, 2.0, gen=10.0, energy_mj=(1e6,))
+        # vLLM failed through the last window: its one poll is the shared boundary poll, and its
+        # cache_config is empty; the figures come from the last evaluable window.
+        cc = {"block_size": "16"}
+        good = replace(busy[0], cache_config=cc)
+        dead = replace(build_window([], [], start=2.0, end=4.0), vllm_answered=False,
+                       gpu_answered=False)  # fmt: skip
+        agg = aggregate([(good, classify(good)), (dead, classify(dead))])
+        assert not agg.vllm_fresh and not agg.gpu_fresh and agg.gpus == ()
+        assert agg.cache_config == cc
+        one_poll = replace(build_window([vllm(4.0)], [], start=4.0, end=6.0))
+        assert aggregate([(good, classify(good)), (one_poll, classify(one_poll))]).vllm_fresh
+
+
+class TestGateEdges:
+    def test_short_windows_count_and_empty_ones_do_not(self) -> None:
+        half = win(0.0, dur=0.5, running=(2.0, 2.0), kv_usage=(0.5, 0.5))
+        assert classify(half) == Gate(True, True)
+        flat = build_window([vllm(1.0, running=2.0), vllm(1.0, running=2.0)], [], start=1.0,
+                            end=1.0)  # fmt: skip
+        assert classify(flat) == Gate(False, False)  # no duration: not evaluable
+
+    def test_without_a_duration_nothing_is_active(self) -> None:
+        one = build_window([vllm(0.0, running=3.0, kv_usage=0.9)], [], start=0.0, end=2.0)
+        g = classify(one)
+        assert g.evaluable is False and g.active is False
+
+    def test_one_token_is_movement(self) -> None:
+        # No KV and no GPU reading: the tokens arm stands in. One generated token is activity.
+        w = win(0.0, running=(1.0, 1.0), generation_tokens=(10.0, 11.0))
+        assert classify(w) == Gate(True, True)
+        still = win(0.0, running=(1.0, 1.0), generation_tokens=(10.0, 10.0))
+        assert classify(still) == Gate(True, False)

@@ -234,3 +234,50 @@ class TestHistogramEdges:
         assert quantile(0.2, b, (5, 10, 10)) == -1.0  # rank 2 in the first bucket
         # rank 7 in (−1, 1] holding 5, 2 past its start: −1 + 2 × 2/5 = −0.2.
         assert quantile(0.7, b, (5, 10, 10)) == pytest.approx(-0.2)
+
+
+class TestWindowRecord:
+    """Every field of a window from its polls (SPEC §4), at the place they are built."""
+
+    def test_fields_from_first_last_and_between(self) -> None:
+        h0 = hist(B, (0, 0, 0, 0), 0.0)
+        h1 = hist(B, (0, 4, 8, 8), 2.0)  # 8 observations summing 2.0 s: mean 0.25 s
+        polls = [
+            vllm(0.0, model_name="m", model_names=("m",), process_start_time=None, running=2.0,
+                 est_flops=1e12, est_read_bytes=1e9, est_write_bytes=2e9, tpot=h0,
+                 prefill_time=h0, queue_time=h0),
+            vllm(1.0, model_name=None, process_start_time=7.0, running=6.0, est_flops=3e12,
+                 est_read_bytes=2e9,
+                 est_write_bytes=3e9, tpot=h1, prefill_time=h1, queue_time=h1),
+        ]  # fmt: skip
+        w = build_window(polls, [gpu(0.5, {}), gpu(0.9, {})], start=0.0, end=1.0)
+        assert (w.vllm_polls, w.gpu_polls, w.gpu_observed_at) == (2, 2, 0.9)
+        assert (w.model_name, w.model_names, w.process_start_time) == ("m", ("m",), 7.0)
+        assert w.running_last == 6.0
+        # Δ flops 2e12; Δ(read + write) = 5e9 − 3e9 = 2e9.
+        assert (w.d_est_flops, w.d_est_bytes) == (2e12, 2e9)
+        assert w.tpot_mean == w.prefill_time_mean == w.queue_time_mean == pytest.approx(0.25)
+
+    def test_bytes_need_both_directions(self) -> None:
+        polls = [vllm(0.0, est_read_bytes=1e9), vllm(1.0, est_read_bytes=2e9)]
+        assert build_window(polls, [], start=0.0, end=1.0).d_est_bytes is None
+
+    def test_a_window_without_vllm(self) -> None:
+        w = build_window([], [gpu(3.0, {}), gpu(4.5, {})], start=2.5, end=4.5)
+        assert (w.start, w.end, w.duration, w.vllm_polls, w.gpu_polls, w.gpu_observed_at) == (
+            2.5, 4.5, None, 0, 2, 4.5)  # fmt: skip
+
+    def test_one_poll_has_no_histogram_delta(self) -> None:
+        w = build_window([vllm(0.0, ttft=hist(B, (1, 2, 3, 4), 6.0))], [], start=0.0, end=0.0)
+        assert w.ttft is None and w.ttft_mean == pytest.approx(1.5)
+
+    def test_rates_of_short_windows_and_none_without_duration(self) -> None:
+        w = window(vllm(0.0, generation_tokens=10.0), vllm(0.5, generation_tokens=60.0))
+        assert w.generation_tps == pytest.approx(100.0)  # 50 tokens in 0.5 s
+        flat = build_window([vllm(1.0, generation_tokens=1.0), vllm(1.0, generation_tokens=2.0)],
+                            [], start=1.0, end=1.0)  # fmt: skip
+        assert flat.duration == 0.0 and flat.generation_tps is None
+
+    def test_a_gpu_gone_by_the_last_poll(self) -> None:
+        w = build_window([], [gpu(0.0, {}, {}), gpu(1.0, {})], start=0.0, end=1.0)
+        assert [(g.index, g.in_last_poll) for g in w.gpus] == [(0, True), (1, False)]

@@ -20,6 +20,7 @@ from exporter.derive.rules import (
     R2_BACKLOG,
     R2_MAIN,
     R3,
+    R4,
     R5,
     RuleResult,
     evaluate_window,
@@ -638,3 +639,76 @@ class TestEpochs:
         assert p.snapshot.epoch == 0
         p.add_tick(tick(vllm(0.5, cache_config={"block_size": "32"})))
         assert p.snapshot.epoch == 1
+
+
+class TestFixAndEvidence:
+    """What diagnose and issue_info show for each rule, worked from the aggregate by hand."""
+
+    AGG = Aggregate(running=2.0, waiting=1.5, kv_usage_peak=0.97, kv_usage_mean=0.8,
+                    preemptions_per_second=0.25, prefix_hit_ratio=0.004,
+                    prompt_tokens_mean=120.0, requests_per_second=6.0)  # fmt: skip
+
+    def status(self, key: Any, agg: Aggregate | None = None, mns: float | None = 8.0) -> Any:
+        windows = [{key: RuleResult(True)}, {key: RuleResult(False)}] if key != R4 else []
+        d = diagnose(windows, agg or self.AGG, None, mns)
+        return next(s for s in d.rules if s.key == key)
+
+    def test_r1(self) -> None:
+        s = self.status(R1)  # 2 running of 8: 25%
+        assert s.fix == "Raise client concurrency (more parallel requests): the scheduler has room."
+        assert s.evidence == "occupancy 25% of --max-num-seqs 8, 1.5 waiting, in 1 of 2 windows"
+        unknown = self.status(R1, Aggregate(), mns=None)
+        assert unknown.evidence == "occupancy ? of --max-num-seqs ?, ? waiting, in 1 of 2 windows"
+
+    def test_r2_paths(self) -> None:
+        main = self.status(R2_MAIN)
+        assert main.fix == "Reduce --max-num-seqs or --max-model-len."
+        assert main.evidence == "KV peak 97% (mean 80%) in 1 of 2 windows; 0.25 preemptions/s"
+        quiet = self.status(R2_MAIN, replace(self.AGG, preemptions_per_second=0.0))
+        assert quiet.evidence == "KV peak 97% (mean 80%) in 1 of 2 windows"
+        backlog = self.status(R2_BACKLOG)
+        assert backlog.fix == (
+            "Expand the KV pool: raise --gpu-memory-utilization if VRAM headroom exists; switch "
+            "to an fp8 KV cache (--kv-cache-dtype fp8); or reduce --max-model-len.")  # fmt: skip
+        assert backlog.evidence == ("requests queue for KV memory before it fills: 1.5 waiting, "
+                                    "KV mean 80%, in 1 of 2 windows")  # fmt: skip
+
+    def test_r3_with_prefix_caching_on_and_off(self) -> None:
+        on = self.status(R3)  # a hit rate of 0.4% shows one decimal, not "0%"
+        assert on.fix == ("Move shared instructions to the start of prompts, standardize "
+                          "templates, and avoid unique tokens at the beginning.")  # fmt: skip
+        assert on.evidence == "hit rate 0.4%, 120 prompt tokens, 6.0 req/s, in 1 of 2 windows"
+        off = self.status(R3, replace(self.AGG, cache_config={"enable_prefix_caching": "False"}))
+        assert (
+            off.fix == "Enable --enable-prefix-caching, then restructure prompts to share a prefix."
+        )
+        assert off.evidence == ("prefix caching disabled, 120 prompt tokens, 6.0 req/s, in 1 of "
+                                "2 windows")  # fmt: skip
+
+    def test_r4_without_the_catalog(self) -> None:
+        s = self.status(R4)
+        assert s.fix == ("Raise --tensor-parallel-size, or use a lower-precision weight format "
+                         "(e.g. fp8).")  # fmt: skip
+        assert s.evidence == "needs the GPU and the model in the catalog"
+
+    def test_r5_fix_follows_the_kv_peak(self) -> None:
+        unsafe = self.status(R5)  # KV peak 97%
+        assert unsafe.fix == ("Add a replica or lower --max-model-len: raising --max-num-seqs at "
+                              "KV peak 97% would cause thrashing.")  # fmt: skip
+        assert (
+            unsafe.evidence
+            == "running 2.0 at the cap --max-num-seqs 8, 1.5 waiting, in 1 of 2 windows"
+        )
+        safe = self.status(R5, replace(self.AGG, kv_usage_peak=0.5))
+        assert safe.fix == "Raise --max-num-seqs (KV peak 50% leaves room)."
+
+    @pytest.mark.parametrize(
+        ("fired", "evaluable", "significant"),
+        [(3, 12, True), (3, 13, False), (2, 4, False), (3, 3, True)],
+    )
+    def test_persistence(self, fired: int, evaluable: int, significant: bool) -> None:
+        # Significant: fired in ≥ 3 windows and ≥ 25% of the evaluable ones (3/12 = 25% is
+        # enough, 3/13 = 23% is not).
+        windows = [{R1: RuleResult(i < fired)} for i in range(evaluable)]
+        s = next(x for x in diagnose(windows, self.AGG, None, 8.0).rules if x.key == R1)
+        assert (s.fired_windows, s.significant) == (fired, significant)

@@ -76,13 +76,20 @@ def _significant(key: RuleKey, fired: Sequence[RuleResult], evaluable: int) -> b
             return True
         if sum(r.kv_critical for r in fired) >= T.R2_CRITICAL_WINDOWS:
             return True
-    return n >= T.PERSIST_MIN_WINDOWS and evaluable > 0 and n / evaluable >= T.PERSIST_MIN_SHARE
+    # n ≥ 3 fired windows are among the evaluable ones: evaluable ≥ 3 here.
+    return n >= T.PERSIST_MIN_WINDOWS and n / evaluable >= T.PERSIST_MIN_SHARE
 
 
 def _pct(v: float | None) -> str:
+    """A ratio as a percentage, one decimal below 1% (never "0%" for 0.4%); "?" when unknown."""
     if v is None:
         return "?"
     return f"{v:.0%}" if v == 0 or abs(v) >= 0.01 else f"{v:.1%}"
+
+
+def _num(v: float | None, spec: str) -> str:
+    """A figure in ``spec``; "?" when unknown (never a 0 that was not measured)."""
+    return "?" if v is None else format(v, spec)
 
 
 def _fix_and_evidence(
@@ -93,8 +100,8 @@ def _fix_and_evidence(
         occ = None if agg.running is None or not mns else agg.running / mns
         return (
             "Raise client concurrency (more parallel requests): the scheduler has room.",
-            f"occupancy {_pct(occ)} of --max-num-seqs {mns or 0:g}, "
-            f"{agg.waiting or 0:.1f} waiting, {seen}",
+            f"occupancy {_pct(occ)} of --max-num-seqs {_num(mns, 'g')}, "
+            f"{_num(agg.waiting, '.1f')} waiting, {seen}",
         )
     if key == R2_MAIN:
         pre = agg.preemptions_per_second
@@ -107,7 +114,7 @@ def _fix_and_evidence(
         return (
             "Expand the KV pool: raise --gpu-memory-utilization if VRAM headroom exists; switch "
             "to an fp8 KV cache (--kv-cache-dtype fp8); or reduce --max-model-len.",
-            f"requests queue for KV memory before it fills: {agg.waiting or 0:.1f} waiting, "
+            f"requests queue for KV memory before it fills: {_num(agg.waiting, '.1f')} waiting, "
             f"KV mean {_pct(agg.kv_usage_mean)}, {seen}",
         )
     if key == R3:
@@ -120,18 +127,19 @@ def _fix_and_evidence(
         )
         hit = "prefix caching disabled" if disabled else f"hit rate {_pct(agg.prefix_hit_ratio)}"
         return fix, (
-            f"{hit}, {agg.prompt_tokens_mean or 0:.0f} prompt tokens, "
-            f"{agg.requests_per_second or 0:.1f} req/s, {seen}"
+            f"{hit}, {_num(agg.prompt_tokens_mean, '.0f')} prompt tokens, "
+            f"{_num(agg.requests_per_second, '.1f')} req/s, {seen}"
         )
     if key == R4:
         fix = "Raise --tensor-parallel-size, or use a lower-precision weight format (e.g. fp8)."
         if a is None or a.roofline.weight_bytes is None:
             return fix, "needs the GPU and the model in the catalog"
-        worst = min((kv for _, kv in a.roofline.kv_headroom_bytes), default=0.0)
+        worst = min((kv for _, kv in a.roofline.kv_headroom_bytes), default=None)
         tp = a.resolved.inputs.tp
         return fix, (
             f"weights need {a.roofline.weight_bytes / tp / 1e9:.1f} GB per GPU "
-            f"({a.resolved.dtype}, TP {tp}); KV headroom {worst / 1e9:.1f} GB"
+            f"({a.resolved.dtype}, TP {tp}); KV headroom "
+            f"{_num(None if worst is None else worst / 1e9, '.1f')} GB"
         )
     # R5
     peak = agg.kv_usage_peak
@@ -142,10 +150,9 @@ def _fix_and_evidence(
         else f"Add a replica or lower --max-model-len: raising --max-num-seqs at KV peak "
         f"{_pct(peak)} would cause thrashing."
     )
-    cap = "unknown" if mns is None else f"{mns:g}"
     return fix, (
-        f"running {agg.running or 0:.1f} at the cap --max-num-seqs {cap}, "
-        f"{agg.waiting or 0:.1f} waiting, {seen}"
+        f"running {_num(agg.running, '.1f')} at the cap --max-num-seqs {_num(mns, 'g')}, "
+        f"{_num(agg.waiting, '.1f')} waiting, {seen}"
     )
 
 

@@ -103,14 +103,17 @@ def _ratio_of_sums(
 
 
 def _hist_mean(ws: Sequence[Window], get: Callable[[Window], HistDelta | None]) -> float | None:
+    """ΣΔsum / ΣΔcount; a window without observations adds 0 to both (its Δsum is 0 too)."""
     return _ratio_of_sums(
         ws,
-        lambda w: h.sum if (h := get(w)) is not None and h.count > 0 else None,
-        lambda w: h.count if (h := get(w)) is not None and h.count > 0 else None,
+        lambda w: None if (h := get(w)) is None else h.sum,
+        lambda w: None if (h := get(w)) is None else h.count,
     )
 
 
 def _hist_p99(ws: Sequence[Window], get: Callable[[Window], HistDelta | None]) -> float | None:
+    # Windows without observations do not count: an idle window on new bucket bounds must not
+    # hide the busy windows on the old ones.
     merged = merge_latest(h for w in ws if (h := get(w)) is not None and h.count > 0)
     return None if merged is None else quantile(P99, merged.bounds, merged.cumulative)
 
@@ -211,7 +214,6 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
     active = [w for w, g in windows if g.active]
     last = all_ws[-1]
     last_eval = evaluable[-1] if evaluable else None
-    kv_now = last_eval.kv_last if last_eval is not None else None
     energy_joules, energy_tokens = _energy(active)
     gpu_fresh = bool(last.gpus) and last.gpu_answered
     if not gpu_fresh and gpu_hold > 0:
@@ -236,7 +238,8 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         waiting=_weighted(evaluable, lambda w: w.waiting),
         running_active=_weighted(active, lambda w: w.running),
         kv_usage_mean=_weighted(evaluable, lambda w: w.kv_usage),
-        kv_usage_peak=_peak([w.kv_peak for w in evaluable], kv_now),
+        # Each window's peak includes its last poll: never below the current value.
+        kv_usage_peak=_peak([w.kv_peak for w in evaluable], None),
         prefix_hit_ratio=_ratio_of_sums(
             evaluable, lambda w: w.d_prefix_hits, lambda w: w.d_prefix_queries
         ),
