@@ -378,7 +378,11 @@ def record(cfg: Config, output: Path, duration: float, stop: threading.Event | N
         output,
         {
             "exporter_version": __version__,
-            "config": {"vllm_url": redact(cfg.vllm_url), "poll_interval": cfg.poll_interval},
+            "config": {
+                "vllm_url": redact(cfg.vllm_url),
+                "poll_interval": cfg.poll_interval,
+                "calm_poll_interval": cfg.calm_poll_interval,
+            },
         },
     )
     failed: list[OSError] = []

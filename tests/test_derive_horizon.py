@@ -330,8 +330,10 @@ class TestAggregateFigures:
         # TPOT: 10 observations summing 0.5 s → mean 0.05 s; p99 in (0.1, 1.0]: rank 9.9 of 10
         # with 0 below 0.1 → 0.1 + 0.9 × 9.9/10 = 0.991.
         h0, h1 = hist(B, (0, 0, 0), 0.0), hist(B, (0, 10, 10), 0.5)
-        w = self.busy(0.0, 2.0, gen=10.0, tpot=(h0, h1), model_name=("m", "m"))
+        w = self.busy(0.0, 2.0, gen=10.0, tpot=(h0, h1), model_name=("m", "m"),
+                      model_names=(("m",), ("m",)))  # fmt: skip
         agg = aggregate([w])
+        assert agg.model_names == ("m",)
         assert agg.tpot_mean == pytest.approx(0.05)
         assert agg.tpot_p99 == pytest.approx(0.991)
         assert agg.model_name == "m"
@@ -363,8 +365,10 @@ class TestAggregateFigures:
         agg = aggregate([(good, classify(good)), (dead, classify(dead))])
         assert not agg.vllm_fresh and not agg.gpu_fresh and agg.gpus == ()
         assert agg.cache_config == cc
-        one_poll = replace(build_window([vllm(4.0)], [], start=4.0, end=6.0))
-        assert aggregate([(good, classify(good)), (one_poll, classify(one_poll))]).vllm_fresh
+        # One vLLM poll in the last window is fresh vLLM data; no GPU reading in it is no GPU.
+        one_poll = build_window([vllm(4.0)], [], start=4.0, end=6.0)
+        latest = aggregate([(good, classify(good)), (one_poll, classify(one_poll))])
+        assert latest.vllm_fresh and not latest.gpu_fresh and latest.gpus == ()
 
 
 class TestGateEdges:

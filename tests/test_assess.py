@@ -1,0 +1,49 @@
+"""One horizon's assessment (derive/assess.py): the inputs it reads from vLLM and the MFU
+counters, each at its edges."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.app import load_catalog
+from exporter.config import load_config
+from exporter.derive.assess import assess
+from exporter.derive.horizon import Aggregate
+from exporter.derive.resolve import RooflineSettings
+
+SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, (1.0, "default")),  # vLLM did not say: the whole memory
+        ("0.9", (0.9, "vllm")),
+        ("1", (1.0, "vllm")),  # the whole memory, as vLLM says
+        ("1.5", (1.0, "default")),  # impossible: not believed
+        ("0", (1.0, "default")),
+        ("-0.2", (1.0, "default")),
+        ("most", (1.0, "default")),
+        ("", (1.0, "default")),
+    ],
+)
+def test_gpu_memory_utilization_from_vllm(value: str | None, expected: tuple[float, str]) -> None:
+    cc = {} if value is None else {"gpu_memory_utilization": value}
+    a = assess(Aggregate(cache_config=cc), SETTINGS)
+    assert (a.gpu_memory_utilization, a.gpu_memory_utilization_source) == expected
+
+
+def test_mfu_counters_at_zero_mean_they_are_off() -> None:
+    # vLLM exports its estimated-FLOPs counters at 0 unless --enable-mfu-metrics is on: a rate
+    # of 0 is "off", not a measured zero; half a FLOP a second is still a measurement.
+    off = assess(Aggregate(est_flops_per_second=0.0, est_bytes_per_second=0.0), SETTINGS)
+    assert (off.mfu_flops_per_second, off.mfu_bytes_per_second) == (None, None)
+    tiny = assess(Aggregate(est_flops_per_second=0.5, est_bytes_per_second=0.25), SETTINGS)
+    assert (tiny.mfu_flops_per_second, tiny.mfu_bytes_per_second) == (0.5, 0.25)
+
+
+def test_several_models_are_named_as_the_reason() -> None:
+    a = assess(Aggregate(model_names=("a", "b")), SETTINGS)
+    assert "several_models" in a.reasons and "unknown_model" not in a.reasons
+    one = assess(Aggregate(model_name="tiny", model_names=("tiny",)), SETTINGS)
+    assert "unknown_model" in one.reasons and "several_models" not in one.reasons
