@@ -9,7 +9,8 @@ from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate
-from exporter.derive.resolve import RooflineSettings
+from exporter.derive.resolve import RooflineSettings, resolve
+from exporter.derive.roofline import RooflineInputs
 
 SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
 
@@ -47,3 +48,17 @@ def test_several_models_are_named_as_the_reason() -> None:
     assert "several_models" in a.reasons and "unknown_model" not in a.reasons
     one = assess(Aggregate(model_name="tiny", model_names=("tiny",)), SETTINGS)
     assert "unknown_model" in one.reasons and "several_models" not in one.reasons
+
+
+def test_resolved_inputs_are_the_catalog_figures_exactly() -> None:
+    # H100 SXM: 989.4 TFLOP/s dense BF16, 3,350 GB/s. DeepSeek V3: 671B total, 37B active,
+    # published in FP8 (1 byte a parameter, from the catalog's dtype).
+    res = resolve(SETTINGS, model_name="deepseek-ai/DeepSeek-V3", cache_config={},
+                  gpu_names=["NVIDIA H100 80GB HBM3"])  # fmt: skip
+    assert res.inputs == RooflineInputs(989.4e12, 3350e9, 37e9, 671e9, 1.0, 1)
+    assert res.model is not None and res.model.name == res.model_catalog == "DeepSeek 671B"
+    assert (res.dtype, res.dtype_source) == ("fp8", "catalog")
+    unknown = resolve(SETTINGS, model_name="tiny", cache_config={}, gpu_names=["NVIDIA A10G"])
+    assert unknown.model is None and unknown.model_catalog == ""
+    assert unknown.inputs.roofline_params is None and unknown.inputs.peak_flops is None
+    assert unknown.reasons == ("unknown_model", "gpu_has_price_only")

@@ -198,3 +198,51 @@ class TestEconomics:
         e = economics.compute(actual_tps=0.0, power_watts=300.0, cost_per_hour=2.0, efficiency=None)
         assert e.joules_per_token is None and e.cost_per_million_tokens is None
         assert e.cost_per_hour == 2.0
+
+
+# Binary-exact inputs: 2e12 FLOP/s, 1e12 B/s, 1e9 parameters, 2 bytes each, TP 1 →
+# hardware = 2e12 / (2 × 1e9) = 1000 tok/s, stream = 1e12 / 2e9 = 500 tok/s, ridge = 2.0.
+EXACT = RooflineInputs(2e12, 1e12, 1e9, 1e9, 2.0, 1)
+
+
+class TestEdges:
+    def test_actual_at_the_ceiling_is_efficiency_one(self) -> None:
+        at = compute(EXACT, batch=4.0, actual_tps=1000.0)
+        assert (at.hardware_tps, at.efficiency, at.reasons) == (1000.0, 1.0, ())
+        above = compute(EXACT, batch=4.0, actual_tps=1000.5)
+        assert above.efficiency is None and above.reasons == (ACTUAL_ABOVE_CEILING,)
+
+    def test_prefill_floor_only_below_the_ridge(self) -> None:
+        # B = 1.5 < 2: prefill is compute-bound, floor = 500 prompt tokens / 1000 = 0.5 s.
+        below = compute(EXACT, batch=1.5, actual_tps=100.0, prompt_tokens_mean=500.0)
+        assert below.prefill_floor_seconds == 0.5
+        at = compute(EXACT, batch=2.0, actual_tps=100.0, prompt_tokens_mean=500.0)
+        assert at.prefill_floor_seconds is None
+
+    def test_load_means_running_requests_and_tokens(self) -> None:
+        idle = compute(EXACT, batch=0.0, actual_tps=100.0)
+        assert idle.efficiency is None and idle.reasons == ("no_load",)
+        slow = compute(EXACT, batch=1.0, actual_tps=0.5)  # half a token a second is load
+        assert slow.efficiency == 0.0005 and slow.reasons == ()
+
+    def test_kv_headroom_defaults_to_the_whole_memory(self) -> None:
+        # gpu_memory_utilization unknown: 1.0 × 80e9 − 1e9 × 2 = 78e9.
+        r = compute(EXACT, batch=1.0, actual_tps=1.0, gpus=(GpuMemory(0, "GPU-x", 80e9),))
+        assert r.kv_headroom_bytes[0][1] == 78e9
+
+
+class TestEconomicsEdges:
+    def test_slow_and_small_figures_are_figures(self) -> None:
+        # 0.5 tok/s at 0.5 W: 1 J per token; $3.60/h over 1,800 tokens an hour = $2,000 per 1M.
+        e = economics.compute(actual_tps=0.5, power_watts=0.5, cost_per_hour=3.6, efficiency=None)
+        assert (e.joules_per_token, e.joules_source) == (1.0, "power")
+        assert e.cost_per_million_tokens == pytest.approx(2000.0)
+        # 0.5 J over 2 tokens by the energy counter: 0.25 J per token.
+        c = economics.compute(actual_tps=1.0, power_watts=None, cost_per_hour=None,
+                              efficiency=None, energy_joules=0.5, energy_tokens=2.0)  # fmt: skip
+        assert (c.joules_per_token, c.joules_source) == (0.25, "energy_counter")
+
+    def test_no_power_no_joules(self) -> None:
+        e = economics.compute(actual_tps=10.0, power_watts=0.0, cost_per_hour=None,
+                              efficiency=None)  # fmt: skip
+        assert (e.joules_per_token, e.tokens_per_joule, e.joules_source) == (None, None, None)
