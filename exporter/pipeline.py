@@ -291,9 +291,9 @@ class Pipeline:
         if times:
             plan = self.plan(min(times))
             if not plan.vllm and tick.vllm is not None:
-                tick = replace(tick, vllm=None, vllm_duration=None, models=None)
+                tick = replace(tick, vllm=None, models=None)  # a duration without a poll is unused
             if not plan.gpu and tick.gpu is not None:
-                tick = replace(tick, gpu=None, gpu_duration=None)
+                tick = replace(tick, gpu=None)
         self.add_tick(tick)
 
     def _breaks(self, at: float) -> bool:

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
+from exporter.app import load_catalog
+from exporter.config import load_config
 from exporter.derive import thresholds as T
 from exporter.derive.cadence import RefreshCadence, VllmCadence, pressure
+from exporter.derive.resolve import RooflineSettings
 from exporter.loop import PollLoop
-from exporter.pipeline import Pipeline
+from exporter.pipeline import Pipeline, Snapshot
 from exporter.samples import EngineSample, GpuReading, GpuSample, PollError, Tick
 from exporter.scrape.vllm_fetch import EnginePoll
 from tests.helpers import gpu, vllm
@@ -241,3 +244,173 @@ class TestPlan:
         p.reconfigure(p._roofline, 10.0)  # noqa: SLF001 - the settings in force
         p.add_tick(Tick(vllm=vllm(1.0, running=9.0, waiting=0.0), gpu=None))
         assert p.plan(1.25).vllm_interval == 0.25
+
+
+class TestCadenceDetails:
+    def test_changes_and_the_cap_reach_the_cadence(self) -> None:
+        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=10.0)
+        c.observe(s(0.0, running=1.0))
+        assert c.interval == 1.0
+        c.observe(s(1.0, running=5.0))  # +4 since the last poll: a sudden change
+        assert c.interval == 0.25
+        capped = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=10.0)
+        capped.observe(s(0.0, running=9.0))  # 90% of the cap
+        assert capped.interval == 0.25
+
+    def test_the_same_instant_is_not_due_again(self) -> None:
+        c = VllmCadence(fast=0.25, calm=0.25, max_num_seqs=None)
+        c.observe(s(5.0))
+        assert not c.due(5.0)
+        r = RefreshCadence(floor=5.0, ceiling=30.0)
+        r.polled(5.0)
+        assert not r.due(5.0, 0.125) and not r.due(9.8, 0.125) and r.due(9.875, 0.125)
+
+    def test_the_shortest_gap_between_changes_wins(self) -> None:
+        c = RefreshCadence(floor=1.0, ceiling=30.0)
+        for t, v in ((0.0, 1), (4.0, 2), (14.0, 3), (34.0, 4), (34.0, 5)):
+            c.observe(GpuSample(t, ()), (v,))
+        # Gaps between changes: 10 s, 20 s, and 0 s (two readings stamped alike: no gap).
+        assert c.interval == 10.0
+
+
+class TestPipelineDetails:
+    def test_settings_are_checked(self) -> None:
+        for bad in ({"poll_interval": 0.0}, {"poll_interval": 0.25, "window_seconds": 0.0}):
+            with pytest.raises(
+                ValueError, match="the poll interval and the window must be positive"
+            ):
+                Pipeline(horizon_seconds=60, **bad)  # type: ignore[arg-type]
+        short = Pipeline(horizon_seconds=1.0, poll_interval=0.25, window_seconds=0.5)
+        assert short.full_windows == 2  # 1 s / 0.5 s
+        assert Pipeline(horizon_seconds=1.0, poll_interval=0.25).full_windows == 1
+
+    def test_before_any_window(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        assert p.snapshot == Snapshot()
+        for i in range(3):
+            p.add_tick(Tick(vllm=vllm(i * 0.25), gpu=None))
+        snap = p.snapshot
+        assert snap.ticks == 3 and snap.latest is None
+        assert (snap.assessment, snap.diagnosis, snap.max_model_len, snap.direction) == (
+            None, None, None, None)  # fmt: skip
+
+    def test_plan_intervals(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+        assert (p.plan(0.0).vllm_interval, p.plan(0.0).gpu_interval) == (1.0, 0.25)
+        d = Pipeline(horizon_seconds=60, poll_interval=0.25, gpu_source_name="dcgm",
+                     gpu_cadence=RefreshCadence(1.0, 30.0, fixed=5.0))  # fmt: skip
+        assert d.plan(0.0).gpu_interval == 5.0
+
+    def test_a_clock_step_before_any_window_closes(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        p.add_tick(Tick(vllm=vllm(100.0), gpu=None))
+        p.add_tick(Tick(vllm=vllm(50.0), gpu=None))  # back 50 s, the horizon still empty
+        assert p.windows == []
+        for i in range(1, 9):
+            p.add_tick(Tick(vllm=vllm(50.0 + i * 0.25), gpu=None))
+        assert [(w.start, w.end) for w, _ in p.windows] == [(50.0, 52.0)]
+
+    def test_a_window_exactly_a_horizon_and_its_slack_old_stays(self) -> None:
+        # 10 s horizon, slack 0.125 s. Windows [0,2] … [6,8], then [8, 10.125] (no tick at 10 s):
+        # 10.125 − 0 = 10.125 is not more than 10 + 0.125, so [0, 2] stays: 5 windows.
+        p = Pipeline(horizon_seconds=10, poll_interval=0.25)
+        times = [i * 0.25 for i in range(40)] + [10.125]
+        for t in times:
+            p.add_tick(Tick(vllm=vllm(t), gpu=None))
+        assert [w.start for w, _ in p.windows] == [0.0, 2.0, 4.0, 6.0, 8.0]
+        p.add_tick(Tick(vllm=vllm(10.375), gpu=None))
+        p.add_tick(Tick(vllm=vllm(12.25), gpu=None))  # closes [10.125, 12.25]
+        # Now [0, 2] and [2, 4] started 12.25 and 10.25 s before the newest end: both leave.
+        assert [w.start for w, _ in p.windows] == [4.0, 6.0, 8.0, 10.125]
+
+    def test_vllm_answered_on_the_tick_after_the_boundary(self) -> None:
+        # The boundary tick answered (it belongs to the window before too), the next one too,
+        # then vLLM failed: the window still counts as answered.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for i in range(9):
+            t = i * 0.25
+            v = vllm(t) if i < 2 else PollError(t, "timeout")
+            p.add_tick(Tick(vllm=v, gpu=None))
+        ((w, gate),) = p.windows
+        assert w.vllm_answered and w.vllm_polls == 2
+        assert p.horizon[0].rules != {}  # evaluable: 2 polls, 0.25 s
+        for i in range(9, 17):
+            p.add_tick(Tick(vllm=PollError(i * 0.25, "timeout"), gpu=None))
+        second = p.horizon[1]
+        assert not second.window.vllm_answered and not second.gate.evaluable
+        assert second.rules == {}  # a window that is not evaluable is not judged
+
+    def test_gpu_figures_need_gpu_data_in_the_latest_window(self) -> None:
+        # NVML polled every tick: the GPU answered until 1.75 s; the window [2.0, 2.5] cut short
+        # by a gap has no GPU data, so the GPU figures are gone, however recent the last reading.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for i in range(11):
+            t = i * 0.25
+            g = gpu(t, dict(util_gpu_pct=50.0)) if t < 2.0 else PollError(t, "no_gpu_answered")
+            p.add_tick(Tick(vllm=vllm(t, running=1.0, kv_usage=0.5), gpu=g))
+        p.add_tick(Tick(vllm=vllm(8.0, running=1.0), gpu=PollError(8.0, "no_gpu_answered")))
+        assert [(w.start, w.end) for w, _ in p.windows] == [(0.0, 2.0), (2.0, 2.5)]
+        assert p.snapshot.agg.gpus == ()
+
+    def test_a_second_change_before_a_full_horizon_has_no_baseline(self) -> None:
+        # Restart at 1 s and again at 2 s: the middle epoch never had a full horizon, so the
+        # last one has nothing to compare with.
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
+        for i, (start, tok) in enumerate([(1.0, 100.0), (1.0, 200.0), (5.0, 1.0), (9.0, 1.0)]):
+            p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=tok, process_start_time=start),
+                            gpu=None))  # fmt: skip
+        for i in range(4, 40):
+            p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=10.0 * i, process_start_time=9.0),
+                            gpu=None))  # fmt: skip
+        assert p.snapshot.epoch == 2 and p.snapshot.direction is None
+
+    def test_the_identity_hold_is_at_least_a_minute(self) -> None:
+        # Horizon 10 s, hold 60 s: process A at 0 s, B from 1 s, A again at 60 s is several.
+        p = Pipeline(horizon_seconds=10, poll_interval=0.25)
+        p.add_tick(Tick(vllm=vllm(0.0, process_start_time=1.0), gpu=None))
+        p.add_tick(Tick(vllm=vllm(1.0, process_start_time=2.0), gpu=None))
+        p.add_tick(Tick(vllm=vllm(60.0, process_start_time=1.0), gpu=None))
+        assert p.snapshot.health["vllm"].errors == {"several_servers": 1}
+
+
+class TestPipelineAssessment:
+    """The pipeline hands its assessment and settings to diagnose and direction."""
+
+    SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
+
+    def feed(self, p: Pipeline, t0: float, n: int, start: float, model: str, tps: float) -> float:
+        for i in range(n):
+            t = t0 + i * 0.25
+            p.add_tick(Tick(
+                vllm=vllm(t, model_name=model, model_names=(model,), running=4.0, waiting=0.0,
+                          kv_usage=0.5, generation_tokens=tps * (t - t0), process_start_time=start),
+                gpu=gpu(t, dict(name="NVIDIA H100 80GB HBM3", util_gpu_pct=80.0,
+                                mem_total_bytes=85_520_809_984.0)),
+            ))  # fmt: skip
+        return t0 + n * 0.25
+
+    def test_oom_risk_and_the_cap_reach_the_diagnosis(self) -> None:
+        # Llama 3.1 70B in bf16 on one H100: 140 GB of weights, R4 holds; R5's evidence names
+        # the --max-num-seqs given to the pipeline.
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25, roofline=self.SETTINGS,
+                     max_num_seqs=8.0)  # fmt: skip
+        self.feed(p, 0.0, 17, 1.0, "meta-llama/Llama-3.1-70B-Instruct", 100.0)
+        d = p.snapshot.diagnosis
+        assert d is not None
+        r4 = next(x for x in d.rules if x.rule == "R4")
+        r5 = next(x for x in d.rules if x.rule == "R5")
+        assert r4.significant
+        assert "--max-num-seqs 8," in r5.evidence
+
+    def test_a_matched_model_compares_by_efficiency(self) -> None:
+        # Llama 3.1 8B on an H100: the catalog gives a ceiling, 989.4e12 / (2 × 8e9) = 61,837.5
+        # tok/s, so the direction after a restart compares efficiency per running request:
+        # 100 → 200 tok/s at 4 running is 100 × (200 − 100) / 61,837.5 / 4 = +0.0404 pp, a
+        # plateau (not above +2 pp) although throughput doubled.
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25, roofline=self.SETTINGS)
+        model = "meta-llama/Llama-3.1-8B-Instruct"
+        t = self.feed(p, 0.0, 17, 1.0, model, 100.0)
+        self.feed(p, t, 40, 2.0, model, 200.0)
+        d = p.snapshot.direction
+        assert d is not None and (d.signal, d.direction) == ("efficiency", "plateau")
+        assert d.efficiency_delta_pp == pytest.approx(100 * 100 / 61_837.5 / 4, rel=1e-3)
