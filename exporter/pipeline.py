@@ -191,7 +191,7 @@ class Pipeline:
         return list(self._horizon)
 
     def _record(self, name: str, result: object, duration: float | None) -> None:
-        h = self._health.setdefault(name, _Health())
+        h = self._health[name]  # every source the pipeline was built with
         if result is None:
             return
         h.polled = True

@@ -16,8 +16,8 @@ from exporter.derive import thresholds as T
 from exporter.derive.cadence import RefreshCadence, VllmCadence, pressure
 from exporter.derive.resolve import RooflineSettings
 from exporter.loop import PollLoop
-from exporter.pipeline import Pipeline, Snapshot
-from exporter.samples import EngineSample, GpuReading, GpuSample, PollError, Tick
+from exporter.pipeline import MAX_TICKS_PER_WINDOW, Pipeline, Snapshot
+from exporter.samples import EngineSample, GpuReading, GpuSample, ModelsInfo, PollError, Tick
 from exporter.scrape.vllm_fetch import EnginePoll
 from tests.helpers import gpu, vllm
 
@@ -414,3 +414,66 @@ class TestPipelineAssessment:
         d = p.snapshot.direction
         assert d is not None and (d.signal, d.direction) == ("efficiency", "plateau")
         assert d.efficiency_delta_pp == pytest.approx(100 * 100 / 61_837.5 / 4, rel=1e-3)
+
+
+class TestPipelineBookkeeping:
+    def test_failed_polls_keep_the_cadence_and_the_health(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+        p.add_tick(Tick(vllm=PollError(0.0, "timeout"), gpu=PollError(0.0, "unavailable"),
+                        vllm_duration=1.5, gpu_duration=0.002))  # fmt: skip
+        h = p.snapshot.health
+        assert h["vllm"].up is False and h["vllm"].last_duration == 1.5
+        assert h["nvml"].up is False and h["nvml"].last_duration == 0.002
+        # A failed poll is a poll: the next is due a calm interval later, not at every tick.
+        assert not p.plan(0.25).vllm and p.plan(1.0).vllm
+
+    def test_a_dropped_vllm_poll_takes_its_models_with_it(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
+        p.offer(Tick(vllm=vllm(0.0), gpu=None))
+        p.offer(Tick(vllm=vllm(0.25), gpu=None, models=ModelsInfo(0.25, 4096)))  # not due
+        assert p.snapshot.max_model_len is None
+
+    def test_dcgm_refresh_is_learned_through_the_pipeline(self) -> None:
+        # Readings change every 5 s; polled at the 1 s floor until the refresh is known.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, gpu_source_name="dcgm",
+                     gpu_cadence=RefreshCadence(floor=1.0, ceiling=30.0))  # fmt: skip
+        for i in range(80):  # 0 … 19.75 s
+            t = i * 0.25
+            power = 300.0 + (t // 5)
+            p.offer(Tick(vllm=vllm(t), gpu=gpu(t, dict(power_watts=power))))
+        assert p.plan(20.0).gpu_interval == 5.0
+        failed = Pipeline(horizon_seconds=60, poll_interval=0.25, gpu_source_name="dcgm",
+                          gpu_cadence=RefreshCadence(floor=1.0, ceiling=30.0))  # fmt: skip
+        failed.add_tick(Tick(vllm=vllm(0.0), gpu=PollError(0.0, "connection")))
+        assert not failed.plan(0.5).gpu and failed.plan(1.0).gpu
+
+    def test_a_gap_after_one_or_two_ticks(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for t in (0.0, 10.0, 10.25, 20.0):  # one tick, a gap, two ticks, a gap
+            p.add_tick(Tick(vllm=vllm(t), gpu=None))
+        assert [(w.start, w.end, w.vllm_polls) for w, _ in p.windows] == [(10.0, 10.25, 2)]
+
+    def test_a_slow_fixed_cadence_still_pairs_ticks(self) -> None:
+        # --poll-interval 10s: every tick is past the 2 s window, so each window spans two ticks.
+        p = Pipeline(horizon_seconds=600, poll_interval=10.0)
+        for t in (0.0, 10.0, 20.0):
+            p.add_tick(Tick(vllm=vllm(t), gpu=None))
+        assert [(w.start, w.end) for w, _ in p.windows] == [(0.0, 10.0), (10.0, 20.0)]
+
+    def test_a_stuck_clock_closes_a_window_at_the_bound(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for _ in range(MAX_TICKS_PER_WINDOW - 1):
+            p.add_tick(Tick(vllm=vllm(7.0), gpu=None))
+        assert p.windows == []
+        p.add_tick(Tick(vllm=vllm(7.0), gpu=None))
+        assert len(p.windows) == 1
+
+    def test_one_short_active_window_has_gpu_figures(self) -> None:
+        # A single active window of 0.5 s (cut by a gap): its GPU utilization is the figure.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for t in (0.0, 0.25, 0.5, 6.0):
+            p.add_tick(Tick(vllm=vllm(t, running=2.0, kv_usage=0.5),
+                            gpu=gpu(t, dict(util_gpu_pct=40.0))))  # fmt: skip
+        assert p.windows[0][1].active
+        (g,) = p.snapshot.agg.gpus
+        assert g.util_ratio == pytest.approx(0.4)

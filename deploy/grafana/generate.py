@@ -182,7 +182,8 @@ def overview() -> dict[str, Any]:
                  (f'vllm_profile_time_per_output_token_seconds{{{SEL},stat="p99"}}', "TPOT p99"),
                  (f"vllm_profile_tpot_floor_seconds{{{SEL}}}", "TPOT floor (est)")), 8, 8)  # fmt: skip
     b.add(series("KV cache: mean and peak",
-                 "KV cache usage: the time-weighted mean and the highest 250 ms poll. A peak far "
+                 "KV cache usage: the time-weighted mean and the highest poll (every 250 ms from 70%). "
+                 "A peak far "
                  "above the mean is a spike a 15 s scrape would miss.",
                  "percentunit",
                  (f'vllm_profile_kv_cache_usage_ratio{{{SEL},stat="mean"}}', "mean {{instance}}"),
