@@ -45,6 +45,8 @@ class TestPressure:
             (s(1.0, kv_usage=0.3125), s(kv_usage=0.25), None, "change"),  # +6.25 pp ≥ 5
             (s(1.0, kv_usage=0.28125), s(kv_usage=0.25), None, None),  # +3.125 pp
             (s(1.0, running=3.0, kv_usage=0.2), s(running=None, kv_usage=None), None, None),
+            (s(1.0, kv_usage=0.05), s(kv_usage=0.0), None, "change"),  # exactly 5 points
+            (s(1.0, preemptions=4.0), s(), None, None),  # nothing to compare with
         ],
     )
     def test_signals(self, sample: EngineSample, prev: EngineSample | None, mns: float | None,

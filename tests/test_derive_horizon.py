@@ -304,6 +304,8 @@ class TestAggregateFigures:
         # 400 tokens in 2 s (200/s) and 50 in 0.5 s (100/s): (200 × 2 + 100 × 0.5) / 2.5 = 180.
         agg = aggregate([self.busy(0.0, 2.0, gen=400.0), self.busy(2.0, 0.5, gen=50.0)])
         assert agg.generation_tps == pytest.approx(180.0)
+        # One active window of half a second is enough: 50 tokens in 0.5 s.
+        assert aggregate([self.busy(2.0, 0.5, gen=50.0)]).generation_tps == pytest.approx(100.0)
 
     def test_mfu_counter_rates(self) -> None:
         # vLLM's estimated FLOPs 0 → 4e12 over 2 s = 2e12/s; bytes read 1e9 + written 1e9 = 1e9/s.
@@ -322,6 +324,12 @@ class TestAggregateFigures:
         w3 = replace(w3, d_generation_tokens=None)
         agg = aggregate([w1, w2, (w3, classify(w3))])
         assert (agg.energy_joules, agg.energy_tokens) == (pytest.approx(1500.0), 300.0)
+        # Two windows that count: Σ 1,500 + 300 J over Σ 300 + 1 tokens.
+        w4 = self.busy(6.0, 2.0, gen=1.0, energy_mj=(3e5,))
+        both = aggregate([w1, w4])
+        assert (both.energy_joules, both.energy_tokens) == (pytest.approx(1800.0), 301.0)
+        one_token = aggregate([w4])
+        assert (one_token.energy_joules, one_token.energy_tokens) == (pytest.approx(300.0), 1.0)
         # No tokens generated at all: no energy per token.
         idle = aggregate([self.busy(0.0, 2.0, gen=0.0, energy_mj=(1e6,))])
         assert (idle.energy_joules, idle.energy_tokens) == (None, None)

@@ -685,6 +685,41 @@ class TestFixAndEvidence:
         assert off.evidence == ("prefix caching disabled, 120 prompt tokens, 6.0 req/s, in 1 of "
                                 "2 windows")  # fmt: skip
 
+    def test_percentages_at_their_edges(self) -> None:
+        # 0 is "0%", 1% exactly is "1%", below 1% one decimal.
+        s = self.status(R2_BACKLOG, replace(self.AGG, kv_usage_mean=0.0))
+        assert "KV mean 0%," in s.evidence
+        assert (
+            "KV mean 1%," in self.status(R2_BACKLOG, replace(self.AGG, kv_usage_mean=0.01)).evidence
+        )
+        assert (
+            "KV mean 0.9%,"
+            in self.status(R2_BACKLOG, replace(self.AGG, kv_usage_mean=0.009)).evidence
+        )
+
+    def test_r4_with_the_catalog(self) -> None:
+        # 140e9 B of weights over TP 4 = 35.0 GB per GPU; the worst GPU's KV headroom, −1.5 GB
+        # (exactly 0 is not below zero).
+        def r4(headrooms: tuple[float, ...], tp: int = 4) -> Any:
+            a = SimpleNamespace(
+                roofline=SimpleNamespace(weight_bytes=140e9,
+                                         kv_headroom_bytes=tuple((None, h) for h in headrooms)),
+                resolved=SimpleNamespace(inputs=SimpleNamespace(tp=tp), dtype="bf16"),
+            )  # fmt: skip
+            d = diagnose([], self.AGG, a, 8.0)  # type: ignore[arg-type]
+            return next(x for x in d.rules if x.key == R4)
+
+        firing = r4((2e9, -1.5e9))
+        assert firing.evidence == "weights need 35.0 GB per GPU (bf16, TP 4); KV headroom -1.5 GB"
+        assert firing.latest == RuleResult(True, "KV headroom below zero") and firing.significant
+        edge = r4((0.0,))
+        assert edge.latest == RuleResult(False, "not triggered") and not edge.significant
+        assert edge.evidence.endswith("KV headroom 0.0 GB")
+        none = r4(())
+        needs = "needs the GPU and the model in the catalog, and GPU memory data"
+        assert none.latest == RuleResult(False, needs, skipped=needs)
+        assert none.evidence.endswith("KV headroom ? GB")
+
     def test_r4_without_the_catalog(self) -> None:
         s = self.status(R4)
         assert s.fix == ("Raise --tensor-parallel-size, or use a lower-precision weight format "

@@ -190,14 +190,12 @@ def _gpu_aggregates(
 def _energy(active: Sequence[Window]) -> tuple[float | None, float | None]:
     """(Σ joules of all GPUs, Σ generated tokens) over active windows where both are exact."""
     joules = toks = 0.0
-    used = False
     for w in active:
         e = [g.energy_joules for g in w.gpus]
         if w.gpus and all(x is not None for x in e) and w.d_generation_tokens is not None:
             joules += sum(x for x in e if x is not None)
             toks += w.d_generation_tokens
-            used = True
-    return (joules, toks) if used and toks > 0 else (None, None)
+    return (joules, toks) if toks > 0 else (None, None)  # no token: no joules per token
 
 
 def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregate:
