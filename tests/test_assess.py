@@ -8,7 +8,7 @@ import pytest
 from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
-from exporter.derive.horizon import Aggregate
+from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve
 from exporter.derive.roofline import RooflineInputs
 
@@ -62,3 +62,31 @@ def test_resolved_inputs_are_the_catalog_figures_exactly() -> None:
     assert unknown.model is None and unknown.model_catalog == ""
     assert unknown.inputs.roofline_params is None and unknown.inputs.peak_flops is None
     assert unknown.reasons == ("unknown_model", "gpu_has_price_only")
+
+
+def test_the_energy_counter_and_mfu_reach_the_assessment() -> None:
+    # H100 SXM, Llama 3.1 8B: energy 2,000 J over 400 tokens = 5 J a token, from the counter;
+    # vLLM's MFU counters at 98.94e12 FLOP/s and 335e9 B/s are 10% of each peak.
+    name = "meta-llama/Llama-3.1-8B-Instruct"
+    agg = Aggregate(
+        model_name=name, model_names=(name,),
+        gpus=(GpuAggregate(0, "GPU-0", "NVIDIA H100 80GB HBM3", power_watts=500.0),),
+        generation_tps=100.0, running_active=4.0, energy_joules=2000.0, energy_tokens=400.0,
+        est_flops_per_second=98.94e12, est_bytes_per_second=335e9,
+    )  # fmt: skip
+    a = assess(agg, SETTINGS)
+    assert (a.economics.joules_per_token, a.economics.joules_source) == (5.0, "energy_counter")
+    assert a.mfu_flops_ratio == pytest.approx(0.1) and a.mfu_bandwidth_ratio == pytest.approx(0.1)
+
+
+def test_several_names_are_not_matched_by_the_newest_one() -> None:
+    agg = Aggregate(model_name="meta-llama/Llama-3.1-8B-Instruct", model_names=("a", "b"))
+    assert assess(agg, SETTINGS).resolved.model is None
+
+
+def test_an_unknown_gpu_has_no_peaks_and_a_quantized_name_its_dtype() -> None:
+    res = resolve(SETTINGS, model_name="Qwen/Qwen2.5-7B-Instruct-FP8", cache_config={},
+                  gpu_names=["Mystery Accelerator 9000"])  # fmt: skip
+    assert res.inputs.peak_flops is None and res.inputs.peak_bw is None
+    assert (res.dtype, res.dtype_source) == ("fp8", "model_name")
+    assert res.reasons == ("unknown_gpu",)

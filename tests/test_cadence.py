@@ -479,3 +479,33 @@ class TestPipelineBookkeeping:
         assert p.windows[0][1].active
         (g,) = p.snapshot.agg.gpus
         assert g.util_ratio == pytest.approx(0.4)
+
+
+class TestPipelineLeftovers:
+    def test_the_cap_given_at_start_reaches_the_cadence(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0,
+                     max_num_seqs=10.0)  # fmt: skip
+        p.add_tick(Tick(vllm=vllm(0.0, running=9.0, waiting=0.0), gpu=None))
+        assert p.plan(0.25).vllm_interval == 0.25
+
+    def test_bad_settings_say_exactly_what(self) -> None:
+        with pytest.raises(ValueError) as e:
+            Pipeline(horizon_seconds=60, poll_interval=0.0)
+        assert str(e.value) == "the poll interval and the window must be positive"
+
+    def test_the_snapshot_carries_the_latest_window_and_gate(self) -> None:
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for i in range(17):
+            p.add_tick(Tick(vllm=vllm(i * 0.25, running=1.0), gpu=None))
+        (_, _), (w2, g2) = p.windows
+        assert p.snapshot.latest == w2 and p.snapshot.latest_gate == g2
+        assert w2.start == 2.0
+
+    def test_a_change_before_the_first_full_horizon_has_no_baseline(self) -> None:
+        # vLLM restarts after 1 s, before epoch 0 had a full 4 s horizon: nothing to compare.
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
+        p.add_tick(Tick(vllm=vllm(0.0, generation_tokens=50.0, process_start_time=1.0), gpu=None))
+        for i in range(1, 40):
+            p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=10.0 * i, process_start_time=2.0),
+                            gpu=None))  # fmt: skip
+        assert p.snapshot.epoch == 1 and p.snapshot.direction is None

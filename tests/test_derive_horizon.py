@@ -379,6 +379,19 @@ class TestAggregateFigures:
         assert latest.vllm_fresh and not latest.gpu_fresh and latest.gpus == ()
 
 
+class TestGpuHold:
+    def test_a_slow_gpu_source_stays_fresh_for_its_hold(self) -> None:
+        # GPU data in [0, 2]; the window [2, 2.5] (cut short) has none. Within a hold of 0.5 s
+        # the figures stay; without a hold they go; with no GPU data anywhere there is nothing.
+        readings = [gpu(0.0, dict(util_gpu_pct=50.0)), gpu(2.0, dict(util_gpu_pct=50.0))]
+        with_gpu = win(0.0, gpus=readings, running=(1.0, 1.0), kv_usage=(0.5, 0.5))
+        without = win(2.0, dur=0.5, running=(1.0, 1.0), kv_usage=(0.5, 0.5))
+        ws = [(with_gpu, classify(with_gpu)), (without, classify(without))]
+        assert aggregate(ws, gpu_hold=0.5).gpus and aggregate(ws, gpu_hold=0.5).gpu_fresh
+        assert not aggregate(ws).gpus and not aggregate(ws, gpu_hold=0.25).gpus
+        assert aggregate([(without, classify(without))], gpu_hold=5.0).gpus == ()
+
+
 class TestGateEdges:
     def test_short_windows_count_and_empty_ones_do_not(self) -> None:
         half = win(0.0, dur=0.5, running=(2.0, 2.0), kv_usage=(0.5, 0.5))

@@ -281,3 +281,15 @@ class TestWindowRecord:
     def test_a_gpu_gone_by_the_last_poll(self) -> None:
         w = build_window([], [gpu(0.0, {}, {}), gpu(1.0, {})], start=0.0, end=1.0)
         assert [(g.index, g.in_last_poll) for g in w.gpus] == [(0, True), (1, False)]
+
+
+class TestTimeWeightedMean:
+    def test_edges(self) -> None:
+        assert time_weighted_mean([(3.0, 2.0)]) == 2.0  # one point: its value
+        assert time_weighted_mean([(1.0, 2.0), (1.0, 4.0)]) == 3.0  # no span: the plain mean
+        assert time_weighted_mean([(0.0, 0.0), (0.5, 1.0)]) == 0.5  # half a second: a trapezoid
+        assert time_weighted_mean([]) is None
+
+    def test_no_model_names_is_an_empty_tuple(self) -> None:
+        w = build_window([vllm(0.0), vllm(1.0)], [], start=0.0, end=1.0)
+        assert w.model_names == ()

@@ -712,8 +712,11 @@ class TestFixAndEvidence:
         firing = r4((2e9, -1.5e9))
         assert firing.evidence == "weights need 35.0 GB per GPU (bf16, TP 4); KV headroom -1.5 GB"
         assert firing.latest == RuleResult(True, "KV headroom below zero") and firing.significant
+        assert (firing.name, firing.fired_windows, firing.evaluable_windows, firing.score) == (
+            "OOM Risk", 1, 0, 1.0)  # fmt: skip
         edge = r4((0.0,))
         assert edge.latest == RuleResult(False, "not triggered") and not edge.significant
+        assert (edge.fired_windows, edge.score) == (0, 0.0)
         assert edge.evidence.endswith("KV headroom 0.0 GB")
         none = r4(())
         needs = "needs the GPU and the model in the catalog, and GPU memory data"
@@ -736,6 +739,14 @@ class TestFixAndEvidence:
         )
         safe = self.status(R5, replace(self.AGG, kv_usage_peak=0.5))
         assert safe.fix == "Raise --max-num-seqs (KV peak 50% leaves room)."
+
+    def test_statuses_carry_the_latest_window_and_the_counts(self) -> None:
+        windows = [{R1: RuleResult(True, "a")}, {R1: RuleResult(False, "b")}]
+        s = next(x for x in diagnose(windows, self.AGG, None, 8.0).rules if x.key == R1)
+        assert (s.name, s.latest, s.evaluable_windows, s.score) == (
+            "Under-batching", RuleResult(False, "b"), 2, 0.5)  # fmt: skip
+        empty = next(x for x in diagnose([], self.AGG, None, 8.0).rules if x.key == R1)
+        assert (empty.latest, empty.score, empty.evaluable_windows) == (None, 0.0, 0)
 
     @pytest.mark.parametrize(
         ("fired", "evaluable", "significant"),
