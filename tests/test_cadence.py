@@ -367,12 +367,14 @@ class TestPipelineDetails:
         assert p.snapshot.epoch == 2 and p.snapshot.direction is None
 
     def test_the_identity_hold_is_at_least_a_minute(self) -> None:
-        # Horizon 10 s, hold 60 s: process A at 0 s, B from 1 s, A again at 60 s is several.
-        p = Pipeline(horizon_seconds=10, poll_interval=0.25)
-        p.add_tick(Tick(vllm=vllm(0.0, process_start_time=1.0), gpu=None))
-        p.add_tick(Tick(vllm=vllm(1.0, process_start_time=2.0), gpu=None))
-        p.add_tick(Tick(vllm=vllm(60.0, process_start_time=1.0), gpu=None))
-        assert p.snapshot.health["vllm"].errors == {"several_servers": 1}
+        # Horizon 10 s, hold 60 s: process A at 0 s, B from 1 s, A again at 60 s is several;
+        # A again 60.5 s after it was last seen is a restart back to A.
+        for back, errors in ((60.0, {"several_servers": 1}), (60.5, {})):
+            p = Pipeline(horizon_seconds=10, poll_interval=0.25)
+            p.add_tick(Tick(vllm=vllm(0.0, process_start_time=1.0), gpu=None))
+            p.add_tick(Tick(vllm=vllm(1.0, process_start_time=2.0), gpu=None))
+            p.add_tick(Tick(vllm=vllm(back, process_start_time=1.0), gpu=None))
+            assert p.snapshot.health["vllm"].errors == errors
 
 
 class TestPipelineAssessment:

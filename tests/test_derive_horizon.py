@@ -391,6 +391,10 @@ class TestGpuHold:
         assert not aggregate(ws).gpus and not aggregate(ws, gpu_hold=0.25).gpus
         assert aggregate([(without, classify(without))], gpu_hold=5.0).gpus == ()
 
+    def test_a_window_without_vllm_polls_is_not_fresh_vllm(self) -> None:
+        w = build_window([], [gpu(0.0, {}), gpu(2.0, {})], start=0.0, end=2.0)
+        assert w.vllm_answered and not aggregate([(w, classify(w))]).vllm_fresh
+
 
 class TestGateEdges:
     def test_short_windows_count_and_empty_ones_do_not(self) -> None:

@@ -287,7 +287,8 @@ class TestTimeWeightedMean:
     def test_edges(self) -> None:
         assert time_weighted_mean([(3.0, 2.0)]) == 2.0  # one point: its value
         assert time_weighted_mean([(1.0, 2.0), (1.0, 4.0)]) == 3.0  # no span: the plain mean
-        assert time_weighted_mean([(0.0, 0.0), (0.5, 1.0)]) == 0.5  # half a second: a trapezoid
+        # Half a second is a span: (0.25 × 0 + 0.25 × 0.5) / 0.5 = 0.25, not the plain mean 1/3.
+        assert time_weighted_mean([(0.0, 0.0), (0.25, 0.0), (0.5, 1.0)]) == 0.25
         assert time_weighted_mean([]) is None
 
     def test_no_model_names_is_an_empty_tuple(self) -> None:

@@ -95,3 +95,10 @@ def test_when_one_process_is_left_it_starts_afresh() -> None:
     assert ident.several is False
     assert ident.observe(12.0, 100.0, None) == "same"
     assert TargetIdentity().several is False
+
+
+def test_the_default_hold_is_a_minute() -> None:
+    ident = TargetIdentity()
+    ident.observe(0.0, 100.0, None)
+    ident.observe(1.0, 200.0, None)
+    assert ident.observe(60.5, 100.0, None) == "restart"  # A last seen 60.5 s ago
