@@ -33,3 +33,15 @@ def test_unknown_file_key_is_named() -> None:
 def test_env_error_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="VLLM_PROFILE_POLL_INTERVAL: invalid value 'x'"):
         load_config({}, {"VLLM_PROFILE_POLL_INTERVAL": "x"}, {})
+
+
+def test_cadence_options_and_their_bounds() -> None:
+    cfg = load_config(
+        {"calm_poll_interval": "500ms"}, {"VLLM_PROFILE_DCGM_POLL_INTERVAL": "15s"}, {}
+    )
+    assert (cfg.calm_poll_interval, cfg.dcgm_poll_interval) == (0.5, 15.0)
+    for flags in ({"calm_poll_interval": "0s"}, {"calm_poll_interval": "2m"},
+                  {"dcgm_poll_interval": "10m"}):  # fmt: skip
+        with pytest.raises(ConfigError) as e:
+            load_config(flags, {}, {})
+        assert str(e.value).startswith("--" + next(iter(flags)).replace("_", "-") + ": invalid")
