@@ -59,6 +59,11 @@ def pressure(s: EngineSample, prev: EngineSample | None, max_num_seqs: float | N
     return None
 
 
+def _due(last_poll: float | None, at: float, gap: float) -> bool:
+    """Never polled, the clock stepped back, or at least ``gap`` seconds since the last poll."""
+    return last_poll is None or at < last_poll or at - last_poll >= gap
+
+
 class VllmCadence:
     """The vLLM poll interval in force, from the polls seen so far."""
 
@@ -92,9 +97,7 @@ class VllmCadence:
     def due(self, at: float) -> bool:
         """Whether a poll starting at ``at`` keeps the cadence. Half a fast interval of slack:
         a poll timestamped a few ms late must not push the next one a whole interval away."""
-        if self._last_poll is None or at < self._last_poll:  # the clock stepped back
-            return True
-        return at - self._last_poll >= self.interval - self.fast / 2
+        return _due(self._last_poll, at, self.interval - self.fast / 2)
 
 
 @dataclass(slots=True)
@@ -144,6 +147,4 @@ class RefreshCadence:
         self._last_poll = at
 
     def due(self, at: float, slack: float) -> bool:
-        if self._last_poll is None or at < self._last_poll:
-            return True
-        return at - self._last_poll >= self.interval - slack
+        return _due(self._last_poll, at, self.interval - slack)
