@@ -1,3 +1,3 @@
 """vllm-profile-exporter: profiles a vLLM server against its hardware ceiling."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -27,6 +27,7 @@ from exporter.derive.direction import Direction, Summary, compare, summarize
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import Aggregate, aggregate
 from exporter.derive.identity import TargetIdentity
+from exporter.derive.ledger import Ledger, accrue
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
 from exporter.derive.window import Window, build_window
@@ -64,6 +65,7 @@ class Snapshot:
     diagnosis: Diagnosis | None = None
     epoch: int = 0
     direction: Direction | None = None
+    ledger: Ledger = field(default_factory=Ledger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ class Pipeline:
         self._epoch_full: Summary | None = None  # the current epoch's last full horizon
         self._baseline: Summary | None = None  # the previous epoch's last full horizon
         self._direction: Direction | None = None
+        self._ledger = Ledger()
         self._pending: tuple[RooflineSettings, float | None] | None = None
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
@@ -341,6 +344,16 @@ class Pipeline:
         self._evict(window.end)
         self._buf = self._buf[-1:]  # the boundary poll opens the next window
         self._refresh()
+        # The price in force when the window closed (it needs the GPU's name: an assessment).
+        a = self._assessment
+        self._ledger = accrue(
+            self._ledger,
+            window,
+            evaluable=gate.evaluable,
+            active=gate.active,
+            cost_per_hour=a.economics.cost_per_hour if a else None,
+            price_source=a.price_source if a else None,
+        )
 
     def _refresh(self) -> None:
         # A GPU source polled every N seconds leaves windows without GPU data in between: its
@@ -385,4 +398,5 @@ class Pipeline:
             diagnosis=self._diagnosis,
             epoch=self._epoch,
             direction=self._direction,
+            ledger=self._ledger,
         )

@@ -119,8 +119,9 @@ def test_no_rule_needs_what_it_cannot_have() -> None:
     # Without --max-num-seqs: R1, R5 and the backlog path are skipped and say why.
     d = diagnosis_json("vllm032-cpu-b-underbatch.jsonl.gz", "--gpu-source", "none")
     skipped = {(r["rule"], r["variant"]): r["latest"]["skipped"] for r in d["rules"]}
-    assert skipped[("R1", "")] == "max_num_seqs unknown: pass --max-num-seqs"
-    assert skipped[("R5", "")] == "max_num_seqs unknown: pass --max-num-seqs"
+    assert skipped[("R1", "")] == skipped[("R5", "")] == "max_num_seqs_unknown"
+    why = {(r["rule"], r["variant"]): r["latest"]["why"] for r in d["rules"]}
+    assert why[("R1", "")] == why[("R5", "")] == "max_num_seqs unknown: pass --max-num-seqs"
     assert significant(d) == set()
 
 

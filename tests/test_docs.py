@@ -1,4 +1,5 @@
-"""docs/metrics.md and the exporter's output name the same metric families."""
+"""docs/metrics.md and the exporter agree: the docs' tables against the family table (name, type,
+labels, label codes), and every family in the table really exported in some case."""
 
 from __future__ import annotations
 
@@ -9,15 +10,21 @@ from pathlib import Path
 from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
-from exporter.derive.diagnosis import diagnose
+from exporter.derive.diagnosis import FIXES, diagnose
 from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
-from exporter.derive.rules import evaluate_window
-from exporter.export.collector import ExportSettings, metric_families, schedule_families
+from exporter.derive.rules import SKIP_REASONS, evaluate_window
+from exporter.export.collector import (
+    ALL_FAMILIES,
+    ExportSettings,
+    metric_families,
+    schedule_families,
+)
 from exporter.loop import LoopStats
 from exporter.pipeline import Pipeline, Snapshot
 from exporter.samples import ModelsInfo
 from exporter.scrape.replay import replay_ticks
+from exporter.scrape.source import ERROR_REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
@@ -60,12 +67,46 @@ def exported_names() -> set[str]:
     }
 
 
-def documented_names() -> set[str]:
-    text = (ROOT / "docs" / "metrics.md").read_text()
-    return set(re.findall(r"^\| `(vllm_profile_[a-z0-9_]+)` \|", text, flags=re.M))
+DOCS = (ROOT / "docs" / "metrics.md").read_text()
 
 
-def test_docs_match_exporter() -> None:
-    exported, documented = exported_names(), documented_names()
-    assert exported - documented == set(), "exported but not documented"
-    assert documented - exported == set(), "documented but never exported"
+def documented() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """name → (type, labels) from the docs' tables."""
+    rows = re.findall(r"^\| `(vllm_profile_[a-z0-9_]+)` \| (\w+) \|([^|]*)\|", DOCS, flags=re.M)
+    out = {}
+    for name, kind, labels in rows:
+        assert name not in out, f"{name} documented twice"
+        out[name] = (kind, tuple(re.findall(r"`([A-Za-z_]+)`", labels)))
+    return out
+
+
+def test_docs_table_is_the_family_table() -> None:
+    table = {f.exposed_name: (f.type, f.labels) for f in ALL_FAMILIES}
+    assert len(table) == len(ALL_FAMILIES), "a family name appears twice in the table"
+    docs = documented()
+    assert table.keys() - docs.keys() == set(), "in the family table but not documented"
+    assert docs.keys() - table.keys() == set(), "documented but not in the family table"
+    for name, (kind, labels) in table.items():
+        assert docs[name] == (kind, labels), name
+
+
+def test_every_family_in_the_table_is_exported() -> None:
+    # The table could hold a family whose rows are never produced: a fully-fed pipeline and the
+    # constructed cases export every one of them.
+    assert exported_names() == {f.exposed_name for f in ALL_FAMILIES}
+
+
+def row(name: str) -> str:
+    return next(line for line in DOCS.splitlines() if line.startswith(f"| `{name}` |"))
+
+
+def test_label_codes_are_documented() -> None:
+    # Every code a label can take is listed where its family is documented.
+    codes = {
+        "vllm_profile_poll_errors_total": {r for rs in ERROR_REASONS.values() for r in rs},
+        "vllm_profile_rule_skipped": set(SKIP_REASONS),
+        "vllm_profile_issue_info": set(FIXES),
+    }
+    for name, values in codes.items():
+        shown = set(re.findall(r"`([a-z_0-9]+)`", row(name)))
+        assert values - shown == set(), name

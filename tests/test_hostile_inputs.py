@@ -152,7 +152,9 @@ def test_replay_uses_everything_before_a_damaged_tail(tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) * 2 // 3])  # a recorder killed mid-write
     r = cli("replay", str(cut), "--print-metrics")
     assert r.returncode == 0, r.stderr
-    assert "vllm_profile_requests_total" in r.stdout  # the polls before the damage count
+    # the polls before the damage count
+    assert "vllm_profile_observed_generation_tokens_total" in r.stdout
+    assert "vllm_profile_requests_per_second" in r.stdout
     (warning,) = r.stderr.strip().splitlines()
     assert "compressed data ends early" in warning and "dropped" in warning
     plain = tmp_path / "cut.jsonl"

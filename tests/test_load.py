@@ -66,7 +66,7 @@ def test_fifty_scrapers_for_a_minute() -> None:
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     }
-    p99 = values[("vllm_profile_poll_lateness_seconds", (("stat", "p99"),))]
+    p99 = values[("vllm_profile_poll_lateness_p99_seconds", ())]
     skipped = values[("vllm_profile_poll_skipped_total", ())]
     print(f"\n{scrapes} scrapes in {SECONDS:.0f} s, {polls} polls of vLLM, "
           f"p99 lateness {p99 * 1000:.1f} ms, {skipped:.0f} skipped")  # fmt: skip

@@ -78,7 +78,7 @@ def test_throughput_matches_raw_counters(underbatch_vllm_only) -> None:
     req1 = reference_value(last["body"], "vllm:request_success_total")
     span = last["t"] - first["t"]
     m = underbatch_vllm_only
-    assert m[("vllm_profile_windows", (("kind", "active"),))] == 14
+    assert m[("vllm_profile_active_windows", ())] == 14
     assert m[("vllm_profile_generation_tokens_per_second", ())] == pytest.approx(
         (gen1 - gen0) / span, rel=1e-9
     )
@@ -90,18 +90,28 @@ def test_throughput_matches_raw_counters(underbatch_vllm_only) -> None:
     s1 = reference_value(last["body"], "vllm:time_to_first_token_seconds_sum")
     c0 = reference_value(first["body"], "vllm:time_to_first_token_seconds_count")
     c1 = reference_value(last["body"], "vllm:time_to_first_token_seconds_count")
-    assert m[("vllm_profile_time_to_first_token_seconds", (("stat", "mean"),))] == pytest.approx(
+    assert m[("vllm_profile_time_to_first_token_mean_seconds", ())] == pytest.approx(
         (s1 - s0) / (c1 - c0), rel=1e-9
     )
     # KV peak: the highest poll of the windows (polls 0..112), never below the last value.
     kv = [reference_value(p["body"], "vllm:kv_cache_usage_perc", "max") for p in polls[:113]]
-    assert m[("vllm_profile_kv_cache_usage_ratio", (("stat", "peak"),))] == max(kv)
+    assert m[("vllm_profile_kv_cache_usage_peak_ratio", ())] == max(kv)
     # Occupancy: running mean / 64, the flag given.
     running = m[("vllm_profile_requests_running", ())]
     assert 0 < running <= 1.0
     assert m[("vllm_profile_scheduler_occupancy_ratio", ())] == pytest.approx(running / 64)
-    # Totals come from the last window's last poll.
-    assert m[("vllm_profile_generation_tokens_total", ())] == gen1
+    # The wall-clock counters: every window evaluable and active, so the seconds observed and
+    # active are the span of polls 0..112, the tokens the counter's rise over it; no price (no
+    # GPU, no --cost-per-hour), so no dollars.
+    first, last = polls[0], polls[112]
+    gen0 = reference_value(first["body"], "vllm:generation_tokens_total")
+    gen1 = reference_value(last["body"], "vllm:generation_tokens_total")
+    span = last["t"] - first["t"]
+    assert m[("vllm_profile_observed_seconds_total", ())] == pytest.approx(span, rel=1e-9)
+    assert m[("vllm_profile_active_seconds_total", ())] == pytest.approx(span, rel=1e-9)
+    assert m[("vllm_profile_observed_generation_tokens_total", ())] == gen1 - gen0
+    assert m[("vllm_profile_duty_cycle_ratio", ())] == 1.0
+    assert not any(name == "vllm_profile_observed_cost_dollars_total" for name, _ in m)
     # No GPU source: no GPU series, and no nvml health series either.
     assert not any(name.startswith("vllm_profile_gpu_") for name, _ in m)
     assert ("vllm_profile_up", (("source", "nvml"),)) not in m
@@ -113,18 +123,16 @@ def test_real_vllm_with_real_h200_readings() -> None:
     labels = (("UUID", "GPU-d0e06647-f61c-fdd0-eb79-64ccf331d293"), ("gpu", "0"))
     # The GPU stream is aligned by index with the vLLM stream: the last window ends at poll 112.
     last = gpus[112]["gpus"][0]
-    assert m[("vllm_profile_gpu_memory_used_bytes", labels + (("stat", "current"),))] == float(
-        last["mem_used_bytes"]
-    )
+    assert m[("vllm_profile_gpu_memory_used_bytes", labels)] == float(last["mem_used_bytes"])
     assert m[("vllm_profile_gpu_memory_total_bytes", labels)] == 150754820096
     assert m[("vllm_profile_gpu_power_limit_watts", labels)] == 700.0
     assert m[("vllm_profile_gpu_sm_clock_hertz", labels)] == last["sm_clock_mhz"] * 1e6
     temps = [g["gpus"][0]["temperature_c"] for g in gpus[:113]]
-    assert m[("vllm_profile_gpu_temperature_celsius", labels + (("stat", "peak"),))] == max(temps)
+    assert m[("vllm_profile_gpu_temperature_peak_celsius", labels)] == max(temps)
     # The H200 was idle for its first 4 s (utilization 0, below the 20% arm): those windows are
     # evaluable but not active, so fewer windows are active than with vLLM alone.
-    assert m[("vllm_profile_windows", (("kind", "evaluable"),))] == 14
-    assert m[("vllm_profile_windows", (("kind", "active"),))] < 14
+    assert m[("vllm_profile_evaluable_windows", ())] == 14
+    assert m[("vllm_profile_active_windows", ())] < 14
     util = m[("vllm_profile_gpu_utilization_ratio", labels)]
     assert 0.2 < util <= 1.0
     assert 0 < m[("vllm_profile_gpu_dram_bandwidth_utilization_ratio", labels)] < 1
@@ -152,11 +160,22 @@ def test_restart_recording_never_goes_negative() -> None:
                 if name.endswith(("_per_second", "_ratio", "_seconds")) and v < 0]  # fmt: skip
     assert negative == []
     assert {"vllm_profile_generation_tokens_per_second", "vllm_profile_requests_per_second",
-            "vllm_profile_time_to_first_token_seconds",
-            "vllm_profile_kv_cache_usage_ratio"} <= checked  # fmt: skip
+            "vllm_profile_time_to_first_token_mean_seconds",
+            "vllm_profile_kv_cache_usage_mean_ratio"} <= checked  # fmt: skip
+    # The exporter's token counter survives the restart: it holds the first process's tokens
+    # as well as the second's, so it exceeds what the new process has counted since it began.
+    polls = [e for e in entries(RESTART) if e["source"] == "vllm" and "body" in e]
+    gen = [reference_value(p["body"], "vllm:generation_tokens_total") for p in polls]
+    cut = next(i for i in range(1, len(gen)) if gen[i] < gen[i - 1])  # the counter restarted
+    first, second = gen[cut - 1] - gen[0], gen[-1] - gen[cut]
+    assert first > 0 and second > 0
+    # At most both processes' rises (windows that vLLM did not answer add nothing), and more
+    # than the second's alone.
+    observed = m[("vllm_profile_observed_generation_tokens_total", ())]
+    assert second < observed <= first + second
     # Only windows after the outage hold data: the outage's windows are not evaluable.
-    total = m[("vllm_profile_windows", (("kind", "total"),))]
-    assert m[("vllm_profile_windows", (("kind", "evaluable"),))] < total
+    total = m[("vllm_profile_windows", ())]
+    assert m[("vllm_profile_evaluable_windows", ())] < total
 
 
 def test_replay_is_deterministic() -> None:
@@ -208,22 +227,18 @@ def test_roofline_on_real_h200_readings(tmp_path: Path) -> None:
     assert (info["gpu_catalog"], info["model_catalog"]) == ("H200", "Llama 3 8B")
     assert (info["dtype"], info["dtype_source"]) == ("bf16", "default")  # cache_dtype is auto
     tps = m[("vllm_profile_generation_tokens_per_second", ())]
-    est = (("estimate", "true"),)
     # H200, tensor peak: hardware = 989.4e12 / (2 × 8e9) = 61,837.5 tok/s;
     # stream = 4.8e12 / (8e9 × 2) = 300 tok/s; ridge = 989.4e12 × 2 / (2 × 4.8e12) = 206.125.
-    assert m[("vllm_profile_decode_ceiling_tokens_per_second", est + (("scope", "hardware"),))] == (
+    assert m[("vllm_profile_decode_hardware_ceiling_tokens_per_second", ())] == (
         pytest.approx(61837.5)
     )
-    assert m[("vllm_profile_decode_ceiling_tokens_per_second", est + (("scope", "stream"),))] == (
-        pytest.approx(300.0)
-    )
-    assert m[("vllm_profile_ridge_batch_size", est)] == pytest.approx(206.125)
-    assert m[("vllm_profile_efficiency_ratio", est)] == pytest.approx(tps / 61837.5)
-    assert m[("vllm_profile_model_weight_bytes", est)] == 16e9
+    assert m[("vllm_profile_decode_stream_ceiling_tokens_per_second", ())] == (pytest.approx(300.0))
+    assert m[("vllm_profile_ridge_batch_size", ())] == pytest.approx(206.125)
+    assert m[("vllm_profile_efficiency_ratio", ())] == pytest.approx(tps / 61837.5)
+    assert m[("vllm_profile_model_weight_bytes", ())] == 16e9
     # vLLM said gpu_memory_utilization 0.92: 150,754,820,096 × 0.92 − 16e9.
     labels = (
         ("UUID", "GPU-d0e06647-f61c-fdd0-eb79-64ccf331d293"),
-        ("estimate", "true"),
         ("gpu", "0"),
     )
     assert m[("vllm_profile_kv_headroom_bytes", labels)] == pytest.approx(
@@ -232,15 +247,14 @@ def test_roofline_on_real_h200_readings(tmp_path: Path) -> None:
     # One H200 on demand: $3.50/h; $/1M = 3.5 / (tps × 3600) × 1e6.
     cat = (("price_source", "catalog_on_demand"),)
     assert m[("vllm_profile_cost_per_hour_dollars", cat)] == 3.5
-    assert m[("vllm_profile_cost_per_million_tokens_dollars", cat)] == pytest.approx(
+    assert m[("vllm_profile_active_cost_per_million_tokens_dollars", cat)] == pytest.approx(
         3.5 / (tps * 3600) * 1e6
     )
     # Joules per token come from the energy counter; mean power / throughput is an independent
     # path to the same quantity and must agree within 10%.
-    jpt = m[("vllm_profile_joules_per_token", ())]
+    jpt = m[("vllm_profile_active_energy_per_token_joules", ())]
     power = m[("vllm_profile_gpu_power_total_watts", ())]
     assert jpt == pytest.approx(power / tps, rel=0.10)
-    assert m[("vllm_profile_tokens_per_joule", ())] == pytest.approx(1 / jpt)
 
 
 def test_throughput_above_the_ceiling_is_withheld() -> None:

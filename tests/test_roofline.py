@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from exporter.derive import economics
@@ -165,8 +167,7 @@ class TestEconomics:
         e = economics.compute(
             actual_tps=1000.0, power_watts=700.0, cost_per_hour=3.5, efficiency=0.25
         )
-        # tok/J = 1000 / 700 = 1.428571; J/tok = 700 / 1000 = 0.7
-        assert e.tokens_per_joule == pytest.approx(1.4285714)
+        # J/tok = 700 / 1000 = 0.7
         assert e.joules_per_token == pytest.approx(0.7)
         assert e.joules_source == "power"
         # $/1M = 3.5 / (1000 × 3600) × 1e6 = 0.972222; recoverable = 3.5 × (1 − 0.25) = 2.625
@@ -185,7 +186,6 @@ class TestEconomics:
             energy_tokens=2000.0,
         )
         assert e.joules_per_token == pytest.approx(0.7)
-        assert e.tokens_per_joule == pytest.approx(1 / 0.7)
         assert e.joules_source == "energy_counter"
         assert e.cost_per_million_tokens == pytest.approx(7.6666667)
         # recoverable = 13.8 × (1 − 0.4) = 8.28
@@ -245,4 +245,64 @@ class TestEconomicsEdges:
     def test_no_power_no_joules(self) -> None:
         e = economics.compute(actual_tps=10.0, power_watts=0.0, cost_per_hour=None,
                               efficiency=None)  # fmt: skip
-        assert (e.joules_per_token, e.tokens_per_joule, e.joules_source) == (None, None, None)
+        assert (e.joules_per_token, e.joules_source) == (None, None)
+
+
+class TestWallClockEconomics:
+    """SPEC §8's wall-clock basis, worked by hand."""
+
+    def wall(self, **kw: Any) -> economics.Economics:
+        args: dict[str, Any] = dict(
+            actual_tps=200.0,
+            power_watts=None,
+            cost_per_hour=7.2,
+            efficiency=0.4,
+            observed_seconds=600.0,
+            active_seconds=60.0,
+            observed_tokens=12_000.0,
+            observed_token_seconds=600.0,
+        )
+        return economics.compute(**{**args, **kw})  # fmt: skip
+
+    def test_a_server_busy_a_tenth_of_the_time(self) -> None:
+        e = self.wall()
+        # Busy 60 s of 600 s: duty 0.1. Active basis: 7.2 / (200 × 3600) × 1e6 = $10 per 1M.
+        # Wall clock: 600 s cost 7.2 × 600/3600 = $1.20 for 12,000 tokens = $100 per 1M — ten
+        # times the active figure, as a tenth of the hours made all the tokens.
+        assert e.duty_cycle == pytest.approx(0.1)
+        assert e.cost_per_million_tokens == pytest.approx(10.0)
+        assert e.wall_cost_per_million_tokens == pytest.approx(100.0)
+        # Recoverable: active 7.2 × (1 − 0.4) = 4.32; wall clock 7.2 × (1 − 0.1 × 0.4) = 6.912.
+        assert e.recoverable_per_hour == pytest.approx(4.32)
+        assert e.wall_recoverable_per_hour == pytest.approx(6.912)
+
+    def test_an_idle_server_costs_all_its_hours(self) -> None:
+        # No active window, no token, no efficiency: the whole $7.20/h is recoverable; there is
+        # no cost per token at all (nothing to divide by), on either basis.
+        e = self.wall(actual_tps=None, efficiency=None, active_seconds=0.0, observed_tokens=0.0)
+        assert (e.duty_cycle, e.wall_recoverable_per_hour) == (0.0, 7.2)
+        assert e.wall_cost_per_million_tokens is None and e.cost_per_million_tokens is None
+        assert e.recoverable_per_hour is None
+
+    def test_busy_without_an_efficiency_is_no_guess(self) -> None:
+        # Busy (duty 0.1) but no roofline (unknown model): the wall-clock recoverable cost
+        # needs the efficiency and is absent; the costs per token are not.
+        e = self.wall(efficiency=None)
+        assert e.wall_recoverable_per_hour is None and e.recoverable_per_hour is None
+        assert e.wall_cost_per_million_tokens == pytest.approx(100.0)
+
+    def test_nothing_observed_and_no_price(self) -> None:
+        e = self.wall(observed_seconds=0.0, active_seconds=0.0, observed_tokens=None,
+                      observed_token_seconds=0.0)  # fmt: skip
+        assert (e.duty_cycle, e.wall_cost_per_million_tokens, e.wall_recoverable_per_hour) == (
+            None, None, None)  # fmt: skip
+        unpriced = self.wall(cost_per_hour=None)
+        assert unpriced.duty_cycle == pytest.approx(0.1)
+        assert (unpriced.wall_cost_per_million_tokens, unpriced.wall_recoverable_per_hour) == (
+            None, None)  # fmt: skip
+
+    def test_tokens_count_over_their_own_seconds(self) -> None:
+        # 600 s observed, but token deltas known over only 300 s of it (a counter reset in the
+        # rest): 7.2 × 300/3600 = $0.60 for 6,000 tokens = $100 per 1M, not $200.
+        e = self.wall(observed_tokens=6000.0, observed_token_seconds=300.0)
+        assert e.wall_cost_per_million_tokens == pytest.approx(100.0)

@@ -18,7 +18,9 @@ LLAMA70 = "meta-llama/Llama-3.1-70B-Instruct"
 H100 = "NVIDIA H100 80GB HBM3"
 
 ROOFLINE = {
-    "vllm_profile_decode_ceiling_tokens_per_second",
+    "vllm_profile_decode_stream_ceiling_tokens_per_second",
+    "vllm_profile_decode_batch_ceiling_tokens_per_second",
+    "vllm_profile_decode_hardware_ceiling_tokens_per_second",
     "vllm_profile_efficiency_ratio",
     "vllm_profile_batch_efficiency_ratio",
     "vllm_profile_headroom_ratio",
@@ -73,23 +75,19 @@ def reasons(m: dict) -> set[str]:
 def test_everything_known() -> None:
     m = exported(aggregate())
     assert ROOFLINE <= set(m)
-    hw = m["vllm_profile_decode_ceiling_tokens_per_second"][
-        (("estimate", "true"), ("scope", "hardware"))
-    ]
+    hw = m["vllm_profile_decode_hardware_ceiling_tokens_per_second"][()]
     assert hw == pytest.approx(989.4e12 / (2 * 70e9))  # 7,067.14 tok/s
     # One H100 SXM on demand: $3.45/h; recoverable = 3.45 × (1 − 150 / 7,067.14).
     assert m["vllm_profile_cost_per_hour_dollars"] == {
         (("price_source", "catalog_on_demand"),): 3.45
     }
-    rec = m["vllm_profile_recoverable_cost_per_hour_dollars"]
-    assert rec[(("estimate", "true"), ("price_source", "catalog_on_demand"))] == pytest.approx(
+    rec = m["vllm_profile_active_recoverable_cost_per_hour_dollars"]
+    assert rec[(("price_source", "catalog_on_demand"),)] == pytest.approx(
         3.45 * (1 - 150 / (989.4e12 / 140e9))
     )
     # KV headroom per GPU: 85,520,809,984 × 0.9 − 140e9 (negative: TP 1 is too small).
     kv = m["vllm_profile_kv_headroom_bytes"]
-    assert kv[(("UUID", "GPU-0"), ("estimate", "true"), ("gpu", "0"))] == pytest.approx(
-        85_520_809_984 * 0.9 - 140e9
-    )
+    assert kv[(("UUID", "GPU-0"), ("gpu", "0"))] == pytest.approx(85_520_809_984 * 0.9 - 140e9)
     assert reasons(m) == set()
     info = next(iter(m["vllm_profile_info"]))
     assert dict(info)["gpu_catalog"] == "H100 SXM" and dict(info)["model_catalog"] == "Llama 3 70B"
@@ -100,7 +98,9 @@ def test_unknown_gpu() -> None:
     assert not ROOFLINE & set(m)
     assert "vllm_profile_ridge_batch_size" not in m
     assert "vllm_profile_cost_per_hour_dollars" not in m  # no catalog price to use
-    assert "vllm_profile_joules_per_token" in m  # power and tokens are measured, not catalog
+    assert (
+        "vllm_profile_active_energy_per_token_joules" in m
+    )  # power and tokens are measured, not catalog
     assert "vllm_profile_model_weight_bytes" in m  # the model is still known
     assert reasons(m) == {"unknown_gpu"}
 
@@ -111,8 +111,8 @@ def test_unknown_model() -> None:
     assert "vllm_profile_model_weight_bytes" not in m
     assert "vllm_profile_kv_headroom_bytes" not in m
     assert "vllm_profile_ridge_batch_size" in m  # a GPU fact
-    assert "vllm_profile_cost_per_million_tokens_dollars" in m
-    assert "vllm_profile_recoverable_cost_per_hour_dollars" not in m  # needs efficiency
+    assert "vllm_profile_active_cost_per_million_tokens_dollars" in m
+    assert "vllm_profile_active_recoverable_cost_per_hour_dollars" not in m  # needs efficiency
     assert reasons(m) == {"unknown_model"}
 
 
@@ -138,8 +138,7 @@ def test_no_nvml() -> None:
     m = exported(aggregate(gpu_names=()))
     assert not ROOFLINE & set(m)
     for name in (
-        "joules_per_token",
-        "tokens_per_joule",
+        "active_energy_per_token_joules",
         "cost_per_hour_dollars",
         "gpu_power_total_watts",
     ):
@@ -148,7 +147,7 @@ def test_no_nvml() -> None:
     # A user-given price still yields $/1M tokens, labelled as theirs.
     m = exported(aggregate(gpu_names=()), cost_per_hour=10.0)
     assert m["vllm_profile_cost_per_hour_dollars"] == {(("price_source", "flag"),): 10.0}
-    per_m = m["vllm_profile_cost_per_million_tokens_dollars"][(("price_source", "flag"),)]
+    per_m = m["vllm_profile_active_cost_per_million_tokens_dollars"][(("price_source", "flag"),)]
     assert per_m == pytest.approx(10.0 / (150.0 * 3600) * 1e6)
 
 
@@ -156,13 +155,13 @@ def test_no_price() -> None:
     m = exported(aggregate(gpu_names=("NVIDIA GeForce RTX 4090",)))
     assert ROOFLINE <= set(m)
     assert "vllm_profile_cost_per_hour_dollars" not in m
-    assert "vllm_profile_recoverable_cost_per_hour_dollars" not in m
+    assert "vllm_profile_active_recoverable_cost_per_hour_dollars" not in m
 
 
 def test_zero_running_requests() -> None:
     m = exported(aggregate(tps=None, running=0.0))
     assert not ROOFLINE & set(m)
-    assert "vllm_profile_cost_per_million_tokens_dollars" not in m
+    assert "vllm_profile_active_cost_per_million_tokens_dollars" not in m
     assert "vllm_profile_ridge_batch_size" in m
     assert reasons(m) == {"no_load"}
 
@@ -171,7 +170,7 @@ def test_actual_above_ceiling() -> None:
     # fp32 peak: 67e12 / 140e9 = 478.6 tok/s ceiling, 600 measured.
     m = exported(aggregate(tps=600.0, running=64.0), compute_peak="fp32")
     assert not ROOFLINE - {"vllm_profile_tpot_floor_seconds"} & set(m)
-    assert "vllm_profile_recoverable_cost_per_hour_dollars" not in m
+    assert "vllm_profile_active_recoverable_cost_per_hour_dollars" not in m
     assert reasons(m) == {"actual_above_ceiling"}
 
 

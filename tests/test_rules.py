@@ -94,34 +94,38 @@ class TestRuleRecords:
     """
 
     @pytest.mark.parametrize(
-        ("key", "mns", "w", "skipped"),
+        ("key", "mns", "w", "code", "why"),
         [
-            (R1, None, bare(running=1.0, waiting=0.0), "max_num_seqs unknown: pass --max-num-seqs"),
-            (R1, 64.0, bare(running=1.0), "vLLM reported no waiting count"),
-            (R1, 64.0, bare(running=1.0, waiting=0.0),
+            (R1, None, bare(running=1.0, waiting=0.0), "max_num_seqs_unknown",
+             "max_num_seqs unknown: pass --max-num-seqs"),
+            (R1, 64.0, bare(running=1.0), "no_waiting_count", "vLLM reported no waiting count"),
+            (R1, 64.0, bare(running=1.0, waiting=0.0), "no_prefill_delta",
              "no prefill-time delta in this window (reset or missing histogram)"),
-            (R2_MAIN, 64.0, bare(running=1.0), "no KV usage or preemption data"),
-            (R2_BACKLOG, None, bare(running=1.0), "max_num_seqs unknown: pass --max-num-seqs"),
+            (R2_MAIN, 64.0, bare(running=1.0), "no_kv_data", "no KV usage or preemption data"),
+            (R2_BACKLOG, None, bare(running=1.0), "max_num_seqs_unknown",
+             "max_num_seqs unknown: pass --max-num-seqs"),
             (R2_BACKLOG, 64.0, bare(running=1.0, kv_usage=0.5, waiting=1.0, prompt_len_mean=5.0),
-             "KV capacity unknown (no cache_config_info)"),
-            (R5, None, bare(running=1.0, waiting=0.0), "max_num_seqs unknown: pass --max-num-seqs"),
-            (R5, 64.0, bare(running=1.0), "vLLM reported no waiting count"),
+             "kv_capacity_unknown", "KV capacity unknown (no cache_config_info)"),
+            (R5, None, bare(running=1.0, waiting=0.0), "max_num_seqs_unknown",
+             "max_num_seqs unknown: pass --max-num-seqs"),
+            (R5, 64.0, bare(running=1.0), "no_waiting_count", "vLLM reported no waiting count"),
         ],
     )  # fmt: skip
-    def test_skipped(self, key: Any, mns: float | None, w: Window, skipped: str) -> None:
-        assert evaluate_window(w, mns)[key] == RuleResult(False, skipped, skipped=skipped)
+    def test_skipped(self, key: Any, mns: float | None, w: Window, code: str, why: str) -> None:
+        # The code is the exported label (fixed, short); the sentence is what diagnose shows.
+        assert evaluate_window(w, mns)[key] == RuleResult(False, why, skipped=code)
 
     @pytest.mark.parametrize("absent", ["kv_usage", "waiting", "prompt_len_mean"])
     def test_backlog_needs_each_of_its_inputs(self, absent: str) -> None:
         present = dict(running=1.0, kv_usage=0.5, waiting=1.0, prompt_len_mean=5.0)
         del present[absent]
         r = evaluate_window(bare(cache_config=CC, kv_peak=0.5, **present), 64.0)[R2_BACKLOG]
-        assert r.skipped == "no KV usage, waiting count or prompt length"
+        assert r == RuleResult(False, "no KV usage, waiting count or prompt length",
+                               skipped="no_backlog_inputs")  # fmt: skip
 
     def test_r1_needs_a_duration_for_the_prefill_share(self) -> None:
         w = replace(window(), duration=None)
-        assert evaluate_window(w, 64.0)[R1].skipped == (
-            "no prefill-time delta in this window (reset or missing histogram)")  # fmt: skip
+        assert evaluate_window(w, 64.0)[R1].skipped == "no_prefill_delta"
 
     def test_r1_texts(self) -> None:
         # running 1 of 64: occupancy 1.5625% → "2%"; 0 waiting; prefill 0.1 s over 2 s (5%).
@@ -158,8 +162,9 @@ class TestRuleRecords:
         at_limit = evaluate_window(replace(window(gpu_at=101.0), vllm_observed_at=102.0), 64.0)
         assert at_limit[R2_MAIN].skipped is None and at_limit[R2_BACKLOG].skipped is None
         over = evaluate_window(replace(window(gpu_at=100.5), vllm_observed_at=102.0), 64.0)
-        assert over[R2_MAIN].skipped == over[R2_BACKLOG].skipped == (
-            "GPU and vLLM readings 1.5s apart")  # fmt: skip
+        # The label is a fixed code; the skew itself is in the text diagnose shows.
+        assert over[R2_MAIN].skipped == over[R2_BACKLOG].skipped == "source_skew"
+        assert over[R2_MAIN].why == over[R2_BACKLOG].why == "GPU and vLLM readings 1.5s apart"
 
     def test_backlog_texts_and_boundaries(self) -> None:
         # Capacity 1,000 tokens, KV 50% → 500 free; 2 waiting × 250 prompt tokens = 500: not
@@ -252,7 +257,10 @@ class TestR1:
     def test_idle_and_unknown_cap(self) -> None:
         assert rule(R1, running=0.0).why == "not triggered (no running requests)"
         r = rule(R1, mns=None)
-        assert r.skipped == "max_num_seqs unknown: pass --max-num-seqs"
+        assert (r.skipped, r.why) == (
+            "max_num_seqs_unknown",
+            "max_num_seqs unknown: pass --max-num-seqs",
+        )
 
 
 class TestR2Main:
@@ -279,7 +287,7 @@ class TestR2Main:
         # vLLM's last poll at 102.0: GPU at 103.0 is 1.0 s apart (kept), 103.1 is skipped.
         assert rule(R2_MAIN, kv=(0.9, 0.9), gpu_at=103.0).fired
         r = rule(R2_MAIN, kv=(0.9, 0.9), gpu_at=103.1)
-        assert r.skipped == "GPU and vLLM readings 1.1s apart"
+        assert (r.skipped, r.why) == ("source_skew", "GPU and vLLM readings 1.1s apart")
 
 
 class TestR2Backlog:
@@ -685,6 +693,27 @@ class TestFixAndEvidence:
         assert off.evidence == ("prefix caching disabled, 120 prompt tokens, 6.0 req/s, in 1 of "
                                 "2 windows")  # fmt: skip
 
+    def test_fix_codes(self) -> None:
+        # The exported fix is a fixed code per decision: the numbers never reach the label.
+        codes = {k: self.status(k).fix_code for k in (R1, R2_MAIN, R2_BACKLOG, R3, R4)}
+        assert codes == {R1: "raise_client_concurrency",
+                         R2_MAIN: "reduce_max_num_seqs_or_max_model_len",
+                         R2_BACKLOG: "expand_kv_pool", R3: "share_prompt_prefix",
+                         R4: "raise_tensor_parallel_size"}  # fmt: skip
+        off = replace(self.AGG, cache_config={"enable_prefix_caching": "False"})
+        assert self.status(R3, off).fix_code == "enable_prefix_caching"
+        # R5: a KV peak below 80% leaves room to raise the cap; at 80% it does not. The code
+        # stays the same whatever the peak on either side; only the text quotes it.
+        for peak, code in ((0.001, "raise_max_num_seqs"), (0.79, "raise_max_num_seqs"),
+                           (0.80, "add_replica_or_lower_max_model_len"),
+                           (None, "add_replica_or_lower_max_model_len")):  # fmt: skip
+            s = self.status(R5, replace(self.AGG, kv_usage_peak=peak))
+            assert s.fix_code == code, peak
+            assert s.fix.startswith("Raise --max-num-seqs" if code == "raise_max_num_seqs"
+                                    else "Add a replica")  # fmt: skip
+        assert self.status(R5, replace(self.AGG, kv_usage_peak=0.001)).fix == (
+            "Raise --max-num-seqs (KV peak 0.1% leaves room).")  # fmt: skip
+
     def test_percentages_at_their_edges(self) -> None:
         # 0 is "0%", 1% exactly is "1%", below 1% one decimal.
         s = self.status(R2_BACKLOG, replace(self.AGG, kv_usage_mean=0.0))
@@ -720,7 +749,7 @@ class TestFixAndEvidence:
         assert edge.evidence.endswith("KV headroom 0.0 GB")
         none = r4(())
         needs = "needs the GPU and the model in the catalog, and GPU memory data"
-        assert none.latest == RuleResult(False, needs, skipped=needs)
+        assert none.latest == RuleResult(False, needs, skipped="not_in_catalog")
         assert none.evidence.endswith("KV headroom ? GB")
 
     def test_r4_without_the_catalog(self) -> None:

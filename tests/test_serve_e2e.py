@@ -70,7 +70,7 @@ def test_serve_scraped_by_prometheus_survives_vllm_outage(tmp_path: Path) -> Non
         # Tolerance 25%: a 10 s horizon sees only part of the recording, and requests start and
         # finish in lumps (512-token requests at ~480 tok/s end every ~1 s).
         assert tps == pytest.approx(recorded_rate(), rel=0.25)
-        assert prom.value('vllm_profile_windows{kind="active"}') >= 1
+        assert prom.value("vllm_profile_active_windows") >= 1
         assert prom.value("vllm_profile_scheduler_occupancy_ratio") < 0.25
         assert prom.value('vllm_profile_gpu_memory_total_bytes{gpu="0"}') == 150754820096
         assert prom.value("vllm_profile_vllm_max_model_len") == 1024

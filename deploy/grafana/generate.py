@@ -100,9 +100,10 @@ def overview() -> dict[str, Any]:
     b.add(
         stat(
             "Recoverable cost (est)",
-            "Cost per hour x (1 - efficiency): what the unused ceiling costs.",
+            "Cost per hour x (1 - duty cycle x efficiency): what the unused ceiling and the idle "
+            "hours cost; an idle server's whole cost.",
             "currencyUSD",
-            f"vllm_profile_recoverable_cost_per_hour_dollars{{{SEL}}}",
+            f"vllm_profile_wall_clock_recoverable_cost_per_hour_dollars{{{SEL}}}",
             "{{instance}}",
         ),
         6,
@@ -111,11 +112,35 @@ def overview() -> dict[str, Any]:
     b.add(
         stat(
             "Cost per 1M tokens",
-            f"Dollars per million generated tokens, {h}. price_source says whether the price "
-            "is --cost-per-hour or the catalog's estimate.",
+            "Dollars per million generated tokens counting every observed second, busy or "
+            "idle: what the tokens really cost. price_source says whether the price is "
+            "--cost-per-hour or the catalog's estimate.",
             "currencyUSD",
-            f"vllm_profile_cost_per_million_tokens_dollars{{{SEL}}}",
+            f"vllm_profile_wall_clock_cost_per_million_tokens_dollars{{{SEL}}}",
             "{{price_source}}",
+        ),
+        4,
+        5,
+    )
+    b.add(
+        stat(
+            "Cost per 1M tokens while busy",
+            f"Dollars per million generated tokens, {h}: the marginal cost of a token while "
+            "serving.",
+            "currencyUSD",
+            f"vllm_profile_active_cost_per_million_tokens_dollars{{{SEL}}}",
+            "{{price_source}}",
+        ),
+        4,
+        5,
+    )
+    b.add(
+        stat(
+            "Duty cycle",
+            "Share of the observed time spent under load.",
+            "percentunit",
+            f"vllm_profile_duty_cycle_ratio{{{SEL}}}",
+            "{{instance}}",
         ),
         4,
         5,
@@ -125,7 +150,7 @@ def overview() -> dict[str, Any]:
             "Energy per token",
             f"Joules per generated token from the GPUs' energy counters (else mean power), {h}.",
             "joule",
-            f"vllm_profile_joules_per_token{{{SEL}}}",
+            f"vllm_profile_active_energy_per_token_joules{{{SEL}}}",
             "{{instance}}",
         ),
         4,
@@ -146,9 +171,9 @@ def overview() -> dict[str, Any]:
                  "batch and the hardware's compute-bound maximum (catalog estimates).",
                  "short",
                  (f"vllm_profile_generation_tokens_per_second{{{SEL}}}", "generated {{instance}}"),
-                 (f'vllm_profile_decode_ceiling_tokens_per_second{{{SEL},scope="batch"}}',
+                 (f"vllm_profile_decode_batch_ceiling_tokens_per_second{{{SEL}}}",
                   "batch ceiling {{instance}}"),
-                 (f'vllm_profile_decode_ceiling_tokens_per_second{{{SEL},scope="hardware"}}',
+                 (f"vllm_profile_decode_hardware_ceiling_tokens_per_second{{{SEL}}}",
                   "hardware ceiling {{instance}}")), 12, 8)  # fmt: skip
     b.add(
         series(
@@ -177,17 +202,17 @@ def overview() -> dict[str, Any]:
                  "Time to first token and time per output token: p99 from merged per-window bucket "
                  "deltas, and the mean, over active windows.",
                  "s",
-                 (f'vllm_profile_time_to_first_token_seconds{{{SEL},stat="p99"}}', "TTFT p99"),
-                 (f'vllm_profile_time_to_first_token_seconds{{{SEL},stat="mean"}}', "TTFT mean"),
-                 (f'vllm_profile_time_per_output_token_seconds{{{SEL},stat="p99"}}', "TPOT p99"),
+                 (f"vllm_profile_time_to_first_token_p99_seconds{{{SEL}}}", "TTFT p99"),
+                 (f"vllm_profile_time_to_first_token_mean_seconds{{{SEL}}}", "TTFT mean"),
+                 (f"vllm_profile_time_per_output_token_p99_seconds{{{SEL}}}", "TPOT p99"),
                  (f"vllm_profile_tpot_floor_seconds{{{SEL}}}", "TPOT floor (est)")), 8, 8)  # fmt: skip
     b.add(series("KV cache: mean and peak",
                  "KV cache usage: the time-weighted mean and the highest poll (every 250 ms from 70%). "
                  "A peak far "
                  "above the mean is a spike a 15 s scrape would miss.",
                  "percentunit",
-                 (f'vllm_profile_kv_cache_usage_ratio{{{SEL},stat="mean"}}', "mean {{instance}}"),
-                 (f'vllm_profile_kv_cache_usage_ratio{{{SEL},stat="peak"}}', "peak {{instance}}")),
+                 (f"vllm_profile_kv_cache_usage_mean_ratio{{{SEL}}}", "mean {{instance}}"),
+                 (f"vllm_profile_kv_cache_usage_peak_ratio{{{SEL}}}", "peak {{instance}}")),
           8, 8)  # fmt: skip
     b.add(
         series(
@@ -232,7 +257,8 @@ def overview() -> dict[str, Any]:
             "GPU memory",
             "GPU memory used (current and peak) against the total.",
             "bytes",
-            (f"vllm_profile_gpu_memory_used_bytes{{{SEL}}}", "{{stat}} GPU {{gpu}}"),
+            (f"vllm_profile_gpu_memory_used_bytes{{{SEL}}}", "used GPU {{gpu}}"),
+            (f"vllm_profile_gpu_memory_used_peak_bytes{{{SEL}}}", "peak GPU {{gpu}}"),
             (f"vllm_profile_gpu_memory_total_bytes{{{SEL}}}", "total GPU {{gpu}}"),
         ),
         8,
@@ -249,10 +275,10 @@ def overview() -> dict[str, Any]:
         8,
     )
     b.add(series("Generated tokens (Prometheus resolution)",
-                 "rate() of vLLM's generated-token counter as Prometheus sees it, for comparison "
-                 "with the exporter's active-window throughput.",
+                 "rate() of the exporter's generated-token counter as Prometheus sees it (idle "
+                 "time included), for comparison with the active-window throughput.",
                  "short",
-                 (f"rate(vllm_profile_generation_tokens_total{{{SEL}}}[$__rate_interval])",
+                 (f"rate(vllm_profile_observed_generation_tokens_total{{{SEL}}}[$__rate_interval])",
                   "{{instance}}")), 8, 8)  # fmt: skip
     b.add(
         stat(
@@ -294,13 +320,16 @@ def fleet() -> dict[str, Any]:
     b = Board()
     m = 'model=~"$model"'
     b.add(series("Recoverable cost by model (est)",
-                 "Sum over servers of cost per hour x (1 - efficiency).", "currencyUSD",
+                 "Sum over servers of cost per hour x (1 - duty cycle x efficiency): idle servers "
+                 "count with their whole cost.", "currencyUSD",
                  (f"model:vllm_profile_recoverable_cost_per_hour_dollars:sum{{{m}}}", "{{model}}")),
           12, 8)  # fmt: skip
     b.add(series("Cost per 1M tokens by model",
-                 "Fleet spend over fleet generated tokens, per model (idle servers cost too).",
+                 "Dollars accrued over the last hour over the tokens generated in it, per model "
+                 "(idle servers cost too).",
                  "currencyUSD",
-                 (f"model:vllm_profile_cost_per_million_tokens_dollars:ratio{{{m}}}", "{{model}}")),
+                 (f"model:vllm_profile_wall_clock_cost_per_million_tokens_dollars:ratio1h{{{m}}}",
+                  "{{model}}")),
           12, 8)  # fmt: skip
     b.add(
         series(
@@ -323,8 +352,8 @@ def fleet() -> dict[str, Any]:
         8,
     )
     table_targets = [
-        target(f"vllm_profile_recoverable_cost_per_hour_dollars{{{SEL}}}", ref="A", instant=True,
-               fmt="table"),
+        target(f"vllm_profile_wall_clock_recoverable_cost_per_hour_dollars{{{SEL}}}", ref="A",
+               instant=True, fmt="table"),
         target(f"vllm_profile_efficiency_ratio{{{SEL}}}", ref="B", instant=True, fmt="table"),
         target(f"vllm_profile_cost_per_hour_dollars{{{SEL}}}", ref="C", instant=True, fmt="table"),
         target(f"vllm_profile_generation_tokens_per_second{{{SEL}}}", ref="D", instant=True,

@@ -82,6 +82,10 @@ def assess(agg: Aggregate, s: RooflineSettings) -> Assessment:
         efficiency=roof.efficiency,
         energy_joules=agg.energy_joules,
         energy_tokens=agg.energy_tokens,
+        observed_seconds=agg.observed_seconds,
+        active_seconds=agg.active_seconds,
+        observed_tokens=agg.observed_tokens,
+        observed_token_seconds=agg.observed_token_seconds,
     )
     flops_s = _positive(agg.est_flops_per_second)
     bytes_s = _positive(agg.est_bytes_per_second)

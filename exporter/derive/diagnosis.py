@@ -23,6 +23,7 @@ from exporter.derive.rules import (
     R3,
     R4,
     R5,
+    SKIP_REASONS,
     RuleKey,
     RuleResult,
 )
@@ -44,8 +45,9 @@ class RuleStatus:
     score: float  # fraction of evaluable windows fired (R4: 1.0 when firing)
     significant: bool
     latest: RuleResult | None  # the latest evaluable window's result
-    fix: str = ""  # stable action text
+    fix: str = ""  # the action, in words (may quote a figure)
     evidence: str = ""  # the numbers that justify it
+    fix_code: str = ""  # the action as a short fixed code (FIXES): exported, never churns
 
     @property
     def rule(self) -> str:
@@ -92,6 +94,38 @@ def _num(v: float | None, spec: str) -> str:
     return "?" if v is None else format(v, spec)
 
 
+# Every fix as a short fixed code (the issue_info label) and what it asks for.
+FIXES: Mapping[str, str] = {
+    "raise_client_concurrency": "raise client concurrency (more parallel requests)",
+    "reduce_max_num_seqs_or_max_model_len": "reduce --max-num-seqs or --max-model-len",
+    "expand_kv_pool": "expand the KV pool (--gpu-memory-utilization, --kv-cache-dtype fp8, or "
+    "a lower --max-model-len)",
+    "enable_prefix_caching": "enable --enable-prefix-caching and share prompt prefixes",
+    "share_prompt_prefix": "move shared instructions to the start of prompts",
+    "raise_tensor_parallel_size": "raise --tensor-parallel-size or use lower-precision weights",
+    "raise_max_num_seqs": "raise --max-num-seqs (the KV peak leaves room)",
+    "add_replica_or_lower_max_model_len": "add a replica or lower --max-model-len",
+}
+
+
+def fix_code(key: RuleKey, agg: Aggregate) -> str:
+    """The fix for a rule as a code: it changes only when the decision behind it flips."""
+    if key == R1:
+        return "raise_client_concurrency"
+    if key == R2_MAIN:
+        return "reduce_max_num_seqs_or_max_model_len"
+    if key == R2_BACKLOG:
+        return "expand_kv_pool"
+    if key == R3:
+        disabled = agg.cache_config.get("enable_prefix_caching") == "False"
+        return "enable_prefix_caching" if disabled else "share_prompt_prefix"
+    if key == R4:
+        return "raise_tensor_parallel_size"
+    peak = agg.kv_usage_peak
+    safe = peak is not None and peak < T.R5_KV_PEAK_SAFE_BELOW
+    return "raise_max_num_seqs" if safe else "add_replica_or_lower_max_model_len"
+
+
 def _fix_and_evidence(
     key: RuleKey, n: int, evaluable: int, agg: Aggregate, a: Assessment | None, mns: float | None
 ) -> tuple[str, str]:
@@ -118,7 +152,7 @@ def _fix_and_evidence(
             f"KV mean {_pct(agg.kv_usage_mean)}, {seen}",
         )
     if key == R3:
-        disabled = agg.cache_config.get("enable_prefix_caching") == "False"
+        disabled = fix_code(key, agg) == "enable_prefix_caching"
         fix = (
             "Enable --enable-prefix-caching, then restructure prompts to share a prefix."
             if disabled
@@ -143,10 +177,9 @@ def _fix_and_evidence(
         )
     # R5
     peak = agg.kv_usage_peak
-    safe = peak is not None and peak < T.R5_KV_PEAK_SAFE_BELOW
     fix = (
         f"Raise --max-num-seqs (KV peak {_pct(peak)} leaves room)."
-        if safe
+        if fix_code(key, agg) == "raise_max_num_seqs"
         else f"Add a replica or lower --max-model-len: raising --max-num-seqs at KV peak "
         f"{_pct(peak)} would cause thrashing."
     )
@@ -170,11 +203,10 @@ def diagnose(
         if key == R4:
             kv = assessment.roofline.kv_headroom_bytes if assessment else ()
             firing = any(v < 0 for _, v in kv)
-            needs = "needs the GPU and the model in the catalog, and GPU memory data"
             if kv:
                 latest = RuleResult(firing, "KV headroom below zero" if firing else "not triggered")
             else:
-                latest = RuleResult(False, needs, skipped=needs)
+                latest = RuleResult(False, SKIP_REASONS["not_in_catalog"], skipped="not_in_catalog")
             fired_n = 1 if firing else 0
             score, significant = (1.0 if firing else 0.0), firing
         else:
@@ -187,8 +219,17 @@ def diagnose(
         fix, evidence = _fix_and_evidence(key, fired_n, evaluable, agg, assessment, max_num_seqs)
         statuses.append(
             RuleStatus(
-                key, NAMES[key], fired_n, evaluable, score, significant, latest, fix, evidence
-            )
+                key,
+                NAMES[key],
+                fired_n,
+                evaluable,
+                score,
+                significant,
+                latest,
+                fix,
+                evidence,
+                fix_code(key, agg),
+            )  # fmt: skip
         )
     by_key = {s.key: s for s in statuses}
     groups = []

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.derive.thresholds import ACTIVE_GPU_UTIL_PCT, ACTIVE_KV_PCT
 from exporter.derive.window import Window
-
-KV_ACTIVE_PCT = 30.0
-GPU_UTIL_ACTIVE_PCT = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +26,10 @@ def classify(w: Window) -> Gate:
         return Gate(evaluable, False)
     arms: list[bool] = []
     if w.kv_usage is not None:
-        arms.append(w.kv_usage * 100.0 > KV_ACTIVE_PCT)
+        arms.append(w.kv_usage * 100.0 > ACTIVE_KV_PCT)
     util = w.gpu_util_pct
     if util is not None:
-        arms.append(util > GPU_UTIL_ACTIVE_PCT)
+        arms.append(util > ACTIVE_GPU_UTIL_PCT)
     elif w.d_generation_tokens is not None or w.d_prompt_tokens is not None:
         arms.append((w.d_generation_tokens or 0.0) + (w.d_prompt_tokens or 0.0) > 0)
     return Gate(True, any(arms) if arms else True)

@@ -73,6 +73,12 @@ class Aggregate:
     est_flops_per_second: float | None = None  # vLLM's analytic FLOP/s per GPU, active windows
     est_bytes_per_second: float | None = None
     requests_total: float | None = None
+    # Wall-clock basis (SPEC §8): vLLM spans of the evaluable and the active windows, and the
+    # tokens generated in the evaluable windows whose counter delta is known, over their spans.
+    observed_seconds: float = 0.0
+    active_seconds: float = 0.0
+    observed_tokens: float | None = None
+    observed_token_seconds: float = 0.0
     gpus: tuple[GpuAggregate, ...] = ()
 
 
@@ -198,6 +204,18 @@ def _energy(active: Sequence[Window]) -> tuple[float | None, float | None]:
     return (joules, toks) if toks > 0 else (None, None)  # no token: no joules per token
 
 
+def _span(w: Window) -> float:
+    return w.duration if w.duration is not None and w.duration > 0 else 0.0
+
+
+def _observed_tokens(evaluable: Sequence[Window]) -> tuple[float | None, float]:
+    """(Σ generated tokens, Σ seconds) over evaluable windows whose token delta is known."""
+    known = [w for w in evaluable if w.d_generation_tokens is not None and _span(w) > 0]
+    if not known:
+        return None, 0.0
+    return sum(w.d_generation_tokens or 0.0 for w in known), sum(_span(w) for w in known)
+
+
 def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregate:
     """Aggregate the horizon, oldest window first.
 
@@ -213,6 +231,7 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
     last = all_ws[-1]
     last_eval = evaluable[-1] if evaluable else None
     energy_joules, energy_tokens = _energy(active)
+    observed_tokens, observed_token_seconds = _observed_tokens(evaluable)
     gpu_fresh = bool(last.gpus) and last.gpu_answered
     if not gpu_fresh and gpu_hold > 0:
         with_gpu = next((w for w in reversed(all_ws) if w.gpus), None)
@@ -254,6 +273,10 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         energy_tokens=energy_tokens,
         est_flops_per_second=_weighted(active, lambda w: w.rate(w.d_est_flops)),
         est_bytes_per_second=_weighted(active, lambda w: w.rate(w.d_est_bytes)),
+        observed_seconds=sum(_span(w) for w in evaluable),
+        active_seconds=sum(_span(w) for w in active),
+        observed_tokens=observed_tokens,
+        observed_token_seconds=observed_token_seconds,
         # A GPU source that stopped answering takes every GPU-derived figure with it.
         gpus=_gpu_aggregates(all_ws, evaluable, active) if gpu_fresh else (),
     )

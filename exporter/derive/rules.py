@@ -33,14 +33,28 @@ NAMES: Mapping[RuleKey, str] = {
 @dataclass(frozen=True, slots=True)
 class RuleResult:
     fired: bool
-    why: str = ""  # the numbers: why it fired, or why not
-    skipped: str | None = None  # set when the rule could not be evaluated
+    why: str = ""  # the numbers: why it fired, or why not (or why it was skipped)
+    skipped: str | None = None  # a short code (SKIP_REASONS) when the rule could not be evaluated
     preempting: bool = False  # R2 main: preemptions in this window
     kv_critical: bool = False  # R2 main: KV peak ≥ 95%
 
 
-def _skip(reason: str) -> RuleResult:
-    return RuleResult(False, reason, skipped=reason)
+# Why a rule could not be evaluated: short fixed codes (exported as a label), each with the
+# sentence diagnose shows. A code never carries a live number, so its series does not churn.
+SKIP_REASONS: Mapping[str, str] = {
+    "max_num_seqs_unknown": "max_num_seqs unknown: pass --max-num-seqs",
+    "no_waiting_count": "vLLM reported no waiting count",
+    "no_prefill_delta": "no prefill-time delta in this window (reset or missing histogram)",
+    "source_skew": "GPU and vLLM readings more than 1 s apart",
+    "no_kv_data": "no KV usage or preemption data",
+    "kv_capacity_unknown": "KV capacity unknown (no cache_config_info)",
+    "no_backlog_inputs": "no KV usage, waiting count or prompt length",
+    "not_in_catalog": "needs the GPU and the model in the catalog, and GPU memory data",
+}
+
+
+def _skip(code: str, why: str | None = None) -> RuleResult:
+    return RuleResult(False, why or SKIP_REASONS[code], skipped=code)
 
 
 def kv_capacity_tokens(cache_config: Mapping[str, str]) -> float | None:
@@ -64,12 +78,12 @@ def _queue_ratio(running: float, waiting: float) -> float:
 
 def _r1(w: Window, mns: float | None) -> RuleResult:
     if mns is None:
-        return _skip("max_num_seqs unknown: pass --max-num-seqs")
+        return _skip("max_num_seqs_unknown")
     running, waiting = w.running or 0.0, w.waiting
     if waiting is None:
-        return _skip("vLLM reported no waiting count")
+        return _skip("no_waiting_count")
     if w.prefill_time is None or w.duration is None:
-        return _skip("no prefill-time delta in this window (reset or missing histogram)")
+        return _skip("no_prefill_delta")
     occ = running / mns
     prefill = w.prefill_time.sum
     share = prefill / w.duration
@@ -104,9 +118,9 @@ def _vram_ratio(w: Window) -> float | None:
 def _r2_main(w: Window) -> RuleResult:
     skew = _skew(w)
     if skew is not None and skew > T.R2_MAX_SOURCE_SKEW_SECONDS:
-        return _skip(f"GPU and vLLM readings {skew:.1f}s apart")
+        return _skip("source_skew", f"GPU and vLLM readings {skew:.1f}s apart")
     if w.kv_peak is None and w.d_preemptions is None:
-        return _skip("no KV usage or preemption data")
+        return _skip("no_kv_data")
     peak = w.kv_peak or 0.0
     preempting = (w.d_preemptions or 0.0) > 0
     vram = _vram_ratio(w)
@@ -127,14 +141,14 @@ def _r2_main(w: Window) -> RuleResult:
 def _r2_backlog(w: Window, mns: float | None, main: RuleResult) -> RuleResult:
     skew = _skew(w)
     if skew is not None and skew > T.R2_MAX_SOURCE_SKEW_SECONDS:
-        return _skip(f"GPU and vLLM readings {skew:.1f}s apart")
+        return _skip("source_skew", f"GPU and vLLM readings {skew:.1f}s apart")
     if mns is None:
-        return _skip("max_num_seqs unknown: pass --max-num-seqs")
+        return _skip("max_num_seqs_unknown")
     capacity = kv_capacity_tokens(w.cache_config)
     if capacity is None:
-        return _skip("KV capacity unknown (no cache_config_info)")
+        return _skip("kv_capacity_unknown")
     if w.kv_usage is None or w.waiting is None or w.prompt_len_mean is None:
-        return _skip("no KV usage, waiting count or prompt length")
+        return _skip("no_backlog_inputs")
     running, waiting = w.running or 0.0, w.waiting
     ratio = _queue_ratio(running, waiting)
     free = capacity * (1.0 - w.kv_usage)
@@ -171,9 +185,9 @@ def _r3(w: Window) -> RuleResult:
 
 def _r5(w: Window, mns: float | None) -> RuleResult:
     if mns is None:
-        return _skip("max_num_seqs unknown: pass --max-num-seqs")
+        return _skip("max_num_seqs_unknown")
     if w.waiting is None:
-        return _skip("vLLM reported no waiting count")
+        return _skip("no_waiting_count")
     running, waiting = w.running or 0.0, w.waiting
     ratio = _queue_ratio(running, waiting)
     why = f"running {running:.1f} of {mns:g}, {waiting:.1f} waiting (queue ratio {ratio:.0%})"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The activity gate (SPEC §4.1): a window with running requests is active when either is above
+ACTIVE_KV_PCT = 30.0
+ACTIVE_GPU_UTIL_PCT = 20.0
+
 # R1 under-batching
 R1_OCCUPANCY_BELOW = 0.25  # running / max_num_seqs
 R1_WAITING_BELOW = 2.0

@@ -1,26 +1,35 @@
-"""Snapshot → metric families. Fresh families on every scrape; nothing long-lived is mutated.
+"""Snapshot → metric families, from one table of families (as kube-state-metrics does).
+
+Each :class:`Family` names one exported family: its name, type, HELP, label names and a function
+of the snapshot giving its rows. Adding a family is adding one entry to a table; ``describe()``,
+the docs check and the ``name[]`` filter all read the same tables. Fresh families are built on
+every scrape from an immutable snapshot; nothing long-lived is mutated.
 
 A value that could not be computed is not exported at all — never 0, never NaN. vLLM-derived
 series are exported only while the latest window holds vLLM data, GPU series only while it holds
-GPU data, so a dead source makes its figures vanish instead of going stale.
+GPU data, so a dead source makes its figures vanish instead of going stale. The wall-clock
+counters are the exporter's own and stay (they stop growing while nothing is observed).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment
-from exporter.derive.diagnosis import Diagnosis, RuleStatus
+from exporter.derive.diagnosis import FIXES, RuleStatus
 from exporter.derive.horizon import Aggregate, GpuAggregate
+from exporter.derive.rules import SKIP_REASONS
 from exporter.loop import LoopStats
 from exporter.pipeline import Snapshot
 from exporter.ratelog import rate_limited
+from exporter.scrape.source import ERROR_REASONS
 
 NS = "vllm_profile"
 log = rate_limited(__name__)
@@ -40,6 +49,36 @@ class ExportSettings:
     tensor_parallel_source: str = "default"
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a family's rows are computed from: one snapshot and the settings in force."""
+
+    snap: Snapshot
+    settings: ExportSettings
+
+
+S = TypeVar("S")
+Row = tuple[Sequence[str], float | None]
+Rows = Iterable[Row]
+
+
+@dataclass(frozen=True, slots=True)
+class Family(Generic[S]):
+    """One exported family. ``name`` is without the namespace (and, for a counter, without
+    ``_total``); ``help`` may say ``{H}`` for the horizon; ``rows`` gives (label values, value)
+    pairs, and a None value is left out (the family too when no row is left)."""
+
+    name: str
+    type: Literal["gauge", "counter"]
+    help: str
+    labels: tuple[str, ...]
+    rows: Callable[[S], Rows]
+
+    @property
+    def exposed_name(self) -> str:
+        return f"{NS}_{self.name}" + ("_total" if self.type == "counter" else "")
+
+
 def _exportable(name: str, value: float | None) -> bool:
     """Present and finite. Inputs are checked where they enter, so a NaN or an infinity here
     is a bug upstream: it is left out (never exported) and said once a minute."""
@@ -51,507 +90,512 @@ def _exportable(name: str, value: float | None) -> bool:
     return False
 
 
-def _h(text: str, settings: ExportSettings) -> str:
-    return text.replace("{H}", f"{settings.horizon_seconds:g}s")
+def render(table: Sequence[Family[S]], source: S, horizon_seconds: float) -> list[Metric]:
+    """The families of ``table`` for one scrape."""
+    out: list[Metric] = []
+    horizon = f"{horizon_seconds:g}s"
+    for f in table:
+        rows = [(lv, v) for lv, v in f.rows(source) if _exportable(f.name, v)]
+        if not rows:
+            continue
+        cls = CounterMetricFamily if f.type == "counter" else GaugeMetricFamily
+        m = cls(f"{NS}_{f.name}", f.help.replace("{H}", horizon), labels=list(f.labels))
+        for lv, v in rows:
+            assert v is not None
+            m.add_metric(list(lv), v)
+        out.append(m)
+    return out
 
 
-class _Families:
-    """Collects families, skipping absent values so no family ever carries a guess."""
+# --- row builders: each says when its figures are fresh enough to export --------------------
 
-    def __init__(self, settings: ExportSettings) -> None:
-        self.settings = settings
-        self.out: list[Metric] = []
-
-    def gauge(self, name: str, doc: str, value: float | None) -> None:
-        if _exportable(name, value):
-            assert value is not None
-            g = GaugeMetricFamily(f"{NS}_{name}", _h(doc, self.settings))
-            g.add_metric([], value)
-            self.out.append(g)
-
-    def labelled(
-        self, name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], float | None]]
-    ) -> None:
-        present = [(lv, v) for lv, v in rows if _exportable(name, v)]
-        if present:
-            g = GaugeMetricFamily(f"{NS}_{name}", _h(doc, self.settings), labels=labels)
-            for lv, v in present:
-                assert v is not None
-                g.add_metric(lv, v)
-            self.out.append(g)
+Get = Callable[[View], float | None]
 
 
-def _health(f: _Families, snap: Snapshot) -> None:
-    health = snap.health
-    f.labelled(
-        "up",
-        "1 if the source answered its last poll, else 0.",
-        ["source"],
-        [([s], 1.0 if h.up else 0.0) for s, h in health.items()],
-    )
-    f.labelled(
-        "last_poll_timestamp_seconds",
-        "Unix time of the source's last successful poll.",
-        ["source"],
-        [([s], h.last_success) for s, h in health.items()],
-    )
-    f.labelled(
-        "poll_duration_seconds",
-        "How long the source's last poll took.",
-        ["source"],
-        [([s], h.last_duration) for s, h in health.items()],
-    )
-    f.labelled(
-        "poll_interval_seconds",
-        "The cadence in force: seconds between polls of the source (vLLM: --poll-interval "
-        "while anything could spike, --calm-poll-interval otherwise; dcgm: as often as it "
-        "refreshes).",
-        ["source"],
-        [([s], h.interval) for s, h in health.items()],
-    )
-    polls = CounterMetricFamily(
-        f"{NS}_polls",
-        "Polls made of the source, answered or failed: the load the exporter puts on it.",
-        labels=["source"],
-    )
-    for s, h in health.items():
-        polls.add_metric([s], h.polls)
-    f.out.append(polls)
-    errors = CounterMetricFamily(
-        f"{NS}_poll_errors",
-        "Failed polls by source and reason (timeout, connection, http_status, malformed, …).",
-        labels=["source", "reason"],
-    )
-    for s, h in health.items():
-        for reason, n in sorted(h.errors.items()):
-            errors.add_metric([s, reason], n)
-    f.out.append(errors)
+def _one(get: Get) -> Callable[[View], Rows]:
+    return lambda v: [((), get(v))]
 
 
-def _vllm(f: _Families, a: Aggregate) -> None:
-    f.gauge(
-        "generation_tokens_per_second",
-        "Generated tokens per second, time-weighted over the active windows of the last {H} "
-        "(windows with running requests and load). From vllm:generation_tokens_total.",
-        a.generation_tps,
-    )
-    f.gauge(
-        "prompt_tokens_per_second",
-        "Prompt tokens per second (cached included), over the active windows of the last {H}. "
-        "From vllm:prompt_tokens_total.",
-        a.prompt_tps,
-    )
-    f.gauge(
-        "requests_per_second",
-        "Finished requests per second, over the active windows of the last {H}. "
-        "From vllm:request_success_total (all finished_reason).",
-        a.requests_per_second,
-    )
-    f.gauge(
-        "preemptions_per_second",
-        "Preemptions per second, over the active windows of the last {H}. "
-        "From vllm:num_preemptions_total.",
-        a.preemptions_per_second,
-    )
-    f.gauge(
-        "requests_running",
-        "Running requests, time-weighted mean over the evaluable windows of the last {H} "
-        "(sampled every poll, so short bursts count). From vllm:num_requests_running.",
-        a.running,
-    )
-    f.gauge(
-        "requests_waiting",
-        "Waiting requests, time-weighted mean over the evaluable windows of the last {H}. "
-        "From vllm:num_requests_waiting.",
-        a.waiting,
-    )
-    mns = f.settings.max_num_seqs
-    f.gauge(
-        "scheduler_occupancy_ratio",
-        "Running requests / --max-num-seqs, over the evaluable windows of the last {H}.",
-        None if a.running is None or not mns else a.running / mns,
-    )
-    f.labelled(
-        "kv_cache_usage_ratio",
-        "KV cache usage 0-1 over the evaluable windows of the last {H}: stat=mean is "
-        "time-weighted, stat=peak the highest poll (catches spikes a 15 s scrape misses). "
-        "From vllm:kv_cache_usage_perc (max over engines).",
-        ["stat"],
-        [(["mean"], a.kv_usage_mean), (["peak"], a.kv_usage_peak)],
-    )
-    f.gauge(
-        "prefix_cache_hit_ratio",
-        "Prefix cache hits / queries (tokens) over the evaluable windows of the last {H}. "
-        "From vllm:prefix_cache_hits_total and vllm:prefix_cache_queries_total.",
-        a.prefix_hit_ratio,
-    )
-    f.labelled(
-        "time_to_first_token_seconds",
-        "Time to first token over the active windows of the last {H}: stat=mean is Δsum/Δcount, "
-        "stat=p99 is interpolated from merged per-window bucket deltas (never an average of "
-        "p99s). From vllm:time_to_first_token_seconds.",
-        ["stat"],
-        [(["mean"], a.ttft_mean), (["p99"], a.ttft_p99)],
-    )
-    f.labelled(
-        "time_per_output_token_seconds",
-        "Time per output token over the active windows of the last {H} (mean, p99 as for TTFT). "
-        "From vllm:request_time_per_output_token_seconds, else vllm:inter_token_latency_seconds.",
-        ["stat"],
-        [(["mean"], a.tpot_mean), (["p99"], a.tpot_p99)],
-    )
-    f.labelled(
-        "prefill_time_seconds",
-        "Request prefill time, mean over the active windows of the last {H}. "
-        "From vllm:request_prefill_time_seconds.",
-        ["stat"],
-        [(["mean"], a.prefill_time_mean)],
-    )
-    f.labelled(
-        "queue_time_seconds",
-        "Request queue time, mean over the active windows of the last {H}. "
-        "From vllm:request_queue_time_seconds.",
-        ["stat"],
-        [(["mean"], a.queue_time_mean)],
-    )
-    f.gauge(
-        "prompt_tokens_mean",
-        "Mean prompt length (tokens) of requests finished in the evaluable windows of the last "
-        "{H}. From vllm:request_prompt_tokens.",
-        a.prompt_tokens_mean,
-    )
-    for name, doc, value in (
-        ("generation_tokens", "Generated tokens since vLLM started", a.generation_tokens_total),
-        ("requests", "Finished requests since vLLM started", a.requests_total),
-    ):
-        if value is not None:
-            c = CounterMetricFamily(f"{NS}_{name}", doc + " (vLLM's counter at the last poll).")
-            c.add_metric([], value)
-            f.out.append(c)
+def _serving(get: Callable[[Aggregate], float | None]) -> Callable[[View], Rows]:
+    """vLLM-derived: only while the latest window holds vLLM data."""
+    return lambda v: [((), get(v.snap.agg))] if v.snap.agg.vllm_fresh else []
 
 
-def _gpu(f: _Families, gpus: tuple[GpuAggregate, ...]) -> None:
-    labels = ["gpu", "UUID"]
-
-    def rows(get: Callable[[GpuAggregate], float | None]) -> list[tuple[list[str], float | None]]:
-        return [([str(g.index), g.uuid], get(g)) for g in gpus]
-
-    def stat_rows(
-        cur: Callable[[GpuAggregate], float | None], peak: Callable[[GpuAggregate], float | None]
-    ) -> list[tuple[list[str], float | None]]:
-        out: list[tuple[list[str], float | None]] = []
-        for g in gpus:
-            out.append(([str(g.index), g.uuid, "current"], cur(g)))
-            out.append(([str(g.index), g.uuid, "peak"], peak(g)))
-        return out
-
-    f.labelled(
-        "gpu_utilization_ratio",
-        "GPU utilization 0-1 (NVML utilization.gpu), mean over the active windows of the last {H}.",
-        labels,
-        rows(lambda g: g.util_ratio),
-    )
-    f.labelled(
-        "gpu_memory_utilization_ratio",
-        "GPU memory-controller utilization 0-1 (NVML utilization.memory), mean over the active "
-        "windows of the last {H}.",
-        labels,
-        rows(lambda g: g.mem_util_ratio),
-    )
-    f.labelled(
-        "gpu_power_watts",
-        "GPU power draw, mean over the active windows of the last {H} (NVML power usage).",
-        labels,
-        rows(lambda g: g.power_watts),
-    )
-    f.labelled(
-        "gpu_power_limit_watts",
-        "Enforced GPU power limit (NVML, read once at start).",
-        labels,
-        rows(lambda g: g.power_limit_watts),
-    )
-    f.labelled(
-        "gpu_memory_used_bytes",
-        "GPU memory used: stat=current at the latest poll, stat=peak the highest poll over the "
-        "last {H}.",
-        labels + ["stat"],
-        stat_rows(lambda g: g.mem_used_bytes, lambda g: g.mem_used_peak_bytes),
-    )
-    f.labelled(
-        "gpu_memory_total_bytes",
-        "GPU memory total (NVML).",
-        labels,
-        rows(lambda g: g.mem_total_bytes),
-    )
-    f.labelled(
-        "gpu_temperature_celsius",
-        "GPU temperature: stat=current at the latest poll, stat=peak over the last {H}.",
-        labels + ["stat"],
-        stat_rows(lambda g: g.temperature_c, lambda g: g.temperature_peak_c),
-    )
-    f.labelled(
-        "gpu_sm_clock_hertz",
-        "SM clock at the latest poll (NVML).",
-        labels,
-        rows(lambda g: g.sm_clock_hz),
-    )
-    f.labelled(
-        "gpu_dram_bandwidth_utilization_ratio",
-        "Measured DRAM bandwidth utilization 0-1 (NVML GPM, Hopper and newer), mean over the "
-        "active windows of the last {H}. Absent where GPM is unsupported.",
-        labels,
-        rows(lambda g: g.dram_bw_util_ratio),
-    )
+def _assessed(v: View) -> Assessment | None:
+    return v.snap.assessment if v.snap.agg.vllm_fresh else None
 
 
-EST = "true"
-PRELUDE = (
-    "Catalog-derived estimate (peak FLOP/s and bandwidth of the GPU, parameter count of the "
+def _estimate(get: Callable[[Assessment], float | None]) -> Callable[[View], Rows]:
+    """Roofline and economics: only while vLLM is fresh and an assessment exists."""
+
+    def rows(v: View) -> Rows:
+        a = _assessed(v)
+        return [] if a is None else [((), get(a))]
+
+    return rows
+
+
+def _priced(get: Callable[[Assessment], float | None]) -> Callable[[View], Rows]:
+    def rows(v: View) -> Rows:
+        a = _assessed(v)
+        return [] if a is None or a.price_source is None else [((a.price_source,), get(a))]
+
+    return rows
+
+
+def _per_gpu(get: Callable[[GpuAggregate], float | None]) -> Callable[[View], Rows]:
+    """GPU series: only while the latest window holds GPU data."""
+
+    def rows(v: View) -> Rows:
+        agg = v.snap.agg
+        return [((str(g.index), g.uuid), get(g)) for g in agg.gpus] if agg.gpu_fresh else []
+
+    return rows
+
+
+def _rules(get: Callable[[RuleStatus], float | None], evaluated_only: bool = False
+           ) -> Callable[[View], Rows]:  # fmt: skip
+    def rows(v: View) -> Rows:
+        d = v.snap.diagnosis
+        if d is None or not v.snap.agg.vllm_fresh:
+            return []
+        return [
+            ((s.rule, s.name, s.variant), get(s))
+            for s in d.rules
+            if not evaluated_only or (s.latest is not None and s.latest.skipped is None)
+        ]
+
+    return rows
+
+
+# --- the families that change with every poll: the sources' health ---------------------------
+
+
+def _health(get: Callable[[View, str], float | None]) -> Callable[[View], Rows]:
+    return lambda v: [((s,), get(v, s)) for s in v.snap.health]
+
+
+def _errors(v: View) -> Rows:
+    for source, h in v.snap.health.items():
+        reasons = dict.fromkeys(ERROR_REASONS.get(source, ()), 0)
+        reasons.update(h.errors)
+        for reason, n in sorted(reasons.items()):
+            yield (source, reason), float(n)
+
+
+POLL_FAMILIES: tuple[Family[View], ...] = (
+    Family("up", "gauge", "1 if the source answered its last poll, else 0.", ("source",),
+           _health(lambda v, s: 1.0 if v.snap.health[s].up else 0.0)),
+    Family("last_poll_timestamp_seconds", "gauge",
+           "Unix time of the source's last successful poll.", ("source",),
+           _health(lambda v, s: v.snap.health[s].last_success)),
+    Family("poll_duration_seconds", "gauge", "How long the source's last poll took.",
+           ("source",), _health(lambda v, s: v.snap.health[s].last_duration)),
+    Family("poll_interval_seconds", "gauge",
+           "The cadence in force: seconds between polls of the source (vLLM: --poll-interval "
+           "while anything could spike, --calm-poll-interval otherwise; dcgm: as often as it "
+           "refreshes).", ("source",), _health(lambda v, s: v.snap.health[s].interval)),
+    Family("polls", "counter",
+           "Polls made of the source, answered or failed: the load the exporter puts on it.",
+           ("source",), _health(lambda v, s: float(v.snap.health[s].polls))),
+    Family("poll_errors", "counter",
+           "Failed polls by source and reason (timeout, connection, http_status, malformed, ...); "
+           "every known reason is exported from the first poll, at 0 until it happens.",
+           ("source", "reason"), _errors),
+)  # fmt: skip
+
+
+# --- the families derived from windows: they change when a window closes (~2 s) -------------
+
+ESTIMATE = (
+    "Estimate from the catalog (peak FLOP/s and bandwidth of the GPU, parameter count of the "
     "model), over the active windows of the last {H}. "
+)
+ACTIVE = (
+    f"active windows (running requests and load: KV above {T.ACTIVE_KV_PCT:g}% or GPU "
+    f"utilization above {T.ACTIVE_GPU_UTIL_PCT:g}%)"
 )
 
 
-def _roofline(f: _Families, a: Assessment, gpu_fresh: bool) -> None:
-    r, e = a.roofline, a.economics
-    f.labelled(
-        "decode_ceiling_tokens_per_second",
-        PRELUDE + "Decode ceilings, TP-scaled: scope=stream one sequence (bandwidth-bound), "
-        "scope=batch at the current mean batch, scope=hardware the compute-bound maximum.",
-        ["scope", "estimate"],
-        [
-            (["stream", EST], r.stream_tps),
-            (["batch", EST], r.batch_tps),
-            (["hardware", EST], r.hardware_tps),
-        ],
-    )
-    f.labelled(
-        "prefill_ceiling_tokens_per_second",
-        PRELUDE + "Prompt tokens/s the GPUs could process at their compute peak.",
-        ["estimate"],
-        [([EST], r.prefill_ceiling_tps)],
-    )
-    f.labelled(
-        "efficiency_ratio",
-        PRELUDE + "Generated tokens/s over the hardware decode ceiling: how much of what was paid "
-        "for is used. Calibrated for decode-bound work; prefill-heavy traffic reads low.",
-        ["estimate"],
-        [([EST], r.efficiency)],
-    )
-    f.labelled(
-        "batch_efficiency_ratio",
-        PRELUDE + "Generated tokens/s over the ceiling at the current batch: low efficiency with "
-        "high batch efficiency means too little concurrency; low batch efficiency means overhead.",
-        ["estimate"],
-        [([EST], r.batch_efficiency)],
-    )
-    f.labelled(
-        "headroom_ratio",
-        PRELUDE + "Unused fraction of the hardware decode ceiling (1 - efficiency).",
-        ["estimate"],
-        [([EST], r.headroom)],
-    )
-    f.labelled(
-        "ridge_batch_size",
-        PRELUDE + "Concurrent sequences at which decode turns from bandwidth- to compute-bound.",
-        ["estimate"],
-        [([EST], r.ridge_batch_size)],
-    )
-    f.labelled(
-        "tpot_floor_seconds",
-        PRELUDE + "Shortest possible time per output token at the current batch.",
-        ["estimate"],
-        [([EST], r.tpot_floor_seconds)],
-    )
-    f.labelled(
-        "prefill_floor_seconds",
-        PRELUDE + "Shortest possible prefill of the mean prompt; not shown at or above the ridge.",
-        ["estimate"],
-        [([EST], r.prefill_floor_seconds)],
-    )
-    f.labelled(
-        "model_weight_bytes",
-        "Model weight bytes: total parameters x bytes per parameter (catalog estimate).",
-        ["estimate"],
-        [([EST], r.weight_bytes)],
-    )
-    if gpu_fresh:
-        f.labelled(
-            "kv_headroom_bytes",
-            "Per GPU: memory total x vLLM's gpu_memory_utilization - weight bytes / TP. Negative: "
-            "the tensor-parallel size is too small for the model (estimate).",
-            ["gpu", "UUID", "estimate"],
-            [([str(g.index), g.uuid, EST], v) for g, v in r.kv_headroom_bytes],
-        )
-    f.labelled(
-        "vllm_gpu_memory_utilization_ratio",
-        "vLLM's --gpu-memory-utilization used for KV headroom; source=default means 1.0 assumed.",
-        ["source"],
-        [([a.gpu_memory_utilization_source], a.gpu_memory_utilization)],
-    )
-    f.labelled(
-        "roofline_unavailable",
-        "1 per reason a roofline figure is absent: unknown_gpu, unknown_model, no_gpu_data, "
-        "gpu_has_price_only, no_tensor_peak_in_catalog, no_load, actual_above_ceiling.",
-        ["reason"],
-        [([reason], 1.0) for reason in a.reasons],
-    )
-    f.gauge(
-        "gpu_power_total_watts",
-        "Power of all the server's GPUs, mean over the active windows of the last {H}.",
-        a.power_watts,
-    )
-    f.gauge(
-        "tokens_per_joule",
-        "Generated tokens per joule (tok/s per W) over the active windows of the last {H}; from "
-        "the GPUs' energy counters where they exist, else mean power.",
-        e.tokens_per_joule,
-    )
-    f.gauge(
-        "joules_per_token",
-        "Joules per generated token (inverse of tokens_per_joule).",
-        e.joules_per_token,
-    )
-    if a.price_source is not None:
-        ps = [a.price_source]
-        f.labelled(
-            "cost_per_hour_dollars",
-            "Server cost per hour: --cost-per-hour (price_source=flag), or catalog price x GPUs.",
-            ["price_source"],
-            [(ps, e.cost_per_hour)],
-        )
-        f.labelled(
-            "cost_per_million_tokens_dollars",
-            "Dollars per million generated tokens at the throughput of the last {H}.",
-            ["price_source"],
-            [(ps, e.cost_per_million_tokens)],
-        )
-        f.labelled(
-            "recoverable_cost_per_hour_dollars",
-            "Cost per hour x (1 - efficiency): what the unused ceiling costs (estimate).",
-            ["price_source", "estimate"],
-            [(ps + [EST], e.recoverable_per_hour)],
-        )
-    f.gauge(
-        "mfu_flops_per_second",
-        "Achieved FLOP/s per GPU as vLLM counts them (--enable-mfu-metrics), active windows.",
-        a.mfu_flops_per_second,
-    )
-    f.gauge(
-        "mfu_memory_bytes_per_second",
-        "Bytes read + written per GPU per second as vLLM counts them (--enable-mfu-metrics).",
-        a.mfu_bytes_per_second,
-    )
-    f.labelled(
-        "mfu_flops_ratio",
-        "vLLM's achieved FLOP/s per GPU over the catalog peak (model FLOPs utilization).",
-        ["estimate"],
-        [([EST], a.mfu_flops_ratio)],
-    )
-    f.labelled(
-        "mfu_bandwidth_ratio",
-        "vLLM's achieved bytes/s per GPU over the catalog peak bandwidth.",
-        ["estimate"],
-        [([EST], a.mfu_bandwidth_ratio)],
-    )
+def _info(v: View) -> Rows:
+    a, settings = v.snap.agg, v.settings
+    res = v.snap.assessment.resolved if v.snap.assessment else None
+    return [(
+        (settings.version, a.model_name or ",".join(a.model_names),
+         a.gpus[0].name if a.gpus and a.gpus[0].name else "",
+         res.gpu.name if res and res.gpu else "", res.model_catalog if res else "",
+         res.dtype if res else "", res.dtype_source if res else "",
+         str(settings.tensor_parallel_size), settings.tensor_parallel_source,
+         settings.compute_peak, "demo" if settings.demo else "live"),
+        1.0,
+    )]  # fmt: skip
 
 
-def _rules(f: _Families, d: Diagnosis) -> None:
-    labels = ["rule", "name", "variant"]
-
-    def key(s: RuleStatus) -> list[str]:
-        return [s.rule, s.name, s.variant]
-
-    evaluated = [s for s in d.rules if s.latest is not None and s.latest.skipped is None]
-    f.labelled(
-        "rule_firing",
-        "1 if the rule fired in the latest evaluable window (~2 s), else 0.",
-        labels,
-        [(key(s), 1.0 if s.latest and s.latest.fired else 0.0) for s in evaluated],
-    )
-    f.labelled(
-        "rule_fired_windows",
-        "Evaluable windows of the last {H} in which the rule fired (R4: 1 while it holds).",
-        labels,
-        [(key(s), float(s.fired_windows)) for s in d.rules],
-    )
-    f.labelled(
-        "rule_score_ratio",
-        "Fraction of the evaluable windows of the last {H} in which the rule fired (R4: 1).",
-        labels,
-        [(key(s), s.score) for s in d.rules],
-    )
-    f.labelled(
-        "rule_significant",
-        "1 when the rule passed the persistence gate over the last {H}: fired in >= 3 windows "
-        "and >= 25% of evaluable windows (R2: any preemption window, or KV >= 95% twice; R4: "
-        "whenever it holds).",
-        labels,
-        [(key(s), 1.0 if s.significant else 0.0) for s in d.rules],
-    )
-    f.labelled(
-        "rule_skipped",
-        "1 when the rule could not be evaluated in the latest evaluable window, with the reason.",
-        ["rule", "name", "reason"],
-        [
-            ([s.rule, s.name, s.latest.skipped], 1.0)
-            for s in d.rules
-            if s.latest is not None and s.latest.skipped is not None
-        ],
-    )
-    f.labelled(
-        "issue_info",
-        "1 per significant issue group (memory, scheduling, cache_reuse): its primary rule and "
-        "the fix. Numbers behind it: vllm_profile_rule_score_ratio and the series it cites.",
-        ["group", "rule", "name", "fix"],
-        [([g.group, g.primary.rule, g.primary.name, g.primary.fix], 1.0) for g in d.groups],
-    )
+def _kv_headroom(v: View) -> Rows:
+    a = _assessed(v)
+    if a is None or not v.snap.agg.gpu_fresh:
+        return []
+    return [((str(g.index), g.uuid), kv) for g, kv in a.roofline.kv_headroom_bytes]
 
 
-def _direction(f: _Families, snap: Snapshot) -> None:
-    f.gauge(
-        "config_epoch",
-        "Configuration epochs seen: +1 on each vLLM restart, cache_config_info change or "
-        "exporter reconfiguration.",
-        float(snap.epoch),
-    )
-    d = snap.direction
+def _gmu(v: View) -> Rows:
+    a = _assessed(v)
+    return [] if a is None else [((a.gpu_memory_utilization_source,), a.gpu_memory_utilization)]
+
+
+def _unavailable(v: View) -> Rows:
+    a = _assessed(v)
+    return [] if a is None else [((reason,), 1.0) for reason in a.reasons]
+
+
+def _skipped(v: View) -> Rows:
+    d = v.snap.diagnosis
+    if d is None or not v.snap.agg.vllm_fresh:
+        return []
+    return [
+        ((s.rule, s.name, s.latest.skipped), 1.0)
+        for s in d.rules
+        if s.latest is not None and s.latest.skipped is not None
+    ]
+
+
+def _issues(v: View) -> Rows:
+    d = v.snap.diagnosis
+    if d is None or not v.snap.agg.vllm_fresh:
+        return []
+    return [((g.group, g.primary.rule, g.primary.name, g.primary.fix_code), 1.0) for g in d.groups]
+
+
+def _direction(v: View) -> Rows:
+    d = v.snap.direction
     if d is None:
-        return
-    f.labelled(
-        "direction",
-        "One-hot verdict of the last before/after comparison (a full horizon on each side of "
-        "the latest configuration change): better, worse or plateau.",
-        ["direction"],
-        [([v], 1.0 if d.direction == v else 0.0) for v in ("better", "worse", "plateau")],
-    )
-    f.gauge(
-        "efficiency_delta_ratio",
-        "Change of efficiency per running request (after − before) at the last comparison; "
-        "0.02 = +2 percentage points.",
-        None if d.efficiency_delta_pp is None else d.efficiency_delta_pp / 100.0,
-    )
-    f.gauge(
-        "throughput_delta_ratio",
-        "Relative change of generated tokens/s at the last comparison (0.1 = +10%).",
-        None if d.throughput_delta_pct is None else d.throughput_delta_pct / 100.0,
-    )
-    f.gauge(
-        "ttft_p99_delta_ratio",
-        "Relative change of TTFT p99 at the last comparison (0.2 = +20%, the latency veto).",
-        None if d.ttft_p99_delta_pct is None else d.ttft_p99_delta_pct / 100.0,
-    )
+        return []
+    return [((x,), 1.0 if d.direction == x else 0.0) for x in ("better", "worse", "plateau")]
+
+
+def _delta(get: Callable[[View], float | None]) -> Callable[[View], Rows]:
+    """A direction figure in percent (or pp) as a ratio."""
+
+    def rows(v: View) -> Rows:
+        x = get(v)
+        return [((), None if x is None else x / 100.0)]
+
+    return rows
+
+
+def _dollars(v: View) -> Rows:
+    dollars = dict(v.snap.ledger.dollars)
+    a = v.snap.assessment
+    if a is not None and a.price_source is not None:
+        dollars.setdefault(a.price_source, 0.0)  # a known price starts its series at 0
+    return [((source,), x) for source, x in sorted(dollars.items())]
+
+
+def _occupancy(v: View) -> float | None:
+    running, mns = v.snap.agg.running, v.settings.max_num_seqs
+    return None if running is None or not mns else running / mns
+
+
+SIGNIFICANT = (
+    f"1 when the rule passed the persistence gate over the last {{H}}: fired in >= "
+    f"{T.PERSIST_MIN_WINDOWS} windows and >= {T.PERSIST_MIN_SHARE:.0%} of evaluable windows "
+    f"(R2: any window with preemptions, or KV >= {T.R2_KV_CRITICAL_AT_LEAST:.0%} in "
+    f"{T.R2_CRITICAL_WINDOWS} windows; R4: whenever it holds)."
+)
+
+WINDOW_FAMILIES: tuple[Family[View], ...] = (
+    # Exporter and horizon
+    Family("info", "gauge",
+           "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
+           "catalog entries matched (empty: no match, no roofline).",
+           ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "dtype",
+            "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
+            "compute_peak", "mode"), _info),
+    Family("horizon_seconds", "gauge", "Length of the aggregation horizon.", (),
+           _one(lambda v: v.settings.horizon_seconds)),
+    Family("windows", "gauge", "Windows (~2 s each) in the last {H}.", (),
+           _one(lambda v: float(v.snap.agg.windows_total))),
+    Family("evaluable_windows", "gauge",
+           "Windows of the last {H} in which vLLM answered (rules are evaluated on these).", (),
+           _one(lambda v: float(v.snap.agg.windows_evaluable))),
+    Family("active_windows", "gauge", "Windows of the last {H} under load: " + ACTIVE + ".", (),
+           _one(lambda v: float(v.snap.agg.windows_active))),
+    Family("last_window_timestamp_seconds", "gauge", "Unix time the latest window closed.", (),
+           _one(lambda v: v.snap.agg.horizon_end)),
+    Family("horizon_start_timestamp_seconds", "gauge",
+           "Unix time the oldest window of the horizon opened: aggregates cover from here to "
+           "vllm_profile_last_window_timestamp_seconds.", (),
+           _one(lambda v: v.snap.agg.horizon_start)),
+    Family("vllm_max_model_len", "gauge",
+           "max_model_len reported by vLLM's /v1/models (read at start and after a restart).", (),
+           _one(lambda v: None if v.snap.max_model_len is None else float(v.snap.max_model_len))),
+    # Serving, from vLLM's /metrics
+    Family("generation_tokens_per_second", "gauge",
+           "Generated tokens per second, time-weighted over the " + ACTIVE + " of the last {H}. "
+           "From vllm:generation_tokens_total.", (), _serving(lambda a: a.generation_tps)),
+    Family("prompt_tokens_per_second", "gauge",
+           "Prompt tokens per second (cached included), over the active windows of the last {H}. "
+           "From vllm:prompt_tokens_total.", (), _serving(lambda a: a.prompt_tps)),
+    Family("requests_per_second", "gauge",
+           "Finished requests per second, over the active windows of the last {H}. "
+           "From vllm:request_success_total (all finished_reason).", (),
+           _serving(lambda a: a.requests_per_second)),
+    Family("preemptions_per_second", "gauge",
+           "Preemptions per second, over the active windows of the last {H}. "
+           "From vllm:num_preemptions_total.", (), _serving(lambda a: a.preemptions_per_second)),
+    Family("requests_running", "gauge",
+           "Running requests, time-weighted mean over the evaluable windows of the last {H} "
+           "(sampled every poll, so short bursts count). From vllm:num_requests_running.", (),
+           _serving(lambda a: a.running)),
+    Family("requests_waiting", "gauge",
+           "Waiting requests, time-weighted mean over the evaluable windows of the last {H}. "
+           "From vllm:num_requests_waiting.", (), _serving(lambda a: a.waiting)),
+    Family("scheduler_occupancy_ratio", "gauge",
+           "Running requests / --max-num-seqs, over the evaluable windows of the last {H}.", (),
+           lambda v: [((), _occupancy(v))] if v.snap.agg.vllm_fresh else []),
+    Family("kv_cache_usage_mean_ratio", "gauge",
+           "KV cache usage 0-1, time-weighted mean over the evaluable windows of the last {H}. "
+           "From vllm:kv_cache_usage_perc (max over engines).", (),
+           _serving(lambda a: a.kv_usage_mean)),
+    Family("kv_cache_usage_peak_ratio", "gauge",
+           "KV cache usage 0-1, the highest poll over the evaluable windows of the last {H} "
+           "(catches spikes a 15 s scrape misses).", (), _serving(lambda a: a.kv_usage_peak)),
+    Family("prefix_cache_hit_ratio", "gauge",
+           "Prefix cache hits / queries (tokens) over the evaluable windows of the last {H}. "
+           "From vllm:prefix_cache_hits_total and vllm:prefix_cache_queries_total.", (),
+           _serving(lambda a: a.prefix_hit_ratio)),
+    Family("time_to_first_token_mean_seconds", "gauge",
+           "Time to first token, mean (sum delta / count delta) over the active windows of the "
+           "last {H}. From vllm:time_to_first_token_seconds.", (),
+           _serving(lambda a: a.ttft_mean)),
+    Family("time_to_first_token_p99_seconds", "gauge",
+           "Time to first token, 99th percentile over the active windows of the last {H}, "
+           "interpolated from merged per-window bucket deltas (never an average of p99s).", (),
+           _serving(lambda a: a.ttft_p99)),
+    Family("time_per_output_token_mean_seconds", "gauge",
+           "Time per output token, mean over the active windows of the last {H}. From "
+           "vllm:request_time_per_output_token_seconds, else vllm:inter_token_latency_seconds.",
+           (), _serving(lambda a: a.tpot_mean)),
+    Family("time_per_output_token_p99_seconds", "gauge",
+           "Time per output token, 99th percentile over the active windows of the last {H} (as "
+           "for TTFT).", (), _serving(lambda a: a.tpot_p99)),
+    Family("prefill_time_mean_seconds", "gauge",
+           "Request prefill time, mean over the active windows of the last {H}. "
+           "From vllm:request_prefill_time_seconds.", (), _serving(lambda a: a.prefill_time_mean)),
+    Family("queue_time_mean_seconds", "gauge",
+           "Request queue time, mean over the active windows of the last {H}. "
+           "From vllm:request_queue_time_seconds.", (), _serving(lambda a: a.queue_time_mean)),
+    Family("prompt_tokens_mean", "gauge",
+           "Mean prompt length (tokens) of requests finished in the evaluable windows of the last "
+           "{H}. From vllm:request_prompt_tokens.", (), _serving(lambda a: a.prompt_tokens_mean)),
+    # GPUs
+    Family("gpu_utilization_ratio", "gauge",
+           "GPU utilization 0-1 (NVML utilization.gpu), mean over the active windows of the last "
+           "{H}.", ("gpu", "UUID"), _per_gpu(lambda g: g.util_ratio)),
+    Family("gpu_memory_controller_busy_ratio", "gauge",
+           "Share of time 0-1 the GPU's memory controller was reading or writing (NVML "
+           "utilization.memory), mean over the active windows of the last {H}. Not memory "
+           "capacity: see gpu_memory_used_bytes.", ("gpu", "UUID"),
+           _per_gpu(lambda g: g.mem_util_ratio)),
+    Family("gpu_power_watts", "gauge",
+           "GPU power draw, mean over the active windows of the last {H} (NVML power usage).",
+           ("gpu", "UUID"), _per_gpu(lambda g: g.power_watts)),
+    Family("gpu_power_limit_watts", "gauge", "Enforced GPU power limit (NVML, read once at start).",
+           ("gpu", "UUID"), _per_gpu(lambda g: g.power_limit_watts)),
+    Family("gpu_memory_used_bytes", "gauge", "GPU memory used at the latest poll.",
+           ("gpu", "UUID"), _per_gpu(lambda g: g.mem_used_bytes)),
+    Family("gpu_memory_used_peak_bytes", "gauge",
+           "GPU memory used, the highest poll over the last {H} (never below the latest).",
+           ("gpu", "UUID"), _per_gpu(lambda g: g.mem_used_peak_bytes)),
+    Family("gpu_memory_total_bytes", "gauge", "GPU memory total (NVML).", ("gpu", "UUID"),
+           _per_gpu(lambda g: g.mem_total_bytes)),
+    Family("gpu_temperature_celsius", "gauge", "GPU temperature at the latest poll.",
+           ("gpu", "UUID"), _per_gpu(lambda g: g.temperature_c)),
+    Family("gpu_temperature_peak_celsius", "gauge",
+           "GPU temperature, the highest poll over the last {H} (never below the latest).",
+           ("gpu", "UUID"), _per_gpu(lambda g: g.temperature_peak_c)),
+    Family("gpu_sm_clock_hertz", "gauge", "SM clock at the latest poll (NVML).", ("gpu", "UUID"),
+           _per_gpu(lambda g: g.sm_clock_hz)),
+    Family("gpu_dram_bandwidth_utilization_ratio", "gauge",
+           "Measured DRAM bandwidth utilization 0-1 (NVML GPM, Hopper and newer), mean over the "
+           "active windows of the last {H}. Absent where GPM is unsupported.", ("gpu", "UUID"),
+           _per_gpu(lambda g: g.dram_bw_util_ratio)),
+    # Roofline (estimates)
+    Family("decode_stream_ceiling_tokens_per_second", "gauge",
+           ESTIMATE + "Decode ceiling of one sequence (bandwidth-bound), TP-scaled.", (),
+           _estimate(lambda a: a.roofline.stream_tps)),
+    Family("decode_batch_ceiling_tokens_per_second", "gauge",
+           ESTIMATE + "Decode ceiling at the current mean batch, TP-scaled.", (),
+           _estimate(lambda a: a.roofline.batch_tps)),
+    Family("decode_hardware_ceiling_tokens_per_second", "gauge",
+           ESTIMATE + "Compute-bound decode maximum, TP-scaled.", (),
+           _estimate(lambda a: a.roofline.hardware_tps)),
+    Family("prefill_ceiling_tokens_per_second", "gauge",
+           ESTIMATE + "Prompt tokens/s the GPUs could process at their compute peak.", (),
+           _estimate(lambda a: a.roofline.prefill_ceiling_tps)),
+    Family("efficiency_ratio", "gauge",
+           ESTIMATE + "Generated tokens/s over the hardware decode ceiling: how much of what was "
+           "paid for is used. Calibrated for decode-bound work; prefill-heavy traffic reads low.",
+           (), _estimate(lambda a: a.roofline.efficiency)),
+    Family("batch_efficiency_ratio", "gauge",
+           ESTIMATE + "Generated tokens/s over the ceiling at the current batch: low efficiency "
+           "with high batch efficiency means too little concurrency; low batch efficiency means "
+           "overhead.", (), _estimate(lambda a: a.roofline.batch_efficiency)),
+    Family("headroom_ratio", "gauge",
+           ESTIMATE + "Unused fraction of the hardware decode ceiling (1 - efficiency).", (),
+           _estimate(lambda a: a.roofline.headroom)),
+    Family("ridge_batch_size", "gauge",
+           ESTIMATE + "Concurrent sequences at which decode turns from bandwidth- to "
+           "compute-bound.", (), _estimate(lambda a: a.roofline.ridge_batch_size)),
+    Family("tpot_floor_seconds", "gauge",
+           ESTIMATE + "Shortest possible time per output token at the current batch.", (),
+           _estimate(lambda a: a.roofline.tpot_floor_seconds)),
+    Family("prefill_floor_seconds", "gauge",
+           ESTIMATE + "Shortest possible prefill of the mean prompt; not shown at or above the "
+           "ridge.", (), _estimate(lambda a: a.roofline.prefill_floor_seconds)),
+    Family("model_weight_bytes", "gauge",
+           "Estimate: model weight bytes, total parameters x bytes per parameter (catalog).", (),
+           _estimate(lambda a: a.roofline.weight_bytes)),
+    Family("kv_headroom_bytes", "gauge",
+           "Estimate per GPU: memory total x vLLM's gpu_memory_utilization - weight bytes / TP. "
+           "Negative: the tensor-parallel size is too small for the model.", ("gpu", "UUID"),
+           _kv_headroom),
+    Family("vllm_config_gpu_memory_utilization_ratio", "gauge",
+           "vLLM's --gpu-memory-utilization setting (the share of GPU memory vLLM may use), as "
+           "used for KV headroom; source=default means 1.0 assumed.", ("source",), _gmu),
+    Family("roofline_unavailable", "gauge",
+           "1 per reason a roofline figure is absent: unknown_gpu, unknown_model, "
+           "several_models, no_gpu_data, gpu_has_price_only, no_tensor_peak_in_catalog, "
+           "no_fp32_peak_in_catalog, no_load, actual_above_ceiling.", ("reason",), _unavailable),
+    Family("mfu_flops_per_second", "gauge",
+           "Achieved FLOP/s per GPU as vLLM counts them (--enable-mfu-metrics), active windows.",
+           (), _estimate(lambda a: a.mfu_flops_per_second)),
+    Family("mfu_memory_bytes_per_second", "gauge",
+           "Bytes read + written per GPU per second as vLLM counts them (--enable-mfu-metrics).",
+           (), _estimate(lambda a: a.mfu_bytes_per_second)),
+    Family("mfu_flops_ratio", "gauge",
+           "Estimate: vLLM's achieved FLOP/s per GPU over the catalog peak (model FLOPs "
+           "utilization).", (), _estimate(lambda a: a.mfu_flops_ratio)),
+    Family("mfu_bandwidth_ratio", "gauge",
+           "Estimate: vLLM's achieved bytes/s per GPU over the catalog peak bandwidth.", (),
+           _estimate(lambda a: a.mfu_bandwidth_ratio)),
+    # Energy and money: the active basis (busy time) and the wall-clock basis
+    Family("gpu_power_total_watts", "gauge",
+           "Power of all the server's GPUs, mean over the active windows of the last {H}.", (),
+           _estimate(lambda a: a.power_watts)),
+    Family("active_energy_per_token_joules", "gauge",
+           "GPU energy per generated token over the active windows of the last {H}; from the "
+           "GPUs' energy counters where they exist, else mean power / throughput.", (),
+           _estimate(lambda a: a.economics.joules_per_token)),
+    Family("cost_per_hour_dollars", "gauge",
+           "Server cost per hour: --cost-per-hour (price_source=flag), or catalog price x GPUs.",
+           ("price_source",), _priced(lambda a: a.economics.cost_per_hour)),
+    Family("active_cost_per_million_tokens_dollars", "gauge",
+           "Dollars per million generated tokens while serving: the cost per hour over the "
+           "throughput of the active windows of the last {H} (the marginal cost of a token).",
+           ("price_source",), _priced(lambda a: a.economics.cost_per_million_tokens)),
+    Family("active_recoverable_cost_per_hour_dollars", "gauge",
+           "Estimate: cost per hour x (1 - efficiency) while serving: what the unused ceiling "
+           "costs during busy time.", ("price_source",),
+           _priced(lambda a: a.economics.recoverable_per_hour)),
+    Family("duty_cycle_ratio", "gauge",
+           "Share of the observed time of the last {H} spent under load (active seconds / "
+           "seconds in which vLLM answered).", (), _estimate(lambda a: a.economics.duty_cycle)),
+    Family("wall_clock_cost_per_million_tokens_dollars", "gauge",
+           "Dollars per million generated tokens counting every observed second, busy or idle, "
+           "of the last {H}: what the tokens really cost.", ("price_source",),
+           _priced(lambda a: a.economics.wall_cost_per_million_tokens)),
+    Family("wall_clock_recoverable_cost_per_hour_dollars", "gauge",
+           "Estimate: cost per hour x (1 - duty cycle x efficiency) over the last {H}: idle "
+           "capacity counts as recoverable, and a fully idle server's whole cost is.",
+           ("price_source",), _priced(lambda a: a.economics.wall_recoverable_per_hour)),
+    Family("observed_seconds", "counter",
+           "Seconds in which vLLM answered (evaluable windows) since the exporter started; "
+           "survives vLLM restarts.", (), _one(lambda v: v.snap.ledger.observed_seconds)),
+    Family("active_seconds", "counter",
+           "Of those, seconds under load (active windows): increase(active) / increase(observed) "
+           "is the duty cycle over any range.", (),
+           _one(lambda v: v.snap.ledger.active_seconds)),
+    Family("observed_generation_tokens", "counter",
+           "Tokens generated in the observed seconds since the exporter started (summed over "
+           "vLLM restarts).", (), _one(lambda v: v.snap.ledger.generation_tokens)),
+    Family("observed_cost_dollars", "counter",
+           "Cost accrued over the observed seconds (cost per hour x seconds / 3600): "
+           "increase(this) / increase(observed_generation_tokens) is the wall-clock cost of a "
+           "token over any range.", ("price_source",), _dollars),
+    Family("observed_gpu_energy_joules", "counter",
+           "Energy of all the server's GPUs over the observed seconds (energy counters where "
+           "they exist, else mean power x time).", (),
+           _one(lambda v: v.snap.ledger.energy_joules)),
+    # Rules, issues and direction
+    Family("rule_firing", "gauge",
+           "1 if the rule fired in the latest evaluable window (~2 s), else 0.",
+           ("rule", "name", "variant"),
+           _rules(lambda s: 1.0 if s.latest and s.latest.fired else 0.0, evaluated_only=True)),
+    Family("rule_fired_windows", "gauge",
+           "Evaluable windows of the last {H} in which the rule fired (R4: 1 while it holds).",
+           ("rule", "name", "variant"), _rules(lambda s: float(s.fired_windows))),
+    Family("rule_score_ratio", "gauge",
+           "Fraction of the evaluable windows of the last {H} in which the rule fired (R4: 1).",
+           ("rule", "name", "variant"), _rules(lambda s: s.score)),
+    Family("rule_significant", "gauge", SIGNIFICANT, ("rule", "name", "variant"),
+           _rules(lambda s: 1.0 if s.significant else 0.0)),
+    Family("rule_skipped", "gauge",
+           "1 while the rule cannot be evaluated in the latest evaluable window; reason: "
+           + ", ".join(SKIP_REASONS) + ".", ("rule", "name", "reason"), _skipped),
+    Family("issue_info", "gauge",
+           "1 per significant issue group (memory, scheduling, cache_reuse): its primary rule "
+           "and the fix as a code (" + ", ".join(FIXES) + "). The numbers behind it: "
+           "vllm_profile_rule_score_ratio and the series it cites.",
+           ("group", "rule", "name", "fix"), _issues),
+    Family("config_epoch", "gauge",
+           "Configuration epochs seen: +1 on each vLLM restart, cache_config_info change or "
+           "exporter reconfiguration.", (), _one(lambda v: float(v.snap.epoch))),
+    Family("direction", "gauge",
+           "One-hot verdict of the last before/after comparison (a full horizon on each side of "
+           "the latest configuration change): better, worse or plateau.", ("direction",),
+           _direction),
+    Family("efficiency_delta_ratio", "gauge",
+           "Change of efficiency per running request (after - before) at the last comparison; "
+           "0.02 = +2 percentage points.", (),
+           _delta(lambda v: v.snap.direction.efficiency_delta_pp if v.snap.direction else None)),
+    Family("throughput_delta_ratio", "gauge",
+           "Relative change of generated tokens/s at the last comparison (0.1 = +10%).", (),
+           _delta(lambda v: v.snap.direction.throughput_delta_pct if v.snap.direction else None)),
+    Family("ttft_p99_delta_ratio", "gauge",
+           f"Relative change of TTFT p99 at the last comparison (0.2 = +20%; above "
+           f"+{T.LATENCY_VETO_TTFT_P99_PCT:g}% it vetoes better).", (),
+           _delta(lambda v: v.snap.direction.ttft_p99_delta_pct if v.snap.direction else None)),
+)  # fmt: skip
+
+
+# --- the poll schedule's own health (live polling only) --------------------------------------
+
+SCHEDULE_FAMILIES: tuple[Family[LoopStats], ...] = (
+    Family("poll_skipped", "counter",
+           "Scheduled polls skipped because the previous poll overran its slot (never queued).",
+           (), lambda st: [((), float(st.skipped))]),
+    Family("poll_lateness_p99_seconds", "gauge",
+           "How late polls started against their schedule, 99th percentile over the last 1024 "
+           "polls.", (), lambda st: [((), st.lateness_quantile(0.99))]),
+    Family("poll_lateness_max_seconds", "gauge",
+           "How late the latest of the last 1024 polls started against its schedule.", (),
+           lambda st: [((), st.lateness_quantile(1.0))]),
+)  # fmt: skip
+
+ALL_FAMILIES: tuple[Family[View] | Family[LoopStats], ...] = (
+    POLL_FAMILIES + WINDOW_FAMILIES + SCHEDULE_FAMILIES
+)
 
 
 def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
-    """All families for one scrape, from one immutable snapshot."""
+    """All snapshot families for one scrape, from one immutable snapshot."""
     return poll_families(snap, settings) + window_families(snap, settings)
 
 
 def poll_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """The families that change with every poll: the sources' health."""
-    f = _Families(settings)
-    _health(f, snap)
-    return f.out
+    return render(POLL_FAMILIES, View(snap, settings), settings.horizon_seconds)
 
 
 def window_key(snap: Snapshot) -> tuple[object, ...]:
@@ -559,95 +603,23 @@ def window_key(snap: Snapshot) -> tuple[object, ...]:
     objects only when a window closes or the configuration changes, so an equal key means
     the same output."""
     return (snap.agg, snap.latest, snap.latest_gate, snap.assessment, snap.diagnosis,
-            snap.direction, snap.epoch, snap.max_model_len)  # fmt: skip
+            snap.direction, snap.epoch, snap.max_model_len, snap.ledger)  # fmt: skip
 
 
 def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """The families derived from windows: they change when a window closes (~2 s)."""
-    f = _Families(settings)
-    a = snap.agg
-    info = GaugeMetricFamily(
-        f"{NS}_info",
-        "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
-        "catalog entries matched (empty: no match, no roofline).",
-        labels=[
-            "version", "model", "gpu_name", "gpu_catalog", "model_catalog", "dtype",
-            "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
-            "compute_peak", "mode",
-        ],
-    )  # fmt: skip
-    gpu_name = a.gpus[0].name if a.gpus and a.gpus[0].name else ""
-    res = snap.assessment.resolved if snap.assessment else None
-    info.add_metric(
-        [
-            settings.version,
-            a.model_name or ",".join(a.model_names),
-            gpu_name,
-            res.gpu.name if res and res.gpu else "",
-            res.model_catalog if res else "",
-            res.dtype if res else "",
-            res.dtype_source if res else "",
-            str(settings.tensor_parallel_size),
-            settings.tensor_parallel_source,
-            settings.compute_peak,
-            "demo" if settings.demo else "live",
-        ],
-        1.0,
-    )
-    f.out.append(info)
-    f.gauge("horizon_seconds", "Length of the aggregation horizon.", settings.horizon_seconds)
-    f.labelled(
-        "windows",
-        "Windows (~2 s each) in the last {H}: total, evaluable (vLLM answered), "
-        "active (under load).",
-        ["kind"],
-        [
-            (["total"], float(a.windows_total)),
-            (["evaluable"], float(a.windows_evaluable)),
-            (["active"], float(a.windows_active)),
-        ],
-    )
-    f.gauge("last_window_timestamp_seconds", "Unix time the latest window closed.", a.horizon_end)
-    f.gauge(
-        "horizon_start_timestamp_seconds",
-        "Unix time the oldest window of the horizon opened: aggregates cover from here to "
-        "vllm_profile_last_window_timestamp_seconds.",
-        a.horizon_start,
-    )
-    f.gauge(
-        "vllm_max_model_len",
-        "max_model_len reported by vLLM's /v1/models (read at start and after a restart).",
-        None if snap.max_model_len is None else float(snap.max_model_len),
-    )
-    if a.vllm_fresh:
-        _vllm(f, a)
-        if snap.assessment is not None:
-            _roofline(f, snap.assessment, a.gpu_fresh)
-        if snap.diagnosis is not None:
-            _rules(f, snap.diagnosis)
-    _direction(f, snap)
-    if a.gpu_fresh:
-        _gpu(f, a.gpus)
-    return f.out
+    return render(WINDOW_FAMILIES, View(snap, settings), settings.horizon_seconds)
 
 
 def schedule_families(stats: LoopStats) -> list[Metric]:
     """The poll schedule's own health (live polling only; absent in replay)."""
-    skipped = CounterMetricFamily(
-        f"{NS}_poll_skipped",
-        "Scheduled polls skipped because the previous poll overran its slot (never queued).",
-    )
-    skipped.add_metric([], stats.skipped)
-    late = GaugeMetricFamily(
-        f"{NS}_poll_lateness_seconds",
-        "How late polls started against their schedule, over the last 1024 polls.",
-        labels=["stat"],
-    )
-    for stat, q in (("p99", 0.99), ("max", 1.0)):
-        v = stats.lateness_quantile(q)
-        if v is not None:
-            late.add_metric([stat], v)
-    return [skipped, late]
+    return render(SCHEDULE_FAMILIES, stats, 0.0)
+
+
+def _described(table: Iterable[Family[View] | Family[LoopStats]]) -> Iterator[Metric]:
+    for f in table:
+        cls = CounterMetricFamily if f.type == "counter" else GaugeMetricFamily
+        yield cls(f"{NS}_{f.name}", f.help, labels=list(f.labels))
 
 
 class SnapshotCollector(Collector):
@@ -678,6 +650,16 @@ class SnapshotCollector(Collector):
         if self._loop_stats is not None and self._part == "all":
             yield from schedule_families(self._loop_stats())
 
+    def describe(self) -> Iterator[Metric]:
+        tables: list[Family[View] | Family[LoopStats]] = []
+        if self._part != "window":
+            tables += POLL_FAMILIES
+        if self._part != "poll":
+            tables += WINDOW_FAMILIES
+        if self._loop_stats is not None and self._part == "all":
+            tables += SCHEDULE_FAMILIES
+        return _described(tables)
+
 
 class ScheduleCollector(Collector):
     """The poll schedule's families alone (see :func:`schedule_families`)."""
@@ -689,4 +671,4 @@ class ScheduleCollector(Collector):
         yield from schedule_families(self._loop_stats())
 
     def describe(self) -> Iterator[Metric]:
-        return iter(())
+        return _described(SCHEDULE_FAMILIES)

@@ -22,10 +22,27 @@ from typing import Protocol
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError
 from exporter.scrape.http_get import FetchError
 
-__all__ = ["ENGINE_KINDS", "GPU_KINDS", "EnginePoll", "EngineSource", "FetchError", "GpuSource"]
+__all__ = [
+    "ENGINE_KINDS", "ERROR_REASONS", "GPU_KINDS", "EnginePoll", "EngineSource", "FetchError",
+    "GpuSource",
+]  # fmt: skip
 
 ENGINE_KINDS = ("vllm",)  # the role's health label is its kind
 GPU_KINDS = ("nvml", "dcgm", "none")
+
+# Every reason a poll of each kind can fail with (the ``reason`` label of poll_errors_total):
+# each series is exported at 0 from the first poll, so rate() and increase() see the first
+# failure. A new reason is added here with the code that returns it.
+_LOOP = ("timeout", "internal")  # the loop's own: no answer by the deadline, the poll raised
+_HTTP = ("connection", "http_status", "redirect", "tls", "bad_content_type", "body_too_large",
+         "malformed", "non_finite")  # fmt: skip
+_VLLM_BODY = ("truncated", "negative", "duplicate_series", "bad_histogram", "no_vllm_metrics",
+              "several_servers")  # fmt: skip
+ERROR_REASONS: dict[str, tuple[str, ...]] = {
+    "vllm": _LOOP + _HTTP + _VLLM_BODY,
+    "nvml": _LOOP + ("unavailable", "no_gpu_answered"),
+    "dcgm": _LOOP + _HTTP + ("no_gpu_selected",),
+}
 
 
 @dataclass(frozen=True, slots=True)

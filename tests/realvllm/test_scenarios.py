@@ -74,8 +74,8 @@ class Stack:
         windows longer, and fewer."""
         start = self.value("vllm_profile_horizon_start_timestamp_seconds")
         end = self.value("vllm_profile_last_window_timestamp_seconds")
-        total = self.value('vllm_profile_windows{kind="total"}')
-        kind = self.value(f'vllm_profile_windows{{kind="{"active" if active else "evaluable"}"}}')
+        total = self.value("vllm_profile_windows")
+        kind = self.value(f"vllm_profile_{'active' if active else 'evaluable'}_windows")
         if None in (start, end, total, kind):
             return False
         return end - start >= seconds - 2.5 and kind == total  # type: ignore[operator]
@@ -145,7 +145,7 @@ def test_idle(stack: Stack, main_server: VllmServer) -> None:
     stack.exporter_for(main_server, "--max-num-seqs", "64", "--horizon", "10s")
     # vLLM answers (running = 0 is data): windows are evaluable but never active.
     wait_for(lambda: stack.horizon_full(10, active=False), 40, "a full horizon")
-    assert stack.value('vllm_profile_windows{kind="active"}') == 0
+    assert stack.value("vllm_profile_active_windows") == 0
     assert stack.value("vllm_profile_generation_tokens_per_second") is None
     assert stack.value("sum(vllm_profile_rule_significant)") == 0
     assert stack.value("vllm_profile_requests_running") == 0
@@ -183,7 +183,7 @@ def test_under_batching_and_truth(stack: Stack, main_server: VllmServer) -> None
         time.sleep(1.0)
         tps = stack.value("vllm_profile_generation_tokens_per_second")
         rps = stack.value("vllm_profile_requests_per_second")
-        ttft = stack.value('vllm_profile_time_to_first_token_seconds{stat="mean"}')
+        ttft = stack.value("vllm_profile_time_to_first_token_mean_seconds")
         h0 = stack.value("vllm_profile_horizon_start_timestamp_seconds")
         h1 = stack.value("vllm_profile_last_window_timestamp_seconds")
     finally:
@@ -315,7 +315,7 @@ def test_kv_pressure(stack: Stack, logs: Path) -> None:
         load.start()
         try:
             wait_for(lambda: stack.rule("R2", "main") == 1, 90, "R2 significant")
-            peak = stack.value('vllm_profile_kv_cache_usage_ratio{stat="peak"}')
+            peak = stack.value("vllm_profile_kv_cache_usage_peak_ratio")
             assert peak is not None and peak >= 0.88
             assert stack.value('vllm_profile_issue_info{group="memory",rule="R2"}') == 1
             assert stack.value('vllm_profile_poll_interval_seconds{source="vllm"}') == 0.25
@@ -328,7 +328,7 @@ def test_kv_pressure(stack: Stack, logs: Path) -> None:
         if twin is not None:
             twin.stop()
         server.stop()
-    twin_peak = metric(twin_text, "vllm_profile_kv_cache_usage_ratio", stat="peak")
+    twin_peak = metric(twin_text, "vllm_profile_kv_cache_usage_peak_ratio")
     REPORT["kv_pressure_cadence"] = {"adaptive_peak": peak, "fixed_250ms_peak": twin_peak}
     # The same verdict (both significant), and both peaks in R2's range (>= 88%). The peaks
     # themselves need not agree to a block: the two exporters poll at different instants, read
