@@ -159,6 +159,7 @@ class Pipeline:
         self._assessment: Assessment | None = None
         self._diagnosis: Diagnosis | None = None
         self._max_model_len: int | None = None
+        self._model_roots: Mapping[str, str] = {}
         self._identity = TargetIdentity(hold=max(60.0, horizon_seconds))
         self._last_cache_config: Mapping[str, str] | None = None
         self._epoch = 0
@@ -249,6 +250,8 @@ class Pipeline:
         self.models_wanted = False
         if info is not None and info.max_model_len is not None:
             self._max_model_len = info.max_model_len
+        if info is not None:
+            self._model_roots = MappingProxyType(dict(info.roots))
 
     def add_tick(self, tick: Tick) -> None:
         self._apply_pending()
@@ -360,7 +363,7 @@ class Pipeline:
         # figures stay fresh for one of its intervals and a window more, not longer.
         hold = 0.0 if self.gpu_cadence is None else self.gpu_cadence.interval + self.window_seconds
         self._agg = aggregate([(h.window, h.gate) for h in self._horizon], gpu_hold=hold)
-        self._assessment = assess(self._agg, self._roofline)
+        self._assessment = assess(self._agg, self._roofline, self._model_roots)
         self._diagnosis = diagnose(
             [h.rules for h in self._horizon if h.gate.evaluable],
             self._agg,

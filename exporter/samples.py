@@ -138,6 +138,8 @@ class ModelsInfo:
     observed_at: float
     max_model_len: int | None
     model_ids: tuple[str, ...] = ()
+    # (served name, root): the path or Hugging Face id each name serves, where vLLM says
+    roots: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from exporter.app import load_catalog
@@ -12,6 +15,7 @@ from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve_dtype
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
+from exporter.scrape.vllm_fetch import parse_models
 
 CATALOG = load_catalog(load_config({}, {}, {}))
 LLAMA70 = "meta-llama/Llama-3.1-70B-Instruct"
@@ -216,3 +220,61 @@ class TestChains:
         assert load_config({}, {"VLLM_TENSOR_PARALLEL_SIZE": "8"}, {}).tp == 8
         assert load_config({}, {}, {}).tp == 1
         assert load_config({}, {"VLLM_DTYPE": "bfloat16"}, {}).dtype_env == "bf16"
+
+
+class TestServedNameAliases:
+    """``--served-model-name chat`` hides the model; /v1/models' ``root`` names it."""
+
+    def test_an_alias_matches_on_its_root(self) -> None:
+        a = aggregate(model="chat")
+        assert reasons(exported(a)) == {"unknown_model"}
+        res = assess(a, RooflineSettings(catalog=CATALOG), {"chat": LLAMA70}).resolved
+        assert (res.model_catalog, res.model_matched_on, res.model_root) == (
+            "Llama 3 70B", "root", LLAMA70)  # fmt: skip
+        # The served name wins when it matches by itself; the root is only a fallback.
+        own = assess(aggregate(model="qwen3-32b"), RooflineSettings(catalog=CATALOG),
+                     {"qwen3-32b": LLAMA70}).resolved  # fmt: skip
+        assert (own.model_catalog, own.model_matched_on) == ("Qwen3 32B", "served_name")
+        # --model-params beats both.
+        flag = assess(a, RooflineSettings(catalog=CATALOG, model_params=(7e9, None)),
+                      {"chat": LLAMA70}).resolved  # fmt: skip
+        assert (flag.model_catalog, flag.model_matched_on) == ("flag", "flag")
+
+    def test_the_root_is_only_the_served_names_own(self) -> None:
+        # Another name's root, or a root when the body names several models, proves nothing.
+        s = RooflineSettings(catalog=CATALOG)
+        assert assess(aggregate(model="chat"), s, {"other": LLAMA70}).resolved.model_catalog == ""
+        several = replace(aggregate(model=None), model_names=("chat", "code"))
+        res = assess(several, s, {"chat": LLAMA70, "code": LLAMA70}).resolved
+        assert (res.model_catalog, res.reasons) == ("", ("several_models",))
+
+    def test_a_quantized_root_gives_the_dtype(self) -> None:
+        root = "RedHatAI/Meta-Llama-3.1-70B-Instruct-FP8"
+        res = assess(aggregate(model="chat"), RooflineSettings(catalog=CATALOG), {"chat": root})
+        assert (res.resolved.dtype, res.resolved.dtype_source) == ("fp8", "model_name")
+        assert res.roofline.weight_bytes == 70e9  # one byte per parameter
+
+    def test_info_says_what_matched(self) -> None:
+        a = aggregate(model="chat")
+        snap = Snapshot(agg=a, assessment=assess(a, RooflineSettings(catalog=CATALOG),
+                                                 {"chat": LLAMA70}))  # fmt: skip
+        (info,) = [f for f in metric_families(snap, ExportSettings("t", 60.0, 0.25))
+                   if f.name == "vllm_profile_info"]  # fmt: skip
+        labels = info.samples[0].labels
+        assert (labels["model"], labels["model_catalog"], labels["model_root"],
+                labels["model_matched_on"]) == ("chat", "Llama 3 70B", LLAMA70, "root")  # fmt: skip
+
+
+def test_models_roots_are_read_defensively() -> None:
+    body = json.dumps({"data": [
+        {"id": "chat", "root": "meta-llama/Llama-3.1-8B", "max_model_len": 8192},
+        {"id": "lora-a", "root": "/adapters/a", "parent": "chat"},
+        {"id": "odd", "root": 42}, {"id": "none", "root": None}, {"id": "empty", "root": ""},
+        {"id": "long", "root": "x" * 5000},
+    ]})  # fmt: skip
+    info = parse_models(body, 1.0)
+    assert info is not None and info.max_model_len == 8192
+    roots = dict(info.roots)
+    assert roots["chat"] == "meta-llama/Llama-3.1-8B" and roots["lora-a"] == "/adapters/a"
+    assert "odd" not in roots and "none" not in roots and "empty" not in roots
+    assert len(roots["long"]) == 512  # cut: it only feeds matching and a label

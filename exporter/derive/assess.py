@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.derive import economics, roofline
@@ -50,10 +51,15 @@ def _positive(v: float | None) -> float | None:
     return v if v is not None and v > 0 else None
 
 
-def assess(agg: Aggregate, s: RooflineSettings) -> Assessment:
+def assess(
+    agg: Aggregate, s: RooflineSettings, roots: Mapping[str, str] | None = None
+) -> Assessment:
+    """``roots``: each served name's root from ``/v1/models`` (matched when the name is not)."""
+    name = agg.model_name if len(agg.model_names) <= 1 else None
     res = resolve(
         s,
-        model_name=agg.model_name if len(agg.model_names) <= 1 else None,
+        model_name=name,
+        model_root=(roots or {}).get(name) if name else None,
         several_models=len(agg.model_names) > 1,
         gpu_names=[g.name or "" for g in agg.gpus],
         cache_config=agg.cache_config,

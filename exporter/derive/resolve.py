@@ -59,6 +59,10 @@ class Resolved:
     dtype_source: str
     inputs: RooflineInputs
     reasons: tuple[str, ...] = ()
+    # What matched the catalog: "served_name" (vLLM's model_name), "root" (the path or id an
+    # alias serves, from /v1/models), "flag" (--model-params), "" (nothing)
+    model_matched_on: str = ""
+    model_root: str = ""  # the root of the served name, when /v1/models gave one
 
 
 def resolve_gpu(catalog: Catalog, names: list[str]) -> GpuSpec | None:
@@ -100,7 +104,10 @@ def resolve(
     gpu_names: list[str],
     cache_config: Mapping[str, str],
     several_models: bool = False,
+    model_root: str | None = None,
 ) -> Resolved:
+    """The roofline's inputs. The model is matched on vLLM's served name, else on the root it
+    serves (``--served-model-name chat`` for ``meta-llama/Llama-3.1-8B`` still finds Llama 3 8B)."""
     reasons: list[str] = []
     gpu = resolve_gpu(s.catalog, gpu_names)
     if not gpu_names:
@@ -108,11 +115,16 @@ def resolve(
     elif gpu is None:
         reasons.append("unknown_gpu")
     model = best_match(model_name, s.catalog.models) if model_name else None
+    matched_on = "served_name" if model else ""
+    if model is None and model_name and model_root:
+        model = best_match(model_root, s.catalog.models)
+        matched_on = "root" if model else ""
     rp: float | None
     wp: float | None
     if s.model_params is not None:
         total, active = s.model_params
         rp, wp, model_catalog = active or total, total, "flag"
+        matched_on = "flag"
     elif model is not None:
         total_p = model.params_b * 1e9
         active_p = None if model.active_params_b is None else model.active_params_b * 1e9
@@ -121,7 +133,8 @@ def resolve(
         rp = wp = None
         model_catalog = ""
         reasons.append("several_models" if several_models else "unknown_model")
-    dtype, dtype_source = resolve_dtype(s, model_name, cache_config, model)
+    names = " ".join(n for n in (model_name, model_root if model_name else None) if n)
+    dtype, dtype_source = resolve_dtype(s, names or None, cache_config, model)
     flops: float | None = None
     bw: float | None = None
     if gpu is not None:
@@ -131,4 +144,5 @@ def resolve(
         if flops is None or bw is None:
             reasons.append(f"no_{s.compute_peak}_peak_in_catalog" if bw else "gpu_has_price_only")
     inputs = RooflineInputs(flops, bw, rp, wp, BYTES_PER_PARAM[dtype], s.tp)
-    return Resolved(gpu, model, model_catalog, dtype, dtype_source, inputs, tuple(reasons))
+    return Resolved(gpu, model, model_catalog, dtype, dtype_source, inputs, tuple(reasons),
+                    matched_on, model_root or "")  # fmt: skip

@@ -224,6 +224,7 @@ def _info(v: View) -> Rows:
         (settings.version, a.model_name or ",".join(a.model_names),
          a.gpus[0].name if a.gpus and a.gpus[0].name else "",
          res.gpu.name if res and res.gpu else "", res.model_catalog if res else "",
+         res.model_root if res else "", res.model_matched_on if res else "",
          res.dtype if res else "", res.dtype_source if res else "",
          str(settings.tensor_parallel_size), settings.tensor_parallel_source,
          settings.compute_peak, "demo" if settings.demo else "live"),
@@ -307,8 +308,11 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
     # Exporter and horizon
     Family("info", "gauge",
            "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
-           "catalog entries matched (empty: no match, no roofline).",
-           ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "dtype",
+           "catalog entries matched (empty: no match, no roofline); model_matched_on says which "
+           "name matched: served_name, root (what a --served-model-name alias serves, from "
+           "/v1/models) or flag (--model-params).",
+           ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "model_root",
+            "model_matched_on", "dtype",
             "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
             "compute_peak", "mode"), _info),
     Family("horizon_seconds", "gauge", "Length of the aggregation horizon.", (),

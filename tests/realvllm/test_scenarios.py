@@ -149,6 +149,11 @@ def test_idle(stack: Stack, main_server: VllmServer) -> None:
     assert stack.value("vllm_profile_generation_tokens_per_second") is None
     assert stack.value("sum(vllm_profile_rule_significant)") == 0
     assert stack.value("vllm_profile_requests_running") == 0
+    # Idle hours are observed, and cost, but are not active: a duty cycle of 0.
+    observed = stack.value("vllm_profile_observed_seconds_total")
+    assert observed is not None and observed > 0
+    assert stack.value("vllm_profile_active_seconds_total") == 0
+    assert stack.value("vllm_profile_duty_cycle_ratio") == 0
     # Nothing could spike: vLLM is polled at the calm interval, the cadence says so.
     assert stack.value('vllm_profile_poll_interval_seconds{source="vllm"}') == 1.0
     # The vLLM-side cost of our polling, side by side in one run: no exporter, the default
@@ -336,3 +341,34 @@ def test_kv_pressure(stack: Stack, logs: Path) -> None:
     # the 12 blocks is its null block) - a run saw 1.0 against 10/11.
     assert twin_peak is not None and twin_peak >= 0.88
     timed("kv_pressure", t0)
+
+
+TINY_CATALOG = """
+models:
+  Tiny Llama:
+    match: ["tiny llama"]
+    params_b: 0.002
+"""
+
+
+def test_served_name_alias_matches_on_root(stack: Stack, logs: Path) -> None:
+    # vLLM serves the tiny model as "chat": the name says nothing, /v1/models' root (the
+    # model's path, .../tiny-llama) does. A catalog entry for the tiny model proves the match.
+    t0 = time.monotonic()
+    catalog = stack.tmp / "tiny-catalog.yaml"
+    catalog.write_text(TINY_CATALOG)
+    server = started(logs, "alias", "--served-model-name", "chat")
+    try:
+        stack.exporter_for(server, "--catalog-file", str(catalog), "--horizon", "10s")
+        query = 'vllm_profile_info{model="chat",model_catalog="Tiny Llama",model_matched_on="root"}'
+        wait_for(lambda: stack.value(query) == 1, 60, "the alias matched on its root")
+        root = stack.prom.query(query)[0]["metric"]["model_root"]
+        assert root == str(vllm_server.cache_root() / "tiny-llama")
+        assert stack.value('vllm_profile_roofline_unavailable{reason="unknown_model"}') is None
+        # 2e6 parameters in bf16 (vLLM's --dtype bfloat16 leaves cache_dtype auto): 4e6 bytes.
+        wait_for(lambda: stack.value("vllm_profile_model_weight_bytes") is not None, 30, "weights")
+        assert stack.value("vllm_profile_model_weight_bytes") == 4e6
+    finally:
+        stack.stop_exporter()
+        server.stop()
+    timed("alias", t0)
