@@ -270,3 +270,16 @@ def test_throughput_above_the_ceiling_is_withheld() -> None:
     assert "vllm_profile_efficiency_ratio" not in names
     assert "vllm_profile_decode_ceiling_tokens_per_second" not in names
     assert m[("vllm_profile_roofline_unavailable", (("reason", "actual_above_ceiling"),))] == 1
+
+
+def test_every_error_reason_exists_from_the_first_poll(underbatch_vllm_only) -> None:
+    # A clean recording: no poll failed, yet every reason a vLLM poll can fail with is a series
+    # at 0, so the first failure is an increase Prometheus can see.
+    m = underbatch_vllm_only
+    errors = {dict(k)["reason"]: v for (name, k) in m if name == "vllm_profile_poll_errors_total"
+              for v in [m[(name, k)]] if dict(k)["source"] == "vllm"}  # fmt: skip
+    expected = {"timeout", "internal", "connection", "http_status", "redirect", "tls",
+                "bad_content_type", "body_too_large", "malformed", "non_finite", "truncated",
+                "negative", "duplicate_series", "bad_histogram", "no_vllm_metrics",
+                "several_servers"}  # fmt: skip
+    assert errors == dict.fromkeys(expected, 0.0)
