@@ -37,14 +37,19 @@ from exporter.yamlsafe import YamlError, load_yaml
 log = logging.getLogger("vllm_profile_exporter")
 
 
-def _add_options(p: argparse.ArgumentParser) -> None:
+def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options that mean something to ``command``; the others are not offered (their env
+    twins and config-file keys are still accepted, and ignored where they do not apply)."""
     p.add_argument("--config", type=Path, help="YAML file of options (keys are flag names)")
     for o in OPTIONS:
+        if command not in o.commands:
+            continue
         p.add_argument(
             f"--{o.flag}",
             dest=o.dest,
             default=None,
-            help=f"{o.help} [env {o.env}; default {o.default!r}]",
+            metavar="{" + ",".join(o.choices) + "}" if o.choices else None,
+            help=f"{o.help} [env {o.env}; default {o.shown_default}]",
         )
 
 
@@ -62,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve a bundled recording of a real vLLM server and H200 instead of live sources",
     )
-    _add_options(serve)
+    _add_options(serve, "serve")
 
     rec = sub.add_parser("record", help="write every raw poll to a recording (JSON Lines)")
     rec.add_argument("--output", "-o", type=Path, required=True, help="file; .gz compresses")
-    rec.add_argument("--duration", default="60s", help="how long to record, e.g. 2m")
-    _add_options(rec)
+    rec.add_argument("--duration", default="60s", help="how long to record, e.g. 2m (default 60s)")
+    _add_options(rec, "record")
 
     rep = sub.add_parser("replay", help="run the pipeline over a recording in simulated time")
     rep.add_argument("file", type=Path, help="recording (vLLM and/or GPU entries)")
@@ -80,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the diagnosis; the whole recording is the horizon unless --horizon is given",
     )
     _add_report_options(rep)
-    _add_options(rep)
+    _add_options(rep, "replay")
 
     diag = sub.add_parser("diagnose", help="poll vLLM for a while and print one diagnosis")
     diag.add_argument("--url", dest="vllm_url_alias", help="vLLM base URL (same as --vllm-url)")
-    diag.add_argument("--duration", default="2m", help="how long to measure, e.g. 2m")
+    diag.add_argument("--duration", default="2m", help="how long to measure, e.g. 30s (default 2m)")
     diag.add_argument(
         "--loop",
         action="store_true",
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continue",
     )
     _add_report_options(diag)
-    _add_options(diag)
+    _add_options(diag, "diagnose")
     return parser
 
 
@@ -113,7 +118,7 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"--config {args.config}: expected a mapping of option: value")
         file_values = {str(k): v for k, v in (loaded or {}).items()}
-    flags = {o.dest: getattr(args, o.dest) for o in OPTIONS}
+    flags = {o.dest: getattr(args, o.dest, None) for o in OPTIONS}
     if getattr(args, "vllm_url_alias", None):  # diagnose --url
         flags["vllm_url"] = args.vllm_url_alias
     return load_config(flags, env, file_values)

@@ -157,12 +157,36 @@ def _model_params(text: str) -> tuple[float, float | None]:
     return nums[0], nums[1] if len(nums) == 2 else None
 
 
+LIVE = frozenset({"serve", "record", "diagnose"})  # the commands that poll live sources
+ANALYSE = frozenset({"serve", "replay", "diagnose"})  # the commands that derive figures
+ALL = LIVE | ANALYSE
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One option: its flag, env twin and config-file key, and the subcommands it means
+    something to (a subcommand's --help lists only its own)."""
+
     flag: str  # without the leading dashes
     parse: Callable[[str], Any]
     default: Any
     help: str
+    commands: frozenset[str] = ALL
+    choices: tuple[str, ...] = ()
+    duration: bool = False  # seconds, shown as 250ms / 60s
+    shown: str | None = None  # the default in words, where it is not one value
+
+    @property
+    def shown_default(self) -> str:
+        """The default as a person would type it."""
+        d = self.default
+        if self.shown is not None:
+            return self.shown
+        if d is None or d == ():
+            return "none"
+        if self.duration and isinstance(d, float):
+            return f"{d * 1000:g}ms" if d < 1 else f"{d:g}s"
+        return str(d)
 
     @property
     def dest(self) -> str:
@@ -174,46 +198,113 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("vllm-url", _vllm_url, "http://localhost:8000", "vLLM base URL, or its /metrics URL"),
-    Option("web.listen-address", _listen_address, ":9709", "where /metrics listens, [HOST]:PORT"),
     Option(
-        "web.config.file", _path, None, "TLS and basic auth (Prometheus exporter-toolkit format)"
+        "vllm-url", _vllm_url, "http://localhost:8000", "vLLM base URL, or its /metrics URL", LIVE
     ),
-    Option("gpu", _gpu_list, (), "GPU indices or UUIDs, comma-separated (default: all visible)"),
-    Option("gpu-source", _choice(*GPU_KINDS), "nvml", f"GPU data from: {', '.join(GPU_KINDS)}"),
     Option(
-        "dcgm-url", _dcgm_url, None, "the node's dcgm-exporter /metrics URL (--gpu-source dcgm)"
+        "web.listen-address",
+        _listen_address,
+        ":9709",
+        "where /metrics listens, [HOST]:PORT",
+        frozenset({"serve"}),
     ),
-    Option("dcgm-pod", str, None, "keep dcgm-exporter series of this pod (downward API)"),
-    Option("dcgm-namespace", str, None, "with --dcgm-pod: the pod's namespace"),
-    Option("vllm-replay", _path, None, "serve vLLM data from this recording instead of vLLM"),
-    Option("gpu-replay", _path, None, "serve GPU data from this recording instead of NVML"),
+    Option(
+        "web.config.file",
+        _path,
+        None,
+        "TLS and basic auth (Prometheus exporter-toolkit format)",
+        frozenset({"serve"}),
+    ),
+    Option(
+        "gpu", _gpu_list, (), "GPU indices or UUIDs, comma-separated", LIVE, shown="all visible"
+    ),
+    Option(
+        "gpu-source",
+        _choice(*GPU_KINDS),
+        "nvml",
+        "where GPU data comes from (replay: what recorded it)",
+        choices=GPU_KINDS,
+    ),
+    Option(
+        "dcgm-url",
+        _dcgm_url,
+        None,
+        "the node's dcgm-exporter /metrics URL (--gpu-source dcgm)",
+        LIVE,
+    ),
+    Option("dcgm-pod", str, None, "keep dcgm-exporter series of this pod (downward API)", LIVE),
+    Option("dcgm-namespace", str, None, "with --dcgm-pod: the pod's namespace", LIVE),
+    Option(
+        "vllm-replay",
+        _path,
+        None,
+        "vLLM data from this recording instead of vLLM",
+        frozenset({"serve", "record"}),
+    ),
+    Option(
+        "gpu-replay",
+        _path,
+        None,
+        "GPU data from this recording instead of NVML",
+    ),
     Option("max-num-seqs", _positive_int, None, "vLLM's --max-num-seqs (not on vLLM's /metrics)"),
     Option(
         "tensor-parallel-size",
         _tp_size,
         None,
-        "vLLM's tensor parallel size (else TENSOR_PARALLEL_SIZE, VLLM_TENSOR_PARALLEL_SIZE, 1)",
+        "vLLM's tensor parallel size",
+        ANALYSE,
+        shown="TENSOR_PARALLEL_SIZE, else VLLM_TENSOR_PARALLEL_SIZE, else 1",
     ),
     Option(
-        "dtype", _dtype, None, "weight dtype: fp8, bf16, fp16, fp32 (else DTYPE / VLLM_DTYPE, …)"
+        "dtype",
+        _dtype,
+        None,
+        "weight dtype: fp8, bf16, fp16, fp32",
+        ANALYSE,
+        shown="DTYPE, VLLM_DTYPE, the model name's suffix, vLLM's cache dtype, the catalog, bf16",
     ),
-    Option("cost-per-hour", _dollars_per_hour, None, "USD per hour for the whole server"),
-    Option("price", _choice("on-demand", "spot"), "on-demand", "catalog price column"),
-    Option("compute-peak", _choice("tensor", "fp32"), "tensor", "roofline compute peak"),
-    Option("catalog-file", _path, None, "YAML file of extra or overriding catalog entries"),
-    Option("model-params", _model_params, None, "TOTAL[,ACTIVE] parameter counts, e.g. 30e9,3e9"),
+    Option("cost-per-hour", _dollars_per_hour, None, "USD per hour for the whole server", ANALYSE),
+    Option(
+        "price",
+        _choice("on-demand", "spot"),
+        "on-demand",
+        "catalog price column",
+        ANALYSE,
+        ("on-demand", "spot"),
+    ),
+    Option(
+        "compute-peak",
+        _choice("tensor", "fp32"),
+        "tensor",
+        "roofline compute peak",
+        ANALYSE,
+        ("tensor", "fp32"),
+    ),
+    Option(
+        "catalog-file", _path, None, "YAML file of extra or overriding catalog entries", ANALYSE
+    ),
+    Option(
+        "model-params",
+        _model_params,
+        None,
+        "TOTAL[,ACTIVE] parameter counts, e.g. 30e9,3e9",
+        ANALYSE,
+    ),
     Option(
         "horizon",
         duration_in(4.0, 86400.0, "the horizon"),
         60.0,
-        "aggregation and persistence horizon (two windows to a day), e.g. 60s",
+        "aggregation and persistence horizon (two windows to a day), e.g. 5m",
+        ANALYSE,
+        duration=True,
     ),
     Option(
         "poll-interval",
         duration_in(0.05, 10.0, "the poll interval"),
         0.25,
-        "fast interval between polls (50ms to 10s), e.g. 250ms",
+        "fast interval between polls (50ms to 10s), e.g. 100ms",
+        duration=True,
     ),
     Option(
         "calm-poll-interval",
@@ -221,14 +312,23 @@ OPTIONS: tuple[Option, ...] = (
         1.0,
         "vLLM poll interval while nothing could spike (never below --poll-interval; equal to "
         "it: a fixed cadence)",
+        duration=True,
     ),
     Option(
         "dcgm-poll-interval",
         duration_in(0.05, 300.0, "the dcgm poll interval"),
         None,
-        "poll dcgm-exporter this often (default: as often as its values change, 1s to 30s)",
+        "poll dcgm-exporter this often",
+        duration=True,
+        shown="as often as its values change, 1s to 30s",
     ),
-    Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"),
+    Option(
+        "log-level",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "log verbosity",
+        choices=("debug", "info", "warning", "error"),
+    ),
 )
 BY_DEST = {o.dest: o for o in OPTIONS}
 
