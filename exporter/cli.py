@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from exporter import __version__, report
 from exporter.app import (
     NoData,
-    demo_paths,
+    demo_config,
     export_settings,
     metrics_text,
     record,
@@ -124,17 +124,9 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
     return load_config(flags, env, file_values)
 
 
-def _demo(cfg: Config) -> Config:
-    vllm_path, gpu_path = demo_paths()
-    # The recorded server ran with --max-num-seqs 4.
-    return replace(
-        cfg, vllm_replay=vllm_path, gpu_replay=gpu_path, max_num_seqs=cfg.max_num_seqs or 4
-    )
-
-
 def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
     if demo:
-        cfg = _demo(cfg)
+        cfg = demo_config(cfg)
     service = start_service(cfg, demo=demo)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,7 +135,7 @@ def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
     def reload(*_: object) -> None:
         try:
             new = _config(args, dict(os.environ))
-            service.reload(_demo(new) if demo else new)
+            service.reload(demo_config(new) if demo else new)
             logging.getLogger().setLevel(new.log_level.upper())
             log.info("configuration reloaded: a new configuration epoch starts")
         except (ConfigError, CatalogError) as e:

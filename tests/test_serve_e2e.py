@@ -135,7 +135,23 @@ def test_demo_serves_live_numbers_labelled_as_demo() -> None:
         assert 'mode="demo"' in text
         assert exported(text, "vllm_profile_gpu_memory_total_bytes") == [150754820096.0]
         assert exported(text, "vllm_profile_scheduler_occupancy_ratio")  # demo server ran cap 4
-        assert "Demo mode" in requests.get(exporter.url + "/", timeout=5).text
+        page = requests.get(exporter.url + "/", timeout=5).text
+        assert "<b>Demo.</b>" in page and "Recorded:" in page and "Declared:" in page
+
+        # The headline, live: efficiency against the three ceilings, the cost, what is
+        # recoverable, and a significant issue (the recorded server sat at its cap of 4).
+        def headline() -> str | None:
+            t = exporter.metrics()
+            names = ("efficiency_ratio", "decode_stream_ceiling_tokens_per_second",
+                     "decode_batch_ceiling_tokens_per_second",
+                     "decode_hardware_ceiling_tokens_per_second", "cost_per_hour_dollars",
+                     "wall_clock_recoverable_cost_per_hour_dollars")  # fmt: skip
+            if not all(exported(t, f"vllm_profile_{n}") for n in names):
+                return None
+            return t if 'fix="raise_max_num_seqs"' in t else None
+
+        text = wait_for(headline, 60, "the demo's headline figures and issue")
+        assert 'model_matched_on="flag"' in text
     finally:
         log = exporter.stop()
     assert "DEMO" in log

@@ -1,4 +1,4 @@
-"""The exporter's HTTP routes: ``/metrics``, a landing page at ``/``, and health endpoints.
+"""The exporter's HTTP routes: ``/metrics``, the status page at ``/``, and health endpoints.
 
 The transport lives in :mod:`exporter.export.server`; this module only maps requests to answers.
 Routes run on the server's event loop, so every answer here is cheap: ``/metrics`` bodies come
@@ -8,7 +8,6 @@ from a cache that renders once per change of what they show.
 from __future__ import annotations
 
 import gzip
-import html
 import threading
 import time
 from collections import OrderedDict
@@ -99,22 +98,6 @@ def gzip_accepted(accept_encoding: str) -> bool:
     if named is not None:
         return named > 0
     return star is not None and star > 0
-
-
-def landing_page(version: str, target: str, demo: bool) -> bytes:
-    """``target`` must already be safe to show (credentials redacted)."""
-    note = (
-        "<p><b>Demo mode:</b> serving a bundled recording of a real vLLM server, "
-        "not a live endpoint.</p>"
-        if demo
-        else ""
-    )
-    return (
-        "<!doctype html><html><head><title>vllm-profile-exporter</title></head><body>"
-        f"<h1>vllm-profile-exporter {html.escape(version)}</h1>{note}"
-        f"<p>Profiling vLLM at <code>{html.escape(target)}</code>.</p>"
-        '<p><a href="/metrics">Metrics</a></p></body></html>'
-    ).encode()
 
 
 class _Fixed(Collector):
@@ -245,7 +228,7 @@ MAX_NAMES = 64  # name[] values in one filtered scrape
 def make_handler(
     cache: RenderCache, landing: Callable[[], bytes], ready: Callable[[], bool]
 ) -> Handler:
-    """The routes: ``/metrics`` from ``cache``, ``/`` the landing page, health endpoints."""
+    """The routes: ``/metrics`` from ``cache``, ``/`` the status page, health endpoints."""
 
     def metrics(request: Request) -> Response:
         fmt = negotiate(request.headers.get("accept", ""))

@@ -1,0 +1,501 @@
+"""The live status page at ``/``: server-rendered HTML with inline CSS and SVG, no script.
+
+Every figure on the page is read from the same families ``/metrics`` serves at that moment (the
+family table in :mod:`exporter.export.collector`), so the page and a scrape never disagree and a
+figure absent from one is absent from the other. Each figure carries its metric name and exact
+value in ``data-metric``/``data-value`` attributes for tools and tests. The texts (an issue's cause
+and fix, why a rule was skipped) come from the snapshot's diagnosis, shown under the same
+freshness rule as the rule families. Everything taken from a target (a model name, a GPU name,
+an error) is escaped. A ``<meta http-equiv="refresh">`` reloads it; nothing needs JavaScript.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.core import Metric
+
+from exporter.derive.diagnosis import RuleStatus
+from exporter.export.collector import ExportSettings, metric_families
+from exporter.pipeline import Snapshot
+
+REFRESH_SECONDS = 5
+NS = "vllm_profile_"
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+# What fixes each reason a roofline is absent (roofline_unavailable{reason}).
+ROOFLINE_FIXES: Mapping[str, str] = {
+    "unknown_model": "the model is not in the catalog: map it with --catalog-file or give "
+    "--model-params TOTAL[,ACTIVE]",
+    "several_models": "vLLM reports several model names: their sums mix models, so none is claimed",
+    "unknown_gpu": "the GPU is not in the catalog: add it with --catalog-file",
+    "no_gpu_data": "no GPU readings: check --gpu-source (nvml, dcgm) and the GPU source's health",
+    "gpu_has_price_only": "the catalog has this GPU's price but not its peaks: add them with "
+    "--catalog-file",
+    "no_tensor_peak_in_catalog": "the catalog has no tensor-core peak for this GPU: try "
+    "--compute-peak fp32, or add it with --catalog-file",
+    "no_fp32_peak_in_catalog": "the catalog has no FP32 peak for this GPU: add it with "
+    "--catalog-file",
+    "no_load": "no request ran under load in the horizon: nothing to measure yet",
+    "actual_above_ceiling": "measured throughput is above the ceiling: check --model-params, "
+    "--dtype and --tensor-parallel-size (speculative decoding also does this)",
+}
+
+
+PRICE_SOURCES: Mapping[str, str] = {
+    "flag": "--cost-per-hour",
+    "catalog_on_demand": "catalog on-demand price (estimate)",
+    "catalog_spot": "catalog spot price (estimate)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PageContext:
+    """What the page says besides the snapshot: the exporter, its target (already redacted)
+    and, in demo mode, what the demo declares rather than records."""
+
+    version: str
+    target: str
+    demo_note: str | None = None
+
+
+def _values(families: Sequence[Metric]) -> dict[Key, float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+class _Figures:
+    """Lookup of the exported samples by short name and labels."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self.values = _values(families)
+        self.labels: dict[str, list[dict[str, str]]] = {}
+        for (name, labels), _ in self.values.items():
+            self.labels.setdefault(name, []).append(dict(labels))
+
+    def get(self, short: str, **labels: str) -> float | None:
+        return self.values.get((NS + short, tuple(sorted(labels.items()))))
+
+    def one(self, short: str) -> tuple[dict[str, str], float] | None:
+        """The family's only (or first) sample, whatever its labels."""
+        rows = self.labels.get(NS + short)
+        if not rows:
+            return None
+        labels = rows[0]
+        return labels, self.values[(NS + short, tuple(sorted(labels.items())))]
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _fmt(v: float, kind: str) -> str:
+    """A figure for a person: enough digits to tell small values from zero."""
+    if kind == "pct":
+        return f"{v:.1%}" if abs(v) >= 0.001 or v == 0 else f"{v * 100:.2g}%"
+    if kind == "usd":
+        return f"${v:,.2f}" if abs(v) >= 0.01 or v == 0 else f"${v:.2g}"
+    if kind == "ms":
+        return f"{v * 1000:,.1f} ms" if abs(v) >= 1e-4 or v == 0 else f"{v * 1e6:.3g} µs"
+    if kind == "tps":
+        return _si(v) + " tok/s"
+    if kind == "bytes":
+        return f"{v / 1e9:,.1f} GB" if abs(v) >= 1e8 else f"{v / 1e6:.3g} MB"
+    if kind == "j":
+        return f"{v:.3g} J"
+    if kind == "w":
+        return f"{v:,.0f} W"
+    return f"{v:,.4g}"
+
+
+def _si(v: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _figure(f: _Figures, label: str, short: str, kind: str, **labels: str) -> str:
+    v = f.get(short, **labels)
+    if v is None:
+        return f'<div class="fig absent"><span>{_e(label)}</span><b>—</b></div>'
+    name = NS + short + ("{" + ",".join(f'{k}="{x}"' for k, x in labels.items()) + "}" if labels
+                         else "")  # fmt: skip
+    return (
+        f'<div class="fig"><span>{_e(label)}</span>'
+        f'<b data-metric="{_e(name)}" data-value="{v!r}">{_e(_fmt(v, kind))}</b></div>'
+    )
+
+
+# --- the roofline picture ---------------------------------------------------------------------
+
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 300, 64, 16, 16, 40
+
+
+def roofline_svg(
+    stream: float,
+    hardware: float,
+    ridge: float,
+    batch: float | None,
+    batch_ceiling: float | None,
+    actual: float | None,
+) -> str:
+    """Decode throughput against batch size, both axes logarithmic: the memory-bound slope of
+    the one-stream ceiling (``stream × B``), the compute-bound roof, the ridge between them,
+    the ceiling at the current batch and the measured point."""
+    x_hi = max(ridge * 4, (batch or 1) * 2, 8.0)
+    ys = [stream, hardware] + [v for v in (actual, batch_ceiling) if v and v > 0]
+    y_lo, y_hi = min(ys) / 3, hardware * 3
+
+    def x(b: float) -> float:
+        return PAD_L + (W - PAD_L - PAD_R) * math.log(max(b, 1.0)) / math.log(x_hi)
+
+    def y(t: float) -> float:
+        frac = (math.log10(t) - math.log10(y_lo)) / (math.log10(y_hi) - math.log10(y_lo))
+        return H - PAD_B - (H - PAD_T - PAD_B) * frac
+
+    parts = [
+        f'<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+        'aria-label="Roofline: decode throughput against batch size (estimate)">',
+        f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" '
+        f'height="{H - PAD_T - PAD_B}" class="plot"/>',
+    ]
+    # Axes: powers of two of the batch, decades of tokens/s.
+    b = 1.0
+    while b <= x_hi:
+        parts.append(
+            f'<line x1="{x(b):.1f}" y1="{PAD_T}" x2="{x(b):.1f}" y2="{H - PAD_B}" '
+            f'class="grid"/><text x="{x(b):.1f}" y="{H - PAD_B + 14}" '
+            f'class="tick" text-anchor="middle">{b:g}</text>'
+        )
+        b *= 4 if x_hi > 256 else 2
+    d = math.floor(math.log10(y_lo)) + 1
+    while 10**d < y_hi:
+        parts.append(
+            f'<line x1="{PAD_L}" y1="{y(10**d):.1f}" x2="{W - PAD_R}" '
+            f'y2="{y(10**d):.1f}" class="grid"/><text x="{PAD_L - 6}" '
+            f'y="{y(10**d) + 4:.1f}" class="tick" text-anchor="end">'
+            f"{_si(10**d)}</text>"
+        )
+        d += 1
+    parts.append(
+        f'<text x="{(W + PAD_L) / 2}" y="{H - 6}" class="axis" text-anchor="middle">'
+        "concurrent sequences (batch)</text>"
+    )
+    parts.append(
+        f'<text x="14" y="{(H - PAD_B) / 2}" class="axis" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(H - PAD_B) / 2})">decode tokens/s</text>'
+    )
+    # The roof: memory-bound slope up to the ridge, then flat at the compute-bound maximum.
+    parts.append(
+        f'<polyline class="roof" points="{x(1):.1f},{y(stream):.1f} '
+        f'{x(ridge):.1f},{y(hardware):.1f} {x(x_hi):.1f},{y(hardware):.1f}"/>'
+    )
+    parts.append(
+        f'<line class="ridge" x1="{x(ridge):.1f}" y1="{PAD_T}" x2="{x(ridge):.1f}" '
+        f'y2="{H - PAD_B}"/><text class="note" x="{x(ridge) + 4:.1f}" y="{PAD_T + 12}">'
+        f"ridge {ridge:,.0f}</text>"
+    )
+    if batch and batch > 0 and batch_ceiling:
+        parts.append(
+            f'<line class="batch" x1="{x(batch):.1f}" y1="{PAD_T}" x2="{x(batch):.1f}" '
+            f'y2="{H - PAD_B}"/><circle class="ceiling" cx="{x(batch):.1f}" '
+            f'cy="{y(batch_ceiling):.1f}" r="5"><title>ceiling at batch {batch:.1f}: '
+            f"{_si(batch_ceiling)} tok/s</title></circle>"
+        )
+        if actual and actual > 0:
+            parts.append(
+                f'<circle class="measured" cx="{x(batch):.1f}" cy="{y(actual):.1f}" '
+                f'r="6"><title>measured: {_si(actual)} tok/s at batch {batch:.1f}'
+                f'</title></circle><text class="note" x="{x(batch) + 9:.1f}" '
+                f'y="{y(actual) + 4:.1f}">measured {_si(actual)} tok/s</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def _age(now: float, t: float | None) -> str:
+    if t is None:
+        return "never"
+    s = max(0.0, now - t)
+    if s < 120:
+        return f"{s:.1f} s ago"
+    return f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.0f} h ago"
+
+
+def _sources(snap: Snapshot, f: _Figures, now: float) -> str:
+    rows = []
+    for source, h in snap.health.items():
+        errors = ", ".join(f"{_e(r)} {n}" for r, n in sorted(h.errors.items()) if n) or "none"
+        last_error = (
+            f'<div class="why">{_e(h.last_error)}</div>' if h.last_error and not h.up else ""
+        )
+        up = f.get("up", source=source)
+        rows.append(
+            f'<tr><td>{_e(source)}</td><td class="{"ok" if h.up else "bad"}" '
+            f'data-metric="{NS}up{{source=&quot;{_e(source)}&quot;}}" data-value="{up!r}">'
+            f"{'up' if h.up else 'down'}</td><td>{_age(now, h.last_success)}</td>"
+            f"<td>{'—' if h.interval is None else f'{h.interval:g} s'}</td>"
+            f"<td>{h.polls:,}</td><td>{errors}{last_error}</td></tr>"
+        )
+    body = "".join(rows) or '<tr><td colspan="6">no poll yet</td></tr>'
+    return (
+        "<section><h2>Sources</h2><table><tr><th>source</th><th>state</th><th>last answer</th>"
+        f"<th>cadence</th><th>polls</th><th>errors</th></tr>{body}</table></section>"
+    )
+
+
+def _model_match(labels: Mapping[str, str]) -> str:
+    matched = labels.get("model_matched_on", "")
+    if matched == "flag":
+        return "parameters given by --model-params (no catalog entry used)"
+    if not labels.get("model_catalog"):
+        return "not in the catalog"
+    how = f"on the root it serves, {_e(labels.get('model_root', ''))}" if matched == "root" else (
+        "on its served name")  # fmt: skip
+    return f"catalog <b>{_e(labels['model_catalog'])}</b>, matched {how}"
+
+
+def _catalog(snap: Snapshot, f: _Figures) -> str:
+    info = f.one("info")
+    labels = info[0] if info else {}
+    gpu = labels.get("gpu_name") or "no GPU readings"
+    lines = [
+        f"<tr><th>model</th><td>{_e(labels.get('model') or '—')}</td><td>"
+        + _model_match(labels)
+        + "</td></tr>",
+        f"<tr><th>GPU</th><td>{_e(gpu)} × {len(snap.agg.gpus)}</td><td>"
+        + (
+            f"catalog <b>{_e(labels['gpu_catalog'])}</b>"
+            if labels.get("gpu_catalog")
+            else "not in the catalog"
+        )  # fmt: skip
+        + "</td></tr>",
+        f"<tr><th>weights</th><td>{_e(labels.get('dtype') or '—')}</td><td>from "
+        f"{_e(labels.get('dtype_source') or '—')}; tensor parallel "
+        f"{_e(labels.get('tensor_parallel_size', '1'))} (from "
+        f"{_e(labels.get('tensor_parallel_size_source', 'default'))})</td></tr>",
+    ]
+    why = [
+        f'<li data-reason="{_e(lv["reason"])}"><b>{_e(lv["reason"])}</b>: '
+        f"{_e(ROOFLINE_FIXES.get(lv['reason'], ''))}</li>"
+        for lv in f.labels.get(NS + "roofline_unavailable", [])
+    ]
+    missing = f'<p class="why">No roofline:</p><ul>{"".join(why)}</ul>' if why else ""
+    return f"<section><h2>Catalog</h2><table>{''.join(lines)}</table>{missing}</section>"
+
+
+def _roofline(snap: Snapshot, f: _Figures) -> str:
+    stream = f.get("decode_stream_ceiling_tokens_per_second")
+    hardware = f.get("decode_hardware_ceiling_tokens_per_second")
+    ridge = f.get("ridge_batch_size")
+    figures = "".join([
+        _figure(f, "efficiency", "efficiency_ratio", "pct"),
+        _figure(f, "batch efficiency", "batch_efficiency_ratio", "pct"),
+        _figure(f, "one-stream ceiling", "decode_stream_ceiling_tokens_per_second", "tps"),
+        _figure(f, "ceiling at this batch", "decode_batch_ceiling_tokens_per_second", "tps"),
+        _figure(f, "hardware ceiling", "decode_hardware_ceiling_tokens_per_second", "tps"),
+        _figure(f, "ridge batch", "ridge_batch_size", ""),
+        _figure(f, "TPOT floor", "tpot_floor_seconds", "ms"),
+        _figure(f, "weights", "model_weight_bytes", "bytes"),
+    ])  # fmt: skip
+    if stream and hardware and ridge:
+        picture = roofline_svg(stream, hardware, ridge, snap.agg.running_active,
+                               f.get("decode_batch_ceiling_tokens_per_second"),
+                               f.get("generation_tokens_per_second"))  # fmt: skip
+    else:
+        picture = (
+            '<p class="why">No roofline picture: the ceilings are not known (see Catalog).</p>'
+        )
+    return (
+        '<section class="wide"><h2>Roofline <small>estimate from the catalog</small></h2>'
+        f'<div class="roofline">{picture}<div class="figs">{figures}</div></div></section>'
+    )
+
+
+def _serving(f: _Figures) -> str:
+    figs = "".join([
+        _figure(f, "generated", "generation_tokens_per_second", "tps"),
+        _figure(f, "requests/s", "requests_per_second", ""),
+        _figure(f, "running", "requests_running", ""),
+        _figure(f, "waiting", "requests_waiting", ""),
+        _figure(f, "TTFT mean", "time_to_first_token_mean_seconds", "ms"),
+        _figure(f, "TTFT p99", "time_to_first_token_p99_seconds", "ms"),
+        _figure(f, "TPOT mean", "time_per_output_token_mean_seconds", "ms"),
+        _figure(f, "TPOT p99", "time_per_output_token_p99_seconds", "ms"),
+        _figure(f, "KV cache mean", "kv_cache_usage_mean_ratio", "pct"),
+        _figure(f, "KV cache peak", "kv_cache_usage_peak_ratio", "pct"),
+        _figure(f, "prefix hits", "prefix_cache_hit_ratio", "pct"),
+        _figure(f, "preemptions/s", "preemptions_per_second", ""),
+    ])  # fmt: skip
+    return f'<section><h2>Serving</h2><div class="figs">{figs}</div></section>'
+
+
+def _money(f: _Figures) -> str:
+    ps = next((lv["price_source"] for lv in f.labels.get(NS + "cost_per_hour_dollars", [])), None)
+    priced = {"price_source": ps} if ps else {}
+
+    def money(label: str, short: str) -> str:
+        return _figure(f, label, short, "usd", **priced)
+
+    figs = "".join([
+        money("cost per hour", "cost_per_hour_dollars"),
+        money("per 1M tokens, wall clock", "wall_clock_cost_per_million_tokens_dollars"),
+        money("per 1M tokens, while busy", "active_cost_per_million_tokens_dollars"),
+        money("recoverable per hour, wall clock", "wall_clock_recoverable_cost_per_hour_dollars"),
+        money("recoverable per hour, while busy", "active_recoverable_cost_per_hour_dollars"),
+        _figure(f, "duty cycle", "duty_cycle_ratio", "pct"),
+        _figure(f, "energy per token", "active_energy_per_token_joules", "j"),
+        _figure(f, "GPU power", "gpu_power_total_watts", "w"),
+    ])  # fmt: skip
+    where = PRICE_SOURCES.get(ps or "", "no price known")
+    return (
+        f"<section><h2>Money and energy <small>{_e(where)}</small></h2>"
+        f'<div class="figs">{figs}</div></section>'
+    )
+
+
+def _issues(snap: Snapshot) -> str:
+    d = snap.diagnosis
+    if d is None or not snap.agg.vllm_fresh:
+        return "<section><h2>Issues</h2><p>No diagnosis while vLLM does not answer.</p></section>"
+    items = []
+    for g in d.groups:
+        p = g.primary
+        also = "".join(
+            f"<li>{_e(s.name)} ({_e(s.rule)}): {_e(s.evidence)}</li>" for s in g.supporting
+        )
+        items.append(
+            f'<article class="issue" data-rule="{_e(p.rule)}" data-fix="{_e(p.fix_code)}">'
+            f"<h3>{_e(p.name)} <small>{_e(p.rule)}, {_e(g.group)}, in {p.score:.0%} of "
+            f"windows</small></h3><p><b>Cause:</b> {_e(p.evidence)}</p>"
+            f"<p><b>Fix:</b> {_e(p.fix)}</p>" + (f"<ul>{also}</ul>" if also else "") + "</article>"
+        )
+    found = "".join(items) or '<p class="ok">No persistent bottleneck.</p>'
+    return f'<section class="wide"><h2>Issues</h2>{found}{_rules(d.rules)}</section>'
+
+
+def _rules(rules: Sequence[RuleStatus]) -> str:
+    rows = []
+    for s in rules:
+        latest = s.latest
+        if s.significant:
+            state = "significant"
+        elif latest is not None and latest.skipped is not None:
+            state = "skipped"
+        else:
+            state = "not significant" if s.fired_windows else "not triggered"
+        why = "" if latest is None else latest.why
+        name = s.name + (f" ({s.variant})" if s.variant else "")
+        rows.append(
+            f'<tr class="{state.replace(" ", "-")}"><td>{_e(s.rule)}</td><td>{_e(name)}</td>'
+            f"<td>{state}</td><td>{s.fired_windows} of {s.evaluable_windows}</td>"
+            f"<td>{_e(why)}</td></tr>"
+        )
+    return (
+        "<details open><summary>Every rule</summary><table><tr><th>rule</th><th>name</th>"
+        "<th>state</th><th>fired in</th><th>latest window</th></tr>"
+        f"{''.join(rows)}</table></details>"
+    )
+
+
+def _direction(f: _Figures) -> str:
+    verdict = next((lv["direction"] for lv in f.labels.get(NS + "direction", [])
+                    if f.get("direction", direction=lv["direction"]) == 1), None)  # fmt: skip
+    epoch = f.get("config_epoch")
+    if verdict is None:
+        text = "No comparison yet: a full horizon on each side of a configuration change is needed."
+        return f"<section><h2>Direction</h2><p>{_e(text)} Epoch {epoch or 0:g}.</p></section>"
+    figs = "".join([
+        _figure(f, "efficiency per request", "efficiency_delta_ratio", "pct"),
+        _figure(f, "throughput", "throughput_delta_ratio", "pct"),
+        _figure(f, "TTFT p99", "ttft_p99_delta_ratio", "pct"),
+    ])  # fmt: skip
+    return (
+        f'<section><h2>Direction</h2><p class="verdict {_e(verdict)}">{_e(verdict)} after the '
+        f'last change (epoch {epoch or 0:g})</p><div class="figs">{figs}</div></section>'
+    )
+
+
+CSS = """
+:root{--bg:#f5f6f8;--card:#fff;--ink:#1c2430;--mute:#5d6b7e;--line:#dfe3ea;--ok:#1a7f37;
+--bad:#c2261b;--warn:#9a6700;--accent:#3056d3}
+*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,sans-serif;background:var(--bg);
+color:var(--ink)}header{background:#17202e;color:#fff;padding:14px 24px}header h1{margin:0;
+font-size:19px}header p{margin:4px 0 0;color:#c5cedb}.demo{background:#fff4d6;color:#5c4100;
+padding:10px 24px;border-bottom:1px solid #ecd9a0}main{display:grid;grid-template-columns:
+repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px 24px}section{background:var(--card);
+border:1px solid var(--line);border-radius:8px;padding:12px 16px}section.wide{grid-column:1/-1}
+h2{font-size:15px;margin:0 0 10px}h2 small,h3 small{color:var(--mute);font-weight:400}
+h3{font-size:14px;margin:0 0 6px}table{border-collapse:collapse;width:100%}td,th{text-align:left;
+padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}th{color:var(--mute);
+font-weight:500}.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));
+gap:8px}.fig{border:1px solid var(--line);border-radius:6px;padding:6px 10px}.fig span{display:
+block;color:var(--mute);font-size:12px}.fig b{font-size:17px}.fig.absent b{color:#a0a8b4}
+.ok{color:var(--ok)}.bad{color:var(--bad);font-weight:600}.why{color:var(--mute)}
+.roofline{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.roofline .figs{flex:1;
+min-width:300px}svg{max-width:100%;height:auto}.plot{fill:#fbfcfe;stroke:var(--line)}
+.grid{stroke:#edf0f4}.tick{font-size:10px;fill:var(--mute)}.axis{font-size:11px;fill:var(--mute)}
+.roof{fill:none;stroke:var(--accent);stroke-width:2.5}.ridge,.batch{stroke:#9aa5b5;
+stroke-dasharray:4 3}.ceiling{fill:#fff;stroke:var(--accent);stroke-width:2}.measured{fill:
+var(--bad)}.note{font-size:11px;fill:var(--ink)}.issue{border-left:4px solid var(--bad);
+padding:6px 12px;margin:0 0 10px;background:#fff8f7}.issue p{margin:4px 0}tr.significant td{
+color:var(--bad)}tr.skipped td{color:var(--warn)}.verdict{font-size:16px;font-weight:600}
+.verdict.worse{color:var(--bad)}.verdict.better{color:var(--ok)}details summary{cursor:pointer;
+color:var(--mute);margin:8px 0}footer{padding:0 24px 16px;color:var(--mute)}a{color:var(--accent)}
+"""
+
+
+def render(snap: Snapshot, settings: ExportSettings, ctx: PageContext, now: float) -> bytes:
+    """The whole page for one snapshot."""
+    f = _Figures(metric_families(snap, settings))
+    window = snap.agg.horizon_end
+    fresh = (f"latest window closed {_age(now, window)}" if window is not None
+             else "no window yet")  # fmt: skip
+    demo = f'<div class="demo"><b>Demo.</b> {_e(ctx.demo_note)}</div>' if ctx.demo_note else ""
+    body = "".join([
+        _sources(snap, f, now), _catalog(snap, f), _roofline(snap, f), _serving(f), _money(f),
+        _issues(snap), _direction(f),
+    ])  # fmt: skip
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>vllm-profile-exporter — {_e(ctx.target)}</title><style>{CSS}</style></head>"
+        f"<body><header><h1>vllm-profile-exporter {_e(ctx.version)}</h1><p>profiling "
+        f"<code>{_e(ctx.target)}</code> · horizon {settings.horizon_seconds:g} s · {fresh}</p>"
+        f"</header>{demo}<main>{body}</main><footer>Figures over the last "
+        f'{settings.horizon_seconds:g} s, as <a href="/metrics">/metrics</a> serves them now; '
+        f"this page reloads every {REFRESH_SECONDS} s.</footer></body></html>"
+    )
+    return page.encode()
+
+
+class StatusPage:
+    """``/``: rendered from the snapshot of the moment, at most once per snapshot."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        settings: Callable[[], ExportSettings],
+        context: Callable[[], PageContext],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._snapshot, self._settings, self._context, self._clock = (
+            snapshot, settings, context, clock)  # fmt: skip
+        self._last: tuple[Snapshot, ExportSettings, PageContext, bytes] | None = None
+
+    def __call__(self) -> bytes:
+        snap, settings, ctx = self._snapshot(), self._settings(), self._context()
+        last = self._last
+        if last is not None and last[0] is snap and last[1] is settings and last[2] is ctx:
+            return last[3]
+        page = render(snap, settings, ctx, self._clock())
+        self._last = (snap, settings, ctx, page)
+        return page
