@@ -129,8 +129,9 @@ def gpu_cadence(cfg: Config) -> RefreshCadence | None:
                           fixed=cfg.dcgm_poll_interval)  # fmt: skip
 
 
-def make_pipeline(cfg: Config) -> Pipeline:
+def make_pipeline(cfg: Config, whole_epochs: bool = False) -> Pipeline:
     return Pipeline(
+        whole_epochs=whole_epochs,
         horizon_seconds=cfg.horizon,
         poll_interval=cfg.poll_interval,
         calm_poll_interval=cfg.calm_poll_interval,
@@ -359,11 +360,15 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
 
 
 def run_replay(
-    cfg: Config, vllm_path: Path | None, gpu_path: Path | None, damage: list[Damage] | None = None
+    cfg: Config,
+    vllm_path: Path | None,
+    gpu_path: Path | None,
+    damage: list[Damage] | None = None,
+    whole_epochs: bool = False,
 ) -> Pipeline:
     """The unchanged pipeline over whole recordings, in recorded time, at the cadence the live
-    exporter would keep with the same flags."""
-    pipeline = make_pipeline(cfg)
+    exporter would keep with the same flags (``whole_epochs``: see :class:`Pipeline`)."""
+    pipeline = make_pipeline(cfg, whole_epochs)
     for tick in replay_ticks(vllm_path, gpu_path, damage):
         pipeline.offer(tick)
     return pipeline

@@ -242,10 +242,13 @@ def _record(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _replay(cfg: Config, args: argparse.Namespace) -> int:
-    if args.diagnose and args.horizon is None:
+    # Without --horizon, the diagnosis covers the latest configuration epoch whole, and the
+    # direction compares it with the whole epoch before (a restart in the recording).
+    whole = args.diagnose and args.horizon is None
+    if whole:
         cfg = replace(cfg, horizon=WHOLE_RUN)
     damage: list[Damage] = []
-    pipeline = run_replay(cfg, args.file, cfg.gpu_replay, damage)
+    pipeline = run_replay(cfg, args.file, cfg.gpu_replay, damage, whole_epochs=whole)
     for d in damage:
         if d.where is not None:
             print(f"vllm-profile-exporter: warning: {d}; replayed everything before it",

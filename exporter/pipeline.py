@@ -66,6 +66,8 @@ class Snapshot:
     epoch: int = 0
     direction: Direction | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    # What started the current epoch: "vllm_restart", "cache_config_change", "reconfigured"
+    epoch_cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +132,16 @@ class Pipeline:
         roofline: RooflineSettings | None = None,
         max_num_seqs: float | None = None,
         window_seconds: float = T.WINDOW_SECONDS,
+        whole_epochs: bool = False,
     ) -> None:
+        """``whole_epochs`` (replay of a whole recording): the horizon is the current epoch,
+        from its first window, and the direction compares it with the whole previous epoch."""
         if poll_interval <= 0 or window_seconds <= 0:
             raise ValueError("the poll interval and the window must be positive")
         self.horizon_seconds = horizon_seconds
         self.poll_interval = poll_interval
         self.window_seconds = window_seconds
+        self.whole_epochs = whole_epochs
         self.engine_source_name = engine_source_name
         self.gpu_source_name = gpu_source_name
         # Half a fast interval: a tick a few ms early still closes its window.
@@ -167,6 +173,7 @@ class Pipeline:
         self._baseline: Summary | None = None  # the previous epoch's last full horizon
         self._direction: Direction | None = None
         self._ledger = Ledger()
+        self._epoch_cause: str | None = None
         self._pending: tuple[RooflineSettings, float | None] | None = None
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
@@ -210,9 +217,17 @@ class Pipeline:
             h.up = True
             h.last_success = result.observed_at
 
-    def _new_epoch(self) -> None:
+    def _new_epoch(self, cause: str) -> None:
         """A configuration change: the previous epoch's last full horizon becomes the baseline."""
         self._epoch += 1
+        self._epoch_cause = cause
+        if self.whole_epochs:
+            # The previous epoch, whole, is the baseline; the horizon starts again with this one.
+            if any(h.gate.evaluable for h in self._horizon):
+                self._baseline = summarize(self._agg, self._assessment)
+            self._horizon.clear()
+            self._direction = None
+            return
         self._baseline = self._epoch_full
         self._epoch_full = None
         self._direction = None
@@ -227,7 +242,7 @@ class Pipeline:
             self.models_wanted = True
             self.cadence.reset()
         if restarted or reconfigured:
-            self._new_epoch()
+            self._new_epoch("vllm_restart" if restarted else "cache_config_change")
         if s.cache_config:
             self._last_cache_config = s.cache_config
 
@@ -244,7 +259,7 @@ class Pipeline:
         if pending is not None:
             self._roofline, self._max_num_seqs = pending
             self.cadence.max_num_seqs = self._max_num_seqs
-            self._new_epoch()
+            self._new_epoch("reconfigured")
 
     def set_models(self, info: ModelsInfo | None) -> None:
         self.models_wanted = False
@@ -375,6 +390,10 @@ class Pipeline:
     def _track_direction(self) -> None:
         same_epoch = all(h.epoch == self._epoch for h in self._horizon)
         evaluable = sum(h.gate.evaluable for h in self._horizon)
+        if self.whole_epochs:
+            if self._baseline is not None and evaluable >= T.PERSIST_MIN_WINDOWS:
+                self._direction = compare(self._baseline, summarize(self._agg, self._assessment))
+            return
         if not same_epoch or evaluable < self.full_windows:
             return
         self._epoch_full = summarize(self._agg, self._assessment)
@@ -402,4 +421,5 @@ class Pipeline:
             epoch=self._epoch,
             direction=self._direction,
             ledger=self._ledger,
+            epoch_cause=self._epoch_cause,
         )

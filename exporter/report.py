@@ -4,9 +4,11 @@ as JSON. Formatting only — every figure comes from the engine."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from exporter import __version__
+from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.direction import Direction
 from exporter.pipeline import Snapshot
@@ -40,6 +42,7 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
             "memory_used_bytes": g.mem_used_bytes, "memory_peak_bytes": g.mem_used_peak_bytes,
             "memory_total_bytes": g.mem_total_bytes, "utilization_ratio": g.util_ratio,
             "power_watts": g.power_watts, "temperature_celsius": g.temperature_c,
+            "temperature_peak_celsius": g.temperature_peak_c,
         }
         for g in a.gpus
     ]  # fmt: skip
@@ -77,15 +80,39 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
             "active": a.windows_active,
         },  # fmt: skip
         "gpus": gpus,
-        "efficiency_ratio": r.efficiency if r else None,
-        "batch_efficiency_ratio": r.batch_efficiency if r else None,
-        "hardware_ceiling_tokens_per_second": r.hardware_tps if r else None,
-        "roofline_unavailable": list(asm.reasons) if asm else [],
+        "dtype_source": res.dtype_source if res else None,
+        "model_matched_on": res.model_matched_on if res else "",
+        "model_root": res.model_root if res else "",
+        "tensor_parallel_size": res.inputs.tp if res else None,
+        "roofline": {
+            "estimate": True,
+            "efficiency_ratio": r.efficiency if r else None,
+            "batch_efficiency_ratio": r.batch_efficiency if r else None,
+            "headroom_ratio": r.headroom if r else None,
+            "stream_ceiling_tokens_per_second": r.stream_tps if r else None,
+            "batch_ceiling_tokens_per_second": r.batch_tps if r else None,
+            "hardware_ceiling_tokens_per_second": r.hardware_tps if r else None,
+            "prefill_ceiling_tokens_per_second": r.prefill_ceiling_tps if r else None,
+            "ridge_batch_size": r.ridge_batch_size if r else None,
+            "batch": a.running_active,
+            "tpot_floor_seconds": r.tpot_floor_seconds if r else None,
+            "prefill_floor_seconds": r.prefill_floor_seconds if r else None,
+            "weight_bytes": r.weight_bytes if r else None,
+            "kv_headroom_bytes": {str(g.index): v for g, v in r.kv_headroom_bytes} if r else {},
+            "unavailable": list(asm.reasons) if asm else [],
+        },
         "power_watts": asm.power_watts if asm else None,
         "joules_per_token": e.joules_per_token if e else None,
-        "cost_per_hour_dollars": e.cost_per_hour if e else None,
-        "cost_per_million_tokens_dollars": e.cost_per_million_tokens if e else None,
+        "tokens_per_watt": None if not e or not e.joules_per_token else 1 / e.joules_per_token,
         "price_source": asm.price_source if asm else None,
+        "cost": {
+            "per_hour_dollars": e.cost_per_hour if e else None,
+            "per_million_tokens_active_dollars": e.cost_per_million_tokens if e else None,
+            "per_million_tokens_wall_clock_dollars": e.wall_cost_per_million_tokens if e else None,
+            "recoverable_per_hour_active_dollars": e.recoverable_per_hour if e else None,
+            "recoverable_per_hour_wall_clock_dollars": e.wall_recoverable_per_hour if e else None,
+            "duty_cycle_ratio": e.duty_cycle if e else None,
+        },
         "requests": {"running": a.running, "waiting": a.waiting, "max_num_seqs": max_num_seqs},
         "latency_seconds": {
             "ttft_mean": a.ttft_mean,
@@ -118,8 +145,102 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
         ],  # fmt: skip
         "rules": [rule(s) for s in (d.rules if d else ())],
         "config_epoch": snap.epoch,
+        "epoch_cause": snap.epoch_cause,
         "direction": direction(snap.direction) if snap.direction else None,
     }
+
+
+# The seed's display thresholds: a peak is shown when it says something the mean does not.
+KV_PEAK_SHOWN_AT = 0.95
+KV_PEAK_ABOVE_MEAN = 0.10  # or 10 percentage points above the mean
+VRAM_PEAK_SHOWN_AT = 0.90
+TEMP_PEAK_SHOWN_AT = 80.0
+
+CAUSES = {"vllm_restart": "vLLM restarted", "cache_config_change": "vLLM's cache_config changed",
+          "reconfigured": "the exporter was reconfigured"}  # fmt: skip
+
+
+def _tps(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.3g}{unit} tok/s"
+    return f"{v:.1f} tok/s"
+
+
+def _seconds(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v * 1e3:.1f} ms" if v >= 1e-4 else f"{v * 1e6:.2g} µs"
+
+
+def _per_hour(v: float | None) -> str:
+    return "n/a" if v is None else f"{_usd(v)}/hr"
+
+
+def _ratio(v: float | None) -> str:
+    """A percentage that does not round a small figure to zero."""
+    if v is None:
+        return "n/a"
+    return f"{v:.1%}" if v == 0 or abs(v) >= 0.001 else f"{v * 100:.2g}%"
+
+
+def _bytes(v: float) -> str:
+    return f"{v / 1e9:.1f} GB" if abs(v) >= 1e8 else f"{v / 1e6:.3g} MB"
+
+
+def _usd(v: float | None) -> str:
+    return "n/a" if v is None else (f"${v:,.2f}" if v >= 0.01 else f"${v:.2g}")
+
+
+def _roofline_lines(add: Callable[[str], None], asm: Assessment, batch: float | None) -> None:
+    r, e = asm.roofline, asm.economics
+    est = " (est)"
+    if r.hardware_tps is not None:
+        at = "n/a" if batch is None else f"{batch:.1f}"
+        add(f"Roofline   decode ceilings{est}: one stream {_tps(r.stream_tps)}, at batch {at} "
+            f"{_tps(r.batch_tps)}, hardware {_tps(r.hardware_tps)}; ridge batch "
+            f"{_num(r.ridge_batch_size, ',.0f')}")  # fmt: skip
+        add(f"           efficiency {_ratio(r.efficiency)}{est}  headroom "
+            f"{_ratio(r.headroom)}  batch efficiency {_ratio(r.batch_efficiency)}  "
+            f"TPOT floor {_seconds(r.tpot_floor_seconds)}  prefill floor "
+            f"{_seconds(r.prefill_floor_seconds)}")  # fmt: skip
+    else:
+        add(f"Roofline   unavailable: {', '.join(asm.reasons) or 'n/a'}")
+    if r.weight_bytes is not None:
+        kv = ", ".join(f"GPU {g.index} {_bytes(v)}" for g, v in r.kv_headroom_bytes)
+        add(f"           weights {_bytes(r.weight_bytes)}{est}"
+            + (f"; KV headroom {kv}" if kv else ""))  # fmt: skip
+    tpw = None if not e.joules_per_token else 1 / e.joules_per_token
+    if asm.power_watts is not None or e.joules_per_token is not None:
+        jpt = _num(e.joules_per_token, ".3f", unit=" J/token")
+        add(f"Energy     power {_num(asm.power_watts, '.0f', unit=' W')}  "
+            f"{_num(tpw, '.2f', unit=' tok/W')}  {jpt}")  # fmt: skip
+    if e.cost_per_hour is not None:
+        price = {"flag": "--cost-per-hour", "catalog_on_demand": "catalog on-demand, est",
+                 "catalog_spot": "catalog spot, est"}.get(asm.price_source or "", "?")  # fmt: skip
+        add(f"Money      {_per_hour(e.cost_per_hour)} ({price}); per 1M tokens "
+            f"{_usd(e.cost_per_million_tokens)} while busy, {_usd(e.wall_cost_per_million_tokens)} "
+            f"wall clock (duty cycle {_num(e.duty_cycle, '.0%')})")  # fmt: skip
+        add(f"           recoverable {_per_hour(e.recoverable_per_hour)} while busy, "
+            f"{_per_hour(e.wall_recoverable_per_hour)} wall clock{est}")  # fmt: skip
+
+
+def _direction_lines(add: Callable[[str], None], x: Direction, cause: str | None) -> None:
+    veto = " (latency veto)" if x.vetoed else ""
+    why = CAUSES.get(cause or "", "a configuration change")
+    ttft = _delta(x.ttft_p99_delta_pct, "%")
+    add(f"Direction  {x.direction.upper()}{veto} since {why}, judged by {x.signal}: "
+        f"efficiency/request {_delta(x.efficiency_delta_pp, ' pp')}, throughput "
+        f"{_delta(x.throughput_delta_pct, '%')}, TTFT p99 {ttft}")  # fmt: skip
+    b, n = x.before, x.after
+    add(f"           before → after: efficiency {_num(b.efficiency, '.2%')} → "
+        f"{_num(n.efficiency, '.2%')}, {_tps(b.generation_tps)} → {_tps(n.generation_tps)} "
+        f"at {_num(b.running, '.1f')} → {_num(n.running, '.1f')} running")  # fmt: skip
+    add(f"           TTFT p99 {_seconds(b.ttft_p99)} → {_seconds(n.ttft_p99)}, TPOT p99 "
+        f"{_seconds(b.tpot_p99)} → {_seconds(n.tpot_p99)}, per 1M tokens "
+        f"{_usd(b.cost_per_million_tokens)} → {_usd(n.cost_per_million_tokens)}")  # fmt: skip
 
 
 def _tag(s: RuleStatus) -> str:
@@ -130,7 +251,6 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
     """The terminal report."""
     a, asm, d = snap.agg, snap.assessment, snap.diagnosis
     res = asm.resolved if asm else None
-    est = " (est)"
     lines: list[str] = []
     add = lines.append
     add(f"vllm-profile-exporter {__version__} — diagnosis")
@@ -140,9 +260,32 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
         gpu += f" (catalog: {res.gpu.name})"
     model = a.model_name or ", ".join(a.model_names) or "unknown"
     if res and res.model_catalog:
-        model += f" (catalog: {res.model_catalog}, {res.dtype})"
+        if res.model_matched_on == "flag":
+            model += " (parameters from --model-params)"
+        else:
+            root = (
+                f", matched on its root {res.model_root}" if res.model_matched_on == "root" else ""
+            )
+            model += f" (catalog: {res.model_catalog}{root})"
+    if res:
+        model += f"; weights {res.dtype} from {res.dtype_source}, TP {res.inputs.tp}"
     add(f"Model      {model}")
     add(f"GPU        {gpu}")
+    for g in a.gpus:
+        vram = ""
+        if g.mem_used_peak_bytes and g.mem_total_bytes:
+            if g.mem_used_peak_bytes / g.mem_total_bytes >= VRAM_PEAK_SHOWN_AT:
+                vram = f" (peak {g.mem_used_peak_bytes * 1e-9:.1f} GB)"
+        temp = ""
+        if g.temperature_c is not None:
+            temp = f"  {g.temperature_c:.0f} °C"
+            if g.temperature_peak_c is not None and g.temperature_peak_c >= TEMP_PEAK_SHOWN_AT:
+                temp += f" (peak {g.temperature_peak_c:.0f} °C)"
+        add(
+            f"           GPU {g.index}: VRAM {_num(g.mem_used_bytes, '.1f', 1e-9)}"
+            f" / {_num(g.mem_total_bytes, '.1f', 1e-9)} GB{vram}"
+            f"  util {_num(g.util_ratio, '.0%')}{temp}"
+        )
     span = (
         0.0 if a.horizon_start is None or a.horizon_end is None else a.horizon_end - a.horizon_start
     )
@@ -152,26 +295,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
     )
     add("")
     if asm is not None:
-        r, e = asm.roofline, asm.economics
-        eff = "n/a" if r.efficiency is None else f"{r.efficiency:.1%}{est}"
-        cost = (
-            "n/a"
-            if e.cost_per_million_tokens is None
-            else f"${e.cost_per_million_tokens:.2f}/1M tokens"
-            + ("" if asm.price_source == "flag" else est)
-        )
-        add(
-            f"GPU        efficiency {eff}  power {_num(asm.power_watts, '.0f', unit=' W')}  "
-            f"{_num(e.joules_per_token, '.3f', unit=' J/token')}  {cost}"
-        )
-        if asm.reasons and r.efficiency is None:
-            add(f"           roofline unavailable: {', '.join(asm.reasons)}")
-    for g in a.gpus:
-        add(
-            f"           GPU {g.index}: VRAM {_num(g.mem_used_bytes, '.1f', 1e-9)}"
-            f" / {_num(g.mem_total_bytes, '.1f', 1e-9)} GB"
-            f" (peak {_num(g.mem_used_peak_bytes, '.1f', 1e-9)} GB)"
-        )
+        _roofline_lines(add, asm, a.running_active)
     occ = (
         ""
         if not max_num_seqs or a.running is None
@@ -186,8 +310,14 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
         f"(p99 {_num(a.ttft_p99, '.1f', 1e3, ' ms')})  "
         f"TPOT {_num(a.tpot_mean, '.1f', 1e3, ' ms')} (p99 {_num(a.tpot_p99, '.1f', 1e3, ' ms')})"
     )
+    kv_peak = ""
+    if a.kv_usage_peak is not None and (
+        a.kv_usage_peak >= KV_PEAK_SHOWN_AT
+        or (a.kv_usage_mean is not None and a.kv_usage_peak > a.kv_usage_mean + KV_PEAK_ABOVE_MEAN)
+    ):
+        kv_peak = f" peak {a.kv_usage_peak:.1%}"
     add(
-        f"Cache      KV avg {_num(a.kv_usage_mean, '.1%')} peak {_num(a.kv_usage_peak, '.1%')}  "
+        f"Cache      KV avg {_num(a.kv_usage_mean, '.1%')}{kv_peak}  "
         f"prefix hit rate {_num(a.prefix_hit_ratio, '.1%')}"
     )
     add(
@@ -201,14 +331,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
         f"{_num(a.preemptions_per_second, '.2f', unit=' preemptions/s')}"
     )
     if snap.direction is not None:
-        x = snap.direction
-        veto = " (latency veto)" if x.vetoed else ""
-        add(
-            f"Direction  {x.direction.upper()}{veto} since the last configuration change: "
-            f"efficiency/request {_delta(x.efficiency_delta_pp, ' pp')}, "
-            f"throughput {_delta(x.throughput_delta_pct, '%')}, "
-            f"TTFT p99 {_delta(x.ttft_p99_delta_pct, '%')}"
-        )
+        _direction_lines(add, snap.direction, snap.epoch_cause)
     add("")
     groups = d.groups if d else ()
     if not groups:
@@ -221,13 +344,24 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
         add(f"    Fix:   {p.fix}")
         for s in group.supporting:
             add(f"    Also:  {s.name} ({_tag(s)}): {s.evidence}")
-    if verbose and d is not None:
-        add("")
-        add("Rules not significant:")
-        for s in d.rules:
-            if s.significant:
-                continue
+    if d is not None:
+        # Every rule that is not an issue, as the seed lists them; -v adds why.
+        quiet = [s for s in d.rules if not s.significant]
+        if quiet:
+            add("")
+            add("Other rules:")
+        for s in quiet:
             tag = _tag(s)
-            why = "not evaluated" if s.latest is None else s.latest.why
-            add(f"  {tag:<11} {s.name}: {why} ({s.fired_windows} of {s.evaluable_windows} windows)")
+            if s.latest is not None and s.latest.skipped is not None:
+                state = "skipped"
+            elif s.fired_windows:
+                state = f"not significant ({s.fired_windows} of {s.evaluable_windows} windows)"
+            else:
+                state = "not triggered"
+            line = state
+            if verbose:
+                why = "not evaluated" if s.latest is None else s.latest.why
+                # "not triggered (the numbers)" already says its state
+                line = why if why.startswith(state) else f"{state}: {why}"
+            add(f"    {s.name} ({tag}): {line}")
     return "\n".join(lines) + "\n"

@@ -125,15 +125,45 @@ def test_no_rule_needs_what_it_cannot_have() -> None:
     assert significant(d) == set()
 
 
-def test_report_matches_golden(update_golden: bool) -> None:
+GOLDEN_CASES = {
+    # The model unknown to the catalog: no roofline, and why.
+    "diagnose-saturation-h200.txt": ("-v",),
+    # The same server with the tiny model's parameter count given and a price: every ceiling,
+    # floor, weight and headroom figure, energy and both cost bases (text and JSON).
+    "diagnose-saturation-h200-roofline.txt": ("--model-params", "425600", "--cost-per-hour", "3.5"),
+    "diagnose-saturation-h200-roofline.json": ("--model-params", "425600", "--cost-per-hour", "3.5",
+                                               "--json"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(GOLDEN_CASES))
+def test_report_matches_golden(name: str, update_golden: bool) -> None:
     text = cli(
-        "replay", str(VLLM / "vllm032-cpu-c-saturation.jsonl.gz"), "--diagnose", "-v",
-        "--max-num-seqs", "4", "--gpu-replay", str(H200),
+        "replay", str(VLLM / "vllm032-cpu-c-saturation.jsonl.gz"), "--diagnose",
+        "--max-num-seqs", "4", "--gpu-replay", str(H200), *GOLDEN_CASES[name],
     )  # fmt: skip
-    golden = GOLDEN / "diagnose-saturation-h200.txt"
+    golden = GOLDEN / name
     if update_golden:
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+def test_whole_recording_diagnosis_compares_the_epochs_around_a_restart() -> None:
+    # Without --horizon, replay --diagnose covers the latest epoch whole and compares it with
+    # the whole epoch before: the restart recording's second process against its first.
+    rows = recorded("vllm032-cpu-f-restart.jsonl.gz", "vllm:generation_tokens_total")
+    cut = next(i for i in range(1, len(rows)) if rows[i][2] < rows[i - 1][2])  # counter fell
+    d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8")
+    assert d["epoch_cause"] == "vllm_restart" and d["config_epoch"] == 1
+    # The span is the new process's only: nothing from before the restart is mixed in.
+    assert d["span"]["start"] >= rows[cut][0]
+    x = d["direction"]
+    assert x is not None and x["signal"] == "throughput"
+    before, after = x["before"]["generation_tps"], x["after"]["generation_tps"]
+    assert x["throughput_delta_pct"] == pytest.approx((after - before) / before * 100, rel=1e-9)
+    delta = x["throughput_delta_pct"]  # SPEC §11: beyond ±10% is better or worse
+    assert x["direction"] == ("better" if delta > 10 else "worse" if delta < -10 else "plateau")
+    assert after == pytest.approx(d["throughput"]["generation_tokens_per_second"], rel=1e-9)
 
 
 def test_json_carries_the_report() -> None:

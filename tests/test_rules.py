@@ -693,6 +693,18 @@ class TestFixAndEvidence:
         assert off.evidence == ("prefix caching disabled, 120 prompt tokens, 6.0 req/s, in 1 of "
                                 "2 windows")  # fmt: skip
 
+    def test_r2_cause_quotes_the_vram_peak(self) -> None:
+        # The fullest GPU's peak memory over its total: quoted from 78% (it corroborates).
+        def gpus(*peaks: float) -> Aggregate:
+            return replace(self.AGG, gpus=tuple(
+                GpuAggregate(index=i, uuid=f"GPU-{i}", name=None, mem_used_peak_bytes=p * 100e9,
+                             mem_total_bytes=100e9) for i, p in enumerate(peaks)))  # fmt: skip
+
+        assert self.status(R2_MAIN, gpus(0.5, 0.9)).evidence.endswith(
+            "0.25 preemptions/s; VRAM peak 90%")  # fmt: skip
+        assert self.status(R2_MAIN, gpus(0.78)).evidence.endswith("; VRAM peak 78%")
+        assert "VRAM" not in self.status(R2_MAIN, gpus(0.77)).evidence
+
     def test_fix_codes(self) -> None:
         # The exported fix is a fixed code per decision: the numbers never reach the label.
         codes = {k: self.status(k).fix_code for k in (R1, R2_MAIN, R2_BACKLOG, R3, R4)}

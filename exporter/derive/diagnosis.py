@@ -126,6 +126,13 @@ def fix_code(key: RuleKey, agg: Aggregate) -> str:
     return "raise_max_num_seqs" if safe else "add_replica_or_lower_max_model_len"
 
 
+def vram_peak_ratio(agg: Aggregate) -> float | None:
+    """The fullest GPU's peak memory use over its total, over the horizon."""
+    ratios = [g.mem_used_peak_bytes / g.mem_total_bytes for g in agg.gpus
+              if g.mem_used_peak_bytes is not None and g.mem_total_bytes]  # fmt: skip
+    return max(ratios) if ratios else None
+
+
 def _fix_and_evidence(
     key: RuleKey, n: int, evaluable: int, agg: Aggregate, a: Assessment | None, mns: float | None
 ) -> tuple[str, str]:
@@ -140,6 +147,9 @@ def _fix_and_evidence(
     if key == R2_MAIN:
         pre = agg.preemptions_per_second
         extra = f"; {pre:.2f} preemptions/s" if pre else ""
+        vram = vram_peak_ratio(agg)
+        if vram is not None and vram >= T.R2_VRAM_CORROBORATES_AT:
+            extra += f"; VRAM peak {_pct(vram)}"
         return (
             "Reduce --max-num-seqs or --max-model-len.",
             f"KV peak {_pct(agg.kv_usage_peak)} (mean {_pct(agg.kv_usage_mean)}) {seen}{extra}",
