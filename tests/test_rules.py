@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,12 +17,17 @@ from exporter.derive.direction import Summary, compare, summarize
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import (
+    ALL_RULES,
+    BY_KEY,
+    FIXES,
     R1,
     R2_BACKLOG,
     R2_MAIN,
     R3,
     R4,
     R5,
+    RULES,
+    Horizon,
     RuleResult,
     evaluate_window,
     kv_capacity_tokens,
@@ -799,3 +805,39 @@ class TestFixAndEvidence:
         windows = [{R1: RuleResult(i < fired)} for i in range(evaluable)]
         s = next(x for x in diagnose(windows, self.AGG, None, 8.0).rules if x.key == R1)
         assert (s.fired_windows, s.significant) == (fired, significant)
+
+
+class TestRegistry:
+    """Each rule is one entry of rules.RULES; everything else is derived from it."""
+
+    def test_every_rule_is_whole(self) -> None:
+        docs = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+        for r in RULES:
+            # One condition: per window, or a configuration fact.
+            assert (r.window is None) != (r.fact is None), r.key
+            assert f'<a id="{r.anchor}"></a>' in docs, r.anchor
+            advice = r.advice(Horizon(1, 2, Aggregate(), None, None))
+            assert advice.fix_code in FIXES and advice.fix and advice.evidence, r.key
+        assert {r.group for r in RULES} == {"memory", "scheduling", "cache_reuse"}
+
+    def test_each_rule_advises_its_own_fix(self) -> None:
+        # No rule falls through to another's advice: every rule's fix codes are its own.
+        own = {R1: {"raise_client_concurrency"},
+               R2_MAIN: {"reduce_max_num_seqs_or_max_model_len"}, R2_BACKLOG: {"expand_kv_pool"},
+               R3: {"share_prompt_prefix", "enable_prefix_caching"},
+               R4: {"raise_tensor_parallel_size"},
+               R5: {"raise_max_num_seqs", "add_replica_or_lower_max_model_len"}}  # fmt: skip
+        for r in RULES:
+            for agg in (
+                Aggregate(),
+                Aggregate(kv_usage_peak=0.1, cache_config={"enable_prefix_caching": "False"}),
+            ):
+                assert r.advice(Horizon(1, 2, agg, None, 8.0)).fix_code in own[r.key], r.key
+        assert set().union(*own.values()) == set(FIXES)
+
+    def test_tie_order_and_groups_come_from_the_registry(self) -> None:
+        assert [r.key for r in RULES] == [R4, R2_MAIN, R2_BACKLOG, R5, R1, R3]
+        assert ALL_RULES == (R1, R2_MAIN, R2_BACKLOG, R3, R4, R5)
+        assert {k: BY_KEY[k].name for k in ALL_RULES} == {
+            R1: "Under-batching", R2_MAIN: "KV Cache Pressure", R2_BACKLOG: "KV Cache Pressure",
+            R3: "Low Prefix Reuse", R4: "OOM Risk", R5: "Concurrency Saturation"}  # fmt: skip
