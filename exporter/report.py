@@ -147,6 +147,7 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
         "config_epoch": snap.epoch,
         "epoch_cause": snap.epoch_cause,
         "direction": direction(snap.direction) if snap.direction else None,
+        "last_raw_window": raw_window(snap) if a.windows_evaluable == 0 else None,
     }
 
 
@@ -243,6 +244,19 @@ def _direction_lines(add: Callable[[str], None], x: Direction, cause: str | None
         f"{_usd(b.cost_per_million_tokens)} → {_usd(n.cost_per_million_tokens)}")  # fmt: skip
 
 
+def raw_window(snap: Snapshot) -> dict[str, float | None] | None:
+    """The latest window's own figures, unaggregated (shown when no window is evaluable)."""
+    w = snap.latest
+    if w is None:
+        return None
+    return {
+        "start": w.start, "seconds": w.end - w.start, "vllm_polls": float(w.vllm_polls),
+        "gpu_polls": float(w.gpu_polls), "running": w.running, "waiting": w.waiting,
+        "kv_usage": w.kv_usage, "generated_tokens": w.d_generation_tokens,
+        "gpu_utilization_percent": w.gpu_util_pct,
+    }  # fmt: skip
+
+
 def _tag(s: RuleStatus) -> str:
     return f"{s.rule}/{s.variant}" if s.variant else s.rule
 
@@ -333,6 +347,12 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
     if snap.direction is not None:
         _direction_lines(add, snap.direction, snap.epoch_cause)
     add("")
+    raw = raw_window(snap) if a.windows_evaluable == 0 else None
+    if raw is not None:
+        # SPEC §5: with no evaluable window, the last raw window, as is.
+        shown = ", ".join(f"{k} {v:g}" for k, v in raw.items() if v is not None and k != "start")
+        add(f"No evaluable window. The last window, as is: {shown or 'no data'}")
+        add("")
     groups = d.groups if d else ()
     if not groups:
         add("No persistent bottleneck found.")

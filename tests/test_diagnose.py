@@ -245,3 +245,29 @@ def test_diagnose_loop_asks_after_a_worse_run() -> None:
             if pipe is not None:
                 pipe.close()
         vllm.stop()
+
+
+def test_no_evaluable_window_shows_the_last_raw_window(tmp_path: Path) -> None:
+    # vLLM answers but never says how many requests run: no window is evaluable (SPEC §4.1),
+    # so the report shows the last window as it is (SPEC §5) instead of n/a everywhere.
+    src = VLLM / "vllm032-cpu-b-underbatch.jsonl.gz"
+    out = tmp_path / "no-running.jsonl.gz"
+    with gzip.open(src, "rt") as f, gzip.open(out, "wt") as g:
+        for line in f:
+            e = json.loads(line)
+            if "body" in e:
+                e["body"] = "".join(x for x in e["body"].splitlines(keepends=True)
+                                    if not x.startswith("vllm:num_requests_running"))  # fmt: skip
+            g.write(json.dumps(e) + "\n")
+    fixed = ("--gpu-source", "none", "--calm-poll-interval", "250ms")  # every recorded poll
+    d = json.loads(cli("replay", str(out), "--diagnose", "--json", *fixed))
+    assert d["windows"]["evaluable"] == 0 and d["windows"]["total"] == 14
+    raw = d["last_raw_window"]
+    # The last closed window: polls 104..112, 9 vLLM polls, no running count.
+    assert raw["vllm_polls"] == 9 and raw["running"] is None
+    with gzip.open(src, "rt") as f:
+        polls = [e for e in map(json.loads, f) if e.get("source") == "vllm"]
+    assert raw["seconds"] == pytest.approx(polls[112]["t"] - polls[104]["t"], rel=1e-9)
+    text = cli("replay", str(out), "--diagnose", *fixed)
+    assert "No evaluable window. The last window, as is: seconds 2" in text
+    assert "vllm_polls 9" in text
