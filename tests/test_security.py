@@ -94,6 +94,11 @@ def test_tls_and_basic_auth(pki: Path, tmp_path: Path) -> None:
         bad = requests.get(url, verify=ca, auth=("prometheus", "wrong"), timeout=5)
         assert bad.status_code == 401 and "WWW-Authenticate" in bad.headers
         assert requests.get(url, verify=ca, auth=("nobody", PASSWORD), timeout=5).status_code == 401
+        # The status page is behind the same TLS and credentials.
+        page = exporter.url + "/"
+        assert requests.get(page, verify=ca, timeout=5).status_code == 401
+        shown = requests.get(page, verify=ca, auth=("prometheus", PASSWORD), timeout=5)
+        assert shown.status_code == 200 and "<h2>Sources</h2>" in shown.text
         with pytest.raises(requests.ConnectionError):  # plain HTTP is not served
             requests.get(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5)
         # A second, independent TLS client.
