@@ -76,6 +76,13 @@ class TestAggregate:
         assert (agg.windows_total, agg.windows_evaluable, agg.windows_active) == (3, 3, 2)
         assert agg.generation_tps == pytest.approx((200 * 2 + 100 * 4) / 6)
         assert agg.kv_usage_mean == pytest.approx(0.25)
+        # The spread the status page draws: the active windows' own rates, 100 and 200 tok/s
+        # (the idle window's 0 is not among them).
+        assert agg.generation_tps_range == (100.0, 200.0)
+        # Wall-clock basis: every evaluable second (2 + 2 + 4) observed, 6 of them active, 800
+        # tokens over those 8 s.
+        assert (agg.observed_seconds, agg.active_seconds) == (8.0, 6.0)
+        assert (agg.observed_tokens, agg.observed_token_seconds) == (800.0, 8.0)
 
     def test_histogram_means_weighted_by_observations(self) -> None:
         # A: 1 observation of 3.0 s; C: 3 observations totalling 3.0 s. ΣΔsum/ΣΔcount = 6/4 =

@@ -51,6 +51,8 @@ class Aggregate:
     model_names: tuple[str, ...] = ()
     cache_config: Mapping[str, str] = field(default_factory=dict)
     generation_tps: float | None = None
+    # The spread of the active windows' own generated tokens/s (the status page draws it)
+    generation_tps_range: tuple[float, float] | None = None
     prompt_tps: float | None = None
     requests_per_second: float | None = None
     preemptions_per_second: float | None = None
@@ -204,6 +206,11 @@ def _energy(active: Sequence[Window]) -> tuple[float | None, float | None]:
     return (joules, toks) if toks > 0 else (None, None)  # no token: no joules per token
 
 
+def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
+    present = [v for v in values if v is not None]
+    return (min(present), max(present)) if present else None
+
+
 def _span(w: Window) -> float:
     return w.duration if w.duration is not None and w.duration > 0 else 0.0
 
@@ -248,6 +255,7 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         model_names=next((w.model_names for w in reversed(all_ws) if w.model_names), ()),
         cache_config=(last_eval or last).cache_config,
         generation_tps=_weighted(active, lambda w: w.generation_tps),
+        generation_tps_range=_range([w.generation_tps for w in active]),
         prompt_tps=_weighted(active, lambda w: w.rate(w.d_prompt_tokens)),
         requests_per_second=_weighted(active, lambda w: w.requests_per_second),
         preemptions_per_second=_weighted(active, lambda w: w.preemptions_per_second),

@@ -142,12 +142,14 @@ def roofline_svg(
     batch: float | None,
     batch_ceiling: float | None,
     actual: float | None,
+    spread: tuple[float, float] | None = None,
 ) -> str:
     """Decode throughput against batch size, both axes logarithmic: the memory-bound slope of
     the one-stream ceiling (``stream × B``), the compute-bound roof, the ridge between them,
-    the ceiling at the current batch and the measured point."""
+    the ceiling at the current batch, and the measured point with the spread of the active
+    windows' own throughputs."""
     x_hi = max(ridge * 4, (batch or 1) * 2, 8.0)
-    ys = [stream, hardware] + [v for v in (actual, batch_ceiling) if v and v > 0]
+    ys = [stream, hardware] + [v for v in (actual, batch_ceiling, *(spread or ())) if v and v > 0]
     y_lo, y_hi = min(ys) / 3, hardware * 3
 
     def x(b: float) -> float:
@@ -206,6 +208,13 @@ def roofline_svg(
             f'cy="{y(batch_ceiling):.1f}" r="5"><title>ceiling at batch {batch:.1f}: '
             f"{_si(batch_ceiling)} tok/s</title></circle>"
         )
+        if spread and spread[0] > 0:
+            # The active windows' own throughputs: how far the measured mean moved.
+            parts.append(
+                f'<line class="spread" x1="{x(batch):.1f}" y1="{y(spread[0]):.1f}" '
+                f'x2="{x(batch):.1f}" y2="{y(spread[1]):.1f}"><title>active windows: '
+                f"{_si(spread[0])} to {_si(spread[1])} tok/s</title></line>"
+            )
         if actual and actual > 0:
             parts.append(
                 f'<circle class="measured" cx="{x(batch):.1f}" cy="{y(actual):.1f}" '
@@ -265,12 +274,13 @@ def _model_match(labels: Mapping[str, str]) -> str:
 def _catalog(snap: Snapshot, f: _Figures) -> str:
     info = f.one("info")
     labels = info[0] if info else {}
-    gpu = labels.get("gpu_name") or "no GPU readings"
+    n = len(snap.agg.gpus)
+    gpu = f"{labels['gpu_name']} × {n}" if labels.get("gpu_name") else "no GPU readings"
     lines = [
         f"<tr><th>model</th><td>{_e(labels.get('model') or '—')}</td><td>"
         + _model_match(labels)
         + "</td></tr>",
-        f"<tr><th>GPU</th><td>{_e(gpu)} × {len(snap.agg.gpus)}</td><td>"
+        f"<tr><th>GPU</th><td>{_e(gpu)}</td><td>"
         + (
             f"catalog <b>{_e(labels['gpu_catalog'])}</b>"
             if labels.get("gpu_catalog")
@@ -308,7 +318,8 @@ def _roofline(snap: Snapshot, f: _Figures) -> str:
     if stream and hardware and ridge:
         picture = roofline_svg(stream, hardware, ridge, snap.agg.running_active,
                                f.get("decode_batch_ceiling_tokens_per_second"),
-                               f.get("generation_tokens_per_second"))  # fmt: skip
+                               f.get("generation_tokens_per_second"),
+                               snap.agg.generation_tps_range)  # fmt: skip
     else:
         picture = (
             '<p class="why">No roofline picture: the ceilings are not known (see Catalog).</p>'
@@ -354,7 +365,7 @@ def _money(f: _Figures) -> str:
         _figure(f, "energy per token", "active_energy_per_token_joules", "j"),
         _figure(f, "GPU power", "gpu_power_total_watts", "w"),
     ])  # fmt: skip
-    where = PRICE_SOURCES.get(ps or "", "no price known")
+    where = PRICE_SOURCES.get(ps or "", "no price known: give --cost-per-hour")
     return (
         f"<section><h2>Money and energy <small>{_e(where)}</small></h2>"
         f'<div class="figs">{figs}</div></section>'
@@ -443,7 +454,8 @@ block;color:var(--mute);font-size:12px}.fig b{font-size:17px}.fig.absent b{color
 min-width:300px}svg{max-width:100%;height:auto}.plot{fill:#fbfcfe;stroke:var(--line)}
 .grid{stroke:#edf0f4}.tick{font-size:10px;fill:var(--mute)}.axis{font-size:11px;fill:var(--mute)}
 .roof{fill:none;stroke:var(--accent);stroke-width:2.5}.ridge,.batch{stroke:#9aa5b5;
-stroke-dasharray:4 3}.ceiling{fill:#fff;stroke:var(--accent);stroke-width:2}.measured{fill:
+stroke-dasharray:4 3}.spread{stroke:var(--bad);stroke-width:3;
+stroke-linecap:round;opacity:.45}.ceiling{fill:#fff;stroke:var(--accent);stroke-width:2}.measured{fill:
 var(--bad)}.note{font-size:11px;fill:var(--ink)}.issue{border-left:4px solid var(--bad);
 padding:6px 12px;margin:0 0 10px;background:#fff8f7}.issue p{margin:4px 0}tr.significant td{
 color:var(--bad)}tr.skipped td{color:var(--warn)}.verdict{font-size:16px;font-weight:600}
