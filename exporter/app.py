@@ -78,6 +78,19 @@ def demo_config(cfg: Config) -> Config:
     )
 
 
+def demo_declares(cfg: Config) -> str:
+    """Which of the demo's declarations are in force (the user may give their own)."""
+    declared = [
+        name
+        for name, on in (
+            ("max_num_seqs", cfg.max_num_seqs == DEMO_MAX_NUM_SEQS),
+            ("model_params", cfg.model_params == (DEMO_MODEL_PARAMS, None)),
+        )
+        if on
+    ]
+    return ",".join(declared)
+
+
 def demo_paths() -> tuple[Path, Path]:
     """The bundled demo recordings: real vLLM bodies and real H200 NVML readings."""
     base = resources.files("exporter") / "demo"
@@ -149,6 +162,7 @@ def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
         poll_interval=cfg.poll_interval,
         max_num_seqs=float(cfg.max_num_seqs) if cfg.max_num_seqs else None,
         demo=demo,
+        declared=demo_declares(cfg) if demo else "",
         compute_peak=cfg.compute_peak,
         tensor_parallel_size=cfg.tp,
         tensor_parallel_source=cfg.tp_source,

@@ -152,6 +152,7 @@ def test_demo_serves_live_numbers_labelled_as_demo() -> None:
 
         text = wait_for(headline, 60, "the demo's headline figures and issue")
         assert 'model_matched_on="flag"' in text
+        assert 'declared="max_num_seqs,model_params"' in text and 'mode="demo"' in text
     finally:
         log = exporter.stop()
     assert "DEMO" in log

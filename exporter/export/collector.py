@@ -44,6 +44,7 @@ class ExportSettings:
     poll_interval: float
     max_num_seqs: float | None = None
     demo: bool = False
+    declared: str = ""  # demo: the settings it declares rather than records, comma-separated
     compute_peak: str = "tensor"
     tensor_parallel_size: int = 1
     tensor_parallel_source: str = "default"
@@ -227,7 +228,7 @@ def _info(v: View) -> Rows:
          res.model_root if res else "", res.model_matched_on if res else "",
          res.dtype if res else "", res.dtype_source if res else "",
          str(settings.tensor_parallel_size), settings.tensor_parallel_source,
-         settings.compute_peak, "demo" if settings.demo else "live"),
+         settings.compute_peak, "demo" if settings.demo else "live", settings.declared),
         1.0,
     )]  # fmt: skip
 
@@ -310,11 +311,12 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
            "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
            "catalog entries matched (empty: no match, no roofline); model_matched_on says which "
            "name matched: served_name, root (what a --served-model-name alias serves, from "
-           "/v1/models) or flag (--model-params).",
+           "/v1/models) or flag (--model-params). mode=demo: a bundled recording, with the "
+           "settings named in declared given by the demo, not recorded.",
            ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "model_root",
             "model_matched_on", "dtype",
             "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
-            "compute_peak", "mode"), _info),
+            "compute_peak", "mode", "declared"), _info),
     Family("horizon_seconds", "gauge", "Length of the aggregation horizon.", (),
            _one(lambda v: v.settings.horizon_seconds)),
     Family("windows", "gauge", "Windows (~2 s each) in the last {H}.", (),
