@@ -19,6 +19,7 @@ from exporter.catalog.schema import Catalog, CatalogError, parse_catalog
 from exporter.config import Config, ConfigError
 from exporter.derive.cadence import RefreshCadence
 from exporter.derive.resolve import RooflineSettings
+from exporter.derive.slo import SloTargets
 from exporter.export.collector import (
     ExportSettings,
     ScheduleCollector,
@@ -130,6 +131,7 @@ def roofline_settings(cfg: Config, catalog: Catalog) -> RooflineSettings:
         model_params=cfg.model_params,
         cost_per_hour=cfg.cost_per_hour,
         price=cfg.price,
+        slo=SloTargets(cfg.slo_ttft, cfg.slo_tpot),
     )
 
 

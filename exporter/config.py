@@ -323,6 +323,24 @@ OPTIONS: tuple[Option, ...] = (
         shown="as often as its values change, 1s to 30s",
     ),
     Option(
+        "slo-ttft",
+        duration_in(0.001, 3600.0, "the TTFT objective"),
+        None,
+        "a request meets the TTFT objective when its time to first token is at most this, "
+        "e.g. 500ms (exports attainment, goodput and good/total counters)",
+        ANALYSE,
+        duration=True,
+    ),
+    Option(
+        "slo-tpot",
+        duration_in(0.0001, 60.0, "the TPOT objective"),
+        None,
+        "a request meets the TPOT objective when its time per output token is at most this, "
+        "e.g. 50ms",
+        ANALYSE,
+        duration=True,
+    ),
+    Option(
         "log-level",
         _choice("debug", "info", "warning", "error"),
         "info",
@@ -357,6 +375,8 @@ class Config:
     poll_interval: float
     calm_poll_interval: float
     dcgm_poll_interval: float | None
+    slo_ttft: float | None
+    slo_tpot: float | None
     log_level: str
     tp: int = 1  # resolved: flag → TENSOR_PARALLEL_SIZE → VLLM_TENSOR_PARALLEL_SIZE → 1
     tp_source: str = "default"

@@ -30,6 +30,8 @@ from exporter.derive.identity import TargetIdentity
 from exporter.derive.ledger import Ledger, accrue
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
+from exporter.derive.slo import SloSummary, window_counts
+from exporter.derive.slo import summarize as summarize_slo
 from exporter.derive.window import Window, build_window
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
 
@@ -68,6 +70,7 @@ class Snapshot:
     ledger: Ledger = field(default_factory=Ledger)
     # What started the current epoch: "vllm_restart", "cache_config_change", "reconfigured"
     epoch_cause: str | None = None
+    slo: SloSummary | None = None  # the latency objectives over the horizon, when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,7 @@ class Pipeline:
         self._direction: Direction | None = None
         self._ledger = Ledger()
         self._epoch_cause: str | None = None
+        self._slo: SloSummary | None = None
         self._pending: tuple[RooflineSettings, float | None] | None = None
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
@@ -371,6 +375,7 @@ class Pipeline:
             active=gate.active,
             cost_per_hour=a.economics.cost_per_hour if a else None,
             price_source=a.price_source if a else None,
+            slo=window_counts(window, self._roofline.slo) if gate.evaluable else None,
         )
 
     def _refresh(self) -> None:
@@ -384,6 +389,11 @@ class Pipeline:
             self._agg,
             self._assessment,
             self._max_num_seqs,
+        )
+        self._slo = summarize_slo(
+            [h.window for h in self._horizon if h.gate.evaluable],
+            self._roofline.slo,
+            self._agg.generation_tps,
         )
         self._track_direction()
 
@@ -422,4 +432,5 @@ class Pipeline:
             direction=self._direction,
             ledger=self._ledger,
             epoch_cause=self._epoch_cause,
+            slo=self._slo,
         )

@@ -14,6 +14,7 @@ from exporter.derive.diagnosis import FIXES, diagnose
 from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import SKIP_REASONS, evaluate_window
+from exporter.derive.slo import SloTargets
 from exporter.export.collector import (
     ALL_FAMILIES,
     ExportSettings,
@@ -37,7 +38,9 @@ def exported_names() -> set[str]:
     p = Pipeline(
         horizon_seconds=60,
         poll_interval=0.25,
-        roofline=RooflineSettings(catalog=catalog, model_params=(8e9, None)),
+        roofline=RooflineSettings(
+            catalog=catalog, model_params=(8e9, None), slo=SloTargets(ttft=0.05, tpot=0.005)
+        ),  # fmt: skip
         max_num_seqs=64,
     )
     ticks = replay_ticks(

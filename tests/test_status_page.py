@@ -53,7 +53,8 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Path | None, Path | None, bool]] = {
     "no-gpu": ({"max_num_seqs": "64", "gpu_source": "none"}, UNDERBATCH, None, False),
     "unknown-model": ({"max_num_seqs": "64"}, UNDERBATCH, H200, False),
     # The saturated server, with the tiny model's parameter count declared and a price given.
-    "saturated": ({"max_num_seqs": "4", "model_params": "425600", "cost_per_hour": "3.5"},
+    "saturated": ({"max_num_seqs": "4", "model_params": "425600", "cost_per_hour": "3.5",
+                   "slo_ttft": "1s", "slo_tpot": "10ms"},
                   SATURATION, H200, False),
 }  # fmt: skip
 
@@ -215,7 +216,10 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
     },
     "saturated": {
         "shown": ["vllm_profile_efficiency_ratio", "vllm_profile_requests_waiting",
-                  'vllm_profile_wall_clock_cost_per_million_tokens_dollars{price_source="flag"}'],
+                  'vllm_profile_wall_clock_cost_per_million_tokens_dollars{price_source="flag"}',
+                  "vllm_profile_slo_ttft_attainment_ratio",
+                  "vllm_profile_slo_tpot_attainment_ratio",
+                  "vllm_profile_goodput_tokens_per_second"],
         "text": ['class="issue" data-rule="R5"', "Concurrency Saturation", "<svg"],
     },
 }  # fmt: skip

@@ -85,3 +85,30 @@ def merge_latest(deltas: Iterable[HistDelta]) -> HistDelta | None:
         for i, c in enumerate(d.cumulative):
             cum[i] += c
     return HistDelta(bounds, tuple(cum), sum(d.sum for d in same), sum(d.count for d in same))
+
+
+def count_at_most(limit: float, bounds: tuple[float, ...], cumulative: tuple[float, ...]) -> float:
+    """Observations at most ``limit``: exact at a bucket bound, else interpolated linearly inside
+    the bucket holding ``limit`` (the first bucket starting at 0, as ``histogram_quantile``
+    assumes). Observations in the +Inf bucket count as above any finite limit.
+
+    The error is at most the observations of that one bucket: none when ``limit`` is a bound,
+    and never more than the bucket's count however the observations spread inside it.
+
+    >>> count_at_most(1.5, (1.0, 2.0, math.inf), (4.0, 14.0, 15.0))   # 4 + 10 × 0.5 / 1
+    9.0
+    >>> count_at_most(2.0, (1.0, 2.0, math.inf), (4.0, 14.0, 15.0)), \\
+    ...     count_at_most(9.0, (1.0, 2.0, math.inf), (4.0, 14.0, 15.0))
+    (14.0, 14.0)
+    """
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in zip(bounds, cumulative, strict=True):
+        if bound == math.inf:
+            return prev_count
+        if limit <= bound:
+            if bound <= prev_bound:  # a first bound at or below 0 has no width to split
+                return count if limit >= bound else prev_count
+            share = max(0.0, limit - prev_bound) / (bound - prev_bound)
+            return prev_count + (count - prev_count) * share
+        prev_bound, prev_count = bound, count
+    return prev_count

@@ -7,7 +7,8 @@ processes, so every delta added is one process's); only an exporter restart does
 ``increase(dollars) / increase(tokens)`` is the true cost of a token and
 ``increase(active) / increase(observed)`` the duty cycle.
 
->>> from exporter.derive.window import Window
+>>> from exporter.derive.slo import SloCount
+from exporter.derive.window import Window
 >>> w = Window(start=0.0, end=2.0, duration=2.0, vllm_polls=9, gpu_polls=9, running=1.0,
 ...            d_generation_tokens=50.0)
 >>> led = accrue(Ledger(), w, evaluable=True, active=True, cost_per_hour=3.6, price_source="flag")
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from exporter.derive.slo import SloCount
 from exporter.derive.window import Window
 
 
@@ -33,6 +35,9 @@ class Ledger:
     generation_tokens: float = 0.0  # in evaluable windows
     energy_joules: float | None = None  # None until a window had energy or power for every GPU
     dollars: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Latency objectives: kind ("ttft", "tpot") → (requests meeting it, requests), from the
+    # first window with the objective set
+    slo: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def window_joules(w: Window) -> float | None:
@@ -60,6 +65,7 @@ def accrue(
     active: bool,
     cost_per_hour: float | None,
     price_source: str | None,
+    slo: Mapping[str, SloCount] | None = None,
 ) -> Ledger:
     """The ledger after one closed window. Only evaluable windows count: a window in which vLLM
     did not answer cannot say whether the server was busy, nor how many tokens it made."""
@@ -75,10 +81,15 @@ def accrue(
         dollars = MappingProxyType(
             {**dollars, price_source: dollars.get(price_source, 0.0) + cost_per_hour * span / 3600}
         )
+    counts = dict(ledger.slo)
+    for kind, c in (slo or {}).items():
+        good, total = counts.get(kind, (0.0, 0.0))
+        counts[kind] = (good + c.good, total + c.total)
     return Ledger(
         observed_seconds=ledger.observed_seconds + span,
         active_seconds=ledger.active_seconds + (span if active else 0.0),
         generation_tokens=ledger.generation_tokens + (w.d_generation_tokens or 0.0),
         energy_joules=energy,
         dollars=dollars,
+        slo=MappingProxyType(counts),
     )

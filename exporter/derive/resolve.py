@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from exporter.catalog.match import best_match, tokens
 from exporter.catalog.schema import Catalog, GpuSpec, ModelSpec
 from exporter.derive.roofline import RooflineInputs
+from exporter.derive.slo import SloTargets
 
 BYTES_PER_PARAM = {
     "fp4": 0.5, "int4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0, "fp16": 2.0, "fp32": 4.0,
@@ -48,6 +49,7 @@ class RooflineSettings:
     model_params: tuple[float, float | None] | None = None  # --model-params TOTAL[,ACTIVE]
     cost_per_hour: float | None = None
     price: str = "on-demand"  # or "spot"
+    slo: SloTargets = field(default_factory=SloTargets)  # --slo-ttft, --slo-tpot
 
 
 @dataclass(frozen=True, slots=True)

@@ -330,7 +330,7 @@ def _roofline(snap: Snapshot, f: _Figures) -> str:
     )
 
 
-def _serving(f: _Figures) -> str:
+def _serving(snap: Snapshot, f: _Figures) -> str:
     figs = "".join([
         _figure(f, "generated", "generation_tokens_per_second", "tps"),
         _figure(f, "requests/s", "requests_per_second", ""),
@@ -344,6 +344,12 @@ def _serving(f: _Figures) -> str:
         _figure(f, "KV cache peak", "kv_cache_usage_peak_ratio", "pct"),
         _figure(f, "prefix hits", "prefix_cache_hit_ratio", "pct"),
         _figure(f, "preemptions/s", "preemptions_per_second", ""),
+        *(
+            [_figure(f, "TTFT objective met", "slo_ttft_attainment_ratio", "pct"),
+             _figure(f, "TPOT objective met", "slo_tpot_attainment_ratio", "pct"),
+             _figure(f, "goodput (at most)", "goodput_tokens_per_second", "tps")]
+            if snap.slo is not None else []
+        ),
     ])  # fmt: skip
     return f'<section><h2>Serving</h2><div class="figs">{figs}</div></section>'
 
@@ -472,7 +478,7 @@ def render(snap: Snapshot, settings: ExportSettings, ctx: PageContext, now: floa
              else "no window yet")  # fmt: skip
     demo = f'<div class="demo"><b>Demo.</b> {_e(ctx.demo_note)}</div>' if ctx.demo_note else ""
     body = "".join([
-        _sources(snap, f, now), _catalog(snap, f), _roofline(snap, f), _serving(f), _money(f),
+        _sources(snap, f, now), _catalog(snap, f), _roofline(snap, f), _serving(snap, f), _money(f),
         _issues(snap), _direction(f),
     ])  # fmt: skip
     page = (
