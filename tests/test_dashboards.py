@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
 FIX = ROOT / "tests" / "fixtures"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-UNITS = {"percentunit", "s", "bytes", "watt", "joule", "currencyUSD", "short", "none", "reqps"}
+UNITS = {"percentunit", "s", "bytes", "watt", "joule", "currencyUSD", "short", "none", "reqps",
+         "celsius"}  # fmt: skip
 
 
 def generator() -> Any:
@@ -124,7 +125,7 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
     # 8 s horizons so the configuration change gets its before/after comparison in ~40 s.
     exporter = Exporter(
         "--vllm-replay", str(vllm), "--gpu-replay", str(gpu), "--max-num-seqs", "8",
-        "--horizon", "8s",
+        "--horizon", "8s", "--slo-ttft", "1s", "--slo-tpot", "10ms",
     )  # fmt: skip
     prom = Prometheus(
         tmp_path, [f"127.0.0.1:{exporter.port}"],

@@ -198,14 +198,76 @@ def overview() -> dict[str, Any]:
                 [target(f"vllm_profile_issue_info{{{SEL}}}", ref="A", instant=True, fmt="table")],
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "Value": True, "__name__": True}}}]), 12, 8)  # fmt: skip
-    b.add(series("Latency p99",
-                 "Time to first token and time per output token: p99 from merged per-window bucket "
-                 "deltas, and the mean, over active windows.",
+    b.add(series("Time to first token",
+                 "TTFT over active windows: p99 from merged per-window bucket deltas, and the mean.",
                  "s",
-                 (f"vllm_profile_time_to_first_token_p99_seconds{{{SEL}}}", "TTFT p99"),
-                 (f"vllm_profile_time_to_first_token_mean_seconds{{{SEL}}}", "TTFT mean"),
-                 (f"vllm_profile_time_per_output_token_p99_seconds{{{SEL}}}", "TPOT p99"),
-                 (f"vllm_profile_tpot_floor_seconds{{{SEL}}}", "TPOT floor (est)")), 8, 8)  # fmt: skip
+                 (f"vllm_profile_time_to_first_token_p99_seconds{{{SEL}}}", "p99 {{instance}}"),
+                 (f"vllm_profile_time_to_first_token_mean_seconds{{{SEL}}}", "mean {{instance}}"),
+                 (f"vllm_profile_slo_ttft_target_seconds{{{SEL}}}", "objective {{instance}}")),
+          8, 8)  # fmt: skip
+    b.add(series("Time per output token",
+                 "TPOT over active windows (p99 and mean) on its own axis, beside the floor the "
+                 "roofline allows at the current batch (estimate).",
+                 "s",
+                 (f"vllm_profile_time_per_output_token_p99_seconds{{{SEL}}}", "p99 {{instance}}"),
+                 (f"vllm_profile_time_per_output_token_mean_seconds{{{SEL}}}", "mean {{instance}}"),
+                 (f"vllm_profile_tpot_floor_seconds{{{SEL}}}", "floor (est) {{instance}}")),
+          8, 8)  # fmt: skip
+    b.add(series("Latency objectives met",
+                 "Share of requests meeting --slo-ttft and --slo-tpot over the horizon (empty "
+                 "when no objective is set).",
+                 "percentunit",
+                 (f"vllm_profile_slo_ttft_attainment_ratio{{{SEL}}}", "TTFT {{instance}}"),
+                 (f"vllm_profile_slo_tpot_attainment_ratio{{{SEL}}}", "TPOT {{instance}}")),
+          8, 8)  # fmt: skip
+    b.add(series("Goodput",
+                 "Generated tokens/s of requests meeting every objective (an upper bound), against "
+                 "all generated tokens/s.",
+                 "short",
+                 (f"vllm_profile_goodput_tokens_per_second{{{SEL}}}", "goodput {{instance}}"),
+                 (f"vllm_profile_generation_tokens_per_second{{{SEL}}}",
+                  "generated {{instance}}")), 8, 8)  # fmt: skip
+    b.add(series("Queue time",
+                 "Mean time requests waited in vLLM's queue before running, over active windows: "
+                 "it grows with saturation and preemptions.",
+                 "s",
+                 (f"vllm_profile_queue_time_mean_seconds{{{SEL}}}", "queue {{instance}}")),
+          8, 8)  # fmt: skip
+    b.add(series("Preemptions",
+                 "vLLM preemptions per second over active windows: requests evicted for lack of "
+                 "KV cache.",
+                 "short",
+                 (f"vllm_profile_preemptions_per_second{{{SEL}}}", "{{instance}}")), 8, 8)  # fmt: skip
+    b.add(series("Scheduler occupancy",
+                 "Running requests over --max-num-seqs (needs the flag): near 1 with a queue is "
+                 "saturation; far below with no queue is under-batching.",
+                 "percentunit",
+                 (f"vllm_profile_scheduler_occupancy_ratio{{{SEL}}}", "{{instance}}")), 8, 8)  # fmt: skip
+    b.add(series("GPU temperature",
+                 "GPU temperature at the latest poll and its peak over the horizon.",
+                 "celsius",
+                 (f"vllm_profile_gpu_temperature_celsius{{{SEL}}}", "GPU {{gpu}}"),
+                 (f"vllm_profile_gpu_temperature_peak_celsius{{{SEL}}}", "peak GPU {{gpu}}")),
+          8, 8)  # fmt: skip
+    b.add(series("Cost per 1M tokens: wall clock and while busy",
+                 "Wall clock counts every observed second, busy or idle (what the tokens really "
+                 "cost); while busy, only active windows (the marginal cost of a token).",
+                 "currencyUSD",
+                 (f"vllm_profile_wall_clock_cost_per_million_tokens_dollars{{{SEL}}}",
+                  "wall clock {{instance}}"),
+                 (f"vllm_profile_active_cost_per_million_tokens_dollars{{{SEL}}}",
+                  "while busy {{instance}}")), 8, 8)  # fmt: skip
+    why = panel("stat", "Why no roofline",
+                "Each reason a roofline figure is absent (unknown_model: map it with "
+                "--catalog-file or --model-params; unknown_gpu; no_gpu_data; ...). 0: the "
+                "roofline is available.",
+                "none",
+                [target(f"count by (reason) (vllm_profile_roofline_unavailable{{{SEL}}}) "
+                        "or on() vector(0)", "{{reason}}")],
+                options={"reduceOptions": {"calcs": ["lastNotNull"]}, "textMode": "name"})  # fmt: skip
+    why["fieldConfig"]["defaults"]["mappings"] = [
+        {"type": "value", "options": {"0": {"text": "roofline available", "color": "green"}}}]
+    b.add(why, 8, 8)
     b.add(series("KV cache: mean and peak",
                  "KV cache usage: the time-weighted mean and the highest poll (every 250 ms from 70%). "
                  "A peak far "
