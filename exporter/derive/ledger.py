@@ -7,8 +7,7 @@ processes, so every delta added is one process's); only an exporter restart does
 ``increase(dollars) / increase(tokens)`` is the true cost of a token and
 ``increase(active) / increase(observed)`` the duty cycle.
 
->>> from exporter.derive.slo import SloCount
-from exporter.derive.window import Window
+>>> from exporter.derive.window import Window
 >>> w = Window(start=0.0, end=2.0, duration=2.0, vllm_polls=9, gpu_polls=9, running=1.0,
 ...            d_generation_tokens=50.0)
 >>> led = accrue(Ledger(), w, evaluable=True, active=True, cost_per_hour=3.6, price_source="flag")
