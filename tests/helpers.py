@@ -29,3 +29,17 @@ def gpu(t: float, *readings: dict[str, Any]) -> GpuSample:
 
 def tick(v: EngineSample | None = None, g: GpuSample | None = None) -> Tick:
     return Tick(vllm=v, gpu=g)
+
+
+def cli_in_process(*args: str) -> str:
+    """``vllm-profile-exporter ARGS`` run in this process (so coverage and mutation testing see
+    the code it runs); its standard output."""
+    import contextlib
+    import io
+
+    from exporter.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(args)) == 0
+    return out.getvalue()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import RecordedVllm
+from tests.helpers import cli_in_process
 
 FIX = Path(__file__).parent / "fixtures"
 VLLM = FIX / "vllm"
@@ -153,7 +154,8 @@ def test_whole_recording_diagnosis_compares_the_epochs_around_a_restart() -> Non
     # the whole epoch before: the restart recording's second process against its first.
     rows = recorded("vllm032-cpu-f-restart.jsonl.gz", "vllm:generation_tokens_total")
     cut = next(i for i in range(1, len(rows)) if rows[i][2] < rows[i - 1][2])  # counter fell
-    d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8")
+    d = json.loads(cli_in_process("replay", str(VLLM / "vllm032-cpu-f-restart.jsonl.gz"),
+                                  "--diagnose", "--json", "--max-num-seqs", "8"))  # fmt: skip
     assert d["epoch_cause"] == "vllm_restart" and d["config_epoch"] == 1
     # The span is the new process's only: nothing from before the restart is mixed in.
     assert d["span"]["start"] >= rows[cut][0]

@@ -15,7 +15,8 @@ from exporter.derive.histogram import HistDelta, count_at_most
 from exporter.derive.ledger import Ledger, accrue
 from exporter.derive.slo import SloCount, SloTargets, summarize, window_counts
 from exporter.derive.window import Window
-from tests.test_replay_cli import UNDERBATCH, reference_value, run_replay, samples
+from tests.helpers import cli_in_process
+from tests.test_replay_cli import UNDERBATCH, reference_value, samples
 
 # vLLM's TTFT bucket bounds (0.32), as in the recordings.
 TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
@@ -95,7 +96,7 @@ class TestAttainmentAndGoodput:
 def test_counters_over_a_real_recording_match_its_buckets() -> None:
     # 0.01 s is one of vLLM's bounds: the count is exact. Every recorded poll replayed (a fixed
     # cadence) and every window evaluable: polls 0..112 are the closed windows' span.
-    m = samples(run_replay(str(UNDERBATCH), "--gpu-source", "none", "--calm-poll-interval",
+    m = samples(replay(str(UNDERBATCH), "--gpu-source", "none", "--calm-poll-interval",
                            "250ms", "--slo-ttft", "10ms", "--slo-tpot", "5ms"))  # fmt: skip
     with gzip.open(UNDERBATCH, "rt") as f:
         polls = [e for e in map(json.loads, f) if e.get("source") == "vllm"]
@@ -126,3 +127,8 @@ def test_counters_over_a_real_recording_match_its_buckets() -> None:
     tps = m[("vllm_profile_generation_tokens_per_second", ())]
     attain = min(good / total, m[("vllm_profile_slo_tpot_attainment_ratio", ())])
     assert m[("vllm_profile_goodput_tokens_per_second", ())] == pytest.approx(tps * attain)
+
+
+def replay(*args: str) -> str:
+    """``replay ARGS --print-metrics``, in this process."""
+    return cli_in_process("replay", *args, "--print-metrics")

@@ -13,7 +13,8 @@ import pytest
 
 from exporter.derive.ledger import Ledger, accrue, window_joules
 from exporter.derive.window import GpuWindow, Window
-from tests.test_replay_cli import UNDERBATCH, reference_value, run_replay, samples
+from tests.helpers import cli_in_process
+from tests.test_replay_cli import UNDERBATCH, reference_value, samples
 
 IDLE_POLLS = 64  # 16 s at 250 ms: eight whole idle windows before the busy ones
 
@@ -44,7 +45,7 @@ def idle_then_busy(tmp: Path) -> tuple[Path, list[dict[str, Any]]]:
 
 def test_counters_and_gauges_over_idle_and_busy_time(tmp_path: Path) -> None:
     rec, busy = idle_then_busy(tmp_path)
-    m = samples(run_replay(str(rec), "--gpu-source", "none", "--cost-per-hour", "3.6",
+    m = samples(replay(str(rec), "--gpu-source", "none", "--cost-per-hour", "3.6",
                            "--calm-poll-interval", "250ms"))  # fmt: skip
     # 64 idle + 120 busy polls; windows of 9 polls sharing boundaries close at polls 8, 16, …,
     # 176: 22 windows. Polls 0..64 make 8 idle windows (poll 64, the first busy poll, still has
@@ -91,7 +92,7 @@ def test_an_idle_server_is_all_recoverable(tmp_path: Path) -> None:
     idle = tmp_path / "idle.jsonl.gz"
     with gzip.open(idle, "wt") as f:
         f.writelines(json.dumps(e) + "\n" for e in lines)
-    m = samples(run_replay(str(idle), "--gpu-source", "none", "--cost-per-hour", "3.6",
+    m = samples(replay(str(idle), "--gpu-source", "none", "--cost-per-hour", "3.6",
                            "--calm-poll-interval", "250ms"))  # fmt: skip
     flag = (("price_source", "flag"),)
     assert m[("vllm_profile_duty_cycle_ratio", ())] == 0.0
@@ -146,3 +147,8 @@ class TestLedger:
         unpriced = accrue(led, win(), evaluable=True, active=True, cost_per_hour=None,
                           price_source=None)  # fmt: skip
         assert unpriced.dollars == led.dollars and unpriced.observed_seconds == 6.0
+
+
+def replay(*args: str) -> str:
+    """``replay ARGS --print-metrics``, in this process."""
+    return cli_in_process("replay", *args, "--print-metrics")
