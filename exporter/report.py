@@ -11,6 +11,12 @@ from exporter import __version__
 from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.direction import Direction
+from exporter.human import PRICE_SOURCES
+from exporter.human import dollars as _usd
+from exporter.human import duration as _seconds
+from exporter.human import percent as _ratio
+from exporter.human import size as _bytes
+from exporter.human import tokens_per_second as _tps
 from exporter.pipeline import Snapshot
 
 GROUP_TITLES = {"memory": "memory", "scheduling": "scheduling / concurrency",
@@ -161,38 +167,8 @@ CAUSES = {"vllm_restart": "vLLM restarted", "cache_config_change": "vLLM's cache
           "reconfigured": "the exporter was reconfigured"}  # fmt: skip
 
 
-def _tps(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if v >= div:
-            return f"{v / div:.3g}{unit} tok/s"
-    return f"{v:.1f} tok/s"
-
-
-def _seconds(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v * 1e3:.1f} ms" if v >= 1e-4 else f"{v * 1e6:.2g} µs"
-
-
 def _per_hour(v: float | None) -> str:
     return "n/a" if v is None else f"{_usd(v)}/hr"
-
-
-def _ratio(v: float | None) -> str:
-    """A percentage that does not round a small figure to zero."""
-    if v is None:
-        return "n/a"
-    return f"{v:.1%}" if v == 0 or abs(v) >= 0.001 else f"{v * 100:.2g}%"
-
-
-def _bytes(v: float) -> str:
-    return f"{v / 1e9:.1f} GB" if abs(v) >= 1e8 else f"{v / 1e6:.3g} MB"
-
-
-def _usd(v: float | None) -> str:
-    return "n/a" if v is None else (f"${v:,.2f}" if v >= 0.01 else f"${v:.2g}")
 
 
 def _roofline_lines(add: Callable[[str], None], asm: Assessment, batch: float | None) -> None:
@@ -219,8 +195,7 @@ def _roofline_lines(add: Callable[[str], None], asm: Assessment, batch: float | 
         add(f"Energy     power {_num(asm.power_watts, '.0f', unit=' W')}  "
             f"{_num(tpw, '.2f', unit=' tok/W')}  {jpt}")  # fmt: skip
     if e.cost_per_hour is not None:
-        price = {"flag": "--cost-per-hour", "catalog_on_demand": "catalog on-demand, est",
-                 "catalog_spot": "catalog spot, est"}.get(asm.price_source or "", "?")  # fmt: skip
+        price = PRICE_SOURCES.get(asm.price_source or "", "?")
         add(f"Money      {_per_hour(e.cost_per_hour)} ({price}); per 1M tokens "
             f"{_usd(e.cost_per_million_tokens)} while busy, {_usd(e.wall_cost_per_million_tokens)} "
             f"wall clock (duty cycle {_num(e.duty_cycle, '.0%')})")  # fmt: skip

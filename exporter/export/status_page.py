@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
+from exporter import human
 from exporter.derive.diagnosis import RuleStatus
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
@@ -43,13 +44,6 @@ ROOFLINE_FIXES: Mapping[str, str] = {
     "no_load": "no request ran under load in the horizon: nothing to measure yet",
     "actual_above_ceiling": "measured throughput is above the ceiling: check --model-params, "
     "--dtype and --tensor-parallel-size (speculative decoding also does this)",
-}
-
-
-PRICE_SOURCES: Mapping[str, str] = {
-    "flag": "--cost-per-hour",
-    "catalog_on_demand": "catalog on-demand price (estimate)",
-    "catalog_spot": "catalog spot price (estimate)",
 }
 
 
@@ -93,29 +87,16 @@ def _e(text: object) -> str:
 
 
 def _fmt(v: float, kind: str) -> str:
-    """A figure for a person: enough digits to tell small values from zero."""
-    if kind == "pct":
-        return f"{v:.1%}" if abs(v) >= 0.001 or v == 0 else f"{v * 100:.2g}%"
-    if kind == "usd":
-        return f"${v:,.2f}" if abs(v) >= 0.01 or v == 0 else f"${v:.2g}"
-    if kind == "ms":
-        return f"{v * 1000:,.1f} ms" if abs(v) >= 1e-4 or v == 0 else f"{v * 1e6:.3g} µs"
-    if kind == "tps":
-        return _si(v) + " tok/s"
-    if kind == "bytes":
-        return f"{v / 1e9:,.1f} GB" if abs(v) >= 1e8 else f"{v / 1e6:.3g} MB"
+    """A figure for a person, by kind (see :mod:`exporter.human`)."""
+    shown = {"pct": human.percent, "usd": human.dollars, "ms": human.duration,
+             "tps": human.tokens_per_second, "bytes": human.size}.get(kind)  # fmt: skip
+    if shown is not None:
+        return shown(v)
     if kind == "j":
         return f"{v:.3g} J"
     if kind == "w":
         return f"{v:,.0f} W"
     return f"{v:,.4g}"
-
-
-def _si(v: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.3g}{unit}"
-    return f"{v:.3g}"
 
 
 def _figure(f: _Figures, label: str, short: str, kind: str, **labels: str) -> str:
@@ -180,7 +161,7 @@ def roofline_svg(
             f'<line x1="{PAD_L}" y1="{y(10**d):.1f}" x2="{W - PAD_R}" '
             f'y2="{y(10**d):.1f}" class="grid"/><text x="{PAD_L - 6}" '
             f'y="{y(10**d) + 4:.1f}" class="tick" text-anchor="end">'
-            f"{_si(10**d)}</text>"
+            f"{human.si(10**d)}</text>"
         )
         d += 1
     parts.append(
@@ -206,21 +187,21 @@ def roofline_svg(
             f'<line class="batch" x1="{x(batch):.1f}" y1="{PAD_T}" x2="{x(batch):.1f}" '
             f'y2="{H - PAD_B}"/><circle class="ceiling" cx="{x(batch):.1f}" '
             f'cy="{y(batch_ceiling):.1f}" r="5"><title>ceiling at batch {batch:.1f}: '
-            f"{_si(batch_ceiling)} tok/s</title></circle>"
+            f"{human.si(batch_ceiling)} tok/s</title></circle>"
         )
         if spread and spread[0] > 0:
             # The active windows' own throughputs: how far the measured mean moved.
             parts.append(
                 f'<line class="spread" x1="{x(batch):.1f}" y1="{y(spread[0]):.1f}" '
                 f'x2="{x(batch):.1f}" y2="{y(spread[1]):.1f}"><title>active windows: '
-                f"{_si(spread[0])} to {_si(spread[1])} tok/s</title></line>"
+                f"{human.si(spread[0])} to {human.si(spread[1])} tok/s</title></line>"
             )
         if actual and actual > 0:
             parts.append(
                 f'<circle class="measured" cx="{x(batch):.1f}" cy="{y(actual):.1f}" '
-                f'r="6"><title>measured: {_si(actual)} tok/s at batch {batch:.1f}'
+                f'r="6"><title>measured: {human.si(actual)} tok/s at batch {batch:.1f}'
                 f'</title></circle><text class="note" x="{x(batch) + 9:.1f}" '
-                f'y="{y(actual) + 4:.1f}">measured {_si(actual)} tok/s</text>'
+                f'y="{y(actual) + 4:.1f}">measured {human.si(actual)} tok/s</text>'
             )
     parts.append("</svg>")
     return "".join(parts)
@@ -371,7 +352,7 @@ def _money(f: _Figures) -> str:
         _figure(f, "energy per token", "active_energy_per_token_joules", "j"),
         _figure(f, "GPU power", "gpu_power_total_watts", "w"),
     ])  # fmt: skip
-    where = PRICE_SOURCES.get(ps or "", "no price known: give --cost-per-hour")
+    where = human.PRICE_SOURCES.get(ps or "", "no price known: give --cost-per-hour")
     return (
         f"<section><h2>Money and energy <small>{_e(where)}</small></h2>"
         f'<div class="figs">{figs}</div></section>'
