@@ -120,6 +120,10 @@ _GPU_FIELDS: dict[str, tuple[str, float]] = {
 }
 
 
+_GPU_FIELD_ITEMS = tuple((key, attr, scale) for key, (attr, scale) in _GPU_FIELDS.items())
+_NUMBERS = (int, float)
+
+
 def gpu_sample_from_entry(entry: dict[str, Any], observed_at: float) -> GpuSample | PollError:
     """An ``nvml``/``dcgm`` entry → GpuSample (or the PollError it recorded)."""
     if "error" in entry:
@@ -133,11 +137,11 @@ def gpu_sample_from_entry(entry: dict[str, Any], observed_at: float) -> GpuSampl
         if not isinstance(g, dict) or not isinstance(g.get("index"), int):
             raise RecordingError(f"{where}: each GPU needs an integer 'index'")
         values: dict[str, Any] = {}
-        for key, (attr, scale) in _GPU_FIELDS.items():
+        for key, attr, scale in _GPU_FIELD_ITEMS:  # every replayed poll, every GPU
             v = g.get(key)
             if v is None:
                 continue
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v < 0:
+            if type(v) not in _NUMBERS or v != v or v < 0:  # a bool's type is bool: refused
                 raise RecordingError(f"{where}: GPU {g['index']} '{key}' must be a number ≥ 0")
             values[attr] = float(v) * scale
         gpm = g.get("gpm")
@@ -148,7 +152,7 @@ def gpu_sample_from_entry(entry: dict[str, Any], observed_at: float) -> GpuSampl
             plausible(
                 GpuReading(
                     index=g["index"],
-                    uuid=str(g.get("uuid", f"GPU-{g['index']}")),
+                    uuid=str(g["uuid"]) if "uuid" in g else f"GPU-{g['index']}",
                     name=g.get("name") if isinstance(g.get("name"), str) else None,
                     **values,
                 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 INF = math.inf
@@ -97,6 +97,9 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
 }
 
 
+_PLAUSIBLE_ITEMS = tuple(PLAUSIBLE.items())
+
+
 def plausible(reading: GpuReading) -> GpuReading:
     """The reading with every value outside :data:`PLAUSIBLE` (or not finite) made absent.
 
@@ -104,13 +107,11 @@ def plausible(reading: GpuReading) -> GpuReading:
     >>> r.util_gpu_pct, r.power_watts
     (None, 300.0)
     """
-    bad: dict[str, Any] = {
-        f.name: None
-        for f in fields(reading)
-        if f.name in PLAUSIBLE
-        and (v := getattr(reading, f.name)) is not None
-        and not (PLAUSIBLE[f.name][0] <= v <= PLAUSIBLE[f.name][1])  # NaN fails too
-    }
+    bad: dict[str, Any] = {}
+    for name, (low, high) in _PLAUSIBLE_ITEMS:  # every poll, every GPU: no fields() walk
+        v = getattr(reading, name)
+        if v is not None and not low <= v <= high:  # NaN fails too
+            bad[name] = None
     return replace(reading, **bad) if bad else reading
 
 

@@ -380,3 +380,97 @@ def test_several_processes_behind_one_url(
     assert not health.up and health.errors["several_servers"] >= 30
     assert "point --vllm-url at one pod" in (health.last_error or "")
     assert snap.agg.generation_tps is None  # nothing computed from mixed processes
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    framed = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+
+
+def _until_close(conn: socket.socket, data: bytes) -> None:
+    conn.sendall(data)
+    conn.shutdown(socket.SHUT_RDWR)
+    raise OSError("closed by the target")  # RawTarget: end this connection
+
+
+# Every framing HTTP/1.1 allows a 200 to come in (RFC 9112 §6), and whether the connection may
+# be used again after it: (what the target does, connections three polls need).
+FRAMINGS: dict[str, tuple[Behaviour, int]] = {
+    "content_length": (lambda conn, head: conn.sendall(answer(BODY)), 1),
+    "chunked, 1000-byte chunks": (lambda conn, head: conn.sendall(_chunked(BODY, 1000)), 1),
+    "chunked, one chunk": (lambda conn, head: conn.sendall(_chunked(BODY, len(BODY))), 1),
+    "until the connection closes": (
+        lambda conn, head: _until_close(conn, b"HTTP/1.1 200 OK\r\n\r\n" + BODY), 3),
+    "HTTP/1.0": (lambda conn, head: _until_close(
+        conn, b"HTTP/1.0 200 OK\r\n" + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY), 3),
+    "Connection: close": (
+        lambda conn, head: _until_close(conn, answer(BODY, "Connection: close")), 3),
+    "a byte at a time": (lambda conn, head: [conn.sendall(answer(BODY)[i : i + 1])
+                                            for i in range(len(answer(BODY)))], 1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_every_http_framing_of_a_good_answer_is_read_whole(
+    target: Callable[..., RawTarget], framing: str
+) -> None:
+    behaviour, connections = FRAMINGS[framing]
+    t = target(behaviour)
+    f = VllmFetcher(t.url, deadline=5.0, clock=time.time)
+    try:
+        polls = [f.poll() for _ in range(3)]
+    finally:
+        f.close()
+    expected = parse_vllm_metrics(BODY.decode(), 0.0)
+    for p in polls:
+        assert p.body == BODY.decode()
+        assert isinstance(p.result, EngineSample) and p.result.running == expected.running
+    assert t.connections == connections
+
+
+def test_a_kept_alive_connection_closed_by_the_target_is_replaced(
+    target: Callable[..., RawTarget],
+) -> None:
+    """A server closes idle keep-alive connections (uvicorn after 5 s) without saying so in
+    its answer: the next poll finds it closed (or has its request reset) and opens a new one."""
+    t = target(lambda conn, head: _until_close(conn, answer(BODY)))
+    f = VllmFetcher(t.url, deadline=5.0, clock=time.time)
+    try:
+        polls = [f.poll() for _ in range(3)]
+    finally:
+        f.close()
+    for p in polls:
+        assert isinstance(p.result, EngineSample), p.result
+    assert t.connections == 3
+
+
+MALFORMED: dict[str, bytes] = {
+    "not HTTP": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+    "a bad status line": b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",
+    "a bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+    "two lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "headers over 64 KiB": b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_an_answer_that_is_not_valid_http_is_malformed(
+    target: Callable[..., RawTarget], kind: str
+) -> None:
+    t = target(lambda conn, head: conn.sendall(MALFORMED[kind]))
+    p = poll_once(t.url, deadline=2.0)
+    assert isinstance(p.result, PollError) and p.result.reason == "malformed", p.result
+
+
+def test_bytes_after_the_answer_end_the_connection(target: Callable[..., RawTarget]) -> None:
+    """What follows a complete answer unasked for cannot be trusted to frame the next one."""
+    smuggled = answer(b"vllm:num_requests_running 999\n")
+    t = target(lambda conn, head: conn.sendall(answer(BODY) + smuggled))
+    f = VllmFetcher(t.url, deadline=2.0, clock=time.time)
+    try:
+        polls = [f.poll() for _ in range(2)]
+    finally:
+        f.close()
+    assert all(p.body == BODY.decode() for p in polls)
+    assert t.connections == 2

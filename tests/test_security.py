@@ -251,3 +251,96 @@ def test_a_reload_can_turn_tls_on_and_closes_plain_connections(pki: Path, tmp_pa
     finally:
         plain.close()
         exporter.stop()
+
+
+class TlsTarget:
+    """A vLLM over https with the test CA's server certificate; ``trickle`` instead sends the
+    TLS handshake's bytes one every 50 ms. Counts TCP connections."""
+
+    def __init__(self, pki: Path, trickle: bool = False) -> None:
+        import socketserver
+        import ssl
+        import threading
+
+        from tests.test_hostile_targets import BODY, answer
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
+        self.connections = 0
+        self.done = threading.Event()
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                owner.connections += 1
+                if trickle:  # a handshake record's header, then its body a byte at a time
+                    self.request.recv(4096)
+                    self.request.sendall(b"\x16\x03\x03\x40\x00")
+                    while not owner.done.wait(0.05):
+                        self.request.sendall(b"\x02")
+                    return
+                try:
+                    conn = ctx.wrap_socket(self.request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return  # the client refused our certificate
+                with conn:
+                    while True:
+                        head = b""
+                        while b"\r\n\r\n" not in head:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                return
+                            head += chunk
+                        conn.sendall(answer(BODY))
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _polls(url: str, n: int, deadline: float = 5.0) -> list[object]:
+    from exporter.scrape.vllm_fetch import VllmFetcher
+
+    f = VllmFetcher(url, deadline=deadline, clock=time.time)
+    try:
+        return [f.poll().result for _ in range(n)]
+    finally:
+        f.close()
+
+
+def test_vllm_over_https(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The certificate is verified against the system's CAs (here the test CA, through
+    OpenSSL's SSL_CERT_FILE), the connection kept alive; an unknown CA is a ``tls`` error."""
+    from exporter.samples import EngineSample, PollError
+
+    t = TlsTarget(pki)
+    try:
+        refused = _polls(t.url, 1)[0]
+        assert isinstance(refused, PollError) and refused.reason == "tls", refused
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.crt"))
+        before = t.connections
+        polls = _polls(t.url, 3)
+        assert all(isinstance(p, EngineSample) and p.running is not None for p in polls), polls
+        assert t.connections - before == 1
+    finally:
+        t.close()
+
+
+def test_a_trickled_tls_handshake_meets_the_deadline(pki: Path) -> None:
+    from exporter.samples import PollError
+
+    t = TlsTarget(pki, trickle=True)
+    try:
+        t0 = time.monotonic()
+        (err,) = _polls(t.url, 1, deadline=0.5)
+        took = time.monotonic() - t0
+    finally:
+        t.close()
+    assert isinstance(err, PollError) and err.reason == "timeout", err
+    assert took < 3.0  # the deadline, not the target, ends it

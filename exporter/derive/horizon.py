@@ -148,8 +148,13 @@ def _gpu_aggregates(
     # when none is evaluable) and never fall below the current value.
     peak_ws = evaluable or all_ws
 
-    def per_gpu(ws: Sequence[Window], index: int) -> list[tuple[Window, GpuWindow]]:
-        return [(w, g) for w in ws for g in w.gpus if g.index == index]
+    def per_gpu(ws: Sequence[Window]) -> dict[int, list[tuple[Window, GpuWindow]]]:
+        """Each GPU's windows, in one pass (not one pass per GPU)."""
+        out: dict[int, list[tuple[Window, GpuWindow]]] = {}
+        for w in ws:
+            for g in w.gpus:
+                out.setdefault(g.index, []).append((w, g))
+        return out
 
     def weighted(
         pairs: list[tuple[Window, GpuWindow]], get: Callable[[GpuWindow], float | None]
@@ -164,9 +169,10 @@ def _gpu_aggregates(
         return num / den if den > 0 else None
 
     out = []
+    active_by_gpu, peaks_by_gpu = per_gpu(active), per_gpu(peak_ws)
     for now in (g for g in latest.gpus if g.in_last_poll):  # a vanished GPU is not current
-        act = per_gpu(active, now.index)
-        peaks = per_gpu(peak_ws, now.index)
+        act = active_by_gpu.get(now.index, [])
+        peaks = peaks_by_gpu.get(now.index, [])
         energy = [(g.energy_joules, w.end - w.start) for w, g in act if g.energy_joules is not None]
         out.append(
             GpuAggregate(

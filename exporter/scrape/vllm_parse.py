@@ -69,16 +69,17 @@ class _HistSeries:
     count: float | None = None
 
 
-def _sample_names() -> dict[str, tuple[str, str]]:
-    """Every sample name read, in both spellings → (family, suffix); one dict lookup a line."""
-    names: dict[str, tuple[str, str]] = {}
-    for family, (kind, _) in _FAMILIES.items():
+def _sample_names() -> dict[str, tuple[str, _Kind, str]]:
+    """Every sample name read, in both spellings → (suffix, kind, sample field); one dict
+    lookup a line."""
+    names: dict[str, tuple[str, _Kind, str]] = {}
+    for family, (kind, field_name) in _FAMILIES.items():
         suffixes = _HIST_SUFFIXES if kind is _Kind.HIST else ("",)
         for suffix in suffixes:
-            names[family + suffix] = (family, suffix)
+            names[family + suffix] = (suffix, kind, field_name)
             if family.startswith("vllm:"):
                 # Prometheus-escaped spelling of a colon name.
-                names["vllm_" + family[5:] + suffix] = (family, suffix)
+                names["vllm_" + family[5:] + suffix] = (suffix, kind, field_name)
     return names
 
 
@@ -178,12 +179,21 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             parsed = label_memo[text] = parse_labels(text, line) if text else {}
         return parsed
 
+    # Module constants as locals: this loop runs for every line of every poll.
+    sample_names, bucket_labels, inf, hist, info, biggest = (
+        _SAMPLE_NAMES,
+        _BUCKET_LABELS,
+        math.inf,
+        _Kind.HIST,
+        _Kind.INFO,
+        _Kind.MAX,
+    )
     for line in body.split("\n"):
         if not line or line[0] == "#":
             continue
         brace = line.find("{")
         if brace != -1:
-            hit = _SAMPLE_NAMES.get(line[:brace])
+            hit = sample_names.get(line[:brace])
             if hit is None:
                 continue
             close = line.rfind("}")
@@ -192,13 +202,13 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             key, label_text, rest = line[: close + 1], line[brace + 1 : close], line[close + 1 :]
         else:
             key, _, rest = line.partition(" ")
-            hit = _SAMPLE_NAMES.get(key)
+            hit = sample_names.get(key)
             if hit is None:
                 continue
             if not rest:
                 raise ParseError("malformed", f"no value in line {line[:120]!r}")
             label_text = ""
-        family, suffix = hit
+        suffix, kind, field_name = hit
         try:
             value = float(rest)  # the usual case: a value alone (spaces around are ignored)
         except ValueError:
@@ -206,17 +216,16 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         if key in seen:
             raise ParseError("duplicate_series", f"{key} appears twice")
         seen.add(key)
-        if not 0.0 <= value < math.inf:  # NaN, ±Inf and negatives: the slow path says which
+        if not 0.0 <= value < inf:  # NaN, ±Inf and negatives: the slow path says which
             if math.isfinite(value):
                 raise ParseError("negative", f"{key} is {value}")
-            if not (suffix == "_bucket" and value == math.inf):
+            if not (suffix == "_bucket" and value == inf):
                 raise ParseError("non_finite", f"{key} is {value}")
-        kind, field_name = _FAMILIES[family]
-        if kind is _Kind.HIST:
+        if kind is hist:
             # Buckets of one series differ only in `le`: cut it out of the text and key the
             # series by the rest, so each series' labels are parsed once, not per bucket. The
             # cut is remembered across bodies: vLLM writes the same label texts every poll.
-            cut = _BUCKET_LABELS.get(label_text)
+            cut = bucket_labels.get(label_text)
             if cut is None:
                 cut = _cut_bucket_labels(label_text, key)
             bound, series_text = cut
@@ -238,11 +247,11 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             continue
         if 'model_name="' in label_text:
             _name_of(_labels(label_text, line))
-        if kind is _Kind.INFO:
+        if kind is info:
             labels = _labels(label_text, line)
             if cache_config is None:
                 cache_config = {k: v for k, v in labels.items() if k != "engine"}
-        elif kind is _Kind.MAX:
+        elif kind is biggest:
             scalars[field_name] = max(value, scalars.get(field_name, value))
         else:
             scalars[field_name] = scalars.get(field_name, 0.0) + value
