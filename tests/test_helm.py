@@ -78,12 +78,68 @@ def test_schema_rejects_bad_values() -> None:
     assert r.returncode != 0
 
 
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def validate_monitoring(docs: list[dict[str, Any]]) -> None:
+    """prometheus-operator objects against validators generated from the operator's CRD
+    schemas (@kubernetes-models/prometheus-operator, installed by scripts/test)."""
+    models = ROOT / ".tools" / "k8s-models" / "node_modules"
+    node = shutil.which("node")
+    if node is None or not (models / "@kubernetes-models" / "prometheus-operator").is_dir():
+        msg = "node or @kubernetes-models/prometheus-operator missing (scripts/test installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    r = subprocess.run(
+        [node, str(ROOT / "tests" / "deploy" / "validate_crds.mjs")],
+        input=json.dumps(docs), capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MODELS_DIR": str(models)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def sidecar_pod(snippet: dict[str, Any]) -> dict[str, Any]:
+    """A vLLM-like pod with the sidecar ConfigMap's container, native sidecar and volumes."""
+    data = snippet["data"]
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vllm-0"},
+        "spec": {
+            "containers": [{"name": "vllm", "image": "vllm/vllm-openai"},
+                           yaml.safe_load(data["container.yaml"])],
+            "initContainers": [yaml.safe_load(data["native-sidecar.yaml"])
+                               | {"name": "vllm-profile-exporter-native"}],
+            "volumes": yaml.safe_load(data.get("volumes.yaml", "[]")),
+        },
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("values", VALUES)
-def test_core_objects_validate_against_kubernetes(values: str) -> None:
+def test_every_rendered_manifest_validates(values: str) -> None:
+    """Every object of every values file: core kinds against Kubernetes' own schemas (strict:
+    an unknown field fails), the monitoring kinds against prometheus-operator's; the sidecar
+    snippets inside a pod."""
     docs = render(*([values] if values else []))
+    monitoring = []
     for d in docs:
         if d["kind"] in CORE_KINDS:
             kubernetes_validate.validate(d, K8S, strict=True)
+        elif d["kind"] in MONITORING_KINDS:
+            monitoring.append(d)
+        else:
+            raise AssertionError(f"no validator for {d['kind']}")
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-sidecar"):
+            kubernetes_validate.validate(sidecar_pod(d), K8S, strict=True)
+    if monitoring:
+        validate_monitoring(monitoring)
+
+
+def test_an_invalid_monitor_is_refused_by_the_validator() -> None:
+    """The CRD validator can fail: a scheme and a basic auth that prometheus-operator rejects."""
+    (sm,) = kinds(render("standalone-monitors-values.yaml"))["ServiceMonitor"]
+    sm["spec"]["endpoints"][0] |= {"scheme": "htps", "basicAuth": {"username": "u"}}
+    with pytest.raises(AssertionError, match="scheme must be equal to one of the allowed"):
+        validate_monitoring([sm])
 
 
 def test_standalone_defaults() -> None:
@@ -148,23 +204,114 @@ def test_dashboards_configmaps() -> None:
 
 def test_sidecar_mode() -> None:
     k = kinds(render("sidecar-dcgm-values.yaml"))
-    assert "Deployment" not in k and "Service" not in k
+    assert "Deployment" not in k
     (pm,) = k["PodMonitor"]
     assert pm["spec"]["selector"]["matchLabels"] == {"app": "vllm"}
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["inference"]}
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "vllm-profile"
     (snippet,) = [c for c in k["ConfigMap"] if c["metadata"]["name"].endswith("-sidecar")]
     container = yaml.safe_load(snippet["data"]["container.yaml"])
     args, env = container["args"], {e["name"]: e for e in container["env"]}
     assert "--vllm-url=http://localhost:8000" in args
-    assert "--gpu-source=dcgm" in args and "--dcgm-url=http://$(NODE_IP):9400/metrics" in args
-    assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    # dcgm-exporter's chart opens no hostPort: its pods are reached through a node-local Service.
+    local = "http://rel-vllm-profile-exporter-dcgm.inference.svc:9400/metrics"
+    assert "--gpu-source=dcgm" in args and f"--dcgm-url={local}" in args
+    assert "NODE_IP" not in env
     assert env["VLLM_PROFILE_DCGM_POD"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    # The snippet is a valid container: validate it inside a vLLM-like pod.
-    pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vllm-0"},
-        "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}, container]},
-    }  # fmt: skip
-    kubernetes_validate.validate(pod, K8S, strict=True)
+    # A sidecar's readiness would decide the vLLM pod's: none; liveness restarts it alone.
+    assert "readinessProbe" not in container
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    native = yaml.safe_load(snippet["data"]["native-sidecar.yaml"])
+    assert native == container | {"restartPolicy": "Always"}
+    (svc,) = k["Service"]  # no exporter Service in sidecar mode: the dcgm one only
+    assert svc["metadata"]["name"] == "rel-vllm-profile-exporter-dcgm"
+    assert svc["metadata"]["namespace"] == "inference"
+    assert svc["spec"]["internalTrafficPolicy"] == "Local"
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "dcgm-exporter"}
+    assert svc["spec"]["ports"][0]["port"] == svc["spec"]["ports"][0]["targetPort"] == 9400
+    # Not selected by the exporter's own ServiceMonitor (the selector labels differ).
+    assert svc["metadata"]["labels"]["app.kubernetes.io/name"] != "vllm-profile-exporter"
+
+
+def test_gpu_operator_dcgm_and_pods_in_every_namespace() -> None:
+    k = kinds(render("sidecar-gpu-operator-values.yaml"))
+    (svc,) = k["Service"]
+    assert svc["metadata"]["namespace"] == "gpu-operator"
+    assert svc["spec"]["selector"] == {"app": "nvidia-dcgm-exporter"}
+    (snippet,) = [c for c in k["ConfigMap"] if c["metadata"]["name"].endswith("-sidecar")]
+    args = yaml.safe_load(snippet["data"]["container.yaml"])["args"]
+    assert "--dcgm-url=http://rel-vllm-profile-exporter-dcgm.gpu-operator.svc:9400/metrics" in args
+    (pm,) = k["PodMonitor"]
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    assert pm["spec"]["podTargetLabels"] == ["model"]
+
+
+def test_a_dcgm_url_on_the_node_address_renders_no_service() -> None:
+    url = "http://$(NODE_IP):9400/metrics"
+    k = kinds(render("sidecar-dcgm-values.yaml", sets=(f"config.dcgm.url={url}",)))
+    assert "Service" not in k
+    (snippet,) = [c for c in k["ConfigMap"] if c["metadata"]["name"].endswith("-sidecar")]
+    container = yaml.safe_load(snippet["data"]["container.yaml"])
+    env = {e["name"]: e for e in container["env"]}
+    assert f"--dcgm-url={url}" in container["args"]
+    assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+
+
+def test_locked_down_tls_basic_auth_and_extras() -> None:
+    k = kinds(render("standalone-locked-down-values.yaml"))
+    (dep,) = k["Deployment"]
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert "--web.config.file=/etc/vllm-profile-exporter-web/web-config.yml" in c["args"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["vllm-profile-exporter-web"]["mountPath"] == "/etc/vllm-profile-exporter-web"
+    assert mounts["vllm-ca"] == {"name": "vllm-ca", "mountPath": "/etc/vllm-ca", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["vllm-profile-exporter-web"]["secret"]["secretName"] == "vllm-profile-web"
+    assert volumes["vllm-ca"]["configMap"] == {"name": "vllm-ca"}
+    assert {"name": "SSL_CERT_FILE", "value": "/etc/vllm-ca/ca.crt"} in c["env"]
+    assert pod["metadata"]["labels"]["team"] == "inference"
+    # Basic auth covers every path and the kubelet sends no password: the port is probed.
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["tcpSocket"] == {"port": "vllm-profile"} and "httpGet" not in c[probe]
+    (sm,) = k["ServiceMonitor"]
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"] == {
+        "ca": {"secret": {"name": "vllm-profile-web", "key": "ca.crt"}},
+        "serverName": "rel-vllm-profile-exporter.inference.svc",
+    }
+    assert ep["basicAuth"] == {
+        "username": {"name": "vllm-profile-scrape", "key": "username"},
+        "password": {"name": "vllm-profile-scrape", "key": "password"},
+    }
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["inference"]}
+    assert sm["spec"]["podTargetLabels"] == ["team"]
+
+
+def test_tls_alone_probes_over_https_and_auth_needs_its_secret() -> None:
+    (dep,) = kinds(render(sets=("webConfig.secretName=web", "webConfig.tls=true")))["Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["readinessProbe"]["httpGet"] == {
+        "path": "/-/ready", "port": "vllm-profile", "scheme": "HTTPS"}  # fmt: skip
+    r = run_helm("template", "rel", str(CHART), "--api-versions", "monitoring.coreos.com/v1",
+                 "--set", "serviceMonitor.enabled=true", "--set", "webConfig.secretName=web",
+                 "--set", "webConfig.basicAuth=true")  # fmt: skip
+    assert r.returncode != 0 and "webConfig.basicAuth needs webConfig.scrapeBasicAuth" in r.stderr
+
+
+def test_notes_say_how_to_look() -> None:
+    for values, forward in (("", "deploy/rel-vllm-profile-exporter 9709"),
+                            ("sidecar-dcgm-values.yaml", "pod/<a vLLM pod> 9709")):  # fmt: skip
+        args = ["install", "rel", str(CHART), "--dry-run", "--namespace", "inference"]
+        r = run_helm(*args, *(["-f", str(CI / values)] if values else []))
+        assert r.returncode == 0, r.stderr
+        notes = r.stdout.split("NOTES:", 1)[1]
+        assert f"kubectl -n inference port-forward {forward}" in notes
+        assert "curl -s http://localhost:9709/metrics" in notes
+    r = run_helm("install", "rel", str(CHART), "--dry-run", "-f",
+                 str(CI / "standalone-locked-down-values.yaml"))  # fmt: skip
+    assert "curl -sk -u USER https://localhost:9709/metrics" in r.stdout
 
 
 def test_sidecar_needs_a_pod_selector() -> None:

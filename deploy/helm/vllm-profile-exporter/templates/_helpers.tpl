@@ -43,6 +43,46 @@ app.kubernetes.io/component: metrics
 {{- end }}
 {{- end }}
 
+{{/* dcgm-exporter's URL: the one given, else the node-local Service this chart renders. */}}
+{{- define "vllm-profile-exporter.dcgmUrl" -}}
+{{- $d := .Values.config.dcgm -}}
+{{- if $d.url }}{{ $d.url }}
+{{- else }}http://{{ include "vllm-profile-exporter.fullname" . }}-dcgm.{{ $d.localService.namespace | default .Release.Namespace }}.svc:{{ $d.localService.port }}/metrics
+{{- end }}
+{{- end }}
+
+{{/* The /metrics endpoint's scheme, TLS and basic auth, for ServiceMonitor and PodMonitor. */}}
+{{- define "vllm-profile-exporter.scrapeAuth" -}}
+{{- $w := .Values.webConfig -}}
+{{- if $w.tls }}
+scheme: https
+{{- with $w.scrapeTlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- if $w.basicAuth }}
+{{- if not $w.scrapeBasicAuth }}
+{{- fail "webConfig.basicAuth needs webConfig.scrapeBasicAuth: the Secret keys Prometheus presents" }}
+{{- end }}
+basicAuth:
+  {{- toYaml $w.scrapeBasicAuth | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A probe of the exporter: HTTP(S) GET, or the port alone where basic auth covers every path
+     (the kubelet sends no credentials, and a 401 fails a probe). */}}
+{{- define "vllm-profile-exporter.probe" -}}
+{{- if .root.Values.webConfig.basicAuth -}}
+tcpSocket: {port: vllm-profile}
+{{- else -}}
+httpGet: {path: {{ .path }}, port: vllm-profile{{ if .root.Values.webConfig.tls }}, scheme: HTTPS{{ end }}}
+{{- end }}
+{{- with .probe }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* The exporter container; the same in the Deployment and in the sidecar snippet. */}}
 {{- define "vllm-profile-exporter.container" -}}
 {{- $c := .Values.config -}}
@@ -60,7 +100,10 @@ args:
   {{- end }}
   - --gpu-source={{ $gpu }}
   {{- if eq $gpu "dcgm" }}
-  - --dcgm-url={{ $c.dcgm.url }}
+  - --dcgm-url={{ include "vllm-profile-exporter.dcgmUrl" . }}
+  {{- end }}
+  {{- if .Values.webConfig.secretName }}
+  - --web.config.file=/etc/vllm-profile-exporter-web/web-config.yml
   {{- end }}
   {{- with $c.maxNumSeqs }}
   - --max-num-seqs={{ . }}
@@ -92,10 +135,15 @@ args:
   {{- range $c.extraArgs }}
   - {{ . | quote }}
   {{- end }}
-{{- if eq $gpu "dcgm" }}
+{{- $nodeIp := and (eq $gpu "dcgm") (contains "$(NODE_IP)" (include "vllm-profile-exporter.dcgmUrl" .)) }}
+{{- $podEnv := and (eq $gpu "dcgm") (or (and (eq .Values.mode "sidecar") $c.dcgm.podAttribution) $c.dcgm.pod) }}
+{{- if or $nodeIp $podEnv .Values.extraEnv }}
 env:
+  {{- if $nodeIp }}
   - name: NODE_IP
     valueFrom: {fieldRef: {fieldPath: status.hostIP}}
+  {{- end }}
+  {{- if eq $gpu "dcgm" }}
   {{- if and (eq .Values.mode "sidecar") $c.dcgm.podAttribution }}
   - name: VLLM_PROFILE_DCGM_POD
     valueFrom: {fieldRef: {fieldPath: metadata.name}}
@@ -107,23 +155,58 @@ env:
   - name: VLLM_PROFILE_DCGM_NAMESPACE
     value: {{ $c.dcgm.namespace | default .Release.Namespace | quote }}
   {{- end }}
+  {{- end }}
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 ports:
   - name: vllm-profile
     containerPort: {{ .Values.port }}
     protocol: TCP
 livenessProbe:
-  {{- toYaml .Values.livenessProbe | nindent 2 }}
+  {{- include "vllm-profile-exporter.probe" (dict "root" . "path" "/-/healthy" "probe" .Values.livenessProbe) | nindent 2 }}
+{{- if ne .Values.mode "sidecar" }}
+{{- /* Not in the vLLM pod: a pod is Ready only when every container is, and an exporter
+       waiting for its first poll must not take vLLM out of its Service. */}}
 readinessProbe:
-  {{- toYaml .Values.readinessProbe | nindent 2 }}
+  {{- include "vllm-profile-exporter.probe" (dict "root" . "path" "/-/ready" "probe" .Values.readinessProbe) | nindent 2 }}
+{{- end }}
 resources:
   {{- toYaml .Values.resources | nindent 2 }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
-{{- if $c.catalog }}
+{{- if or $c.catalog .Values.webConfig.secretName .Values.extraVolumeMounts }}
 volumeMounts:
+  {{- if $c.catalog }}
   - name: vllm-profile-exporter-catalog
     mountPath: /etc/vllm-profile-exporter
     readOnly: true
+  {{- end }}
+  {{- if .Values.webConfig.secretName }}
+  - name: vllm-profile-exporter-web
+    mountPath: /etc/vllm-profile-exporter-web
+    readOnly: true
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The volumes the container mounts; the Deployment's, and for the vLLM pod in sidecar mode. */}}
+{{- define "vllm-profile-exporter.volumes" -}}
+{{- if .Values.config.catalog }}
+- name: vllm-profile-exporter-catalog
+  configMap:
+    name: {{ include "vllm-profile-exporter.fullname" . }}-catalog
+{{- end }}
+{{- if .Values.webConfig.secretName }}
+- name: vllm-profile-exporter-web
+  secret:
+    secretName: {{ .Values.webConfig.secretName }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{- toYaml . | nindent 0 }}
 {{- end }}
 {{- end }}
