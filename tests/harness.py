@@ -243,7 +243,9 @@ class Prometheus:
         wrap: Callable[[list[str]], list[str]] = lambda cmd: cmd,
         alertmanagers: Sequence[str] = (),
         scrape_extra: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
+        """``labels``: target labels, as service discovery would add (namespace, pod)."""
         binary = require_tool("prometheus")
         self.port = free_port()
         cfg: dict[str, Any] = {
@@ -252,7 +254,7 @@ class Prometheus:
             "scrape_configs": [
                 {
                     "job_name": "vllm-profile",
-                    "static_configs": [{"targets": targets}],
+                    "static_configs": [{"targets": targets, "labels": labels or {}}],
                     **(scrape_extra or {}),
                 }
             ],
@@ -293,6 +295,14 @@ class Prometheus:
         assert body["status"] == "success", body
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        """What Grafana's ``label_values(match, label)`` lists."""
+        r = requests.get(self.url + f"/api/v1/label/{label}/values",
+                         params={"match[]": match}, timeout=5)  # fmt: skip
+        r.raise_for_status()
+        values: list[str] = r.json()["data"]
+        return values
 
     def value(self, expr: str) -> float | None:
         result = self.query(expr)

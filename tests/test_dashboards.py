@@ -33,11 +33,20 @@ def generator() -> Any:
 DASHBOARDS = {name: json.loads((GRAFANA / name).read_text()) for name in generator().DASHBOARDS}
 
 
+def panels(d: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in d["panels"] if p["type"] != "row"]
+
+
 def targets() -> list[tuple[str, str, str]]:
+    """Every query a dashboard runs: its panels' and its annotations'."""
     return [
+        (name, a["name"], a["expr"])
+        for name, d in DASHBOARDS.items()
+        for a in d["annotations"]["list"]
+    ] + [
         (name, p["title"], t["expr"])
         for name, d in DASHBOARDS.items()
-        for p in d["panels"]
+        for p in panels(d)
         for t in p["targets"]
     ]
 
@@ -55,8 +64,13 @@ def test_dashboard_conventions(name: str) -> None:
     variables = {v["name"]: v for v in d["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for v in ("job", "instance", "model"):
+    for v in ("namespace", "model", "pod", "instance"):
         assert variables[v]["datasource"] == DS and variables[v]["refresh"] == 2
+    # "All" instances are the ones listed for the namespace, model and pod chosen: no allValue.
+    assert variables["instance"]["allValue"] is None
+    # Every panel sits under a row; rows do not overlap panels.
+    assert d["panels"][0]["type"] == "row"
+    assert {"type": "dashboards", "tags": ["vllm-profile"]}.items() <= d["links"][0].items()
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
     cells: set[tuple[int, int]] = set()
@@ -72,7 +86,7 @@ def test_dashboard_conventions(name: str) -> None:
 
 @pytest.mark.parametrize("name", DASHBOARDS)
 def test_panel_lint(name: str) -> None:
-    for p in DASHBOARDS[name]["panels"]:
+    for p in panels(DASHBOARDS[name]):
         assert p["title"] and len(p["description"]) > 20, p["title"]
         assert p["fieldConfig"]["defaults"]["unit"] in UNITS, p["title"]
         assert p["datasource"] == DS, p["title"]  # no hard-coded datasource UID
@@ -83,7 +97,8 @@ def test_panel_lint(name: str) -> None:
             if re.search(r"\bmodel:vllm_profile_", expr):
                 assert 'model=~"$model"' in expr  # recording rules carry the model label
             else:
-                assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, expr
+                for var in ("namespace", "pod", "instance"):
+                    assert f'{var}=~"${var}"' in expr, expr
             # Counters only inside rate(), over $__rate_interval, never a fixed window.
             for m in re.finditer(r"vllm_profile_\w+_total\b", expr):
                 assert re.search(r"\brate\(\s*" + m.group(0), expr), expr
@@ -119,30 +134,72 @@ def concatenated(tmp: Path) -> tuple[Path, Path]:
     return vllm, gpu
 
 
+def grafana_regex(values: list[str]) -> str:
+    """A multi-value variable as Grafana writes it into a Prometheus query."""
+    escaped = [re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", v) for v in values]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+
 @pytest.mark.e2e
 def test_every_panel_query_returns_data(tmp_path: Path) -> None:
+    """Scraped as prometheus-operator would (namespace and pod target labels), each variable
+    lists what it should, and with the variables chosen as a user would, every panel and
+    annotation query returns data."""
     vllm, gpu = concatenated(tmp_path)
     # 8 s horizons so the configuration change gets its before/after comparison in ~40 s.
     exporter = Exporter(
         "--vllm-replay", str(vllm), "--gpu-replay", str(gpu), "--max-num-seqs", "8",
         "--horizon", "8s", "--slo-ttft", "1s", "--slo-tpot", "10ms",
     )  # fmt: skip
+    instance = f"127.0.0.1:{exporter.port}"
     prom = Prometheus(
-        tmp_path, [f"127.0.0.1:{exporter.port}"],
-        rule_files=[ROOT / "deploy" / "prometheus" / "rules.yaml"],
+        tmp_path, [instance], rule_files=[ROOT / "deploy" / "prometheus" / "rules.yaml"],
+        labels={"namespace": "inference", "pod": "vllm-0"},
     )  # fmt: skip
     try:
         wait_for(lambda: prom.query("vllm_profile_direction == 1"), 90, "a direction")
         wait_for(lambda: prom.query("model:vllm_profile_efficiency:ratio"), 20, "recording rules")
+        chosen = {"namespace": "inference", "model": "meta-llama/Llama-3.1-8B", "pod": "vllm-0",
+                  "instance": instance}  # fmt: skip
+        expected = {k: [v] for k, v in chosen.items()}
+        subst: dict[str, str] = {}
+        for name, d in DASHBOARDS.items():
+            for var in d["templating"]["list"]:
+                if var["type"] != "query":
+                    continue
+                m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+                assert m, var["query"]
+                match, label = m.groups()
+                for k, v in subst.items():
+                    match = match.replace(f"${k}", v)
+                assert prom.label_values(label, match) == expected[var["name"]], (name, var)
+                subst[var["name"]] = grafana_regex(expected[var["name"]])
         missing = []
         for name, title, expr in targets():
-            q = (
-                expr.replace("$job", ".+").replace("$instance", ".+").replace("$model", ".+")
-                .replace("$__rate_interval", "1m")
-            )  # fmt: skip
+            q = expr.replace("$__rate_interval", "1m")
+            for k, v in subst.items():
+                q = q.replace(f"${k}", v)
+            assert "$" not in q, q
             if not prom.query(q):
                 missing.append(f"{name} / {title}: {expr}")
         assert not missing, "panels without data:\n" + "\n".join(missing)
     finally:
         prom.stop()
         exporter.stop()
+
+
+def test_absent_figures_say_no_traffic_and_rows_open_their_server() -> None:
+    overview, fleet = (
+        DASHBOARDS["vllm-profile-overview.json"],
+        DASHBOARDS["vllm-profile-fleet.json"],
+    )
+    by_title = {p["title"]: p for p in panels(overview)}
+    for title in ("Efficiency (est)", "Cost per 1M tokens", "Time to first token", "Goodput"):
+        assert by_title[title]["fieldConfig"]["defaults"]["noValue"] == "no traffic"
+    slo = by_title["Latency objectives met"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in slo] == [None, 0.95, 0.99]
+    (table,) = [p for p in panels(fleet) if p["type"] == "table"]
+    (link,) = table["fieldConfig"]["defaults"]["links"]
+    assert link["url"].startswith(f"/d/{overview['uid']}/")
+    assert "var-instance=${__data.fields.instance}" in link["url"]
+    assert "${datasource:queryparam}" in link["url"]

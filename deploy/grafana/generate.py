@@ -13,37 +13,87 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'job=~"$job",instance=~"$instance"'
+# Every per-server query's selector. namespace and pod are the labels prometheus-operator puts on
+# every target; outside Kubernetes they are absent, and the variables' ".*" matches that too.
+SEL = 'namespace=~"$namespace",pod=~"$pod",instance=~"$instance"'
 
 
 def variables(per_server: bool) -> list[dict[str, Any]]:
-    def query_var(name: str, label: str, query: str, multi: bool) -> dict[str, Any]:
+    def query_var(name: str, label: str, query: str, multi: bool,
+                  all_value: str | None) -> dict[str, Any]:  # fmt: skip
         return {
             "name": name, "label": label, "type": "query", "datasource": DS,
             "query": {"query": query, "refId": f"{name}-var"}, "definition": query,
-            "refresh": 2, "includeAll": multi, "multi": multi, "allValue": ".+",
+            "refresh": 2, "includeAll": multi, "multi": multi, "allValue": all_value,
             "sort": 1, "current": {},
         }  # fmt: skip
 
+    info = "vllm_profile_info"
     return [
-        {"name": "datasource", "label": "Data source", "type": "datasource",
-         "query": "prometheus", "current": {}, "hide": 0},  # fmt: skip
-        query_var("job", "Job", "label_values(vllm_profile_info, job)", True),
-        query_var("model", "Model", 'label_values(vllm_profile_info{job=~"$job"}, model)', True),
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+        },  # fmt: skip
+        query_var("namespace", "Namespace", f"label_values({info}, namespace)", True, ".*"),
         query_var(
-            "instance", "Instance",
-            'label_values(vllm_profile_info{job=~"$job",model=~"$model"}, instance)',
+            "model", "Model", f'label_values({info}{{namespace=~"$namespace"}}, model)', True, ".*"
+        ),  # fmt: skip
+        query_var(
+            "pod",
+            "Pod",
+            f'label_values({info}{{namespace=~"$namespace",model=~"$model"}}, pod)',
+            True,
+            ".*",
+        ),  # fmt: skip
+        # "All" is the listed instances (no allValue), so the model chosen reaches every panel
+        # through them, whatever labels the panel's own series carry.
+        query_var(
+            "instance",
+            "Instance",
+            f'label_values({info}{{namespace=~"$namespace",model=~"$model",pod=~"$pod"}}, '
+            "instance)",
             not per_server,
-        ),
-    ]  # fmt: skip
+            None,
+        ),  # fmt: skip
+    ]
 
 
 class Board:
+    """Panels, then their layout: rows of 24 columns, in titled groups (``layout``)."""
+
     def __init__(self) -> None:
+        self.pending: dict[str, tuple[dict[str, Any], int, int]] = {}
         self.panels: list[dict[str, Any]] = []
         self.x = self.y = self.row_h = 0
 
     def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+        assert panel["title"] not in self.pending, panel["title"]
+        self.pending[panel["title"]] = (panel, w, h)
+
+    def layout(self, groups: list[tuple[str | None, list[str]]]) -> list[dict[str, Any]]:
+        """Each group under a row titled so (None: no row), its panels in the order given;
+        every panel added must be placed exactly once."""
+        placed = [t for _, titles in groups for t in titles]
+        assert sorted(placed) == sorted(self.pending), set(placed) ^ set(self.pending)
+        for title, titles in groups:
+            if title is not None:
+                self._row(title)
+            for t in titles:
+                self._place(*self.pending[t])
+        return self.panels
+
+    def _row(self, title: str) -> None:
+        self.y, self.x, self.row_h = self.y + self.row_h, 0, 0
+        self.panels.append({"type": "row", "title": title, "collapsed": False, "panels": [],
+                            "id": len(self.panels) + 1,
+                            "gridPos": {"x": 0, "y": self.y, "w": 24, "h": 1}})  # fmt: skip
+        self.y += 1
+
+    def _place(self, panel: dict[str, Any], w: int, h: int) -> None:
         if self.x + w > 24:
             self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
         panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
@@ -266,8 +316,9 @@ def overview() -> dict[str, Any]:
                         "or on() vector(0)", "{{reason}}")],
                 options={"reduceOptions": {"calcs": ["lastNotNull"]}, "textMode": "name"})  # fmt: skip
     why["fieldConfig"]["defaults"]["mappings"] = [
-        {"type": "value", "options": {"0": {"text": "roofline available", "color": "green"}}}]
-    b.add(why, 8, 8)
+        {"type": "value", "options": {"0": {"text": "roofline available", "color": "green"}}}
+    ]
+    b.add(why, 6, 8)
     b.add(series("KV cache: mean and peak",
                  "KV cache usage: the time-weighted mean and the highest poll (every 250 ms from 70%). "
                  "A peak far "
@@ -351,8 +402,8 @@ def overview() -> dict[str, Any]:
             f"vllm_profile_direction{{{SEL}}} == 1",
             "{{direction}}",
         ),
-        8,
         6,
+        8,
     )
     b.add(
         series(
@@ -375,7 +426,27 @@ def overview() -> dict[str, Any]:
         8,
         6,
     )
-    return dashboard("vllm-profile-overview", "vLLM profile: server", b.panels, per_server=True)
+    tune(b, OVERVIEW_LOOKS)
+    rows: list[tuple[str | None, list[str]]] = [
+        ("Summary", ["Efficiency (est)", "Recoverable cost (est)", "Cost per 1M tokens",
+                     "Cost per 1M tokens while busy", "Duty cycle", "Energy per token",
+                     "Open issues", "Throughput against the ceilings"]),
+        ("Efficiency and issues", ["Efficiency and batch efficiency", "Rules firing",
+                                   "Issues and fixes", "Why no roofline",
+                                   "Direction after the last change"]),
+        ("Latency and objectives", ["Time to first token", "Time per output token",
+                                    "Latency objectives met", "Goodput", "Queue time"]),
+        ("Scheduler and KV cache", ["Requests running and waiting", "Scheduler occupancy",
+                                    "Preemptions", "KV cache: mean and peak",
+                                    "Prefix cache hit ratio"]),
+        ("GPUs", ["GPU utilization", "Measured DRAM bandwidth", "GPU power", "GPU memory",
+                  "GPU temperature"]),
+        ("Money and tokens", ["Cost per 1M tokens: wall clock and while busy",
+                              "Generated tokens (Prometheus resolution)"]),
+        ("Exporter", ["Source health", "Poll duration"]),
+    ]  # fmt: skip
+    return dashboard("vllm-profile-overview", "vLLM profile: server", b.layout(rows),
+                     per_server=True)  # fmt: skip
 
 
 def fleet() -> dict[str, Any]:
@@ -433,18 +504,94 @@ def fleet() -> dict[str, Any]:
                     {"id": "sortBy", "options": {"sort": [{"field": "Recoverable $/h",
                                                            "desc": True}]}},
                 ]), 24, 10)  # fmt: skip
-    return dashboard("vllm-profile-fleet", "vLLM profile: fleet", b.panels, per_server=False)
+    tune(b, FLEET_LOOKS)
+    rows: list[tuple[str | None, list[str]]] = [
+        ("By model", ["Recoverable cost by model (est)", "Cost per 1M tokens by model",
+                      "Efficiency by model (est)", "Throughput by model"]),
+        ("Servers", ["Servers by recoverable cost"]),
+    ]  # fmt: skip
+    return dashboard("vllm-profile-fleet", "vLLM profile: fleet", b.layout(rows),
+                     per_server=False)  # fmt: skip
+
+
+NO_TRAFFIC = "no traffic"  # what a panel shows when the figure is absent: nothing is served
+
+
+def steps(*colours: tuple[str, float | None]) -> dict[str, Any]:
+    return {"mode": "absolute",
+            "steps": [{"color": c, "value": v} for c, v in colours]}  # fmt: skip
+
+
+# How panels look beyond their query: absent figures say why, thresholds colour what needs
+# attention. One place, by panel title.
+OVERVIEW_LOOKS: dict[str, dict[str, Any]] = {
+    "Efficiency (est)": {"noValue": NO_TRAFFIC},
+    "Cost per 1M tokens": {"noValue": NO_TRAFFIC},
+    "Cost per 1M tokens while busy": {"noValue": NO_TRAFFIC},
+    "Energy per token": {"noValue": NO_TRAFFIC},
+    "Throughput against the ceilings": {"noValue": NO_TRAFFIC},
+    "Time to first token": {"noValue": NO_TRAFFIC},
+    "Time per output token": {"noValue": NO_TRAFFIC},
+    "Goodput": {"noValue": NO_TRAFFIC},
+    "Latency objectives met": {
+        "noValue": "no traffic, or no --slo-ttft/--slo-tpot",
+        "thresholds": steps(("red", None), ("orange", 0.95), ("green", 0.99)),
+        "custom": {"thresholdsStyle": {"mode": "line"}},
+    },
+    "Open issues": {"thresholds": steps(("green", None), ("orange", 1))},
+    "KV cache: mean and peak": {
+        "thresholds": steps(("green", None), ("orange", 0.8), ("red", 0.95)),
+        "custom": {"thresholdsStyle": {"mode": "line"}},
+    },
+    "GPU temperature": {
+        "thresholds": steps(("green", None), ("orange", 80), ("red", 87)),
+        "custom": {"thresholdsStyle": {"mode": "line"}},
+    },
+    "Preemptions": {
+        "thresholds": steps(("green", None), ("red", 0.01)),
+        "custom": {"thresholdsStyle": {"mode": "line"}},
+    },
+}
+FLEET_LOOKS: dict[str, dict[str, Any]] = {
+    "Servers by recoverable cost": {
+        # Each row opens that server's dashboard, same data source and time range.
+        "links": [
+            {
+                "title": "Open this server",
+                "url": "/d/vllm-profile-overview/vllm-profile-server?var-instance="
+                "${__data.fields.instance}&${datasource:queryparam}&${__url_time_range}",
+            }
+        ],
+    },
+}
+
+
+def tune(b: Board, looks: dict[str, dict[str, Any]]) -> None:
+    for title, look in looks.items():
+        panel, _, _ = b.pending[title]  # a KeyError: a look for a panel that is not there
+        panel["fieldConfig"]["defaults"].update(look)
 
 
 def dashboard(
     uid: str, title: str, panels: list[dict[str, Any]], per_server: bool
 ) -> dict[str, Any]:
+    # A mark where the configuration epoch changed (a restart, a new cache configuration, a
+    # reload): what the direction panel compares across.
+    epochs = {
+        "name": "Configuration changes", "datasource": DS, "enable": True,
+        "iconColor": "orange", "step": "30s", "titleFormat": "configuration change",
+        "textFormat": "{{instance}}: a new configuration epoch",
+        "expr": f"changes(vllm_profile_config_epoch{{{SEL}}}[1m]) > 0",
+    }  # fmt: skip
+    # The other vLLM profile dashboard, keeping the variables and the time range.
+    others = {"title": "vLLM profile", "type": "dashboards", "tags": ["vllm-profile"],
+              "asDropdown": False, "includeVars": True, "keepTime": True}  # fmt: skip
     return {
         "uid": uid, "title": title, "tags": ["vllm-profile"], "timezone": "utc",
         "editable": False, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
         "refresh": "30s", "time": {"from": "now-1h", "to": "now"},
         "templating": {"list": variables(per_server)},
-        "annotations": {"list": []}, "links": [], "panels": panels,
+        "annotations": {"list": [epochs]}, "links": [others], "panels": panels,
     }  # fmt: skip
 
 
