@@ -74,40 +74,76 @@ def alertmanager(tmp_path: Path, webhook: tuple[str, list]) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def test_kv_pressure_alert_reaches_the_receiver(
-    tmp_path: Path, alertmanager: str, webhook: tuple[str, list[dict[str, Any]]]
-) -> None:
-    _, received = webhook
-    exporter = Exporter(
-        "--vllm-replay", str(KV), "--gpu-source", "none", "--max-num-seqs", "8",
-        "--horizon", "10s",
-    )  # fmt: skip
+# Scraped as prometheus-operator would: the alerts' summaries name the namespace and pod.
+K8S_LABELS = {"namespace": "inference", "pod": "vllm-0"}
+
+
+def first_alert(
+    tmp_path: Path,
+    alertmanager: str,
+    received: list[dict[str, Any]],
+    name: str,
+    *exporter_args: str,
+) -> tuple[dict[str, Any], str]:
+    """The first ``name`` alert the webhook receives, and the exporter's instance label."""
+    exporter = Exporter("--vllm-replay", str(KV), "--gpu-source", "none", *exporter_args)
     prom = Prometheus(
         tmp_path, [f"127.0.0.1:{exporter.port}"], rule_files=[fast_rules(tmp_path)],
-        alertmanagers=[alertmanager],
+        alertmanagers=[alertmanager], labels=K8S_LABELS,
     )  # fmt: skip
     try:
 
-        def kv_alert() -> dict[str, Any] | None:
+        def arrived() -> dict[str, Any] | None:
             for payload in received:
                 for alert in payload["alerts"]:
-                    if alert["labels"]["alertname"] == "VLLMProfileKVCachePressure":
+                    if alert["labels"]["alertname"] == name:
                         return alert
             return None
 
-        alert = wait_for(kv_alert, 60, "the KV-pressure alert at the webhook", every=0.5)
+        return wait_for(arrived, 90, f"the {name} alert at the webhook", every=0.5), (
+            f"127.0.0.1:{exporter.port}"
+        )
     finally:
         prom.stop()
         exporter.stop()
+
+
+def test_kv_pressure_alert_reaches_the_receiver(
+    tmp_path: Path, alertmanager: str, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    alert, instance = first_alert(tmp_path, alertmanager, webhook[1],
+                                  "VLLMProfileKVCachePressure", "--max-num-seqs", "8",
+                                  "--horizon", "10s")  # fmt: skip
     assert alert["status"] == "firing"
     labels = alert["labels"]
     assert labels["severity"] == "warning"
     assert (labels["rule"], labels["variant"]) == ("R2", "main")
-    assert labels["instance"] == f"127.0.0.1:{exporter.port}" and labels["job"] == "vllm-profile"
+    assert labels["instance"] == instance and labels["job"] == "vllm-profile"
     ann = alert["annotations"]
-    assert ann["summary"] == "vLLM's KV cache is under pressure."
+    # Who: the pod, and the model vLLM serves (tiny-llama in this recording).
+    assert ann["summary"] == "inference/vllm-0 (tiny-llama): vLLM's KV cache is under pressure."
     # The recording's KV usage reaches 100% with preemptions: the text quotes both, and the fix.
     assert "KV peak 100%" in ann["description"]
     assert "preemptions/s" in ann["description"]
     assert ann["description"].endswith("Fix: reduce --max-num-seqs or --max-model-len.")
     assert ann["runbook_url"].endswith("docs/rules.md#r2")
+
+
+def test_an_slo_fast_burn_pages(
+    tmp_path: Path, alertmanager: str, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A TTFT objective of 1 ms, which no request on this CPU server meets: every request is an
+    error, 100 x the 1% budget, far over the 14.4 x of a fast burn, so the page goes out."""
+    alert, instance = first_alert(tmp_path, alertmanager, webhook[1],
+                                  "VLLMProfileTTFTBudgetFastBurn", "--slo-ttft", "1ms")  # fmt: skip
+    assert alert["status"] == "firing"
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["instance"] == instance
+    ann = alert["annotations"]
+    assert ann["summary"] == (
+        "inference/vllm-0 (tiny-llama): Requests miss the TTFT objective fast enough to spend "
+        "the month's error budget in two days."
+    )
+    assert ann["description"].startswith(f"{instance}: 100% of requests in the last hour missed")
+    assert "objective (1ms)" in ann["description"]
+    assert ann["runbook_url"].endswith("docs/operations.md#slo-burn")

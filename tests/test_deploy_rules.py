@@ -53,12 +53,15 @@ def test_alert_conventions(rule: dict) -> None:
     assert re.fullmatch(r"VLLMProfile[A-Z][A-Za-z]+", rule["alert"])
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
     ann = rule["annotations"]
-    # A sentence: a capital letter (or the proper name vLLM) and a full stop.
-    assert (ann["summary"][0].isupper() or ann["summary"].startswith("vLLM")) and ann[
-        "summary"
-    ].endswith(".")
+    summary = ann["summary"]
     if not rule["expr"].startswith("absent"):  # an absent series has no instance to name
         assert "{{ $labels.instance }}" in ann["description"]
+        # Who, first: the pod (else the instance) and the model it serves.
+        who, _, summary = summary.partition("{{ end }}: ")
+        for part in ("$labels.namespace", "$labels.pod", "$labels.instance", 'label "model"'):
+            assert part in who, who
+    # A sentence: a capital letter (or the proper name vLLM) and a full stop.
+    assert (summary[0].isupper() or summary.startswith("vLLM")) and summary.endswith(".")
     url = ann["runbook_url"]
     assert url.startswith(DOC_BASE)
     path, anchor = url[len(DOC_BASE) :].split("#")
