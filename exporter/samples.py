@@ -49,6 +49,8 @@ class EngineSample:
     generation_tokens: float | None = None
     prompt_tokens: float | None = None
     requests_finished: float | None = None
+    # the same counter by vLLM's finished_reason label (stop, length, abort, error, ...)
+    finished_by_reason: Mapping[str, float] = field(default_factory=dict)
     ttft: Histogram | None = None
     tpot: Histogram | None = None
     prefill_time: Histogram | None = None

@@ -422,3 +422,23 @@ class TestGateEdges:
         assert classify(w) == Gate(True, True)
         still = win(0.0, running=(1.0, 1.0), generation_tokens=(10.0, 10.0))
         assert classify(still) == Gate(True, False)
+
+
+def test_finished_reason_shares_over_the_evaluable_windows() -> None:
+    """Two evaluable windows: 6 stop + 2 error, then 3 stop + 1 length (an error counter that
+    goes down in between is a reset: that window's error delta is unknown and left out). An
+    idle window where nothing finished adds nothing; shares are of what finished."""
+    r = (1.0, 1.0)
+    w1 = win(0.0, running=r, finished_by_reason=({"stop": 10.0, "error": 1.0},
+                                                 {"stop": 16.0, "error": 3.0}))  # fmt: skip
+    before = {"stop": 16.0, "error": 3.0, "length": 0.0}
+    after = {"stop": 19.0, "error": 0.0, "length": 1.0}
+    w2 = win(2.0, running=r, finished_by_reason=(before, after))
+    w3 = win(4.0, running=(0.0, 0.0), finished_by_reason=({"stop": 19.0}, {"stop": 19.0}))
+    agg = aggregate([(w, classify(w)) for w in (w1, w2, w3)])
+    # stop 6 + 3 + 0, error 2, length 1: of 12 finished.
+    assert agg.finished_ratio_by_reason == pytest.approx(
+        {"stop": 9 / 12, "error": 2 / 12, "length": 1 / 12}
+    )
+    nothing = win(0.0, running=(0.0, 0.0), finished_by_reason=({"stop": 5.0}, {"stop": 5.0}))
+    assert aggregate([(nothing, classify(nothing))]).finished_ratio_by_reason == {}

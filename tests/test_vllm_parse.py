@@ -216,3 +216,21 @@ def test_bucket_labels_remembered_across_bodies_stay_bounded() -> None:
     with pytest.raises(ParseError) as e:
         parse_vllm_metrics(body(1, "fast"), 0.0)
     assert e.value.reason == "bad_histogram"
+
+
+def test_finished_requests_by_reason_summed_over_engines() -> None:
+    body = "".join(
+        f'vllm:request_success_total{{engine="{e}",finished_reason="{r}",model_name="m"}} {n}\n'
+        for e, r, n in [("0", "stop", 5), ("1", "stop", 2), ("0", "length", 3), ("1", "error", 1),
+                        ("0", "abort", 0)]
+    )  # fmt: skip
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.requests_finished == 11.0
+    assert dict(s.finished_by_reason) == {"stop": 7.0, "length": 3.0, "error": 1.0, "abort": 0.0}
+
+
+def test_a_body_inventing_reasons_keeps_a_bounded_few() -> None:
+    body = "".join(f'vllm:request_success_total{{finished_reason="r{i}"}} 1\n' for i in range(1000))
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.requests_finished == 1000.0  # the total is every line's
+    assert len(s.finished_by_reason) == 16

@@ -327,6 +327,13 @@ def overview() -> dict[str, Any]:
                  (f"vllm_profile_kv_cache_usage_mean_ratio{{{SEL}}}", "mean {{instance}}"),
                  (f"vllm_profile_kv_cache_usage_peak_ratio{{{SEL}}}", "peak {{instance}}")),
           8, 8)  # fmt: skip
+    b.add(series("How requests finished",
+                 "Share of the requests finished over the exporter's horizon, by vLLM's "
+                 "finished_reason: error and abort are requests users did not get (vLLM 0.13 "
+                 "and later do not count client cancellations).",
+                 "percentunit",
+                 (f"vllm_profile_finished_requests_ratio{{{SEL}}}", "{{finished_reason}}")),
+          8, 8)  # fmt: skip
     b.add(
         series(
             "Requests running and waiting",
@@ -435,7 +442,8 @@ def overview() -> dict[str, Any]:
                                    "Issues and fixes", "Why no roofline",
                                    "Direction after the last change"]),
         ("Latency and objectives", ["Time to first token", "Time per output token",
-                                    "Latency objectives met", "Goodput", "Queue time"]),
+                                    "Latency objectives met", "Goodput", "Queue time",
+                                    "How requests finished"]),
         ("Scheduler and KV cache", ["Requests running and waiting", "Scheduler occupancy",
                                     "Preemptions", "KV cache: mean and peak",
                                     "Prefix cache hit ratio"]),

@@ -55,6 +55,8 @@ class Aggregate:
     generation_tps_range: tuple[float, float] | None = None
     prompt_tps: float | None = None
     requests_per_second: float | None = None
+    # share of the requests finished in the evaluable windows, by vLLM's finished_reason
+    finished_ratio_by_reason: Mapping[str, float] = field(default_factory=dict)
     preemptions_per_second: float | None = None
     running: float | None = None
     waiting: float | None = None
@@ -124,6 +126,21 @@ def _hist_p99(ws: Sequence[Window], get: Callable[[Window], HistDelta | None]) -
     # hide the busy windows on the old ones.
     merged = merge_latest(h for w in ws if (h := get(w)) is not None and h.count > 0)
     return None if merged is None else quantile(P99, merged.bounds, merged.cumulative)
+
+
+def _shares(deltas: Sequence[Mapping[str, float]]) -> Mapping[str, float]:
+    """Each key's share of the sum over every window whose deltas are known; {} when nothing
+    finished.
+
+    >>> _shares([{"stop": 3.0, "error": 1.0}, {}, {"stop": 4.0, "error": 0.0}])
+    {'stop': 0.875, 'error': 0.125}
+    """
+    sums: dict[str, float] = {}
+    for d in deltas:
+        for k, v in d.items():
+            sums[k] = sums.get(k, 0.0) + v
+    total = sum(sums.values())
+    return {k: v / total for k, v in sums.items()} if total > 0 else {}
 
 
 def _peak(values: Sequence[float | None], current: float | None) -> float | None:
@@ -264,6 +281,7 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         generation_tps_range=_range([w.generation_tps for w in active]),
         prompt_tps=_weighted(active, lambda w: w.rate(w.d_prompt_tokens)),
         requests_per_second=_weighted(active, lambda w: w.requests_per_second),
+        finished_ratio_by_reason=_shares([w.d_finished_by_reason for w in evaluable]),
         preemptions_per_second=_weighted(active, lambda w: w.preemptions_per_second),
         running=_weighted(evaluable, lambda w: w.running),
         waiting=_weighted(evaluable, lambda w: w.waiting),

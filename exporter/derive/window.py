@@ -58,6 +58,7 @@ class Window:
     d_generation_tokens: float | None = None  # None after a reset
     d_prompt_tokens: float | None = None
     d_requests: float | None = None
+    d_finished_by_reason: Mapping[str, float] = field(default_factory=dict)  # reset: absent
     d_preemptions: float | None = None
     d_prefix_hits: float | None = None
     d_prefix_queries: float | None = None
@@ -263,6 +264,11 @@ def build_window(
         d_generation_tokens=gen,
         d_prompt_tokens=d(lambda p: p.prompt_tokens),
         d_requests=d(lambda p: p.requests_finished),
+        d_finished_by_reason={
+            reason: delta
+            for reason in last.finished_by_reason
+            if (delta := counter_delta([p.finished_by_reason.get(reason) for p in v])) is not None
+        },
         d_preemptions=d(lambda p: p.preemptions),
         d_prefix_hits=d(lambda p: p.prefix_hits),
         d_prefix_queries=d(lambda p: p.prefix_queries),

@@ -380,6 +380,13 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
            "Finished requests per second, over the active windows of the last {H}. "
            "From vllm:request_success_total (all finished_reason).", (),
            _serving(lambda a: a.requests_per_second)),
+    Family("finished_requests_ratio", "gauge",
+           "Share of the requests finished in the evaluable windows of the last {H}, by vLLM's "
+           "finished_reason (stop, length, abort, error, repetition). From "
+           "vllm:request_success_total; vLLM 0.13 and later do not count client aborts.",
+           ("finished_reason",),
+           lambda v: sorted(((r,), x) for r, x in v.snap.agg.finished_ratio_by_reason.items())
+           if v.snap.agg.vllm_fresh else []),
     Family("preemptions_per_second", "gauge",
            "Preemptions per second, over the active windows of the last {H}. "
            "From vllm:num_preemptions_total.", (), _serving(lambda a: a.preemptions_per_second)),

@@ -60,6 +60,7 @@ _FAMILIES: dict[str, tuple[_Kind, str]] = {
     "process_start_time_seconds": (_Kind.SUM, "process_start_time"),
 }
 _HIST_SUFFIXES = ("_bucket", "_sum", "_count")
+MAX_REASONS = 16  # distinct finished_reason values kept from one body
 
 
 @dataclass(slots=True)
@@ -163,6 +164,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     cache_config: dict[str, str] | None = None
     model_names: set[str] = set()
     engines: set[str] = set()
+    finished: dict[str, float] = {}  # request_success_total by finished_reason
     label_memo: dict[str, dict[str, str]] = {}
     # (histogram field, series label text) → its series: a bucket line costs a dict lookup,
     # not a label parse and sort (a body is mostly bucket lines).
@@ -257,6 +259,11 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             scalars[field_name] = scalars.get(field_name, 0.0) + value
             if field_name == "running":
                 engines.add(_labels(label_text, line).get("engine", ""))
+            elif field_name == "requests_finished":
+                reason = _labels(label_text, line).get("finished_reason")
+                # vLLM has five reasons; a body inventing more gets no more than a few kept.
+                if reason and (reason in finished or len(finished) < MAX_REASONS):
+                    finished[reason] = finished.get(reason, 0.0) + value
 
     if not scalars and not hists and cache_config is None:
         raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
@@ -298,6 +305,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         generation_tokens=scalars.get("generation_tokens"),
         prompt_tokens=scalars.get("prompt_tokens"),
         requests_finished=scalars.get("requests_finished"),
+        finished_by_reason=finished,
         ttft=merged.get("ttft"),
         tpot=merged.get("tpot") or merged.get("itl") or merged.get("tpot_legacy"),
         prefill_time=merged.get("prefill_time"),
