@@ -43,6 +43,18 @@ DCGM = (FIX / "dcgm" / "h100-standalone.prom").read_bytes()
 Behaviour = Callable[[socket.socket, bytes], None]
 
 
+def request_heads(conn: socket.socket) -> Iterator[bytes]:
+    """Each request head a client sends on one connection, until it closes."""
+    while True:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        yield head
+
+
 class RawTarget:
     """A TCP server whose every connection runs ``behaviour(conn, request head)``; counts
     connections and the bytes it managed to send."""
@@ -58,13 +70,7 @@ class RawTarget:
             def handle(self) -> None:
                 owner.connections += 1
                 conn: socket.socket = self.request
-                while True:
-                    head = b""
-                    while b"\r\n\r\n" not in head:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        head += chunk
+                for head in request_heads(conn):
                     try:
                         owner.behaviour(conn, head)
                     except OSError:

@@ -262,7 +262,7 @@ class TlsTarget:
         import ssl
         import threading
 
-        from tests.test_hostile_targets import BODY, answer
+        from tests.test_hostile_targets import BODY, answer, request_heads
 
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
@@ -284,13 +284,7 @@ class TlsTarget:
                 except (ssl.SSLError, OSError):
                     return  # the client refused our certificate
                 with conn:
-                    while True:
-                        head = b""
-                        while b"\r\n\r\n" not in head:
-                            chunk = conn.recv(65536)
-                            if not chunk:
-                                return
-                            head += chunk
+                    for _ in request_heads(conn):
                         conn.sendall(answer(BODY))
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
