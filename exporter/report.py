@@ -11,6 +11,7 @@ from exporter import __version__
 from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.direction import Direction
+from exporter.derive.rules import scheduler_cap
 from exporter.human import PRICE_SOURCES
 from exporter.human import dollars as _usd
 from exporter.human import duration as _seconds
@@ -285,14 +286,12 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
     add("")
     if asm is not None:
         _roofline_lines(add, asm, a.running_active)
-    occ = (
-        ""
-        if not max_num_seqs or a.running is None
-        else f" (occupancy {a.running / max_num_seqs:.0%})"
-    )
+    cap = scheduler_cap(max_num_seqs, a.engines)
+    occ = "" if not cap or a.running is None else f" (occupancy {a.running / cap:.0%})"
+    engines = f" x {a.engines} engines" if a.engines > 1 and max_num_seqs else ""
     add(
         f"Requests   running {_num(a.running, '.1f')}  waiting {_num(a.waiting, '.1f')}  "
-        f"max {'n/a' if not max_num_seqs else f'{max_num_seqs:g}'}{occ}"
+        f"max {'n/a' if not max_num_seqs else f'{max_num_seqs:g}'}{engines}{occ}"
     )
     add(
         f"Latency    TTFT {_num(a.ttft_mean, '.1f', 1e3, ' ms')} "

@@ -86,6 +86,47 @@ class TestTensorParallel4:
         assert [kv for _, kv in r.kv_headroom_bytes] == pytest.approx([41_968_728_985.6] * 2)
 
 
+class TestDataParallel2:
+    def test_the_servers_ceilings_are_two_engines(self) -> None:
+        # Two engines of TP 1 (vLLM --data-parallel-size 2), each running 8 requests: B = 16 and
+        # 300 tok/s summed over them.
+        r = compute(
+            inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 1),
+            batch=16.0,
+            actual_tps=300.0,
+            prompt_tokens_mean=500.0,
+            gpus=(H100_MEM, GpuMemory(1, "GPU-b", 85_520_809_984)),
+            gpu_memory_utilization=0.9,
+            replicas=2,
+        )
+        # hardware = 2 × 989.4e12 / (2 × 70e9) = 14,134.29 tok/s; one stream is one engine's:
+        # 3.35e12 / 140e9 = 23.9286 tok/s; the ridge is a batch per engine: 295.343.
+        assert r.hardware_tps == pytest.approx(14134.2857, rel=1e-6)
+        assert r.stream_tps == pytest.approx(23.92857, rel=1e-6)
+        assert r.ridge_batch_size == pytest.approx(295.3433, rel=1e-6)
+        # batch = min(16 × 23.9286 = 382.857, 14,134.29); efficiency = 300 / 14,134.29 = 0.0212249
+        assert r.batch_tps == pytest.approx(382.85714, rel=1e-6)
+        assert r.efficiency == pytest.approx(0.0212249, rel=1e-5)
+        # TPOT floor at one engine's batch of 8: max(140e9 / 3.35e12, 8 × 140e9 / 989.4e12)
+        assert r.tpot_floor_seconds == pytest.approx(0.0417910, rel=1e-5)
+        # A prompt is prefilled by one engine: 500 / 7,067.14 = 0.070750 s; the server's
+        # prefill ceiling is both engines': 14,134.29 prompt tok/s.
+        assert r.prefill_floor_seconds == pytest.approx(0.0707500, rel=1e-5)
+        assert r.prefill_ceiling_tps == pytest.approx(14134.2857, rel=1e-6)
+        # Each GPU holds a whole copy of the weights (TP 1): 85,520,809,984 × 0.9 − 140e9.
+        assert [kv for _, kv in r.kv_headroom_bytes] == pytest.approx([-63_031_271_014.4] * 2)
+
+    def test_above_one_engines_ceiling_is_not_above_the_servers(self) -> None:
+        # 10,000 tok/s: above one engine's 7,067 (the whole roofline would be withheld), within
+        # two engines' 14,134: efficiency 10,000 / 14,134.29 = 0.707500.
+        one = compute(inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 1), batch=600.0,
+                      actual_tps=10_000.0)  # fmt: skip
+        assert ACTUAL_ABOVE_CEILING in one.reasons
+        two = compute(inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 1), batch=600.0,
+                      actual_tps=10_000.0, replicas=2)  # fmt: skip
+        assert two.efficiency == pytest.approx(0.7075, rel=1e-5)
+
+
 class TestMoeAndFp8:
     def test_moe_uses_active_for_ceilings_and_total_for_weights(self) -> None:
         # Qwen3 30B-A3B on an H200: active 3e9, total 30e9, bf16.

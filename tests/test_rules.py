@@ -236,6 +236,33 @@ class TestRuleRecords:
         assert kv_capacity_tokens({"num_gpu_blocks": "12"}) is None
 
 
+class TestDataParallel:
+    """vLLM's --max-num-seqs holds per engine and the running count is summed over engines: a
+    server of 2 engines at --max-num-seqs 4 runs up to 8 requests at once."""
+
+    def test_the_cap_counts_every_engine(self) -> None:
+        w = replace(window(running=8.0, waiting=4.0), engines=2)
+        # 8 running of 4 x 2 = 8: at the cap.
+        assert evaluate_window(w, 4.0)[R5] == RuleResult(
+            True, "running 8.0 of 8, 4.0 waiting (queue ratio 33%)"
+        )
+        # 6 running of 8, 4 waiting: 2 away from the cap, not saturated (one engine's 4 would
+        # have read it as 2 over the cap).
+        half = replace(window(running=6.0, waiting=4.0), engines=2)
+        assert not evaluate_window(half, 4.0)[R5].fired
+        # R1: 1.9 / 8 = 24% < 25% fires; 2.0 / 8 = 25% does not (one engine: 50%).
+        assert evaluate_window(replace(window(running=1.9), engines=2), 4.0)[R1].fired
+        r = evaluate_window(replace(window(running=2.0), engines=2), 4.0)[R1]
+        assert not r.fired and "occupancy 25%" in r.why
+
+    def test_advice_names_the_cap_per_engine(self) -> None:
+        agg = Aggregate(running=2.0, waiting=0.5, engines=2)
+        advice = BY_KEY[R1].advice(Horizon(3, 10, agg, None, 4.0))
+        assert advice.evidence == (
+            "occupancy 25% of --max-num-seqs 4 x 2 engines, 0.5 waiting, in 3 of 10 windows"
+        )
+
+
 class TestR1:
     def test_occupancy_boundary(self) -> None:
         # 15.9 / 64 = 24.8% < 25% fires; 16 / 64 = 25% exactly does not.

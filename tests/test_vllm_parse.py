@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.scrape import vllm_parse
 from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
@@ -60,6 +61,53 @@ def test_real_v032_body(v032_body: str) -> None:
     assert s.cache_config["enable_prefix_caching"] == "True"
     assert "engine" not in s.cache_config
     assert s.process_start_time == value_of(v032_body, "process_start_time_seconds")
+
+
+def reference_series(body: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of ``name`` in ``body`` as prometheus_client's own parser reads it."""
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def test_real_data_parallel_body() -> None:
+    # vLLM 0.32 --data-parallel-size 2: every family once per engine; sums and the fullest
+    # engine computed here with prometheus_client's parser.
+    body = (FIX / "vllm032-cpu-dp2-body.txt").read_text()
+    s = parse_vllm_metrics(body, 0.0)
+
+    def total(name: str) -> float:
+        return sum(v for _, v in reference_series(body, name))
+
+    engines = {
+        labels["engine"] for labels, _ in reference_series(body, "vllm:num_requests_running")
+    }
+    assert s.engines == len(engines) == 2
+    assert s.generation_tokens == total("vllm:generation_tokens_total") > 0
+    assert s.prompt_tokens == total("vllm:prompt_tokens_total")
+    assert s.requests_finished == total("vllm:request_success_total")
+    assert s.kv_usage == max(v for _, v in reference_series(body, "vllm:kv_cache_usage_perc"))
+    assert s.ttft is not None
+    assert s.ttft.count == total("vllm:time_to_first_token_seconds_count")
+    buckets = reference_series(body, "vllm:time_to_first_token_seconds_bucket")
+    inf_buckets = [v for labels, v in buckets if labels["le"] == "+Inf"]
+    assert len(inf_buckets) == 2 and s.ttft.cumulative[-1] == sum(inf_buckets)
+    assert "engine" not in s.cache_config and s.model_name == "tiny-llama"
+
+
+def test_real_multiple_api_servers_body() -> None:
+    # vLLM 0.32 --api-server-count 2: the API servers' metrics merged (Prometheus multiprocess
+    # mode) into one body; one engine.
+    body = (FIX / "vllm032-cpu-api2-body.txt").read_text()
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.engines == 1
+    assert s.generation_tokens == sum(
+        v for _, v in reference_series(body, "vllm:generation_tokens_total")
+    )
+    assert s.process_start_time == value_of(body, "process_start_time_seconds")
 
 
 def test_every_recorded_body_parses() -> None:

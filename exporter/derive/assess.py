@@ -77,6 +77,7 @@ def assess(
         prompt_tokens_mean=agg.prompt_tokens_mean,
         gpus=memories,
         gpu_memory_utilization=gmu,
+        replicas=agg.engines,
     )
     powers = [g.power_watts for g in agg.gpus]
     power = sum(p for p in powers if p is not None) if powers and None not in powers else None

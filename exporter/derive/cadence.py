@@ -42,7 +42,7 @@ def pressure(s: EngineSample, prev: EngineSample | None, max_num_seqs: float | N
     if (
         max_num_seqs
         and s.running is not None
-        and s.running >= T.CADENCE_RUNNING_SHARE * max_num_seqs
+        and s.running >= T.CADENCE_RUNNING_SHARE * max_num_seqs * max(1, s.engines)
     ):
         return "running"
     if prev is None:

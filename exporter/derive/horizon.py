@@ -50,6 +50,7 @@ class Aggregate:
     model_name: str | None = None
     model_names: tuple[str, ...] = ()
     cache_config: Mapping[str, str] = field(default_factory=dict)
+    engines: int = 0  # data-parallel engines in the latest evaluable window (0: not told)
     generation_tps: float | None = None
     # The spread of the active windows' own generated tokens/s (the status page draws it)
     generation_tps_range: tuple[float, float] | None = None
@@ -277,6 +278,7 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         model_name=next((w.model_name for w in reversed(all_ws) if w.model_name), None),
         model_names=next((w.model_names for w in reversed(all_ws) if w.model_names), ()),
         cache_config=(last_eval or last).cache_config,
+        engines=(last_eval or last).engines,
         generation_tps=_weighted(active, lambda w: w.generation_tps),
         generation_tps_range=_range([w.generation_tps for w in active]),
         prompt_tps=_weighted(active, lambda w: w.rate(w.d_prompt_tokens)),

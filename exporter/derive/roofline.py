@@ -61,11 +61,24 @@ def compute(
     prompt_tokens_mean: float | None = None,
     gpus: tuple[GpuMemory, ...] = (),
     gpu_memory_utilization: float = 1.0,
+    replicas: int = 1,
 ) -> Roofline:
     """All roofline figures that the inputs allow.
 
-    ``batch`` is B, the time-weighted mean of running requests over active windows;
-    ``actual_tps`` the generation tokens/s over the same windows.
+    ``batch`` is B, the time-weighted mean of running requests over active windows, summed over
+    the server's data-parallel engines; ``actual_tps`` the generation tokens/s over the same
+    windows, summed likewise. ``replicas`` is the number of those engines (vLLM
+    ``--data-parallel-size``): each holds its own TP group of GPUs, so the server's ceilings are
+    that many times one engine's, while one stream's speed, the ridge (a batch per engine) and
+    the TPOT floor (at the batch one engine carries) are an engine's own.
+
+    >>> inp = RooflineInputs(989.4e12, 3.35e12, 70e9, 70e9, 2.0, 1)
+    >>> one, two = compute(inp, batch=8, actual_tps=150.0), compute(
+    ...     inp, batch=16, actual_tps=300.0, replicas=2)
+    >>> round(two.hardware_tps / one.hardware_tps), two.efficiency == one.efficiency
+    (2, True)
+    >>> two.tpot_floor_seconds == one.tpot_floor_seconds
+    True
     """
     reasons: list[str] = []
     rp, tp, bpp = inp.roofline_params, inp.tp, inp.bytes_per_param
@@ -76,9 +89,11 @@ def compute(
     if weight_bytes is not None:
         kv = tuple((g, g.total_bytes * gpu_memory_utilization - weight_bytes / tp) for g in gpus)
 
+    replicas = max(1, replicas)
     ridge = flops * bpp / (2 * bw) if flops and bw else None
     stream = bw * tp / (rp * bpp) if bw and rp else None
-    hardware = flops * tp / (2 * rp) if flops and rp else None
+    engine_hw = flops * tp / (2 * rp) if flops and rp else None  # one engine's TP group
+    hardware = None if engine_hw is None else engine_hw * replicas
     prefill_ceiling = hardware  # 2 × params FLOP per prompt token, at the compute peak
 
     loaded = batch is not None and batch > 0 and actual_tps is not None and actual_tps > 0
@@ -93,13 +108,16 @@ def compute(
             reasons.append(ACTUAL_ABOVE_CEILING)
             shown_stream = shown_hw = None
         else:
+            # Σ over engines of min(B_e × stream, engine ceiling): equal when the engines are
+            # balanced, an upper bound (never an understatement of the room) otherwise.
             batch_tps = min(batch * stream, hardware)
             efficiency = actual_tps / hardware
             batch_eff = actual_tps / batch_tps
             headroom = 1.0 - efficiency
-        tpot_floor = max(rp * bpp / (bw * tp), batch * 2 * rp / (flops * tp))
-        if prompt_tokens_mean is not None and ridge is not None and batch < ridge:
-            prefill_floor = prompt_tokens_mean / hardware
+        per_engine = batch / replicas  # a request is decoded by one engine, in its batch
+        tpot_floor = max(rp * bpp / (bw * tp), per_engine * 2 * rp / (flops * tp))
+        if prompt_tokens_mean is not None and ridge is not None and per_engine < ridge:
+            prefill_floor = prompt_tokens_mean / (hardware / replicas)
     return Roofline(
         weight_bytes=weight_bytes,
         ridge_batch_size=ridge,

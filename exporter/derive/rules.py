@@ -216,6 +216,17 @@ class Horizon:
     def seen(self) -> str:
         return f"in {self.fired_windows} of {self.evaluable_windows} windows"
 
+    @property
+    def cap(self) -> float | None:
+        return scheduler_cap(self.max_num_seqs, self.agg.engines)
+
+    @property
+    def cap_words(self) -> str:
+        """The cap as the flag gives it, per engine when the server has several."""
+        mns = _num(self.max_num_seqs, "g")
+        engines = self.agg.engines
+        return f"--max-num-seqs {mns}" + (f" x {engines} engines" if engines > 1 else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Advice:
@@ -258,13 +269,12 @@ def vram_peak_ratio(agg: Aggregate) -> float | None:
 
 
 def _r1_advice(h: Horizon) -> Advice:
-    agg, mns = h.agg, h.max_num_seqs
-    occ = None if agg.running is None or not mns else agg.running / mns
+    agg, cap = h.agg, h.cap
+    occ = None if agg.running is None or not cap else agg.running / cap
     return Advice(
         "raise_client_concurrency",
         "Raise client concurrency (more parallel requests): the scheduler has room.",
-        f"occupancy {_pct(occ)} of --max-num-seqs {_num(mns, 'g')}, "
-        f"{_num(agg.waiting, '.1f')} waiting, {h.seen}",
+        f"occupancy {_pct(occ)} of {h.cap_words}, {_num(agg.waiting, '.1f')} waiting, {h.seen}",
     )
 
 
@@ -334,10 +344,10 @@ def _r4_advice(h: Horizon) -> Advice:
 
 
 def _r5_advice(h: Horizon) -> Advice:
-    agg, mns = h.agg, h.max_num_seqs
+    agg = h.agg
     peak = agg.kv_usage_peak
     evidence = (
-        f"running {_num(agg.running, '.1f')} at the cap --max-num-seqs {_num(mns, 'g')}, "
+        f"running {_num(agg.running, '.1f')} at the cap {h.cap_words}, "
         f"{_num(agg.waiting, '.1f')} waiting, {h.seen}"
     )
     if peak is not None and peak < T.R5_KV_PEAK_SAFE_BELOW:
@@ -407,10 +417,17 @@ ALL_RULES: tuple[RuleKey, ...] = tuple(sorted(BY_KEY, key=lambda k: (k[0], k[1] 
 NAMES: Mapping[RuleKey, str] = {r.key: r.name for r in RULES}
 
 
+def scheduler_cap(max_num_seqs: float | None, engines: int) -> float | None:
+    """How many requests the server runs at once: vLLM's --max-num-seqs holds per engine, and the
+    running count read is summed over the data-parallel engines."""
+    return None if max_num_seqs is None else max_num_seqs * max(1, engines)
+
+
 def evaluate_window(w: Window, max_num_seqs: float | None) -> dict[RuleKey, RuleResult]:
     """Every window condition for one evaluable window (R2's backlog path sees the main's)."""
     done: dict[RuleKey, RuleResult] = {}
+    cap = scheduler_cap(max_num_seqs, w.engines)
     for rule in RULES:
         if rule.window is not None:
-            done[rule.key] = rule.window(w, max_num_seqs, done)
+            done[rule.key] = rule.window(w, cap, done)
     return {k: done[k] for k in ALL_RULES if k in done}

@@ -49,6 +49,7 @@ class Window:
     model_names: tuple[str, ...] = ()
     cache_config: Mapping[str, str] = field(default_factory=dict)
     process_start_time: float | None = None
+    engines: int = 0  # data-parallel engines seen in the window's polls (0: not told)
     running: float | None = None  # time-weighted means
     waiting: float | None = None
     kv_usage: float | None = None
@@ -255,6 +256,7 @@ def build_window(
         model_names=next((p.model_names for p in reversed(v) if p.model_names), ()),
         cache_config=last.cache_config,
         process_start_time=last.process_start_time,
+        engines=max(p.engines for p in v),
         running=time_weighted_mean(series(lambda p: p.running)),
         waiting=time_weighted_mean(series(lambda p: p.waiting)),
         kv_usage=time_weighted_mean(series(lambda p: p.kv_usage)),

@@ -25,7 +25,7 @@ from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import FIXES, RuleStatus
 from exporter.derive.horizon import Aggregate, GpuAggregate
-from exporter.derive.rules import SKIP_REASONS
+from exporter.derive.rules import SKIP_REASONS, scheduler_cap
 from exporter.loop import LoopStats
 from exporter.pipeline import Snapshot
 from exporter.ratelog import rate_limited
@@ -328,8 +328,9 @@ def _goodput(v: View) -> Rows:
 
 
 def _occupancy(v: View) -> float | None:
-    running, mns = v.snap.agg.running, v.settings.max_num_seqs
-    return None if running is None or not mns else running / mns
+    running = v.snap.agg.running
+    cap = scheduler_cap(v.settings.max_num_seqs, v.snap.agg.engines)
+    return None if running is None or not cap else running / cap
 
 
 SIGNIFICANT = (
@@ -398,8 +399,14 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
            "Waiting requests, time-weighted mean over the evaluable windows of the last {H}. "
            "From vllm:num_requests_waiting.", (), _serving(lambda a: a.waiting)),
     Family("scheduler_occupancy_ratio", "gauge",
-           "Running requests / --max-num-seqs, over the evaluable windows of the last {H}.", (),
+           "Running requests / (--max-num-seqs x data-parallel engines), over the evaluable "
+           "windows of the last {H}.", (),
            lambda v: [((), _occupancy(v))] if v.snap.agg.vllm_fresh else []),
+    Family("data_parallel_engines", "gauge",
+           "vLLM data-parallel engines (the engine label's values on vllm:num_requests_running) "
+           "in the latest evaluable window: the ceilings and the --max-num-seqs cap count each.",
+           (), lambda v: ([((), float(v.snap.agg.engines))]
+                          if v.snap.agg.vllm_fresh and v.snap.agg.engines > 0 else [])),
     Family("kv_cache_usage_mean_ratio", "gauge",
            "KV cache usage 0-1, time-weighted mean over the evaluable windows of the last {H}. "
            "From vllm:kv_cache_usage_perc (max over engines).", (),
