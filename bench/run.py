@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from exporter.derive.cadence import pressure  # noqa: E402
 from exporter.scrape.vllm_parse import parse_vllm_metrics  # noqa: E402
 from tests.harness import free_port, wait_for  # noqa: E402
+from tests.recordings import gpu_recording  # noqa: E402
 
 RECORDINGS = [
     ROOT / "tests/fixtures/vllm/vllm032-cpu-b-underbatch.jsonl.gz",
@@ -130,21 +131,6 @@ def measure(cmd: list[str], seconds: float, warmup: float, ready_url: str | None
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def gpu_recording(path: Path, gpus: int) -> None:
-    """A GPU recording of ``gpus`` GPUs (the real H200 readings, repeated), an hour long."""
-    with gzip.open(ROOT / "tests/fixtures/nvml/h200-probe.jsonl.gz", "rt") as f:
-        rows = [e for e in map(json.loads, f) if e.get("source") == "nvml"]
-    with gzip.open(path, "wt") as out:
-        for i in range(4 * 3600):
-            g = rows[i % len(rows)]["gpus"][0]
-            entry = {
-                "t": i * 0.25,
-                "source": "nvml",
-                "gpus": [{**g, "index": k, "uuid": f"GPU-{k:04d}"} for k in range(gpus)],
-            }
-            out.write(json.dumps(entry) + "\n")
 
 
 def exporter_cmd(url: str, port: int, gpu_replay: Path | None, fast: bool = True) -> list[str]:
@@ -263,7 +249,7 @@ def bench_cpu_and_latency(seconds: float, cpu: bool, latency: bool) -> dict[str,
         body_path.write_text(body)
         recordings = {n: Path(tmp) / f"gpus-{n}.jsonl.gz" for n in (1, 8)}
         for n, path in recordings.items():
-            gpu_recording(path, n)
+            gpu_recording(path, n)  # the real H200 readings, an hour long
         port = free_port()
         server = subprocess.Popen([sys.executable, "-c", BODY_SERVER, str(port), str(body_path)])
         url = f"http://127.0.0.1:{port}/metrics"

@@ -69,8 +69,10 @@ class LoadGenerator(ClientSideTruth):
         max_tokens: int,
         shared_prefix_words: int = 0,
         seed: int = 1,
+        model: str = SERVED_NAME,
     ) -> None:
         self.url = url.rstrip("/") + "/v1/completions"
+        self.model = model  # a served name: the base model or a LoRA adapter
         self.clients = clients
         self.prompt_words = prompt_words
         self.max_tokens = max_tokens
@@ -91,7 +93,7 @@ class LoadGenerator(ClientSideTruth):
     def _one(self, session: requests.Session, rng: random.Random) -> None:
         log = RequestLog(start=time.time())
         body = {
-            "model": SERVED_NAME,
+            "model": self.model,
             "prompt": self._prompt(rng),
             "max_tokens": self.max_tokens,
             "ignore_eos": True,  # a vLLM extension: exactly max_tokens tokens
@@ -148,7 +150,7 @@ class LoadGenerator(ClientSideTruth):
 class LoadProcess(ClientSideTruth):
     """The generator in a separate real-time-priority process; logs arrive when it stops."""
 
-    def __init__(self, url: str, out: Path, **options: int) -> None:
+    def __init__(self, url: str, out: Path, **options: int | str) -> None:
         self.url, self.out, self.options = url, out, options
         self.logs = []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -179,10 +181,11 @@ def main() -> None:
     ap.add_argument("--shared-prefix-words", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=600.0)
+    ap.add_argument("--model", default=SERVED_NAME)
     a = ap.parse_args()
     gen = LoadGenerator(
         a.url, clients=a.clients, prompt_words=a.prompt_words, max_tokens=a.max_tokens,
-        shared_prefix_words=a.shared_prefix_words, seed=a.seed,
+        shared_prefix_words=a.shared_prefix_words, seed=a.seed, model=a.model,
     )  # fmt: skip
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.realvllm import server as vllm_server
 from tests.realvllm.loadgen import LoadProcess
 from tests.realvllm.report import REPORT
 from tests.realvllm.server import VllmServer, realtime
+from tests.recordings import gpu_recording
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,9 +54,8 @@ class Stack:
 
     def exporter_for(self, vllm: VllmServer, *args: str) -> Exporter:
         self.stop_exporter()
-        self.exporter = Exporter(
-            "--vllm-url", vllm.url, "--gpu-source", "none", *args, port=self.port, wrap=realtime
-        )
+        gpu = () if "--gpu-replay" in args else ("--gpu-source", "none")  # no GPU here
+        self.exporter = Exporter("--vllm-url", vllm.url, *gpu, *args, port=self.port, wrap=realtime)
         # Prometheus has scraped this exporter instance once it reports its horizon.
         wait_for(lambda: self.value("vllm_profile_horizon_seconds"), 30, "Prometheus scraping")
         return self.exporter
@@ -374,3 +375,123 @@ def test_served_name_alias_matches_on_root(stack: Stack, logs: Path) -> None:
         stack.stop_exporter()
         server.stop()
     timed("alias", t0)
+
+
+def test_data_parallel(stack: Stack, logs: Path) -> None:
+    # vLLM --data-parallel-size 2: two engines behind one API server, every family once per
+    # engine. The tiny model's parameter count is declared and two GPUs read an H200's real
+    # readings, so the roofline is on and must count both engines.
+    t0 = time.monotonic()
+    gpus = stack.tmp / "gpus-dp2.jsonl.gz"
+    gpu_recording(gpus, 2, seconds=1800)
+    server = started(logs, "dp2", "--data-parallel-size", "2", "--max-num-seqs", "4")
+    try:
+        stack.exporter_for(server, "--max-num-seqs", "4", "--horizon", "20s",
+                           "--gpu-replay", str(gpus), "--model-params", "425600")  # fmt: skip
+        load = LoadProcess(server.url, stack.tmp / "load-dp.json", clients=6, prompt_words=20,
+                           max_tokens=64, seed=7)  # fmt: skip
+        load.start()
+        try:
+            engines = "vllm_profile_data_parallel_engines"
+            wait_for(lambda: stack.value(engines) == 2, 60, "two engines")
+            # More requests run at once than one engine's --max-num-seqs allows: summed.
+            wait_for(lambda: (stack.value("vllm_profile_requests_running") or 0) > 4.0, 90,
+                     "more running than one engine's cap")  # fmt: skip
+            # Both engines' ceiling: 2 × 989.4e12 FLOP/s × TP 1 / (2 × 425,600 parameters). On
+            # two cores the engines' busy loops starve vLLM's API server at times (a poll times
+            # out, a window is not evaluable, the figures are withheld): wait for a horizon
+            # that has them.
+            ceiling = "vllm_profile_decode_hardware_ceiling_tokens_per_second"
+            both_engines = 2 * 989.4e12 / (2 * 425_600)
+            wait_for(lambda: stack.value(ceiling) == pytest.approx(both_engines, rel=1e-9), 60,
+                     "the ceiling of both engines")  # fmt: skip
+            # Occupancy is running over 4 × 2 engines (one engine's 4 would read above 100%),
+            # both read from one scrape.
+            gap = "vllm_profile_scheduler_occupancy_ratio * 8 - vllm_profile_requests_running"
+
+            def occupancy() -> tuple[float, float] | None:
+                o, d = stack.value("vllm_profile_scheduler_occupancy_ratio"), stack.value(gap)
+                return None if o is None or d is None else (o, d)
+
+            ratio, difference = wait_for(occupancy, 60, "occupancy and running")
+            assert abs(difference) < 1e-9 and 0.5 < ratio <= 1.0
+        finally:
+            load.stop()
+    finally:
+        stack.stop_exporter()
+        server.stop()
+    timed("data_parallel", t0)
+
+
+def test_several_api_servers(stack: Stack, logs: Path) -> None:
+    # vLLM --api-server-count 2: two API server processes share the port, and each answers
+    # /metrics with every process's series merged (Prometheus multiprocess mode). One server,
+    # not several behind a load balancer: no poll refused, no restart seen.
+    t0 = time.monotonic()
+    server = started(logs, "api2", "--api-server-count", "2", "--max-num-seqs", "8")
+    try:
+        stack.exporter_for(server, "--max-num-seqs", "8", "--horizon", "10s")
+        load = LoadProcess(server.url, stack.tmp / "load-api2.json", clients=2, prompt_words=20,
+                           max_tokens=32, seed=8)  # fmt: skip
+        load.start()
+        try:
+            wait_for(lambda: (stack.value("vllm_profile_generation_tokens_per_second") or 0) > 0,
+                     90, "tokens/s through two API servers")  # fmt: skip
+            wait_for(lambda: (stack.value('vllm_profile_polls_total{source="vllm"}') or 0) >= 20,
+                     60, "20 polls")  # fmt: skip
+        finally:
+            load.stop()
+        assert stack.value('vllm_profile_up{source="vllm"}') == 1
+        errors = 'sum(vllm_profile_poll_errors_total{source="vllm"})'
+        assert stack.value(errors) == 0
+        assert stack.value("vllm_profile_config_epoch") == 0
+    finally:
+        stack.stop_exporter()
+        server.stop()
+    timed("api_servers", t0)
+
+
+def test_lora_adapter(stack: Stack, logs: Path) -> None:
+    # vLLM --enable-lora with a tiny adapter built here: requests to the adapter and to the base
+    # model. vLLM counts both under the base model's model_name (the adapters appear only in
+    # vllm:lora_requests_info), so the exporter sees one model, with its roofline, and every
+    # token either serves.
+    t0 = time.monotonic()
+    adapter = stack.tmp / "tiny-lora"
+    build = ROOT / "tests" / "realvllm" / "make_tiny_lora.py"
+    model = vllm_server.cache_root() / "tiny-llama"
+    subprocess.run([str(vllm_server.venv_python()), str(build), str(model), str(adapter)],
+                   check=True, capture_output=True)  # fmt: skip
+    server = started(logs, "lora", "--enable-lora", "--max-lora-rank", "8",
+                     "--lora-modules", f"tiny-lora={adapter}", "--max-num-seqs", "8")  # fmt: skip
+    try:
+        stack.exporter_for(server, "--max-num-seqs", "8", "--horizon", "10s")
+        loads = [
+            LoadProcess(
+                server.url,
+                stack.tmp / f"load-{name}.json",
+                clients=2,
+                prompt_words=20,
+                max_tokens=32,
+                seed=9,
+                model=name,
+            )  # fmt: skip
+            for name in ("tiny-llama", "tiny-lora")
+        ]
+        for load in loads:
+            load.start()
+        try:
+            wait_for(lambda: (stack.value("vllm_profile_generation_tokens_per_second") or 0) > 0,
+                     90, "tokens/s from the base model and the adapter")  # fmt: skip
+        finally:
+            for load in loads:
+                load.stop()
+        for load in loads:  # both the base model and the adapter answered
+            assert any(log.ok for log in load.logs)
+        assert stack.value('vllm_profile_info{model="tiny-llama"}') == 1
+        assert stack.value('vllm_profile_roofline_unavailable{reason="several_models"}') is None
+        assert stack.value('vllm_profile_up{source="vllm"}') == 1
+    finally:
+        stack.stop_exporter()
+        server.stop()
+    timed("lora", t0)
