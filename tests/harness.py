@@ -244,8 +244,11 @@ class Prometheus:
         alertmanagers: Sequence[str] = (),
         scrape_extra: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
+        target_labels: dict[str, dict[str, str]] | None = None,
+        flags: Sequence[str] = (),
     ) -> None:
-        """``labels``: target labels, as service discovery would add (namespace, pod)."""
+        """``labels``: target labels, as service discovery would add (namespace, pod);
+        ``target_labels``: more of them, per target."""
         binary = require_tool("prometheus")
         self.port = free_port()
         cfg: dict[str, Any] = {
@@ -254,7 +257,13 @@ class Prometheus:
             "scrape_configs": [
                 {
                     "job_name": "vllm-profile",
-                    "static_configs": [{"targets": targets, "labels": labels or {}}],
+                    "static_configs": [
+                        {
+                            "targets": [t],
+                            "labels": {**(labels or {}), **(target_labels or {}).get(t, {})},
+                        }
+                        for t in targets
+                    ],
                     **(scrape_extra or {}),
                 }
             ],
@@ -272,6 +281,7 @@ class Prometheus:
                     f"--storage.tsdb.path={tmp / 'prom-data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--storage.tsdb.retention.time=1h",
+                    *flags,
                 ]
             ),
             stdout=subprocess.DEVNULL,
