@@ -189,11 +189,11 @@ class PollLoop:
         ``until`` (monotonic; default: their deadline), and feed the pipeline what came back."""
         self._take_pending()
         plan = self.pipeline.plan(self._clock())
-        for worker, fn, arg, due in (
-            (self._vw, self._vllm.poll, plan.models, plan.vllm),
-            (self._gw, self._gpu.poll if self._gpu is not None else None, plan.edge, plan.gpu),
+        for worker, fn, args, due in (
+            (self._vw, self._vllm.poll, (plan.models, plan.vllm_complete), plan.vllm),
+            (self._gw, self._gpu.poll if self._gpu is not None else None, (plan.edge,), plan.gpu),
         ):
-            if due and worker is not None and fn is not None and worker.submit(fn, arg):
+            if due and worker is not None and fn is not None and worker.submit(fn, *args):
                 self.stats.polls[worker.name] = self.stats.polls.get(worker.name, 0) + 1
         if until is None:
             until = self._mono() + self._deadline + 0.5

@@ -78,8 +78,10 @@ class Plan:
     """What one tick should poll: asked of the pipeline by the loop (or replay) before it polls.
 
     ``vllm``/``gpu``: whether each source is due at this tick's cadence; ``edge``: the tick is
-    expected to close a window (slow GPU reads belong there); ``models``: read ``/v1/models``
-    too (at start and after a restart); the intervals are the cadence in force."""
+    expected to close a window (slow GPU reads belong there); ``vllm_complete``: decode the
+    whole vLLM body, for a poll that may be its window's first or last vLLM poll (the others
+    need only the per-poll figures); ``models``: read ``/v1/models`` too (at start and after a
+    restart); the intervals are the cadence in force."""
 
     vllm: bool
     gpu: bool
@@ -87,6 +89,7 @@ class Plan:
     models: bool
     vllm_interval: float
     gpu_interval: float
+    vllm_complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ class Pipeline:
         if gpu_source_name:
             self._health[gpu_source_name] = _Health()
         self._buf: list[tuple[float, Tick]] = []  # (tick time, tick) of the open window
+        self._vllm_duration = 0.0  # how long the latest vLLM poll took
         self._ticks = 0
         self._horizon: deque[HorizonWindow] = deque()
         self._agg = Aggregate()
@@ -188,14 +192,26 @@ class Pipeline:
     def plan(self, at: float) -> Plan:
         """What a tick starting at ``at`` (wall clock) should poll."""
         gpu = self.gpu_cadence
+        edge = not self._buf or self._closes(at) or self._breaks(at)
         return Plan(
             vllm=self.cadence.due(at),
             gpu=gpu is None or gpu.due(at, self._slack),
-            edge=not self._buf or self._closes(at) or self._breaks(at),
+            edge=edge,
             models=self.models_wanted,
             vllm_interval=self.cadence.interval,
             gpu_interval=self.poll_interval if gpu is None else gpu.interval,
+            # The window's first vLLM poll, or one that may be its last: the next answer
+            # comes at least an interval (or a poll's duration, if longer) later; twice that,
+            # for a poll that fails or comes late.
+            vllm_complete=edge
+            or self._last_vllm() is None
+            or self._closes(at + 2 * max(self.cadence.interval, self._vllm_duration)),
         )
+
+    def _last_vllm(self) -> EngineSample | None:
+        """The open window's latest vLLM sample."""
+        return next((t.vllm for _, t in reversed(self._buf) if isinstance(t.vllm, EngineSample)),
+                    None)  # fmt: skip
 
     @property
     def windows(self) -> list[tuple[Window, Gate]]:
@@ -287,6 +303,8 @@ class Pipeline:
                 tick = replace(tick, vllm=PollError(v.observed_at, "several_servers", SEVERAL))
             restarted = verdict == "restart"
         self._record(self.engine_source_name, tick.vllm, tick.vllm_duration)
+        if tick.vllm_duration is not None:
+            self._vllm_duration = tick.vllm_duration
         if self.gpu_source_name:
             self._record(self.gpu_source_name, tick.gpu, tick.gpu_duration)
         if isinstance(tick.vllm, EngineSample):
@@ -335,9 +353,30 @@ class Pipeline:
             if at < self._horizon_end():
                 self._evict(at)
                 self._refresh()
+        if isinstance(tick.vllm, EngineSample) and not tick.vllm.complete:
+            if self._last_vllm() is None:
+                # A window's counters and histograms start at its first vLLM sample, which
+                # must be whole: a partly read one (after a restart or a gap the plan did not
+                # foresee) stays out; the plan makes the next poll whole.
+                tick = replace(tick, vllm=None)
+                if tick.gpu is None:
+                    return
         self._buf.append((at, tick))
-        if len(self._buf) > 1 and (self._closes(at) or len(self._buf) >= MAX_TICKS_PER_WINDOW):
+        if len(self._buf) > 1 and (
+            (self._closes(at) and self._may_end(at, tick)) or len(self._buf) >= MAX_TICKS_PER_WINDOW
+        ):
             self._close_window()
+
+    def _may_end(self, at: float, tick: Tick) -> bool:
+        """A window ends where its counters and histograms can end: not at a partly read vLLM
+        sample (the plan did not foresee this tick would close the window; its next poll is
+        whole), for a window more at most. A window whose vLLM stopped answering, or answers
+        later than planned, ends on time: what its last partly read sample lacks (counter and
+        histogram deltas) is absent for that window, never estimated."""
+        v = tick.vllm
+        if not isinstance(v, EngineSample) or v.complete:
+            return True
+        return at - self._buf[0][0] >= 2 * self.window_seconds
 
     def _horizon_end(self) -> float:
         return self._horizon[-1].window.end if self._horizon else float("-inf")

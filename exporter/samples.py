@@ -62,6 +62,9 @@ class EngineSample:
     process_start_time: float | None = None
     cache_config: Mapping[str, str] = field(default_factory=dict)
     engines: int = 0
+    # False: only the per-poll figures were read (running, waiting, KV, preemptions, generated
+    # tokens, start time, names); a window starts and ends only at complete samples.
+    complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,7 @@ class FakeVllm:
     def __init__(self, clock: Any, waiting: float) -> None:
         self.clock, self.waiting, self.polls = clock, waiting, 0
 
-    def poll(self, want_models: bool) -> EnginePoll:
+    def poll(self, want_models: bool, complete: bool = True) -> EnginePoll:
         self.polls += 1
         return EnginePoll(EngineSample(self.clock(), running=1.0, waiting=self.waiting))
 

@@ -210,7 +210,7 @@ def test_a_stuck_vllm_does_not_hold_gpu_polling(target: Callable[..., RawTarget]
 class Exploding:
     """A vLLM source with a bug: its poll raises."""
 
-    def poll(self, want_models: bool) -> EnginePoll:
+    def poll(self, want_models: bool, complete: bool = True) -> EnginePoll:
         raise RuntimeError("a bug in a source")
 
     def close(self) -> None:

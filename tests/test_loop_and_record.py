@@ -28,7 +28,7 @@ class TimedSource:
         self.starts: list[float] = []
         self.ends: list[float] = []
 
-    def poll(self, want_models: bool = False) -> EnginePoll:
+    def poll(self, want_models: bool = False, complete: bool = True) -> EnginePoll:
         self.starts.append(time.monotonic())
         time.sleep(self.cost)  # the source's own cost, not a wait in the test
         self.ends.append(time.monotonic())

@@ -8,7 +8,7 @@ match. Over irregular polls (a scraper starved of CPU) windows stay ~2 s of time
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,9 @@ from exporter.derive.gate import classify
 from exporter.derive.rules import R5
 from exporter.derive.window import Window, build_window
 from exporter.pipeline import Pipeline
+from exporter.recording import read_entries
 from exporter.samples import EngineSample, GpuSample, PollError, Tick
-from exporter.scrape.replay import replay_ticks
+from exporter.scrape.replay import replay_ticks, vllm_result
 from tests.helpers import tick, vllm
 
 FIX = Path(__file__).parent / "fixtures"
@@ -163,3 +164,101 @@ def test_failed_polls_are_part_of_the_window_of_time() -> None:
         p.add_tick(Tick(vllm=v, gpu=None))
     ((w, _),) = p.windows
     assert (w.start, w.end, w.vllm_polls, w.vllm_answered) == (0.0, 2.0, 4, True)
+
+
+def parsed_as_the_loop_would(recording: Path, p: Pipeline) -> Iterator[Tick]:
+    """The recording's ticks, each vLLM body decoded as the live loop has it decoded: whole only
+    where the pipeline's plan asks (a window's first and last vLLM polls), else the per-poll
+    figures alone. ``p`` is the pipeline the ticks are offered to, one at a time."""
+    entries = (e for e in read_entries(recording) if e["source"] == "vllm")
+    for t in replay_ticks(recording, H200):
+        if t.vllm is None:
+            yield t
+            continue
+        entry = next(entries)
+        times = [r.observed_at for r in (t.vllm, t.gpu) if r is not None]
+        if "body" in entry and not p.plan(min(times)).vllm_complete:
+            t = replace(t, vllm=vllm_result(entry, t.vllm.observed_at, complete=False))
+        yield t
+
+
+def failed_polls(recording: Path) -> int:
+    return sum(isinstance(t.vllm, PollError) for t in replay_ticks(recording, H200))
+
+
+@pytest.mark.parametrize("calm", [0.25, 1.0], ids=["fixed-250ms", "adaptive"])
+@pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.name)
+def test_partly_read_polls_change_no_figure(recording: Path, calm: float) -> None:
+    # Reading only the per-poll figures between window edges leaves every window, every verdict
+    # and the horizon as reading every body whole does. Where vLLM stops answering inside a
+    # window (the restart recording), that window's counter and histogram deltas may end at a
+    # partly read poll: they are then absent, never different.
+    whole = Pipeline(horizon_seconds=1e6, poll_interval=0.25, calm_poll_interval=calm,
+                     max_num_seqs=8)  # fmt: skip
+    for t in replay_ticks(recording, H200):
+        whole.offer(t)
+    partly = Pipeline(horizon_seconds=1e6, poll_interval=0.25, calm_poll_interval=calm,
+                      max_num_seqs=8)  # fmt: skip
+    light = 0
+    for t in parsed_as_the_loop_would(recording, partly):
+        light += isinstance(t.vllm, EngineSample) and not t.vllm.complete
+        partly.offer(t)
+    if calm == 0.25:
+        assert light > len(partly.windows)  # most polls were read partly
+    assert [(w.start, w.end) for w, _ in partly.windows] == [
+        (w.start, w.end) for w, _ in whole.windows
+    ]
+    changed = 0
+    for (p, _), (w, _) in zip(partly.windows, whole.windows, strict=True):
+        if p == w:
+            continue
+        changed += 1
+        for f in fields(Window):
+            mine, theirs = getattr(p, f.name), getattr(w, f.name)
+            assert mine == theirs or mine in (None, {}), (f.name, mine, theirs)
+    if failed_polls(recording) == 0:
+        assert changed == 0
+        assert [h.rules for h in partly.horizon] == [h.rules for h in whole.horizon]
+        assert partly.snapshot.agg == whole.snapshot.agg
+        assert partly.snapshot.slo == whole.snapshot.slo
+    else:
+        assert changed <= 2  # the window vLLM went down in, at most one per outage edge
+
+
+def test_the_plan_asks_for_whole_reads_at_a_windows_edges() -> None:
+    p = fixed()  # 250 ms; a window closes at the first tick >= 1.875 s after its first
+    assert p.plan(0.0).vllm_complete  # nothing open: the window's first poll
+    p.add_tick(tick(vllm(0.0, generation_tokens=0.0)))
+    # Mid-window: the next answer (>= 2 × 250 ms later) still falls inside the window.
+    assert [p.plan(t).vllm_complete for t in (0.25, 1.25)] == [False, False]
+    # From 1.375 s on, a poll may be the window's last: whole.
+    assert [p.plan(t).vllm_complete for t in (1.375, 1.75, 2.0)] == [True, True, True]
+
+
+def test_a_window_does_not_end_at_a_partly_read_poll() -> None:
+    # The plan foresaw no edge at 1.5 s, but the poll completed late (1.9 s) and would close
+    # the window: it closes at the next poll, read whole, and the window's deltas are whole.
+    p = fixed()
+    p.add_tick(tick(vllm(0.0, generation_tokens=0.0, prompt_tokens=0.0)))
+    for t in (0.25, 0.5, 0.75, 1.0, 1.25, 1.9):
+        p.add_tick(tick(replace(vllm(t, generation_tokens=t * 100), complete=False)))
+    assert p.windows == []
+    p.add_tick(tick(vllm(2.15, generation_tokens=215.0, prompt_tokens=43.0)))
+    ((w, _),) = p.windows
+    assert (w.start, w.end, w.duration) == (0.0, 2.15, 2.15)
+    assert (w.d_generation_tokens, w.d_prompt_tokens) == (215.0, 43.0)
+
+
+def test_a_partly_read_poll_never_starts_a_window() -> None:
+    # A restart seen on a partly read poll: the new process's window starts at its next poll,
+    # read whole, so its counters' deltas start at a whole sample.
+    p = fixed()
+    for t in (0.0, 0.25):
+        p.add_tick(tick(vllm(t, process_start_time=1.0, generation_tokens=500.0 + t)))
+    p.add_tick(tick(replace(vllm(0.5, process_start_time=2.0, generation_tokens=5.0),
+                            complete=False)))  # fmt: skip
+    for t in (0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75):
+        p.add_tick(tick(vllm(t, process_start_time=2.0, generation_tokens=10.0 + t * 4,
+                             prompt_tokens=t)))  # fmt: skip
+    ((w, _),) = p.windows
+    assert w.start == 0.75 and w.d_generation_tokens == pytest.approx(8.0)

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.scrape import vllm_parse
-from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
+from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics, parse_vllm_poll
 
 FIX = Path(__file__).parent / "fixtures" / "vllm"
 
@@ -282,3 +282,64 @@ def test_a_body_inventing_reasons_keeps_a_bounded_few() -> None:
     s = parse_vllm_metrics(body, 0.0)
     assert s.requests_finished == 1000.0  # the total is every line's
     assert len(s.finished_by_reason) == 16
+
+
+PER_POLL = ("running", "waiting", "kv_usage", "preemptions", "generation_tokens",
+            "process_start_time", "model_name", "model_names", "engines")  # fmt: skip
+
+
+def every_real_body() -> list[str]:
+    bodies = [b for f in sorted(FIX.glob("*.jsonl.gz")) for b in recorded_bodies(f.name)[::7]]
+    return bodies + [(FIX / n).read_text() for n in ("vllm032-cpu-dp2-body.txt",
+                     "vllm032-cpu-api2-body.txt", "vllm010-ascend-single-body.txt")]  # fmt: skip
+
+
+def test_a_partly_read_poll_has_the_whole_reads_per_poll_figures() -> None:
+    for body in every_real_body():
+        whole, part = parse_vllm_metrics(body, 1.0), parse_vllm_poll(body, 1.0)
+        assert whole.complete and not part.complete
+        assert {f: getattr(part, f) for f in PER_POLL} == {f: getattr(whole, f) for f in PER_POLL}
+        # What only a window's edges need is not read.
+        assert part.ttft is None and part.prompt_tokens is None and part.requests_finished is None
+        assert part.cache_config == {} and part.finished_by_reason == {}
+
+
+def test_a_partial_read_finds_each_family_in_any_order_and_spelling() -> None:
+    # The escaped spelling, families out of vLLM's order, a family whose name extends
+    # num_requests_waiting, only the legacy KV name, two engines, and a broken histogram line
+    # the partial read does not look at.
+    body = (
+        'vllm_generation_tokens_total{engine="0",model_name="m"} 100\n'
+        'vllm_generation_tokens_total{engine="1",model_name="m"} 20\n'
+        'vllm_num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 9\n'
+        'vllm_time_to_first_token_seconds_bucket{engine="0",le="oops",model_name="m"} 1\n'
+        'vllm_num_requests_waiting{engine="0",model_name="m"} 2\n'
+        'vllm_num_requests_waiting{engine="1",model_name="m"} 1\n'
+        'vllm_gpu_cache_usage_perc{engine="0",model_name="m"} 0.5\n'
+        'vllm_gpu_cache_usage_perc{engine="1",model_name="m"} 0.25\n'
+        'vllm_num_requests_running{engine="0",model_name="m"} 3\n'
+        'vllm_num_requests_running{engine="1",model_name="m"} 4\n'
+        "process_start_time_seconds 1.7e9\n"
+    )
+    s = parse_vllm_poll(body, 0.0)
+    assert (s.running, s.waiting, s.kv_usage, s.generation_tokens) == (7.0, 3.0, 0.5, 120.0)
+    assert (s.process_start_time, s.engines, s.model_name, s.preemptions) == (1.7e9, 2, "m", None)
+    with pytest.raises(ParseError) as e:  # the whole read refuses the histogram
+        parse_vllm_metrics(body, 0.0)
+    assert e.value.reason == "bad_histogram"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('vllm:num_requests_running{engine="0"} 1', "truncated"),
+        ('vllm:num_requests_running{engine="0"} -1\n', "negative"),
+        ('vllm:num_requests_running{engine="0"} 1\nvllm:num_requests_running{engine="0"} 2\n',
+         "duplicate_series"),
+        ("http_requests_total 5\n", "no_vllm_metrics"),
+    ],
+)  # fmt: skip
+def test_a_partial_read_refuses_what_it_reads_badly(body: str, reason: str) -> None:
+    with pytest.raises(ParseError) as e:
+        parse_vllm_poll(body, 0.0)
+    assert e.value.reason == reason

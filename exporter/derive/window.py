@@ -169,9 +169,10 @@ def counter_delta(values: Sequence[float | None]) -> float | None:
 def _hist(
     polls: Sequence[EngineSample], get: Callable[[EngineSample], Histogram | None]
 ) -> tuple[HistDelta | None, float | None, float | None]:
-    """(delta, mean with the cumulative fallback, p99) for one histogram family."""
+    """(delta, mean with the cumulative fallback, p99) for one histogram family; nothing when
+    the window's last poll was read partly (its histograms end before the window does)."""
     present = [h for p in polls if (h := get(p)) is not None]
-    if not present:
+    if not present or not polls[-1].complete:
         return None, None, None
     first, last = present[0], present[-1]
     d = delta(first, last) if len(present) > 1 else None

@@ -21,12 +21,14 @@ from exporter.recording import (
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
 from exporter.scrape.source import EnginePoll
 from exporter.scrape.vllm_fetch import parse_models
-from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
+from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics, parse_vllm_poll
 
 T = TypeVar("T")
 
 
-def vllm_result(entry: dict[str, Any], observed_at: float) -> EngineSample | PollError:
+def vllm_result(
+    entry: dict[str, Any], observed_at: float, complete: bool = True
+) -> EngineSample | PollError:
     if "error" in entry:
         return PollError(observed_at, str(entry["error"]), "recorded error")
     if "body" not in entry:
@@ -34,7 +36,8 @@ def vllm_result(entry: dict[str, Any], observed_at: float) -> EngineSample | Pol
             f"line {entry.get('_line', '?')}: a vllm entry needs 'body' or 'error'"
         )
     try:
-        return parse_vllm_metrics(entry["body"], observed_at)
+        parse = parse_vllm_metrics if complete else parse_vllm_poll
+        return parse(entry["body"], observed_at)
     except ParseError as e:
         return PollError(observed_at, e.reason, e.detail)
 
@@ -221,8 +224,8 @@ class ReplayVllmSource(_ReplaySource):
     def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
         super().__init__(path, ("vllm",), clock, loop)
 
-    def poll(self, want_models: bool = False) -> EnginePoll:
-        return EnginePoll(self._next(vllm_result))
+    def poll(self, want_models: bool = False, complete: bool = True) -> EnginePoll:
+        return EnginePoll(self._next(lambda e, t: vllm_result(e, t, complete)))
 
     def close(self) -> None:
         pass

@@ -59,9 +59,10 @@ class EnginePoll:
 class EngineSource(Protocol):
     """The inference engine's metrics (vLLM's ``/metrics``, a replay of them)."""
 
-    def poll(self, want_models: bool) -> EnginePoll:
+    def poll(self, want_models: bool, complete: bool) -> EnginePoll:
         """Read the metrics; with ``want_models``, the served models too (at start and after a
-        restart)."""
+        restart). Without ``complete`` (a poll inside a window), only what every poll needs
+        may be decoded: the sample says so (``EngineSample.complete``)."""
         ...
 
     def close(self) -> None: ...

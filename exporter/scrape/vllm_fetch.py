@@ -9,7 +9,7 @@ from collections.abc import Callable
 from exporter.samples import ModelsInfo, PollError
 from exporter.scrape.http_get import FetchError, HttpGetter, Target, parse_target
 from exporter.scrape.source import EnginePoll
-from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics
+from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics, parse_vllm_poll
 
 __all__ = ["EnginePoll", "FetchError", "VllmFetcher", "parse_models", "split_vllm_url"]
 
@@ -71,13 +71,14 @@ class VllmFetcher:
         except UnicodeDecodeError as e:
             raise FetchError("malformed", f"body is not UTF-8 (byte {e.start})") from None
 
-    def poll(self, want_models: bool = False) -> EnginePoll:
+    def poll(self, want_models: bool = False, complete: bool = True) -> EnginePoll:
         """One poll of ``/metrics`` (then ``/v1/models`` if asked and vLLM answered); never
         raises for anything vLLM does."""
         try:
             body = self._text()
             observed = self._clock()
-            sample = parse_vllm_metrics(body, observed)
+            parse = parse_vllm_metrics if complete else parse_vllm_poll
+            sample = parse(body, observed)
         except (FetchError, ParseError) as e:
             return EnginePoll(PollError(self._clock(), e.reason, e.detail))
         if not want_models:

@@ -13,14 +13,14 @@ are summed over label sets (DP engines), except KV usage, which takes the fulles
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import pairwise
 
 from exporter.samples import EngineSample, Histogram
 from exporter.scrape.text_format import ParseError, parse_labels, parse_value
 
-__all__ = ["ParseError", "parse_vllm_metrics"]
+__all__ = ["ParseError", "parse_vllm_metrics", "parse_vllm_poll"]
 
 
 class _Kind(Enum):
@@ -152,6 +152,67 @@ def _merge_histogram(
         total_count += s.count
     assert bounds is not None
     return Histogram(bounds, tuple(cumulative), total_sum, total_count)
+
+
+# What every poll needs (SPEC §3.3): the gauges the windows average and the cadence watches, and
+# what tells a restart; counters and histograms count only at a window's first and last polls.
+# In the order vLLM writes them (the search goes on from the last find), each with the legacy
+# name read when the current one is absent, as parse_vllm_metrics does.
+_PER_POLL = (("process_start_time_seconds",), ("vllm:num_requests_running",),
+             ("vllm:num_requests_waiting",),
+             ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+             ("vllm:num_preemptions_total",), ("vllm:generation_tokens_total",))  # fmt: skip
+
+
+def _find_family(body: str, name: str, start: int, stop: int) -> int:
+    """Where the first sample line of family ``name`` starts in ``body[start:stop]``, or -1."""
+    at = start - 1
+    while (at := body.find(name, at + 1, stop)) != -1:
+        end = at + len(name)
+        if (at == 0 or body[at - 1] == "\n") and body[end : end + 1] in ("{", " "):
+            return at
+    return -1
+
+
+def _family_lines(body: str, name: str, start: int) -> tuple[list[str], int] | None:
+    """The sample lines of family ``name`` (a family's lines are consecutive in the text
+    format) and where they end: searched from ``start`` on, then before it."""
+    at = _find_family(body, name, start, len(body))
+    if at == -1 and start > 0:
+        at = _find_family(body, name, 0, start + len(name))
+    if at == -1:
+        return None
+    lines = []
+    end = len(name)
+    while body.startswith(name, at) and body[at + end : at + end + 1] in ("{", " "):
+        nl = body.find("\n", at)
+        lines.append(body[at:nl])  # the body ends with a newline: checked first
+        at = nl + 1
+    return lines, at
+
+
+def parse_vllm_poll(body: str, observed_at: float) -> EngineSample:
+    """Decode only what every poll needs (running, waiting, KV usage, preemptions, generated
+    tokens, the process start time, the model name and the engines), the sample marked
+    incomplete: a window's first and last polls are parsed whole (:func:`parse_vllm_metrics`),
+    those between need no more. Each family is found by searching for its name instead of
+    reading every line (bench/ measures both). Lines not read are not checked: a broken
+    histogram shows at the next window edge, within one window."""
+    if body and not body.endswith("\n"):
+        raise ParseError("truncated", "body does not end with a newline")
+    picked: list[str] = []
+    start = 0
+    for names in _PER_POLL:
+        spellings = [s for n in names for s in ((n, "vllm_" + n[5:]) if n[:5] == "vllm:" else (n,))]
+        for name in spellings:
+            found = _family_lines(body, name, start)
+            if found is not None:
+                picked += found[0]
+                start = found[1]
+                break
+    if not picked:
+        raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
+    return replace(parse_vllm_metrics("\n".join(picked) + "\n", observed_at), complete=False)
 
 
 def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
