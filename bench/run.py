@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.derive.cadence import pressure  # noqa: E402
-from exporter.scrape.vllm_parse import parse_vllm_metrics  # noqa: E402
+from exporter.scrape.vllm_parse import parse_vllm_metrics, parse_vllm_poll  # noqa: E402
 from tests.harness import free_port, wait_for  # noqa: E402
 from tests.recordings import gpu_recording  # noqa: E402
 
@@ -74,6 +74,7 @@ def time_per_call(fn, items: list[str], repeat: int) -> float:  # type: ignore[n
 def bench_parse() -> dict[str, float]:
     items = bodies()
     ours = time_per_call(lambda b: parse_vllm_metrics(b, 0.0), items, 5)
+    partly = time_per_call(lambda b: parse_vllm_poll(b, 0.0), items, 5)
     ref = time_per_call(lambda b: list(text_string_to_metric_families(b)), items, 3)
     return {
         "bodies": len(items),
@@ -81,6 +82,9 @@ def bench_parse() -> dict[str, float]:
         "ours_ms": ours * 1e3,
         "prometheus_client_ms": ref * 1e3,
         "speedup": ref / ours,
+        # A poll inside a window: the per-poll figures only.
+        "per_poll_ms": partly * 1e3,
+        "per_poll_speedup": ref / partly,
     }
 
 
