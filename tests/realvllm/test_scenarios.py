@@ -302,9 +302,12 @@ def test_saturation(stack: Stack, logs: Path) -> None:
     timed("saturation", t0)
 
 
-def twin_r2(twin: Exporter | None) -> float | None:
+def twin_with_r2(twin: Exporter | None) -> str | None:
+    """The twin's /metrics once R2 is significant there, else None."""
     assert twin is not None
-    return metric(twin.metrics(), "vllm_profile_rule_significant", rule="R2", variant="main")
+    text = twin.metrics()
+    r2 = metric(text, "vllm_profile_rule_significant", rule="R2", variant="main")
+    return text if r2 == 1 else None
 
 
 def test_kv_pressure(stack: Stack, logs: Path) -> None:
@@ -327,8 +330,10 @@ def test_kv_pressure(stack: Stack, logs: Path) -> None:
             assert peak is not None and peak >= 0.88
             assert stack.value('vllm_profile_issue_info{group="memory",rule="R2"}') == 1
             assert stack.value('vllm_profile_poll_interval_seconds{source="vllm"}') == 0.25
-            wait_for(lambda: twin_r2(twin) == 1, 30, "R2 significant (twin)")
-            twin_text = twin.metrics()
+            # One read gives the verdict and the peak: under this load the test's own process
+            # (not real-time, unlike the exporters) can stall long enough for a lone request to
+            # be dropped, and wait_for retries.
+            twin_text = wait_for(lambda: twin_with_r2(twin), 30, "R2 significant (twin)")
         finally:
             load.stop()
     finally:
