@@ -26,7 +26,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Prometheus, free_port, wait_for
+from tests.harness import Prometheus, free_port, terminate, wait_for
 from tests.recordings import FIX, H100, H200, gpu_recording, renamed
 from tests.test_dashboards import DASHBOARDS, grafana_regex, panels
 
@@ -96,13 +96,8 @@ class Member:
         return r.text
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
 
 def fleet(tmp: Path) -> list[Member]:

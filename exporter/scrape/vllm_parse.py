@@ -162,6 +162,11 @@ _PER_POLL = (("process_start_time_seconds",), ("vllm:num_requests_running",),
              ("vllm:num_requests_waiting",),
              ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
              ("vllm:num_preemptions_total",), ("vllm:generation_tokens_total",))  # fmt: skip
+# Each group's names in both spellings, worked out once rather than at every poll.
+_PER_POLL_SPELLINGS = tuple(
+    tuple(s for n in names for s in ((n, "vllm_" + n[5:]) if n[:5] == "vllm:" else (n,)))
+    for names in _PER_POLL
+)
 
 
 def _find_family(body: str, name: str, start: int, stop: int) -> int:
@@ -202,8 +207,7 @@ def parse_vllm_poll(body: str, observed_at: float) -> EngineSample:
         raise ParseError("truncated", "body does not end with a newline")
     picked: list[str] = []
     start = 0
-    for names in _PER_POLL:
-        spellings = [s for n in names for s in ((n, "vllm_" + n[5:]) if n[:5] == "vllm:" else (n,))]
+    for spellings in _PER_POLL_SPELLINGS:
         for name in spellings:
             found = _family_lines(body, name, start)
             if found is not None:
