@@ -128,6 +128,8 @@ def roofline_settings(cfg: Config, catalog: Catalog) -> RooflineSettings:
         dtype_env=cfg.dtype_env,
         tp=cfg.tp,
         tp_source=cfg.tp_source,
+        pp=cfg.pp,
+        pp_source=cfg.pp_source,
         model_params=cfg.model_params,
         cost_per_hour=cfg.cost_per_hour,
         price=cfg.price,
@@ -166,8 +168,6 @@ def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
         demo=demo,
         declared=demo_declares(cfg) if demo else "",
         compute_peak=cfg.compute_peak,
-        tensor_parallel_size=cfg.tp,
-        tensor_parallel_source=cfg.tp_source,
     )
 
 

@@ -254,7 +254,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "vLLM's tensor parallel size",
         ANALYSE,
-        shown="TENSOR_PARALLEL_SIZE, else VLLM_TENSOR_PARALLEL_SIZE, else 1",
+        shown="TENSOR_PARALLEL_SIZE, else VLLM_TENSOR_PARALLEL_SIZE, else GPUs seen / (PP x DP)",
+    ),
+    Option(
+        "pipeline-parallel-size",
+        _tp_size,
+        None,
+        "vLLM's pipeline parallel size",
+        ANALYSE,
+        shown="PIPELINE_PARALLEL_SIZE, else VLLM_PIPELINE_PARALLEL_SIZE, else 1",
     ),
     Option(
         "dtype",
@@ -365,6 +373,7 @@ class Config:
     gpu_replay: Path | None
     max_num_seqs: int | None
     tensor_parallel_size: int | None
+    pipeline_parallel_size: int | None
     dtype: str | None
     cost_per_hour: float | None
     price: str
@@ -378,8 +387,12 @@ class Config:
     slo_ttft: float | None
     slo_tpot: float | None
     log_level: str
-    tp: int = 1  # resolved: flag → TENSOR_PARALLEL_SIZE → VLLM_TENSOR_PARALLEL_SIZE → 1
-    tp_source: str = "default"
+    # Declared parallelism: flag → TENSOR_PARALLEL_SIZE → VLLM_TENSOR_PARALLEL_SIZE. An undeclared
+    # TP (None, source "") is derived from the GPUs seen once they are (derive/resolve.py).
+    tp: int | None = None
+    tp_source: str = ""
+    pp: int = 1  # flag → PIPELINE_PARALLEL_SIZE → VLLM_PIPELINE_PARALLEL_SIZE → 1
+    pp_source: str = "default"
     dtype_env: str | None = None  # DTYPE, else VLLM_DTYPE
 
     @property
@@ -393,6 +406,23 @@ def _shown(raw: Any) -> str:
     """A value as an error message may show it: credentials redacted, length bounded."""
     text = redact(str(raw))
     return repr(text if len(text) <= 80 else text[:80] + "…")
+
+
+def _declared(
+    flag: int | None, env: Mapping[str, str], names: tuple[str, ...]
+) -> tuple[int | None, str]:
+    """A parallel size as declared: the flag (or its VLLM_PROFILE_ twin or config key), else the
+    first of ``names`` in the environment (the variables vLLM's own deployments set); (None, "")
+    when nothing declares it."""
+    if flag is not None:
+        return flag, "flag"
+    for name in names:
+        if name in env:
+            try:
+                return _tp_size(env[name]), "env"
+            except ValueError as e:
+                raise ConfigError(f"{name}: invalid value {env[name]!r}: {e}") from None
+    return None, ""
 
 
 def load_config(
@@ -418,16 +448,15 @@ def load_config(
             values[o.dest] = o.parse(raw)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{where}: invalid value {_shown(raw)}: {e}") from None
-    values["tp"], values["tp_source"] = values["tensor_parallel_size"], "flag"
-    if values["tp"] is None:
-        values["tp"], values["tp_source"] = 1, "default"
-        for name in ("TENSOR_PARALLEL_SIZE", "VLLM_TENSOR_PARALLEL_SIZE"):
-            if name in env:
-                try:
-                    values["tp"], values["tp_source"] = _tp_size(env[name]), "env"
-                except ValueError as e:
-                    raise ConfigError(f"{name}: invalid value {env[name]!r}: {e}") from None
-                break
+    values["tp"], values["tp_source"] = _declared(
+        values["tensor_parallel_size"], env, ("TENSOR_PARALLEL_SIZE", "VLLM_TENSOR_PARALLEL_SIZE")
+    )
+    pp, pp_source = _declared(
+        values["pipeline_parallel_size"],
+        env,
+        ("PIPELINE_PARALLEL_SIZE", "VLLM_PIPELINE_PARALLEL_SIZE"),
+    )
+    values["pp"], values["pp_source"] = (1, "default") if pp is None else (pp, pp_source)
     for name in ("DTYPE", "VLLM_DTYPE"):
         if env.get(name):
             try:

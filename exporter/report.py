@@ -91,6 +91,8 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
         "model_matched_on": res.model_matched_on if res else "",
         "model_root": res.model_root if res else "",
         "tensor_parallel_size": res.inputs.tp if res else None,
+        "tensor_parallel_size_source": res.parallelism.tp_source if res else None,
+        "pipeline_parallel_size": res.inputs.pp if res else None,
         "roofline": {
             "estimate": True,
             "efficiency_ratio": r.efficiency if r else None,
@@ -258,7 +260,17 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
             )
             model += f" (catalog: {res.model_catalog}{root})"
     if res:
-        model += f"; weights {res.dtype} from {res.dtype_source}, TP {res.inputs.tp}"
+        par = res.parallelism
+        where = (
+            f"from the {par.gpus} GPU{'s' if par.gpus != 1 else ''} seen"
+            if par.tp_source == "gpus"
+            else par.tp_source
+        )
+        model += (
+            f"; weights {res.dtype} from {res.dtype_source}, TP {par.tp} ({where})"
+            + (f" x PP {par.pp}" if par.pp > 1 else "")
+            + ("" if par.consistent else f" disagrees with the {par.gpus} GPUs seen")
+        )
     add(f"Model      {model}")
     add(f"GPU        {gpu}")
     for g in a.gpus:

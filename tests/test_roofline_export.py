@@ -218,7 +218,8 @@ class TestChains:
         cfg = load_config({}, {"TENSOR_PARALLEL_SIZE": "4", "VLLM_TENSOR_PARALLEL_SIZE": "8"}, {})
         assert (cfg.tp, cfg.tp_source) == (4, "env")
         assert load_config({}, {"VLLM_TENSOR_PARALLEL_SIZE": "8"}, {}).tp == 8
-        assert load_config({}, {}, {}).tp == 1
+        # Nothing declared: derived from the GPUs seen once a window has them.
+        assert (load_config({}, {}, {}).tp, load_config({}, {}, {}).tp_source) == (None, "")
         assert load_config({}, {"VLLM_DTYPE": "bfloat16"}, {}).dtype_env == "bf16"
 
 

@@ -774,11 +774,13 @@ class TestFixAndEvidence:
     def test_r4_with_the_catalog(self) -> None:
         # 140e9 B of weights over TP 4 = 35.0 GB per GPU; the worst GPU's KV headroom, −1.5 GB
         # (exactly 0 is not below zero).
-        def r4(headrooms: tuple[float, ...], tp: int = 4) -> Any:
+        def r4(headrooms: tuple[float, ...], tp: int = 4, pp: int = 1,
+               consistent: bool = True) -> Any:  # fmt: skip
             a = SimpleNamespace(
                 roofline=SimpleNamespace(weight_bytes=140e9,
                                          kv_headroom_bytes=tuple((None, h) for h in headrooms)),
-                resolved=SimpleNamespace(inputs=SimpleNamespace(tp=tp), dtype="bf16"),
+                resolved=SimpleNamespace(inputs=SimpleNamespace(tp=tp, pp=pp), dtype="bf16",
+                                         parallelism=SimpleNamespace(consistent=consistent)),
             )  # fmt: skip
             d = diagnose([], self.AGG, a, 8.0)  # type: ignore[arg-type]
             return next(x for x in d.rules if x.key == R4)
@@ -792,6 +794,15 @@ class TestFixAndEvidence:
         assert edge.latest == RuleResult(False, "not triggered") and not edge.significant
         assert (edge.fired_windows, edge.score) == (0, 0.0)
         assert edge.evidence.endswith("KV headroom 0.0 GB")
+        # 140e9 B over TP 2 x PP 2 = 35.0 GB per GPU too; the split is said as such.
+        staged = r4((2e9, -1.5e9), tp=2, pp=2)
+        assert staged.evidence == (
+            "weights need 35.0 GB per GPU (bf16, TP 2 x PP 2); KV headroom -1.5 GB"
+        )
+        # A split that contradicts the GPUs seen: skipped with its reason, never a page.
+        mismatch = r4((-1.5e9,), consistent=False)
+        assert mismatch.latest is not None and mismatch.latest.skipped == "parallelism_mismatch"
+        assert not mismatch.latest.fired and not mismatch.significant
         none = r4(())
         needs = "needs the GPU and the model in the catalog, and GPU memory data"
         assert none.latest == RuleResult(False, needs, skipped="not_in_catalog")

@@ -63,12 +63,13 @@ def assess(
         several_models=len(agg.model_names) > 1,
         gpu_names=[g.name or "" for g in agg.gpus],
         cache_config=agg.cache_config,
+        engines=agg.engines,
     )
     gmu, gmu_source = _gmu(dict(agg.cache_config))
     memories = tuple(
         roofline.GpuMemory(g.index, g.uuid, g.mem_total_bytes)
         for g in agg.gpus
-        if g.mem_total_bytes is not None
+        if g.mem_total_bytes is not None and res.parallelism.consistent
     )
     roof = roofline.compute(
         res.inputs,

@@ -44,12 +44,55 @@ class RooflineSettings:
     compute_peak: str = "tensor"  # or "fp32"
     dtype_flag: str | None = None
     dtype_env: str | None = None  # DTYPE, else VLLM_DTYPE, as the CLI read them
-    tp: int = 1
-    tp_source: str = "default"
+    tp: int | None = None  # declared (flag or environment); None: derived from the GPUs seen
+    tp_source: str = ""  # "flag", "env"; "" when not declared
+    pp: int = 1
+    pp_source: str = "default"  # "flag", "env", "default"
     model_params: tuple[float, float | None] | None = None  # --model-params TOTAL[,ACTIVE]
     cost_per_hour: float | None = None
     price: str = "on-demand"  # or "spot"
     slo: SloTargets = field(default_factory=SloTargets)  # --slo-ttft, --slo-tpot
+
+
+PARALLELISM_MISMATCH = "parallelism_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Parallelism:
+    """How the server's GPUs are split: ``tp`` GPUs per pipeline stage, ``pp`` stages per engine,
+    ``dp`` data-parallel engines. ``tp_source`` is "flag" or "env" (declared), "gpus" (the GPUs
+    seen divided by PP x DP) or "default" (no GPU seen, nothing declared: 1). ``consistent`` is
+    False when TP x PP x DP disagrees with the GPUs seen: then no figure that depends on the split
+    is trusted."""
+
+    tp: int
+    tp_source: str
+    pp: int
+    pp_source: str
+    dp: int
+    gpus: int
+    consistent: bool = True
+
+
+def resolve_parallelism(s: RooflineSettings, gpus: int, engines: int) -> Parallelism:
+    """TP from what is declared, else from the evidence: every GPU the exporter sees serves this
+    vLLM (NVML inside its pod, or dcgm-exporter's series attributed to the pod), DP engines come
+    from vLLM's own ``engine`` label and PP from its declaration (vLLM exports neither TP nor PP).
+
+    >>> resolve_parallelism(RooflineSettings(), gpus=8, engines=2)
+    Parallelism(tp=4, tp_source='gpus', pp=1, pp_source='default', dp=2, gpus=8, consistent=True)
+    >>> resolve_parallelism(RooflineSettings(tp=2), gpus=4, engines=1).consistent
+    False
+    """
+    dp = max(1, engines)
+    if s.tp is not None:
+        return Parallelism(s.tp, s.tp_source, s.pp, s.pp_source, dp, gpus,
+                           gpus == 0 or s.tp * s.pp * dp == gpus)  # fmt: skip
+    if gpus == 0:
+        return Parallelism(1, "default", s.pp, s.pp_source, dp, 0)
+    if gpus % (s.pp * dp):
+        return Parallelism(1, "gpus", s.pp, s.pp_source, dp, gpus, consistent=False)
+    return Parallelism(gpus // (s.pp * dp), "gpus", s.pp, s.pp_source, dp, gpus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +108,7 @@ class Resolved:
     # alias serves, from /v1/models), "flag" (--model-params), "" (nothing)
     model_matched_on: str = ""
     model_root: str = ""  # the root of the served name, when /v1/models gave one
+    parallelism: Parallelism = Parallelism(1, "default", 1, "default", 1, 0)
 
 
 def resolve_gpu(catalog: Catalog, names: list[str]) -> GpuSpec | None:
@@ -107,6 +151,7 @@ def resolve(
     cache_config: Mapping[str, str],
     several_models: bool = False,
     model_root: str | None = None,
+    engines: int = 1,
 ) -> Resolved:
     """The roofline's inputs. The model is matched on vLLM's served name, else on the root it
     serves (``--served-model-name chat`` for ``meta-llama/Llama-3.1-8B`` still finds Llama 3 8B)."""
@@ -145,6 +190,11 @@ def resolve(
         bw = None if gpu.mem_bw_gbps is None else gpu.mem_bw_gbps * 1e9
         if flops is None or bw is None:
             reasons.append(f"no_{s.compute_peak}_peak_in_catalog" if bw else "gpu_has_price_only")
-    inputs = RooflineInputs(flops, bw, rp, wp, BYTES_PER_PARAM[dtype], s.tp)
+    par = resolve_parallelism(s, len(gpu_names), engines)
+    if not par.consistent:
+        # A split that contradicts the GPUs seen would scale every ceiling wrong: none at all.
+        reasons.append(PARALLELISM_MISMATCH)
+        flops = bw = None
+    inputs = RooflineInputs(flops, bw, rp, wp, BYTES_PER_PARAM[dtype], par.tp, par.pp)
     return Resolved(gpu, model, model_catalog, dtype, dtype_source, inputs, tuple(reasons),
-                    matched_on, model_root or "")  # fmt: skip
+                    matched_on, model_root or "", par)  # fmt: skip

@@ -27,6 +27,7 @@ class RooflineInputs:
     weight_params: float | None  # total params else active
     bytes_per_param: float
     tp: int
+    pp: int = 1  # pipeline stages per engine, each holding 1/pp of the layers on tp GPUs
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +82,21 @@ def compute(
     True
     """
     reasons: list[str] = []
-    rp, tp, bpp = inp.roofline_params, inp.tp, inp.bytes_per_param
+    rp, tp, pp, bpp = inp.roofline_params, inp.tp, max(1, inp.pp), inp.bytes_per_param
     flops, bw = inp.peak_flops, inp.peak_bw
 
     weight_bytes = None if inp.weight_params is None else inp.weight_params * bpp
     kv: tuple[tuple[GpuMemory, float], ...] = ()
     if weight_bytes is not None:
-        kv = tuple((g, g.total_bytes * gpu_memory_utilization - weight_bytes / tp) for g in gpus)
+        per_gpu = weight_bytes / (tp * pp)  # every GPU of an engine holds its share of the layers
+        kv = tuple((g, g.total_bytes * gpu_memory_utilization - per_gpu) for g in gpus)
 
     replicas = max(1, replicas)
     ridge = flops * bpp / (2 * bw) if flops and bw else None
     stream = bw * tp / (rp * bpp) if bw and rp else None
-    engine_hw = flops * tp / (2 * rp) if flops and rp else None  # one engine's TP group
+    # One engine's ceiling: its tp x pp GPUs all computing once the pipeline holds a micro-batch
+    # per stage. One stream crosses the stages in turn, so its speed is a stage's TP group's.
+    engine_hw = flops * tp * pp / (2 * rp) if flops and rp else None
     hardware = None if engine_hw is None else engine_hw * replicas
     prefill_ceiling = hardware  # 2 × params FLOP per prompt token, at the compute peak
 
@@ -115,9 +119,12 @@ def compute(
             batch_eff = actual_tps / batch_tps
             headroom = 1.0 - efficiency
         per_engine = batch / replicas  # a request is decoded by one engine, in its batch
-        tpot_floor = max(rp * bpp / (bw * tp), per_engine * 2 * rp / (flops * tp))
+        # A token crosses every stage: the weights read on tp GPUs per stage, the batch's FLOPs
+        # shared by all tp x pp GPUs while micro-batches keep each stage busy.
+        tpot_floor = max(rp * bpp / (bw * tp), per_engine * 2 * rp / (flops * tp * pp))
         if prompt_tokens_mean is not None and ridge is not None and per_engine < ridge:
-            prefill_floor = prompt_tokens_mean / (hardware / replicas)
+            # One prompt crosses the stages in turn: one stage's TP group at a time.
+            prefill_floor = prompt_tokens_mean / (hardware / (replicas * pp))
     return Roofline(
         weight_bytes=weight_bytes,
         ridge_batch_size=ridge,

@@ -50,6 +50,7 @@ SKIP_REASONS: Mapping[str, str] = {
     "kv_capacity_unknown": "KV capacity unknown (no cache_config_info)",
     "no_backlog_inputs": "no KV usage, waiting count or prompt length",
     "not_in_catalog": "needs the GPU and the model in the catalog, and GPU memory data",
+    "parallelism_mismatch": "TP x PP x DP disagrees with the GPUs seen: weights per GPU unknown",
 }
 
 
@@ -333,12 +334,13 @@ def _r4_advice(h: Horizon) -> Advice:
             "raise_tensor_parallel_size", fix, "needs the GPU and the model in the catalog"
         )
     worst = min((kv for _, kv in a.roofline.kv_headroom_bytes), default=None)
-    tp = a.resolved.inputs.tp
+    tp, pp = a.resolved.inputs.tp, a.resolved.inputs.pp
+    split = f"TP {tp}" + (f" x PP {pp}" if pp > 1 else "")
     return Advice(
         "raise_tensor_parallel_size",
         fix,
-        f"weights need {a.roofline.weight_bytes / tp / 1e9:.1f} GB per GPU "
-        f"({a.resolved.dtype}, TP {tp}); KV headroom "
+        f"weights need {a.roofline.weight_bytes / (tp * pp) / 1e9:.1f} GB per GPU "
+        f"({a.resolved.dtype}, {split}); KV headroom "
         f"{_num(None if worst is None else worst / 1e9, '.1f')} GB",
     )
 
@@ -363,6 +365,8 @@ def _r5_advice(h: Horizon) -> Advice:
 
 def _r4_fact(a: Assessment | None) -> RuleResult:
     """OOM risk is a configuration fact: a GPU whose KV headroom is below zero."""
+    if a is not None and not a.resolved.parallelism.consistent:
+        return _skip("parallelism_mismatch")
     kv = a.roofline.kv_headroom_bytes if a else ()
     if not kv:
         return _skip("not_in_catalog")

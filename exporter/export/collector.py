@@ -25,6 +25,7 @@ from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import FIXES, RuleStatus
 from exporter.derive.horizon import Aggregate, GpuAggregate
+from exporter.derive.resolve import Parallelism
 from exporter.derive.rules import SKIP_REASONS, scheduler_cap
 from exporter.loop import LoopStats
 from exporter.pipeline import Snapshot
@@ -46,8 +47,6 @@ class ExportSettings:
     demo: bool = False
     declared: str = ""  # demo: the settings it declares rather than records, comma-separated
     compute_peak: str = "tensor"
-    tensor_parallel_size: int = 1
-    tensor_parallel_source: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +226,18 @@ def _info(v: View) -> Rows:
          res.gpu.name if res and res.gpu else "", res.model_catalog if res else "",
          res.model_root if res else "", res.model_matched_on if res else "",
          res.dtype if res else "", res.dtype_source if res else "",
-         str(settings.tensor_parallel_size), settings.tensor_parallel_source,
+         *_parallelism(res.parallelism if res else None),
          settings.compute_peak, "demo" if settings.demo else "live", settings.declared),
         1.0,
     )]  # fmt: skip
+
+
+def _parallelism(p: Parallelism | None) -> tuple[str, ...]:
+    """TP, PP and their sources: empty until a window resolves them (TP may come from the GPUs
+    seen)."""
+    if p is None:
+        return ("",) * 4
+    return str(p.tp), p.tp_source, str(p.pp), p.pp_source
 
 
 def _kv_headroom(v: View) -> Rows:
@@ -346,11 +353,13 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
            "Exporter and target facts; value always 1. gpu_catalog and model_catalog name the "
            "catalog entries matched (empty: no match, no roofline); model_matched_on says which "
            "name matched: served_name, root (what a --served-model-name alias serves, from "
-           "/v1/models) or flag (--model-params). mode=demo: a bundled recording, with the "
-           "settings named in declared given by the demo, not recorded.",
+           "/v1/models) or flag (--model-params). tensor_parallel_size_source: flag, env, gpus "
+           "(the GPUs seen / (PP x DP engines)) or default. mode=demo: a bundled recording, with "
+           "the settings named in declared given by the demo, not recorded.",
            ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "model_root",
             "model_matched_on", "dtype",
             "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
+            "pipeline_parallel_size", "pipeline_parallel_size_source",
             "compute_peak", "mode", "declared"), _info),
     Family("horizon_seconds", "gauge", "Length of the aggregation horizon.", (),
            _one(lambda v: v.settings.horizon_seconds)),
@@ -520,7 +529,8 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
     Family("roofline_unavailable", "gauge",
            "1 per reason a roofline figure is absent: unknown_gpu, unknown_model, "
            "several_models, no_gpu_data, gpu_has_price_only, no_tensor_peak_in_catalog, "
-           "no_fp32_peak_in_catalog, no_load, actual_above_ceiling.", ("reason",), _unavailable),
+           "no_fp32_peak_in_catalog, no_load, actual_above_ceiling, parallelism_mismatch.",
+           ("reason",), _unavailable),
     Family("mfu_flops_per_second", "gauge",
            "Achieved FLOP/s per GPU as vLLM counts them (--enable-mfu-metrics), active windows.",
            (), _estimate(lambda a: a.mfu_flops_per_second)),

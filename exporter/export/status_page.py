@@ -44,6 +44,8 @@ ROOFLINE_FIXES: Mapping[str, str] = {
     "no_load": "no request ran under load in the horizon: nothing to measure yet",
     "actual_above_ceiling": "measured throughput is above the ceiling: check --model-params, "
     "--dtype and --tensor-parallel-size (speculative decoding also does this)",
+    "parallelism_mismatch": "TP x PP x data-parallel engines disagrees with the GPUs the exporter "
+    "sees: check --tensor-parallel-size, --pipeline-parallel-size and --gpu",
 }
 
 
@@ -270,8 +272,10 @@ def _catalog(snap: Snapshot, f: _Figures) -> str:
         + "</td></tr>",
         f"<tr><th>weights</th><td>{_e(labels.get('dtype') or '—')}</td><td>from "
         f"{_e(labels.get('dtype_source') or '—')}; tensor parallel "
-        f"{_e(labels.get('tensor_parallel_size', '1'))} (from "
-        f"{_e(labels.get('tensor_parallel_size_source', 'default'))})</td></tr>",
+        f"{_e(labels.get('tensor_parallel_size') or '—')} (from "
+        f"{_e(labels.get('tensor_parallel_size_source') or '—')}), pipeline parallel "
+        f"{_e(labels.get('pipeline_parallel_size') or '—')} (from "
+        f"{_e(labels.get('pipeline_parallel_size_source') or '—')})</td></tr>",
     ]
     why = [
         f'<li data-reason="{_e(lv["reason"])}"><b>{_e(lv["reason"])}</b>: '
