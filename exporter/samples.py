@@ -42,6 +42,9 @@ class EngineSample:
     model_names: tuple[str, ...] = ()  # every model_name label value in the body
     running: float | None = None
     waiting: float | None = None
+    # Of those waiting, the ones waiting for the scheduler's capacity (num_requests_waiting_by_
+    # reason{reason="capacity"}, vLLM >= 0.20); None where the version does not say.
+    waiting_capacity: float | None = None
     kv_usage: float | None = None  # 0-1, max over engines
     prefix_queries: float | None = None
     prefix_hits: float | None = None

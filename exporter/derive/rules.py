@@ -197,6 +197,22 @@ def _r5(w: Window, mns: float | None) -> RuleResult:
         and waiting >= T.R5_WAITING_AT_LEAST
         and ratio >= T.R5_QUEUE_RATIO_AT_LEAST
     )
+    if not fired and w.waiting_capacity is not None and w.running_peak is not None:
+        # Short requests free their slots between engine steps, so the window's mean of running
+        # sits below the cap while every freed slot is taken at once. Where vLLM says how many
+        # wait for the scheduler's capacity, the cap reached in the window and that queue are the
+        # evidence (requests waiting for anything else, "deferred", do not count).
+        capacity = w.waiting_capacity
+        cap_ratio = _queue_ratio(running, capacity)
+        fired = (
+            w.running_peak >= mns
+            and capacity >= T.R5_WAITING_AT_LEAST
+            and cap_ratio >= T.R5_QUEUE_RATIO_AT_LEAST
+        )
+        why = (
+            f"running {running:.1f} of {mns:g} (peak {w.running_peak:g}), {capacity:.1f} "
+            f"waiting for capacity of {waiting:.1f} (queue ratio {cap_ratio:.0%})"
+        )
     return RuleResult(fired, why if fired else f"not triggered ({why})")
 
 

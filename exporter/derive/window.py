@@ -56,6 +56,8 @@ class Window:
     kv_peak: float | None = None
     kv_last: float | None = None
     running_last: float | None = None
+    running_peak: float | None = None  # max of polls
+    waiting_capacity: float | None = None  # time-weighted mean; None: vLLM does not say
     d_generation_tokens: float | None = None  # None after a reset
     d_prompt_tokens: float | None = None
     d_requests: float | None = None
@@ -264,6 +266,8 @@ def build_window(
         kv_peak=_max(kv),
         kv_last=_last(kv),
         running_last=_last([p.running for p in v]),
+        running_peak=_max([p.running for p in v]),
+        waiting_capacity=time_weighted_mean(series(lambda p: p.waiting_capacity)),
         d_generation_tokens=gen,
         d_prompt_tokens=d(lambda p: p.prompt_tokens),
         d_requests=d(lambda p: p.requests_finished),

@@ -34,6 +34,7 @@ class _Kind(Enum):
 _FAMILIES: dict[str, tuple[_Kind, str]] = {
     "vllm:num_requests_running": (_Kind.SUM, "running"),
     "vllm:num_requests_waiting": (_Kind.SUM, "waiting"),
+    "vllm:num_requests_waiting_by_reason": (_Kind.SUM, "waiting_by_reason"),
     "vllm:kv_cache_usage_perc": (_Kind.MAX, "kv"),
     "vllm:gpu_cache_usage_perc": (_Kind.MAX, "kv_legacy"),
     "vllm:prefix_cache_queries_total": (_Kind.SUM, "prefix_queries"),
@@ -159,7 +160,7 @@ def _merge_histogram(
 # In the order vLLM writes them (the search goes on from the last find), each with the legacy
 # name read when the current one is absent, as parse_vllm_metrics does.
 _PER_POLL = (("process_start_time_seconds",), ("vllm:num_requests_running",),
-             ("vllm:num_requests_waiting",),
+             ("vllm:num_requests_waiting",), ("vllm:num_requests_waiting_by_reason",),
              ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
              ("vllm:num_preemptions_total",), ("vllm:generation_tokens_total",))  # fmt: skip
 # Each group's names in both spellings, worked out once rather than at every poll.
@@ -230,6 +231,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     model_names: set[str] = set()
     engines: set[str] = set()
     finished: dict[str, float] = {}  # request_success_total by finished_reason
+    waiting_capacity = 0.0
     label_memo: dict[str, dict[str, str]] = {}
     # (histogram field, series label text) → its series: a bucket line costs a dict lookup,
     # not a label parse and sort (a body is mostly bucket lines).
@@ -324,6 +326,11 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             scalars[field_name] = scalars.get(field_name, 0.0) + value
             if field_name == "running":
                 engines.add(_labels(label_text, line).get("engine", ""))
+            elif field_name == "waiting_by_reason":
+                # Only the requests waiting for the scheduler's capacity (vLLM >= 0.20); the
+                # others ("deferred") wait for something else than a slot.
+                if _labels(label_text, line).get("reason") == "capacity":
+                    waiting_capacity += value
             elif field_name == "requests_finished":
                 reason = _labels(label_text, line).get("finished_reason")
                 # vLLM has five reasons; a body inventing more gets no more than a few kept.
@@ -361,6 +368,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         model_names=names,
         running=scalars.get("running"),
         waiting=scalars.get("waiting"),
+        waiting_capacity=waiting_capacity if "waiting_by_reason" in scalars else None,
         kv_usage=either("kv", "kv_legacy"),
         prefix_queries=plus_external(
             either("prefix_queries", "legacy_prefix_queries"), "ext_prefix_queries"
