@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.derive.ledger import Ledger, accrue, window_joules
 from exporter.derive.window import GpuWindow, Window
@@ -81,6 +82,36 @@ def test_counters_and_gauges_over_idle_and_busy_time(tmp_path: Path) -> None:
     # energy counter without a GPU.
     assert ("vllm_profile_wall_clock_recoverable_cost_per_hour_dollars", flag) not in m
     assert ("vllm_profile_observed_gpu_energy_joules_total", ()) not in m
+    # Requests finished, by how they ended: vLLM's own counter between the first and last busy
+    # polls (the idle stretch's counters are frozen), read with prometheus_client.
+    for reason in ("stop", "length"):
+        first, last = (
+            sum(
+                x.value
+                for fam in text_string_to_metric_families(b["body"])
+                for x in fam.samples
+                if x.name == "vllm:request_success_total"
+                and x.labels.get("finished_reason") == reason
+            )
+            for b in (busy[0], busy[112])
+        )
+        key = ("vllm_profile_observed_finished_requests_total", (("finished_reason", reason),))
+        assert m[key] == last - first
+
+
+def test_finished_requests_are_kept_for_a_bounded_few_reasons() -> None:
+    # A target inventing a new finished_reason in every window keeps no more than 16 counters.
+    led = Ledger()
+    for i in range(40):
+        w = Window(start=2.0 * i, end=2.0 * i + 2, duration=2.0, vllm_polls=9, gpu_polls=0,
+                   d_finished_by_reason={"stop": 3.0, f"made-up-{i}": 1.0})  # fmt: skip
+        led = accrue(led, w, evaluable=True, active=False, cost_per_hour=None, price_source=None)
+    assert len(led.finished) == 16 and led.finished["stop"] == 120.0
+    # A window vLLM did not answer in adds nothing.
+    gap = Window(start=90.0, end=92.0, duration=2.0, vllm_polls=9, gpu_polls=0,
+                 d_finished_by_reason={"stop": 5.0})  # fmt: skip
+    assert accrue(led, gap, evaluable=False, active=False, cost_per_hour=None,
+                  price_source=None).finished["stop"] == 120.0  # fmt: skip
 
 
 def test_an_idle_server_is_all_recoverable(tmp_path: Path) -> None:

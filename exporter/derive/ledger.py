@@ -37,6 +37,12 @@ class Ledger:
     # Latency objectives: kind ("ttft", "tpot") → (requests meeting it, requests), from the
     # first window with the objective set
     slo: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
+    # Requests vLLM finished in the observed seconds, by its finished_reason (stop, length,
+    # abort, error): what a service's error ratio is summed from across its pods
+    finished: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+MAX_FINISHED_REASONS = 16  # vLLM has five; a target inventing more gets no more than this kept
 
 
 def window_joules(w: Window) -> float | None:
@@ -84,6 +90,10 @@ def accrue(
     for kind, c in (slo or {}).items():
         good, total = counts.get(kind, (0.0, 0.0))
         counts[kind] = (good + c.good, total + c.total)
+    finished = dict(ledger.finished)
+    for reason, n in w.d_finished_by_reason.items():
+        if reason in finished or len(finished) < MAX_FINISHED_REASONS:
+            finished[reason] = finished.get(reason, 0.0) + n
     return Ledger(
         observed_seconds=ledger.observed_seconds + span,
         active_seconds=ledger.active_seconds + (span if active else 0.0),
@@ -91,4 +101,5 @@ def accrue(
         energy_joules=energy,
         dollars=dollars,
         slo=MappingProxyType(counts),
+        finished=MappingProxyType(finished),
     )

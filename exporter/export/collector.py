@@ -591,6 +591,11 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
            "Energy of all the server's GPUs over the observed seconds (energy counters where "
            "they exist, else mean power x time).", (),
            _one(lambda v: v.snap.ledger.energy_joules)),
+    Family("observed_finished_requests", "counter",
+           "Requests vLLM finished in the observed seconds since the exporter started, by how "
+           "they ended (vLLM's finished_reason: stop, length, abort, error); summed over vLLM "
+           "restarts: a service's error ratio is the sum over its pods.", ("finished_reason",),
+           lambda v: sorted(((r,), n) for r, n in v.snap.ledger.finished.items())),
     # Latency objectives (--slo-ttft, --slo-tpot)
     Family("slo_ttft_target_seconds", "gauge", "The TTFT objective (--slo-ttft).", (),
            _slo_target("ttft")),
