@@ -64,8 +64,11 @@ def test_dashboard_conventions(name: str) -> None:
     variables = {v["name"]: v for v in d["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for v in ("namespace", "model", "pod", "instance"):
+    for v in ("cluster", "namespace", "model", "pod", "instance"):
         assert variables[v]["datasource"] == DS and variables[v]["refresh"] == 2
+    # The cluster label's name is one hidden constant (the chart sets it).
+    assert variables["cluster_label"]["type"] == "constant"
+    assert variables["cluster_label"]["hide"] == 2 and variables["cluster_label"]["query"]
     # "All" instances are the ones listed for the namespace, model and pod chosen: no allValue.
     assert variables["instance"]["allValue"] is None
     # Every panel sits under a row; rows do not overlap panels.
@@ -94,8 +97,10 @@ def test_panel_lint(name: str) -> None:
         for t in p["targets"]:
             assert t["datasource"] == DS
             expr = t["expr"]
-            if re.search(r"\bmodel:vllm_profile_", expr):
-                assert 'model=~"$model"' in expr  # recording rules carry the model label
+            assert '${cluster_label}=~"$cluster"' in expr, expr  # every query, every cluster
+            if re.search(r"\bcluster_namespace_model:vllm_profile_", expr):
+                for var in ("namespace", "model"):  # recording rules carry these labels
+                    assert f'{var}=~"${var}"' in expr, expr
             else:
                 for var in ("namespace", "pod", "instance"):
                     assert f'{var}=~"${var}"' in expr, expr
@@ -154,24 +159,30 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
     instance = f"127.0.0.1:{exporter.port}"
     prom = Prometheus(
         tmp_path, [instance], rule_files=[ROOT / "deploy" / "prometheus" / "rules.yaml"],
-        labels={"namespace": "inference", "pod": "vllm-0"},
+        labels={"namespace": "inference", "pod": "vllm-0", "cluster": "east"},
     )  # fmt: skip
     try:
         wait_for(lambda: prom.query("vllm_profile_direction == 1"), 90, "a direction")
-        wait_for(lambda: prom.query("model:vllm_profile_efficiency:ratio"), 20, "recording rules")
-        chosen = {"namespace": "inference", "model": "meta-llama/Llama-3.1-8B", "pod": "vllm-0",
-                  "instance": instance}  # fmt: skip
+        wait_for(
+            lambda: prom.query("cluster_namespace_model:vllm_profile_efficiency:ratio"), 20,
+            "recording rules",
+        )  # fmt: skip
+        chosen = {"cluster": "east", "namespace": "inference", "model": "meta-llama/Llama-3.1-8B",
+                  "pod": "vllm-0", "instance": instance}  # fmt: skip
         expected = {k: [v] for k, v in chosen.items()}
         subst: dict[str, str] = {}
         for name, d in DASHBOARDS.items():
             for var in d["templating"]["list"]:
+                if var["type"] == "constant":
+                    subst["{" + var["name"] + "}"] = var["query"]
                 if var["type"] != "query":
                     continue
-                m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+                query = var["query"]["query"]
+                for k, v in subst.items():
+                    query = query.replace(f"${k}", v)
+                m = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
                 assert m, var["query"]
                 match, label = m.groups()
-                for k, v in subst.items():
-                    match = match.replace(f"${k}", v)
                 assert prom.label_values(label, match) == expected[var["name"]], (name, var)
                 subst[var["name"]] = grafana_regex(expected[var["name"]])
         missing = []

@@ -30,10 +30,11 @@ def test_promtool_check_rules() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_promtool_unit_tests() -> None:
+@pytest.mark.parametrize("tests", ["rules_test.yaml", "slo_long_test.yaml"])
+def test_promtool_unit_tests(tests: str) -> None:
     promtool = require_tool("promtool")
     r = subprocess.run(
-        [promtool, "test", "rules", str(ROOT / "tests" / "deploy" / "rules_test.yaml")],
+        [promtool, "test", "rules", str(ROOT / "tests" / "deploy" / tests)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -54,11 +55,20 @@ def test_alert_conventions(rule: dict) -> None:
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
     ann = rule["annotations"]
     summary = ann["summary"]
-    if not rule["expr"].startswith("absent"):  # an absent series has no instance to name
+    if (
+        "by (cluster, namespace, model)" in rule["expr"]
+        or "cluster_namespace_model:" in rule["expr"]
+    ):
+        # A service's alert: who is the cluster, the namespace and the model.
+        who, _, summary = summary.partition("{{ $labels.model }}: ")
+        for part in ("$labels.cluster", "$labels.namespace"):
+            assert part in who, who
+    elif not rule["expr"].startswith("absent"):  # an absent series has no instance to name
         assert "{{ $labels.instance }}" in ann["description"]
-        # Who, first: the pod (else the instance) and the model it serves.
+        # Who, first: the cluster, the pod (else the instance) and the model it serves.
         who, _, summary = summary.partition("{{ end }}: ")
-        for part in ("$labels.namespace", "$labels.pod", "$labels.instance", 'label "model"'):
+        for part in ("$labels.cluster", "$labels.namespace", "$labels.pod", "$labels.instance",
+                     'label "model"'):  # fmt: skip
             assert part in who, who
     # A sentence: a capital letter (or the proper name vLLM) and a full stop.
     assert (summary[0].isupper() or summary.startswith("vLLM")) and summary.endswith(".")

@@ -1,6 +1,7 @@
-"""A fleet: 20 exporters, each serving a different real recording (H100 or H200 readings, 1 to 8
-GPUs, TP 1 to 8, four models, every recorded load), scraped by one real Prometheus loaded with the
-shipped recording and alert rules.
+"""A fleet: 20 exporters in two clusters, each serving a different real recording (H100 or H200
+readings, 1 to 8 GPUs, TP 1 to 8, four models, every recorded load), scraped by one real
+Prometheus loaded with the shipped recording and alert rules. As under one Thanos or Mimir, the
+clusters repeat each other's instance and job values: only the cluster label tells them apart.
 
 Each exporter serves its replay frozen (tests/fleet_member.py), so the /metrics this test reads
 is the /metrics Prometheus scrapes: every fleet recording rule is checked against a computation
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ MODELS = ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.3-70B-Instruct
 CATALOG = "models:\n  Support Assistant 13B:\n    match: [support assistant]\n    params_b: 13\n"
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of the texts read from it
 class Member:
     index: int
     recording: str
@@ -54,6 +56,7 @@ class Member:
     gpus: int  # = TP size
     options: dict[str, str]
     split: float = 0.5
+    cluster: str = "east"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
@@ -61,6 +64,15 @@ class Member:
     @property
     def instance(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def labelled(self) -> str:
+        """The instance label Prometheus gives it: a pod address, the same in both clusters."""
+        return f"10.0.{self.index % (N // 2)}.7:9709"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.cluster, self.labelled
 
     def start(self, tmp: Path) -> None:
         vllm = tmp / f"{self.recording}-{MODELS.index(self.model)}.jsonl.gz"
@@ -120,7 +132,10 @@ def fleet(tmp: Path) -> list[Member]:
             options["catalog-file"] = str(catalog)
         # The restart recording serves its first 30%: the restart comes with the second part.
         split = 0.3 if recording == "f-restart" else 0.5
-        members.append(Member(i, recording, model, (H100, H200)[i % 2], tp, options, split))
+        cluster = "east" if i < N // 2 else "west"
+        members.append(
+            Member(i, recording, model, (H100, H200)[i % 2], tp, options, split, cluster)
+        )
     return members
 
 
@@ -138,18 +153,33 @@ def total(s: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float 
     return sum(values) if values else None
 
 
-def by_model(texts: dict[str, str]) -> dict[str, dict[str, float]]:
+Service = tuple[str, str, str]  # (cluster, namespace, model): what the fleet rules sum over
+LEVEL = "cluster_namespace_model:vllm_profile_"
+
+
+def service(m: Member, text: str) -> Service:
+    ((info, _),) = samples(text)["vllm_profile_info"]
+    return m.cluster, NAMESPACE[m.index % 2], info["model"]
+
+
+NAMESPACE = ("team-a", "team-b")
+
+
+def by_service(texts: dict[Member, str]) -> dict[str, dict[Service, float]]:
     """What each fleet recording rule should record, computed from the exporters' own /metrics:
-    sums over the exporters serving each model (each exporter's model from vllm_profile_info)."""
-    sums: dict[str, dict[str, float]] = {}
-    for text in texts.values():
+    sums over the exporters of each (cluster, namespace, model), each exporter's model from
+    vllm_profile_info."""
+    sums: dict[Service, dict[str, float]] = {}
+    for member, text in texts.items():
         s = samples(text)
-        ((info, _),) = s["vllm_profile_info"]
-        m = sums.setdefault(info["model"], {})
+        m = sums.setdefault(service(member, text), {})
         tps = total(s, "vllm_profile_generation_tokens_per_second")
+        cost = total(s, "vllm_profile_cost_per_hour_dollars")
         values = {
             "tps": tps,
-            "cost": total(s, "vllm_profile_cost_per_hour_dollars"),
+            "cost": cost,
+            # While busy: only the servers with an active throughput, and their cost.
+            "busy_cost": cost if tps else None,
             "recoverable": total(s, "vllm_profile_wall_clock_recoverable_cost_per_hour_dollars"),
             "tps_with_roofline": (
                 tps if total(s, "vllm_profile_efficiency_ratio") is not None else None
@@ -159,35 +189,35 @@ def by_model(texts: dict[str, str]) -> dict[str, dict[str, float]]:
         for key, value in values.items():
             if value is not None:
                 m[key] = m.get(key, 0.0) + value
-    expected: dict[str, dict[str, float]] = {
-        "model:vllm_profile_generation_tokens_per_second:sum": {},
-        "model:vllm_profile_cost_per_hour_dollars:sum": {},
-        "model:vllm_profile_recoverable_cost_per_hour_dollars:sum": {},
-        "model:vllm_profile_active_cost_per_million_tokens_dollars:ratio": {},
-        "model:vllm_profile_efficiency:ratio": {},
+    expected: dict[str, dict[Service, float]] = {
+        f"{LEVEL}cost_per_hour_dollars:sum": {},
+        f"{LEVEL}recoverable_cost_per_hour_dollars:sum": {},
+        f"{LEVEL}active_cost_per_million_tokens_dollars:ratio": {},
+        f"{LEVEL}efficiency:ratio": {},
     }
-    for model, m in sums.items():
-        for rule, key in (("generation_tokens_per_second:sum", "tps"),
-                          ("cost_per_hour_dollars:sum", "cost"),
+    for svc, m in sums.items():
+        for rule, key in (("cost_per_hour_dollars:sum", "cost"),
                           ("recoverable_cost_per_hour_dollars:sum", "recoverable")):  # fmt: skip
             if key in m:
-                expected[f"model:vllm_profile_{rule}"][model] = m[key]
-        if "cost" in m and m.get("tps", 0) > 0:
-            per_million = m["cost"] / (m["tps"] * 3600) * 1e6
-            expected["model:vllm_profile_active_cost_per_million_tokens_dollars:ratio"][model] = (
-                per_million
-            )
+                expected[f"{LEVEL}{rule}"][svc] = m[key]
+        if "busy_cost" in m and m.get("tps", 0) > 0:
+            per_million = m["busy_cost"] / (m["tps"] * 3600) * 1e6
+            expected[f"{LEVEL}active_cost_per_million_tokens_dollars:ratio"][svc] = per_million
         if "tps_with_roofline" in m and "ceiling" in m:
             efficiency = m["tps_with_roofline"] / m["ceiling"]
-            expected["model:vllm_profile_efficiency:ratio"][model] = efficiency
+            expected[f"{LEVEL}efficiency:ratio"][svc] = efficiency
     return expected
 
 
-def recorded(prom: Prometheus, rule: str) -> dict[str, float]:
-    return {r["metric"]["model"]: float(r["value"][1]) for r in prom.query(rule)}
+def recorded(prom: Prometheus, rule: str) -> dict[Service, float]:
+    return {
+        (r["metric"].get("cluster", ""), r["metric"].get("namespace", ""), r["metric"]["model"]):
+        float(r["value"][1])
+        for r in prom.query(rule)
+    }  # fmt: skip
 
 
-def mismatches(prom: Prometheus, expected: dict[str, dict[str, float]]) -> list[str]:
+def mismatches(prom: Prometheus, expected: dict[str, dict[Service, float]]) -> list[str]:
     """Rules whose value differs from the computation by more than float summation can."""
     out = []
     for rule, want in expected.items():
@@ -199,16 +229,15 @@ def mismatches(prom: Prometheus, expected: dict[str, dict[str, float]]) -> list[
     return out
 
 
-def counters(texts: dict[str, str]) -> dict[str, tuple[str, float, float]]:
-    """instance → (model, dollars accrued, tokens generated): the wall-clock ledger's counters."""
+def counters(texts: dict[Member, str]) -> dict[Member, tuple[Service, float, float]]:
+    """member → (its service, dollars accrued, tokens generated): the wall-clock counters."""
     out = {}
-    for instance, text in texts.items():
+    for member, text in texts.items():
         s = samples(text)
-        ((info, _),) = s["vllm_profile_info"]
         cost = total(s, "vllm_profile_observed_cost_dollars_total")
         tokens = total(s, "vllm_profile_observed_generation_tokens_total")
-        assert cost is not None and tokens is not None, instance
-        out[instance] = (info["model"], cost, tokens)
+        assert cost is not None and tokens is not None, member.index
+        out[member] = (service(member, text), cost, tokens)
     return out
 
 
@@ -223,12 +252,16 @@ def heap_bytes(prom: Prometheus) -> tuple[float, float]:
 
 def test_a_fleet_of_twenty(tmp_path: Path) -> None:
     members = fleet(tmp_path)
-    by_instance = {m.instance: m for m in members}
+    by_key = {m.key: m for m in members}
+    assert len(by_key) == N and len({m.labelled for m in members}) == N // 2
     report: dict[str, Any] = {"exporters": N}
-    labels = {m.instance: {"namespace": f"team-{'ab'[m.index % 2]}", "pod": f"vllm-{m.index}"}
+    labels = {m.instance: {"cluster": m.cluster, "instance": m.labelled,
+                           "namespace": NAMESPACE[m.index % 2], "pod": f"vllm-{m.index}"}
               for m in members}  # fmt: skip
     # Prometheus first, its targets not up yet: its heap before the fleet's series.
-    prom = Prometheus(tmp_path, list(by_instance), rule_files=[RULES], target_labels=labels)
+    prom = Prometheus(
+        tmp_path, [m.instance for m in members], rule_files=[RULES], target_labels=labels
+    )
     try:
         heap0, series0 = heap_bytes(prom)
         since = time.time()  # the history's start, for the dashboard's query cost
@@ -238,24 +271,27 @@ def test_a_fleet_of_twenty(tmp_path: Path) -> None:
         wait_for(lambda: prom.value('count(up{job="vllm-profile"} == 1)') == N, 30, "all up")
 
         # Every rule evaluates without error against twenty targets (no duplicate-series
-        # matching, no template failing).
+        # matching although instance and job repeat across the clusters, no template failing).
         def rules_health() -> list[str]:
             groups = requests.get(prom.url + "/api/v1/rules", timeout=10).json()["data"]["groups"]
             return [f"{r['name']}: {r.get('lastError')}" for g in groups for r in g["rules"]
                     if r["health"] != "ok"]  # fmt: skip
 
-        wait_for(lambda: prom.value("count(model:vllm_profile_efficiency:ratio)") == 4, 30,
+        efficiency = f"count({LEVEL}efficiency:ratio)"
+        wait_for(lambda: prom.value(efficiency) == 2 * len(MODELS), 30,
                  "the fleet rules evaluated")  # fmt: skip
 
         # Frozen: the exporters serve now what Prometheus scraped and the rules summed.
-        texts = {i: m.metrics() for i, m in by_instance.items()}
-        expected = by_model(texts)
-        assert all(len(v) == len(MODELS) for v in expected.values()), expected
+        texts = {m: m.metrics() for m in members}
+        expected = by_service(texts)
+        services = {service(m, t) for m, t in texts.items()}
+        assert {c for c, _, _ in services} == {"east", "west"}
+        assert all(len(v) == len(services) for v in expected.values()), expected
         wait_for(lambda: not mismatches(prom, expected), 30, "the rules equal the computation")
         assert rules_health() == []
         # No counter has moved since Prometheus first scraped it: no tokens in the last hour,
         # so no hour-based price per token (absent, never NaN or +Inf).
-        hour = "model:vllm_profile_wall_clock_cost_per_million_tokens_dollars:ratio1h"
+        hour = f"{LEVEL}wall_clock_cost_per_million_tokens_dollars:ratio1h"
         assert prom.query(hour) == []
 
         # Enough scrapes of the frozen counters that increase()'s extrapolation stays small.
@@ -268,54 +304,72 @@ def test_a_fleet_of_twenty(tmp_path: Path) -> None:
             assert m.proc is not None
             m.proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: all(m.said("advanced") for m in members), 120, "every exporter advanced")
-        texts = {i: m.metrics() for i, m in by_instance.items()}
+        texts = {m: m.metrics() for m in members}
         after = counters(texts)
-        wait_for(lambda: not mismatches(prom, by_model(texts)), 30, "the rules after the step")
+        wait_for(lambda: not mismatches(prom, by_service(texts)), 30, "the rules after the step")
 
-        # The hour's price per 1M tokens: Σ dollars / Σ tokens accrued, per model. increase()
-        # extrapolates each series past its first and last samples, by at most half an average
-        # interval at the start and 1.1 at the end (Prometheus's rule): a factor in
-        # [1, 1 + 1.6 / (samples - 1)] on each exporter's dollars and tokens alike, so the
-        # ratio is within that factor of the exact one.
-        want: dict[str, tuple[float, float]] = {}
-        for instance, (model, cost, tokens) in after.items():
-            _, cost0, tokens0 = before[instance]
-            dollars, toks = want.get(model, (0.0, 0.0))
-            want[model] = (dollars + cost - cost0, toks + tokens - tokens0)
+        # The wall-clock figures from the counters, per service: Σ dollars and Σ tokens accrued.
+        # increase() and rate() extrapolate each series past its first and last samples, by at
+        # most half an average interval at the start and 1.1 at the end (Prometheus's rule): a
+        # factor in [1, 1 + 1.6 / (samples - 1)] on each exporter's dollars and tokens alike.
+        want: dict[Service, tuple[float, float]] = {}
+        for member, (svc, cost, tokens) in after.items():
+            _, cost0, tokens0 = before[member]
+            dollars, toks = want.get(svc, (0.0, 0.0))
+            want[svc] = (dollars + cost - cost0, toks + tokens - tokens0)
         assert all(toks > 0 for _, toks in want.values()), want
         fewest = prom.value(samples_a)
         assert fewest is not None and fewest >= 40
         slack = 1.6 / (fewest - 1)
 
+        def within(rule: str, exact: Callable[[float, float], float]) -> bool:
+            got = recorded(prom, rule)
+            return got.keys() == want.keys() and all(
+                exact(*want[k]) <= got[k] * (1 + 1e-9)
+                and got[k] <= exact(*want[k]) * (1 + slack) * (1 + 1e-9)
+                for k in want
+            )
+
+        # The hour's price per 1M tokens: the same factor on dollars and tokens cancels, so
+        # within it either way.
         def hour_matches() -> bool:
             got = recorded(prom, hour)
             return got.keys() == want.keys() and all(
-                want[m][0] / want[m][1] * 1e6 / (1 + slack)
-                <= got[m]
-                <= want[m][0] / want[m][1] * 1e6 * (1 + slack)
-                for m in want
+                want[k][0] / want[k][1] * 1e6 / (1 + slack)
+                <= got[k]
+                <= want[k][0] / want[k][1] * 1e6 * (1 + slack)
+                for k in want
             )
 
         wait_for(hour_matches, 30, f"{hour} within {slack:.1%} of Σ dollars / Σ tokens")
+        # The fleet's throughput: every token of the step is inside the last 5 minutes, so the
+        # 5-minute rate is Σ tokens / 300 s, times the extrapolation factor.
+        rate = f"{LEVEL}generation_tokens:rate5m"
+        wait_for(lambda: within(rate, lambda dollars, toks: toks / 300), 30,
+                 f"{rate} within {slack:.1%} of Σ tokens / 300 s")  # fmt: skip
         report["hour_rule_tolerance"] = slack
         assert rules_health() == []
 
         # The fleet dashboard, everything selected as Grafana writes it: each variable lists the
-        # fleet, each server panel has a row for every exporter, each model panel every model.
+        # fleet, each server panel has a row for every exporter, each model panel every service.
         (board,) = [d for name, d in DASHBOARDS.items() if "fleet" in name]
         subst: dict[str, str] = {}
         listed: dict[str, list[str]] = {}
         for var in board["templating"]["list"]:
+            if var["type"] == "constant":
+                subst["{" + var["name"] + "}"] = var["query"]
             if var["type"] != "query":
                 continue
-            match, label = var["query"]["query"][len("label_values(") : -1].rsplit(", ", 1)
+            query = var["query"]["query"]
             for k, v in subst.items():
-                match = match.replace(f"${k}", v)
+                query = query.replace(f"${k}", v)
+            match, label = query[len("label_values(") : -1].rsplit(", ", 1)
             listed[var["name"]] = prom.label_values(label, match)
             subst[var["name"]] = var.get("allValue") or grafana_regex(listed[var["name"]])
-        assert sorted(listed["instance"]) == sorted(by_instance)
+        assert listed["cluster"] == ["east", "west"]
+        assert sorted(listed["instance"]) == sorted({m.labelled for m in members})
         assert sorted(listed["model"]) == sorted(MODELS)
-        assert len(listed["pod"]) == N and listed["namespace"] == ["team-a", "team-b"]
+        assert len(listed["pod"]) == N and listed["namespace"] == list(NAMESPACE)
         queries = [(p["title"], t["expr"], bool(t.get("instant")))
                    for p in panels(board) for t in p["targets"]]  # fmt: skip
         queries += [(a["name"], a["expr"], False) for a in board["annotations"]["list"]]
@@ -326,13 +380,15 @@ def test_a_fleet_of_twenty(tmp_path: Path) -> None:
                 q = q.replace(f"${k}", v)
             result = prom.query(q)
             assert result, f"{title}: {q} returned nothing"
-            found = {r["metric"].get("instance") for r in result}
+            found = {(r["metric"].get("cluster"), r["metric"].get("instance")) for r in result}
             if "changes(" in expr:  # the configuration epochs: the restarted servers alone
-                assert found == {m.instance for m in members if m.recording == "f-restart"}
+                assert found == {m.key for m in members if m.recording == "f-restart"}
             elif "instance=~" in expr:
-                assert found == set(by_instance), title
+                assert found == set(by_key), title
             elif "model=~" in expr:
-                assert {r["metric"]["model"] for r in result} == set(MODELS), title
+                got = {(r["metric"]["cluster"], r["metric"]["namespace"], r["metric"]["model"])
+                       for r in result}  # fmt: skip
+                assert got == services, title
             costs[f"{title}: {expr}"] = query_cost(prom, q, instant, since)
         report["dashboard_queries"] = costs
         report["dashboard_samples_total"] = sum(c["samples"] for c in costs.values())
@@ -340,10 +396,12 @@ def test_a_fleet_of_twenty(tmp_path: Path) -> None:
         report["history_seconds"] = time.time() - since
 
         # What the fleet costs Prometheus: series per exporter, and heap per series.
-        per = {r["metric"]["instance"]: float(r["value"][1])
-               for r in prom.query('count by (instance) ({job="vllm-profile"})')}  # fmt: skip
-        for instance, n in per.items():
-            assert n <= 160 + 12 * by_instance[instance].gpus, (instance, n)
+        counted = prom.query('count by (cluster, instance) ({job="vllm-profile"})')
+        per = {(r["metric"]["cluster"], r["metric"]["instance"]): float(r["value"][1])
+               for r in counted}  # fmt: skip
+        assert per.keys() == by_key.keys()
+        for key, n in per.items():
+            assert n <= 160 + 12 * by_key[key].gpus, (key, n)
         report["series_per_exporter"] = {"min": min(per.values()), "max": max(per.values())}
         heap1, series1 = heap_bytes(prom)
         report["prometheus_heap_bytes_per_series"] = (heap1 - heap0) / (series1 - series0)

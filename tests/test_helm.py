@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import yaml
 
 from exporter.catalog.schema import parse_catalog
 from tests.tools import require_tool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "prometheus"))
+import generate as rules_generator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "vllm-profile-exporter"
@@ -172,22 +176,69 @@ def test_monitors_are_gated_on_the_crd_api() -> None:
     assert svc["spec"]["ports"][0]["name"] == "vllm-profile"
 
 
-def test_prometheus_rule_is_the_shipped_rules_file(tmp_path: Path) -> None:
-    (rule,) = kinds(render("standalone-monitors-values.yaml"))["PrometheusRule"]
-    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
-    # Same rules, with the runbook base rewritten to the configured one.
-    text = json.dumps(shipped).replace(
-        "https://github.com/vllm-profile-exporter/vllm-profile-exporter/blob/main/",
-        "https://wiki.example.com/vllm-profile/",
-    )
-    assert rule["spec"] == json.loads(text)
+def expected_rules(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """What deploy/prometheus/generate.py makes of a values file's prometheusRule settings."""
+    v = {**yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"],
+         **values.get("prometheusRule", {})}  # fmt: skip
+    slo = {"objective": 0.99, "minRequests": 100, **v.get("slo", {})}
+    th = {"queueTimeSeconds": 1, "requestErrorRatio": 0.01, "requestMinRequests": 20,
+          **v.get("thresholds", {})}  # fmt: skip
+    settings = rules_generator.Settings(
+        cluster_label=v["clusterLabel"], slo_objective=slo["objective"],
+        slo_min_requests=slo["minRequests"], queue_time_seconds=th["queueTimeSeconds"],
+        request_error_ratio=th["requestErrorRatio"], request_min_requests=th["requestMinRequests"],
+        runbook_base_url=v["runbookBaseUrl"],
+    )  # fmt: skip
+    out = []
+    for group in rules_generator.groups(settings):
+        if group["name"] in v["disabledGroups"]:
+            continue
+        rules = [r for r in group["rules"] if r.get("alert") not in v["disabledAlerts"]]
+        for r in rules:
+            if "alert" in r:
+                r["labels"] = {**v["extraLabels"], **r["labels"]}
+        out.append({"name": group["name"], "rules": rules})
+    return out
+
+
+RULE_VALUES = [v for v in VALUES if v and "prometheusRule" in (CI / v).read_text()]
+
+
+@pytest.mark.parametrize("values", RULE_VALUES)
+def test_prometheus_rule_is_the_generated_rules_with_the_values(
+    values: str, tmp_path: Path
+) -> None:
+    given = yaml.safe_load((CI / values).read_text())
+    (rule,) = kinds(render(values, crds=not given.get("assumeMonitoringApi")))["PrometheusRule"]
+    assert rule["metadata"]["namespace"] == given["prometheusRule"].get("namespace", "inference")
+    assert rule["spec"]["groups"] == expected_rules(given)
     out = tmp_path / "spec.yaml"
     out.write_text(yaml.safe_dump(rule["spec"]))
     r = subprocess.run(
-        [require_tool("promtool"), "check", "rules", str(out)],
+        [require_tool("promtool"), "check", "rules", "--lint=all", "--lint-fatal", str(out)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_tuned_rules_say_what_the_values_say() -> None:
+    # Read in the rendered text itself, not through the generator: the values reach the rules.
+    (rule,) = kinds(render("sidecar-tuned-rules-values.yaml", crds=False))["PrometheusRule"]
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    names = {g["name"] for g in rule["spec"]["groups"]}
+    assert "vllm-profile-fleet" not in names and "VLLMProfileUnderBatching" not in alerts
+    fast = alerts["VLLMProfileTTFTBudgetFastBurn"]
+    assert "> (14.4 * (1 - 0.995))" in fast["expr"] and ">= 500" in fast["expr"]
+    records = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]
+               if "record" in r}  # fmt: skip
+    ratio = records["cluster_namespace_model:vllm_profile_slo_ttft_errors:ratio_rate1h"]
+    assert "by (k8s_cluster, namespace, model)" in ratio
+    assert "on (k8s_cluster, instance, job)" in ratio
+    assert fast["labels"] == {"team": "inference", "routing": "pager-inference",
+                              "severity": "critical"}  # fmt: skip
+    assert "> 0.25" in alerts["VLLMProfileLongQueueTime"]["expr"]
+    assert "on (k8s_cluster, instance, job)" in alerts["VLLMProfileExporterDown"]["expr"]
+    assert "cluster" not in alerts["VLLMProfileExporterDown"]["expr"].replace("k8s_cluster", "")
 
 
 def test_dashboards_configmaps() -> None:
@@ -199,7 +250,26 @@ def test_dashboards_configmaps() -> None:
     assert len(cms) == 2
     for cm in cms:
         ((name, text),) = cm["data"].items()
-        assert text.strip() == (ROOT / "deploy" / "grafana" / name).read_text().strip()
+        assert json.loads(text) == json.loads((ROOT / "deploy" / "grafana" / name).read_text())
+
+
+def test_dashboards_take_the_cluster_label_of_the_rules() -> None:
+    # Under a Thanos whose external label is k8s_cluster, the cluster variable reads that label.
+    cms = [c for c in kinds(render(sets=("grafanaDashboard.enabled=true",
+                                          "prometheusRule.clusterLabel=k8s_cluster")))["ConfigMap"]
+           if c["metadata"]["labels"].get("grafana_dashboard") == "1"]  # fmt: skip
+    assert len(cms) == 2
+    for cm in cms:
+        ((name, text),) = cm["data"].items()
+        shipped = json.loads((ROOT / "deploy" / "grafana" / name).read_text())
+        rendered = json.loads(text)
+        (const,) = [v for v in rendered["templating"]["list"] if v["name"] == "cluster_label"]
+        assert const["query"] == const["current"]["value"] == "k8s_cluster"
+        # Nothing else changed.
+        for d in (shipped, rendered):
+            d["templating"]["list"] = [v for v in d["templating"]["list"]
+                                       if v["name"] != "cluster_label"]  # fmt: skip
+        assert rendered == shipped
 
 
 def test_sidecar_mode() -> None:
@@ -243,7 +313,7 @@ def test_gpu_operator_dcgm_and_pods_in_every_namespace() -> None:
     assert "--dcgm-url=http://rel-vllm-profile-exporter-dcgm.gpu-operator.svc:9400/metrics" in args
     (pm,) = k["PodMonitor"]
     assert pm["spec"]["namespaceSelector"] == {"any": True}
-    assert pm["spec"]["podTargetLabels"] == ["model"]
+    assert pm["spec"]["podTargetLabels"] == ["team"]
 
 
 def test_a_dcgm_url_on_the_node_address_renders_no_service() -> None:
@@ -338,6 +408,24 @@ def test_catalog_values_become_a_mounted_catalog_file() -> None:
 
 def test_single_source_files() -> None:
     files = CHART / "files"
-    assert (files / "rules.yaml").resolve() == (ROOT / "deploy/prometheus/rules.yaml").resolve()
+    assert rules_generator.main(["--check"]) == 0  # rules.yaml and the chart's template
     for name in ("vllm-profile-overview.json", "vllm-profile-fleet.json"):
         assert (files / "dashboards" / name).resolve() == (ROOT / "deploy/grafana" / name).resolve()
+
+
+def test_a_target_label_named_like_an_exported_label_is_refused() -> None:
+    # podTargetLabels: [model] would turn vllm_profile_info{model} into exported_model.
+    r = run_helm("template", "rel", str(CHART), "--api-versions", "monitoring.coreos.com/v1",
+                 "--set", "mode=sidecar", "--set", "podMonitor.enabled=true",
+                 "--set", "podMonitor.selector.app=vllm",
+                 "--set", "podMonitor.podTargetLabels={team,model}")  # fmt: skip
+    assert r.returncode != 0 and '"model" is a label of the exporter\'s own series' in r.stderr
+    # The chart's list is every label the exporter's families carry, no more, no fewer.
+    from exporter.export import collector
+
+    families = [f for n in dir(collector) if n.endswith("FAMILIES")
+                for f in getattr(collector, n)]  # fmt: skip
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    listed = helpers.split('define "vllm-profile-exporter.exportedLabels" -}}')[1]
+    listed = listed.split("{{- end }}")[0].split()
+    assert sorted(listed) == sorted({label for f in families for label in f.labels})

@@ -13,9 +13,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
+# The label that tells clusters apart under one Thanos or Mimir: a hidden constant variable, so a
+# deployment that names it otherwise changes one value (the Helm chart sets it from
+# prometheusRule.clusterLabel).
+CLUSTER_LABEL = "cluster"
+CL = "${cluster_label}"
 # Every per-server query's selector. namespace and pod are the labels prometheus-operator puts on
-# every target; outside Kubernetes they are absent, and the variables' ".*" matches that too.
-SEL = 'namespace=~"$namespace",pod=~"$pod",instance=~"$instance"'
+# every target; outside Kubernetes they are absent, and the variables' ".*" matches that too, as
+# it matches a Prometheus without a cluster label.
+SEL = f'{CL}=~"$cluster",namespace=~"$namespace",pod=~"$pod",instance=~"$instance"'
 
 
 def variables(per_server: bool) -> list[dict[str, Any]]:
@@ -29,6 +35,7 @@ def variables(per_server: bool) -> list[dict[str, Any]]:
         }  # fmt: skip
 
     info = "vllm_profile_info"
+    c = f'{CL}=~"$cluster"'
     return [
         {
             "name": "datasource",
@@ -38,14 +45,19 @@ def variables(per_server: bool) -> list[dict[str, Any]]:
             "current": {},
             "hide": 0,
         },  # fmt: skip
-        query_var("namespace", "Namespace", f"label_values({info}, namespace)", True, ".*"),
+        {"name": "cluster_label", "type": "constant", "query": CLUSTER_LABEL, "hide": 2,
+         "current": {"text": CLUSTER_LABEL, "value": CLUSTER_LABEL},
+         "options": [{"text": CLUSTER_LABEL, "value": CLUSTER_LABEL, "selected": True}]},
+        query_var("cluster", "Cluster", f"label_values({info}, {CL})", True, ".*"),
+        query_var("namespace", "Namespace", f"label_values({info}{{{c}}}, namespace)", True, ".*"),
         query_var(
-            "model", "Model", f'label_values({info}{{namespace=~"$namespace"}}, model)', True, ".*"
+            "model", "Model", f'label_values({info}{{{c},namespace=~"$namespace"}}, model)', True,
+            ".*",
         ),  # fmt: skip
         query_var(
             "pod",
             "Pod",
-            f'label_values({info}{{namespace=~"$namespace",model=~"$model"}}, pod)',
+            f'label_values({info}{{{c},namespace=~"$namespace",model=~"$model"}}, pod)',
             True,
             ".*",
         ),  # fmt: skip
@@ -54,7 +66,7 @@ def variables(per_server: bool) -> list[dict[str, Any]]:
         query_var(
             "instance",
             "Instance",
-            f'label_values({info}{{namespace=~"$namespace",model=~"$model",pod=~"$pod"}}, '
+            f'label_values({info}{{{c},namespace=~"$namespace",model=~"$model",pod=~"$pod"}}, '
             "instance)",
             not per_server,
             None,
@@ -459,25 +471,25 @@ def overview() -> dict[str, Any]:
 
 def fleet() -> dict[str, Any]:
     b = Board()
-    m = 'model=~"$model"'
+    m = f'{CL}=~"$cluster",namespace=~"$namespace",model=~"$model"'
+    lvl, who = "cluster_namespace_model:vllm_profile_", "{{model}} {{namespace}} {{cluster}}"
     b.add(series("Recoverable cost by model (est)",
                  "Sum over servers of cost per hour x (1 - duty cycle x efficiency): idle servers "
                  "count with their whole cost.", "currencyUSD",
-                 (f"model:vllm_profile_recoverable_cost_per_hour_dollars:sum{{{m}}}", "{{model}}")),
+                 (f"{lvl}recoverable_cost_per_hour_dollars:sum{{{m}}}", who)),
           12, 8)  # fmt: skip
     b.add(series("Cost per 1M tokens by model",
                  "Dollars accrued over the last hour over the tokens generated in it, per model "
                  "(idle servers cost too).",
                  "currencyUSD",
-                 (f"model:vllm_profile_wall_clock_cost_per_million_tokens_dollars:ratio1h{{{m}}}",
-                  "{{model}}")),
+                 (f"{lvl}wall_clock_cost_per_million_tokens_dollars:ratio1h{{{m}}}", who)),
           12, 8)  # fmt: skip
     b.add(
         series(
             "Efficiency by model (est)",
             "Generated tokens/s over the sum of hardware ceilings, per model.",
             "percentunit",
-            (f"model:vllm_profile_efficiency:ratio{{{m}}}", "{{model}}"),
+            (f"{lvl}efficiency:ratio{{{m}}}", who),
         ),
         12,
         8,
@@ -485,9 +497,10 @@ def fleet() -> dict[str, Any]:
     b.add(
         series(
             "Throughput by model",
-            "Generated tokens/s summed over servers, per model.",
+            "Generated tokens/s of all of a model's servers, over every second (idle ones "
+            "included): what the fleet really produces.",
             "short",
-            (f"model:vllm_profile_generation_tokens_per_second:sum{{{m}}}", "{{model}}"),
+            (f"{lvl}generation_tokens:rate5m{{{m}}}", who),
         ),
         12,
         8,

@@ -210,3 +210,25 @@ volumeMounts:
 {{- toYaml . | nindent 0 }}
 {{- end }}
 {{- end }}
+
+{{- /* "true" when ServiceMonitor, PodMonitor and PrometheusRule may render: the API server
+       advertises monitoring.coreos.com/v1, or assumeMonitoringApi says so (helm template). */}}
+{{- define "vllm-profile-exporter.monitoringApi" -}}
+{{- if or .Values.assumeMonitoringApi (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}true{{ end }}
+{{- end }}
+
+{{- /* The label names the exporter's own series carry: a pod or Service label copied onto every
+       series under one of these names would rename the exporter's (Prometheus keeps the target's
+       and writes exported_<name>), and every rule and dashboard reading it would miss. */}}
+{{- define "vllm-profile-exporter.exportedLabels" -}}
+UUID compute_peak declared direction dtype dtype_source finished_reason fix gpu gpu_catalog gpu_name group mode model model_catalog model_matched_on model_root name pipeline_parallel_size pipeline_parallel_size_source price_source reason rule source tensor_parallel_size tensor_parallel_size_source variant version
+{{- end }}
+
+{{- define "vllm-profile-exporter.checkTargetLabels" -}}
+{{- $taken := include "vllm-profile-exporter.exportedLabels" . | splitList " " }}
+{{- range $label := concat .Values.podMonitor.podTargetLabels .Values.serviceMonitor.podTargetLabels .Values.serviceMonitor.targetLabels }}
+{{- if has $label $taken }}
+{{- fail (printf "podTargetLabels/targetLabels: %q is a label of the exporter's own series (vllm_profile_info{%s=...} and others); copying a pod label under that name would rename the exporter's to exported_%s and break the rules and dashboards. Relabel it (e.g. to app_%s) instead." $label $label $label $label) }}
+{{- end }}
+{{- end }}
+{{- end }}
