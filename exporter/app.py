@@ -156,6 +156,7 @@ def make_pipeline(cfg: Config, whole_epochs: bool = False) -> Pipeline:
         gpu_cadence=gpu_cadence(cfg),
         roofline=roofline_settings(cfg, load_catalog(cfg)),
         max_num_seqs=float(cfg.max_num_seqs) if cfg.max_num_seqs else None,
+        revision=cfg.config_revision or "",
     )
 
 
@@ -309,7 +310,8 @@ def target_shown(cfg: Config, demo: bool) -> str:
 # Options a running exporter cannot take on by a reload: they shape its listener, its windows or
 # where its sources come from.
 RESTART_ONLY = ("web_listen_address", "gpu_source", "poll_interval", "calm_poll_interval",
-                "dcgm_poll_interval", "horizon", "vllm_replay", "gpu_replay")  # fmt: skip
+                "dcgm_poll_interval", "horizon", "vllm_replay", "gpu_replay",
+                "config_revision")  # fmt: skip
 SOURCE_OPTIONS = ("vllm_url", "dcgm_url", "dcgm_pod", "dcgm_namespace", "gpu")
 
 

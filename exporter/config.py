@@ -139,6 +139,13 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _revision(text: str) -> str:
+    v = str(text).strip()  # empty: none (a pod label the downward API found missing)
+    if not re.fullmatch(r"[A-Za-z0-9._-]{0,64}", v):
+        raise ValueError("must be up to 64 letters, digits, '.', '_' or '-'")
+    return v
+
+
 def _dtype(text: str) -> str:
     d = normalize_dtype(str(text))
     if d is None:
@@ -272,6 +279,14 @@ OPTIONS: tuple[Option, ...] = (
         ANALYSE,
         shown="DTYPE, VLLM_DTYPE, the model name's suffix, vLLM's cache dtype, the catalog, bf16",
     ),
+    Option(
+        "config-revision",
+        _revision,
+        None,
+        "the deployment's name for this configuration (e.g. the pod template hash): part of "
+        "the identity Prometheus compares rollouts by",
+        ANALYSE,
+    ),
     Option("cost-per-hour", _dollars_per_hour, None, "USD per hour for the whole server", ANALYSE),
     Option(
         "price",
@@ -375,6 +390,7 @@ class Config:
     tensor_parallel_size: int | None
     pipeline_parallel_size: int | None
     dtype: str | None
+    config_revision: str | None
     cost_per_hour: float | None
     price: str
     compute_peak: str

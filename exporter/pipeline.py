@@ -30,6 +30,7 @@ from exporter.derive.identity import TargetIdentity
 from exporter.derive.ledger import Ledger, accrue
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
+from exporter.derive.serving_config import config_id, visible
 from exporter.derive.slo import SloSummary, window_counts
 from exporter.derive.slo import summarize as summarize_slo
 from exporter.derive.window import Window, build_window
@@ -68,9 +69,12 @@ class Snapshot:
     epoch: int = 0
     direction: Direction | None = None
     ledger: Ledger = field(default_factory=Ledger)
-    # What started the current epoch: "vllm_restart", "cache_config_change", "reconfigured"
+    # What started the current epoch: "vllm_restart" (into another configuration, or before it
+    # is known), "vllm_restart_same_config" (a restart into the configuration it had),
+    # "cache_config_change", "reconfigured"
     epoch_cause: str | None = None
     slo: SloSummary | None = None  # the latency objectives over the horizon, when set
+    config_id: str = ""  # the serving configuration's identity (derive/serving_config.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +143,11 @@ class Pipeline:
         max_num_seqs: float | None = None,
         window_seconds: float = T.WINDOW_SECONDS,
         whole_epochs: bool = False,
+        revision: str = "",
     ) -> None:
         """``whole_epochs`` (replay of a whole recording): the horizon is the current epoch,
-        from its first window, and the direction compares it with the whole previous epoch."""
+        from its first window, and the direction compares it with the whole previous epoch.
+        ``revision``: the deployment's own name for its configuration (part of its identity)."""
         if poll_interval <= 0 or window_seconds <= 0:
             raise ValueError("the poll interval and the window must be positive")
         self.horizon_seconds = horizon_seconds
@@ -183,6 +189,11 @@ class Pipeline:
         self._epoch_cause: str | None = None
         self._slo: SloSummary | None = None
         self._pending: tuple[RooflineSettings, float | None] | None = None
+        self.revision = revision
+        # What the process looked like before a restart: (visible cache config, models, engines)
+        self._last_seen: tuple[dict[str, str], tuple[str, ...], int] | None = None
+        self._restart_from: tuple[dict[str, str], tuple[str, ...], int] | None = None
+        self._config_id: tuple[object, str] = (None, "")  # (the aggregate it was worked from, id)
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
 
@@ -261,10 +272,19 @@ class Pipeline:
         if restarted:
             self.models_wanted = True
             self.cadence.reset()
+            self._restart_from = self._last_seen
         if restarted or reconfigured:
             self._new_epoch("vllm_restart" if restarted else "cache_config_change")
         if s.cache_config:
             self._last_cache_config = s.cache_config
+            seen = (visible(s.cache_config), s.model_names, s.engines)
+            if self._restart_from is not None:
+                # The first whole read after a restart says whether it kept its configuration:
+                # a crash restart is a restart, not a configuration change.
+                if seen == self._restart_from:
+                    self._epoch_cause = "vllm_restart_same_config"
+                self._restart_from = None
+            self._last_seen = seen
 
     def reconfigure(self, roofline: RooflineSettings, max_num_seqs: float | None) -> None:
         """The exporter's own configuration changed (a reload): a new epoch from the next tick.
@@ -278,6 +298,7 @@ class Pipeline:
         pending, self._pending = self._pending, None
         if pending is not None:
             self._roofline, self._max_num_seqs = pending
+            self._config_id = (None, "")
             self.cadence.max_num_seqs = self._max_num_seqs
             self._new_epoch("reconfigured")
 
@@ -454,6 +475,24 @@ class Pipeline:
             return self.cadence.interval
         return self.poll_interval if self.gpu_cadence is None else self.gpu_cadence.interval
 
+    def declared(self) -> dict[str, str]:
+        """The settings given to the exporter that shape what it judges: part of the identity."""
+        r = self._roofline
+        out = {"max_num_seqs": f"{self._max_num_seqs:g}" if self._max_num_seqs else "",
+               "tp": str(r.tp or ""), "pp": str(r.pp), "dtype": r.dtype_flag or r.dtype_env or "",
+               "model_params": ",".join(f"{p:g}" for p in r.model_params or () if p is not None),
+               "revision": self.revision}  # fmt: skip
+        return {k: v for k, v in out.items() if v}
+
+    def _identity_now(self) -> str:
+        agg = self._agg
+        if not agg.model_names:
+            return ""  # no vLLM data yet: nothing to name
+        if self._config_id[0] is not agg:
+            ident = config_id(agg.model_names, agg.cache_config, agg.engines, self.declared())
+            self._config_id = (agg, ident)
+        return self._config_id[1]
+
     def _publish(self) -> None:
         latest = self._horizon[-1] if self._horizon else None
         self.snapshot = Snapshot(
@@ -472,4 +511,5 @@ class Pipeline:
             ledger=self._ledger,
             epoch_cause=self._epoch_cause,
             slo=self._slo,
+            config_id=self._identity_now(),
         )

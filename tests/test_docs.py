@@ -59,7 +59,10 @@ def exported_names() -> set[str]:
         agg=agg, assessment=assess(agg, RooflineSettings(catalog=catalog)), diagnosis=no_cap
     )
     compared = replace(
-        p.snapshot, direction=compare(Summary(0.1, 4.0, 100.0, 0.5), Summary(0.2, 4.0, 150.0, 0.5))
+        p.snapshot,
+        direction=compare(Summary(0.1, 4.0, 100.0, 0.5), Summary(0.2, 4.0, 150.0, 0.5)),
+        epoch=1,
+        epoch_cause="vllm_restart_same_config",
     )
     stats = LoopStats()
     stats.recent_lateness.append(0.01)

@@ -383,6 +383,10 @@ def test_a_fleet_of_twenty(tmp_path: Path) -> None:
             found = {(r["metric"].get("cluster"), r["metric"].get("instance")) for r in result}
             if "changes(" in expr:  # the configuration epochs: the restarted servers alone
                 assert found == {m.key for m in members if m.recording == "f-restart"}
+            elif "config_id" in expr:  # new configurations: every one, in its first minutes
+                got = {(r["metric"]["cluster"], r["metric"]["namespace"], r["metric"]["model"])
+                       for r in result}  # fmt: skip
+                assert got == services, title
             elif "instance=~" in expr:
                 assert found == set(by_key), title
             elif "model=~" in expr:

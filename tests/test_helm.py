@@ -187,6 +187,7 @@ def expected_rules(values: dict[str, Any]) -> list[dict[str, Any]]:
         cluster_label=v["clusterLabel"], slo_objective=slo["objective"],
         slo_min_requests=slo["minRequests"], queue_time_seconds=th["queueTimeSeconds"],
         request_error_ratio=th["requestErrorRatio"], request_min_requests=th["requestMinRequests"],
+        rollout_min_samples=v.get("rollout", {}).get("minSamples", 15),
         runbook_base_url=v["runbookBaseUrl"],
     )  # fmt: skip
     out = []
@@ -288,6 +289,9 @@ def test_sidecar_mode() -> None:
     assert "--gpu-source=dcgm" in args and f"--dcgm-url={local}" in args
     assert "NODE_IP" not in env
     assert env["VLLM_PROFILE_DCGM_POD"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # The pod's template hash names its configuration's revision (rollouts are compared by it).
+    revision = env["VLLM_PROFILE_CONFIG_REVISION"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert revision == "metadata.labels['pod-template-hash']"
     # A sidecar's readiness would decide the vLLM pod's: none; liveness restarts it alone.
     assert "readinessProbe" not in container
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"

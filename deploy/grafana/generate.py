@@ -599,10 +599,20 @@ def dashboard(
     # A mark where the configuration epoch changed (a restart, a new cache configuration, a
     # reload): what the direction panel compares across.
     epochs = {
-        "name": "Configuration changes", "datasource": DS, "enable": True,
+        "name": "Restarts and reconfigurations", "datasource": DS, "enable": True,
         "iconColor": "orange", "step": "30s", "titleFormat": "configuration change",
         "textFormat": "{{instance}}: a new configuration epoch",
         "expr": f"changes(vllm_profile_config_epoch{{{SEL}}}[1m]) > 0",
+    }  # fmt: skip
+    # Where a configuration appeared that was not serving five minutes before: a rollout (or a
+    # first start). A pod replaced by one of the same configuration marks nothing.
+    by_config = f"count by ({CL}, namespace, model, config_id) "
+    info = f'vllm_profile_info{{{SEL},config_id!=""}}'
+    rollouts = {
+        "name": "New configurations", "datasource": DS, "enable": True,
+        "iconColor": "purple", "step": "30s", "titleFormat": "new configuration",
+        "textFormat": "{{namespace}}/{{model}}: configuration {{config_id}}",
+        "expr": f"{by_config}({info}) unless {by_config}({info} offset 5m)",
     }  # fmt: skip
     # The other vLLM profile dashboard, keeping the variables and the time range.
     others = {"title": "vLLM profile", "type": "dashboards", "tags": ["vllm-profile"],
@@ -612,7 +622,7 @@ def dashboard(
         "editable": False, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
         "refresh": "30s", "time": {"from": "now-1h", "to": "now"},
         "templating": {"list": variables(per_server)},
-        "annotations": {"list": [epochs]}, "links": [others], "panels": panels,
+        "annotations": {"list": [epochs, rollouts]}, "links": [others], "panels": panels,
     }  # fmt: skip
 
 

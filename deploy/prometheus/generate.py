@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from exporter.derive import thresholds as T
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 RULES = HERE / "rules.yaml"
@@ -45,6 +47,7 @@ class Settings:
     queue_time_seconds: float = 1.0  # thresholds.queueTimeSeconds
     request_error_ratio: float = 0.01  # thresholds.requestErrorRatio
     request_min_requests: int = 20  # thresholds.requestMinRequests: finished in 10 minutes
+    rollout_min_samples: int = 15  # rollout.minSamples: evaluations on each side of a rollout
     runbook_base_url: str = DOCS  # runbookBaseUrl
 
     def __post_init__(self) -> None:
@@ -62,6 +65,7 @@ CHART_VALUES = {
     "queue_time_seconds": "thresholds.queueTimeSeconds",
     "request_error_ratio": "thresholds.requestErrorRatio",
     "request_min_requests": "thresholds.requestMinRequests",
+    "rollout_min_samples": "rollout.minSamples",
     "runbook_base_url": "runbookBaseUrl",
 }
 
@@ -80,6 +84,7 @@ class P:
     queue_time_seconds: str
     request_error_ratio: str
     request_min_requests: str
+    rollout_min_samples: str
     runbook_base_url: str
 
 
@@ -240,8 +245,11 @@ def _bottlenecks(p: P) -> list[dict[str, Any]]:
         ),
         _alert(
             p, "VLLMProfileWorseAfterChange",
+            # A restart that kept its configuration (a crash, an eviction) is no change to blame.
             'vllm_profile_direction{direction="worse"} == 1\n'
-            f"  and {_on(p)} changes(vllm_profile_config_epoch[2h]) > 0",
+            f"  and {_on(p)} changes(vllm_profile_config_epoch[2h]) > 0\n"
+            f"  unless {_on(p)} "
+            'vllm_profile_config_epoch_info{cause="vllm_restart_same_config"}',
             "warning", "A configuration change made vLLM worse.",
             f"{{{{ {t} }}}}: after the latest change (epoch "
             + _value(p, "vllm_profile_config_epoch", fmt="printf \"%.0f\"")
@@ -456,11 +464,89 @@ def _fleet(p: P) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _rollout(p: P) -> list[dict[str, Any]]:
+    """Before and after a rollout, per (cluster, namespace, model), by configuration identity
+    (vllm_profile_info{config_id}): the servers of a configuration gone in the last two hours
+    against those of the configuration serving now. A new pod with the configuration of the one
+    it replaces (a crash, an eviction, a node drain) changes nothing here. The signals and
+    thresholds are the exporter's own direction's (docs/rules.md#direction)."""
+    c = p.cluster_label
+    cfg = f"{c}, namespace, model, config_id"
+    lvl, svc = "cluster_namespace_model_config:vllm_profile_", "cluster_namespace_model:"
+    info = f"max by ({c}, instance, job, model, config_id) (vllm_profile_info{{config_id!=\"\"}})"
+
+    def per_config(vector: str) -> str:
+        return (f"avg by ({cfg}) (\n  {vector}\n    * {_on(p)} group_left (model, config_id)\n"
+                f"      {info}\n)")  # fmt: skip
+
+    def sides(name: str) -> list[dict[str, Any]]:
+        x = f"{lvl}{name}:avg"
+        enough = f"(avg_over_time({x}[2h]) and count_over_time({x}[2h]) >= {p.rollout_min_samples})"
+        return [
+            {"record": f"{lvl}{name}:before_rollout",
+             "expr": f"{enough}\n  unless on ({cfg}) {lvl}info:count"},
+            {"record": f"{lvl}{name}:after_rollout",
+             "expr": f"{enough}\n  and on ({cfg}) {lvl}info:count"},
+        ]  # fmt: skip
+
+    eff = f"{svc}vllm_profile_rollout_efficiency_per_request_pp:delta"
+    tps = f"{svc}vllm_profile_rollout_generation_tokens_per_second:ratio_change"
+    by = _by(p)
+
+    def verdict(word: str, on_eff: str, on_tps: str) -> str:
+        return (f'label_replace({eff} {on_eff}, "direction", "{word}", "", "")\n'
+                f'or label_replace(({tps} {on_tps}) unless on ({c}, namespace, model) {eff}, '
+                f'"direction", "{word}", "", "")')  # fmt: skip
+
+    better_pp, worse_pp = f"{T.BETTER_EFFICIENCY_PP:g}", f"{T.WORSE_EFFICIENCY_PP:g}"
+    better_t, worse_t = (f"{T.BETTER_THROUGHPUT_PCT / 100:g}", f"{T.WORSE_THROUGHPUT_PCT / 100:g}")
+    return [
+        {"record": f"{lvl}info:count",
+         "expr": f'count by ({cfg}) (vllm_profile_info{{config_id!=""}})'},
+        {"record": f"{lvl}efficiency_per_request_pp:avg",
+         "expr": per_config("100 * vllm_profile_efficiency_ratio / (vllm_profile_requests_running > 0)")},
+        {"record": f"{lvl}generation_tokens_per_second:avg",
+         "expr": per_config("vllm_profile_generation_tokens_per_second")},
+        *sides("efficiency_per_request_pp"),
+        *sides("generation_tokens_per_second"),
+        {"record": eff,
+         "expr": f"avg {by} ({lvl}efficiency_per_request_pp:after_rollout)\n"
+                 f"- avg {by} ({lvl}efficiency_per_request_pp:before_rollout)"},
+        {"record": tps,
+         "expr": f"avg {by} ({lvl}generation_tokens_per_second:after_rollout)\n"
+                 f"/ avg {by} ({lvl}generation_tokens_per_second:before_rollout > 0) - 1"},
+        {"record": f"{svc}vllm_profile_rollout_direction:verdict",
+         "expr": "(\n"
+         + _indent(verdict("better", f"> {better_pp}", f"> {better_t}"), 2) + "\n  or\n"
+         + _indent(verdict("worse", f"< {worse_pp}", f"< {worse_t}"), 2) + "\n  or\n"
+         + _indent(verdict("plateau", f"<= {better_pp} >= {worse_pp}",
+                           f"<= {better_t} >= {worse_t}"), 2)
+         + "\n) * 0 + 1"},
+        _alert(
+            p, "VLLMProfileWorseAfterRollout",
+            f'{svc}vllm_profile_rollout_direction:verdict{{direction="worse"}} == 1',
+            "warning", "A rollout made this model's servers worse.",
+            "The servers of the configuration now serving run worse than those of the one it "
+            "replaced (the last two hours of each): "
+            + f'{{{{ with printf "{eff}{{{c}=\\"%s\\",namespace=\\"%s\\",model=\\"%s\\"}}" '
+            + f"$labels.{c} $labels.namespace $labels.model | query }}}}"
+            + "efficiency per running request changed by {{ . | first | value | printf \"%.1f\" "
+            "}} percentage points{{ else }}"
+            + f'{{{{ with printf "{tps}{{{c}=\\"%s\\",namespace=\\"%s\\",model=\\"%s\\"}}" '
+            + f"$labels.{c} $labels.namespace $labels.model | query }}}}"
+            + "throughput per server changed by {{ . | first | value | humanizePercentage }}"
+            "{{ end }}{{ end }}. Roll back, or accept the new baseline.",
+            "docs/rules.md#rollout", per_server=False,
+        ),
+    ]  # fmt: skip
+
+
 GROUPS = (
     ("vllm-profile-bottlenecks", _bottlenecks),
     ("vllm-profile-exporter-health", _health),
     ("vllm-profile-slo", _slo),
     ("vllm-profile-fleet", _fleet),
+    ("vllm-profile-rollout", _rollout),
 )
 
 
@@ -484,7 +570,7 @@ def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
     if "\n" in data:
         return dumper.represent_scalar("tag:yaml.org,2002:str", data.rstrip("\n") + "\n",
                                        style="|")  # fmt: skip
-    if len(data) > 80:  # annotations: folded, a line of words each
+    if len(data) > 80 and " " in data:  # annotations: folded, a line of words each
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=">")
     return dumper.represent_scalar("tag:yaml.org,2002:str", data)
 

@@ -226,7 +226,7 @@ def _info(v: View) -> Rows:
          res.gpu.name if res and res.gpu else "", res.model_catalog if res else "",
          res.model_root if res else "", res.model_matched_on if res else "",
          res.dtype if res else "", res.dtype_source if res else "",
-         *_parallelism(res.parallelism if res else None),
+         *_parallelism(res.parallelism if res else None), v.snap.config_id,
          settings.compute_peak, "demo" if settings.demo else "live", settings.declared),
         1.0,
     )]  # fmt: skip
@@ -354,12 +354,15 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
            "catalog entries matched (empty: no match, no roofline); model_matched_on says which "
            "name matched: served_name, root (what a --served-model-name alias serves, from "
            "/v1/models) or flag (--model-params). tensor_parallel_size_source: flag, env, gpus "
-           "(the GPUs seen / (PP x DP engines)) or default. mode=demo: a bundled recording, with "
+           "(the GPUs seen / (PP x DP engines)) or default. config_id: the serving "
+           "configuration's identity (models, vLLM's cache settings, DP engines, the settings "
+           "declared here, --config-revision), the same wherever it runs. mode=demo: a bundled "
+           "recording, with "
            "the settings named in declared given by the demo, not recorded.",
            ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "model_root",
             "model_matched_on", "dtype",
             "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
-            "pipeline_parallel_size", "pipeline_parallel_size_source",
+            "pipeline_parallel_size", "pipeline_parallel_size_source", "config_id",
             "compute_peak", "mode", "declared"), _info),
     Family("horizon_seconds", "gauge", "Length of the aggregation horizon.", (),
            _one(lambda v: v.settings.horizon_seconds)),
@@ -650,6 +653,12 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
     Family("config_epoch", "gauge",
            "Configuration epochs seen: +1 on each vLLM restart, cache_config_info change or "
            "exporter reconfiguration.", (), _one(lambda v: float(v.snap.epoch))),
+    Family("config_epoch_info", "gauge",
+           "1 for what started the current configuration epoch: vllm_restart (into another "
+           "configuration), vllm_restart_same_config (a restart that kept its configuration: "
+           "not a configuration change), cache_config_change or reconfigured; absent before "
+           "the first.", ("cause",),
+           lambda v: [((v.snap.epoch_cause,), 1.0)] if v.snap.epoch_cause else []),
     Family("direction", "gauge",
            "One-hot verdict of the last before/after comparison (a full horizon on each side of "
            "the latest configuration change): better, worse or plateau.", ("direction",),
@@ -702,7 +711,8 @@ def window_key(snap: Snapshot) -> tuple[object, ...]:
     objects only when a window closes or the configuration changes, so an equal key means
     the same output."""
     return (snap.agg, snap.latest, snap.latest_gate, snap.assessment, snap.diagnosis,
-            snap.direction, snap.epoch, snap.max_model_len, snap.ledger, snap.slo)  # fmt: skip
+            snap.direction, snap.epoch, snap.max_model_len, snap.ledger, snap.slo,
+            snap.epoch_cause, snap.config_id)  # fmt: skip
 
 
 def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:

@@ -139,6 +139,12 @@ args:
 {{- $podEnv := and (eq $gpu "dcgm") (or (and (eq .Values.mode "sidecar") $c.dcgm.podAttribution) $c.dcgm.pod) }}
 {{- if or $nodeIp $podEnv .Values.extraEnv }}
 env:
+  {{- if and (eq .Values.mode "sidecar") $c.revisionLabel }}
+  # The vLLM pod's template hash: a rollout that changes the pod's spec is a new configuration
+  # (vllm_profile_info{config_id}); a replaced pod of the same template is not.
+  - name: VLLM_PROFILE_CONFIG_REVISION
+    valueFrom: {fieldRef: {fieldPath: "metadata.labels['{{ $c.revisionLabel }}']"}}
+  {{- end }}
   {{- if $nodeIp }}
   - name: NODE_IP
     valueFrom: {fieldRef: {fieldPath: status.hostIP}}
@@ -221,7 +227,7 @@ volumeMounts:
        series under one of these names would rename the exporter's (Prometheus keeps the target's
        and writes exported_<name>), and every rule and dashboard reading it would miss. */}}
 {{- define "vllm-profile-exporter.exportedLabels" -}}
-UUID compute_peak declared direction dtype dtype_source finished_reason fix gpu gpu_catalog gpu_name group mode model model_catalog model_matched_on model_root name pipeline_parallel_size pipeline_parallel_size_source price_source reason rule source tensor_parallel_size tensor_parallel_size_source variant version
+UUID cause compute_peak config_id declared direction dtype dtype_source finished_reason fix gpu gpu_catalog gpu_name group mode model model_catalog model_matched_on model_root name pipeline_parallel_size pipeline_parallel_size_source price_source reason rule source tensor_parallel_size tensor_parallel_size_source variant version
 {{- end }}
 
 {{- define "vllm-profile-exporter.checkTargetLabels" -}}
