@@ -29,7 +29,7 @@ from exporter.export.collector import (
 from exporter.export.http import RenderCache, make_handler
 from exporter.export.server import HttpServer, WebSettings
 from exporter.export.status_page import PageContext, StatusPage
-from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config
+from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config, signature
 from exporter.loop import LoopStats, PollLoop
 from exporter.pipeline import Pipeline, Snapshot
 from exporter.recording import Damage, RecordingWriter, gpu_entry
@@ -296,8 +296,21 @@ def make_loop(
 
 def web_settings(cfg: Config) -> WebSettings:
     """``--web.config.file`` read and checked; raises ConfigError naming the key."""
+    return load_web(cfg)[0]
+
+
+def load_web(cfg: Config) -> tuple[WebSettings, tuple[Path, ...]]:
+    """The web settings and the files they were read from (the config and what it names)."""
     web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
-    return WebSettings(web.ssl_context, BasicAuth(web.users) if web.users else None, web.headers)
+    settings = WebSettings(web.ssl_context, BasicAuth(web.users) if web.users else None,
+                           web.headers)  # fmt: skip
+    return settings, web.files
+
+
+# How often the web configuration's files are looked at (a stat each): a renewed certificate
+# or a rotated password is served within this, without a signal (nothing in Kubernetes sends
+# one when a Secret changes).
+WEB_WATCH_SECONDS = 2.0
 
 
 def target_shown(cfg: Config, demo: bool) -> str:
@@ -325,6 +338,42 @@ class Service:
     settings: Ref[ExportSettings]
     demo: bool = False
     context: Ref[PageContext] = field(default_factory=lambda: Ref(PageContext("", "")))
+    web_files: tuple[Path, ...] = ()
+    _web_seen: tuple[object, ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def watch_web_config(self, every: float = WEB_WATCH_SECONDS) -> None:
+        """Re-read ``--web.config.file`` whenever it or a file it names changes on disk."""
+        if not self.web_files:
+            return
+        self._web_seen = signature(self.web_files)
+        threading.Thread(target=self._watch, args=(every,), name="web-config-watch",
+                         daemon=True).start()  # fmt: skip
+
+    def _watch(self, every: float) -> None:
+        while not self._stopped.wait(every):
+            self.check_web_config()
+
+    def check_web_config(self) -> bool:
+        """Apply the web configuration if its files changed and it is valid now; True when
+        applied. An invalid state (a certificate written before its key) keeps the running
+        configuration and is tried again at the next change."""
+        with self._lock:
+            seen = signature(self.web_files)
+            if seen == self._web_seen:
+                return False
+            self._web_seen = seen
+            try:
+                web, files = load_web(self.cfg)
+            except ConfigError as e:
+                log.warning("web config changed on disk but is not valid, keeping the running "
+                            "one: %s", e)  # fmt: skip
+                return False
+            self.server.configure(web)
+            self.web_files, self._web_seen = files, signature(files)
+            log.info("web config reloaded: its files changed on disk")
+            return True
 
     def reload(self, cfg: Config) -> None:
         """Apply a changed configuration (SIGHUP): catalog, roofline and rule settings, the web
@@ -335,14 +384,16 @@ class Service:
             names = ", ".join("--" + o.replace("_", "-").replace("web-", "web.") for o in fixed)
             raise ConfigError(f"{names} cannot change without a restart")
         roofline = roofline_settings(cfg, load_catalog(cfg))
-        web = web_settings(cfg)
+        web, web_files = load_web(cfg)
         sources = None
         if any(getattr(cfg, o) != getattr(self.cfg, o) for o in SOURCE_OPTIONS):
             sources = make_sources(cfg, time.time, loop_replay=self.demo)
         # Nothing below can fail: the new configuration is applied whole.
         mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
         self.loop.pipeline.reconfigure(roofline, mns)
-        self.server.configure(web)
+        with self._lock:
+            self.server.configure(web)
+            self.web_files, self._web_seen = web_files, signature(web_files)
         if sources is not None:
             self.loop.replace_sources(*sources)
         self.settings.value = export_settings(cfg, self.demo)
@@ -350,6 +401,7 @@ class Service:
         self.cfg = cfg
 
     def stop(self) -> None:
+        self._stopped.set()
         self.loop.stop()
         self.server.stop()
         self.loop.close_sources()
@@ -358,7 +410,7 @@ class Service:
 def start_service(cfg: Config, demo: bool = False) -> Service:
     clock = time.time
     pipeline = make_pipeline(cfg)  # first: a bad catalog must fail before any source opens
-    web = web_settings(cfg)
+    web, web_files = load_web(cfg)
     server = HttpServer(lambda r: handler(r), cfg.web_listen_address, web)
     sources = make_sources(cfg, clock, loop_replay=demo)
     # Each poll, the loop renders the bodies scrapers have been asking for (RenderCache.warm).
@@ -374,7 +426,9 @@ def start_service(cfg: Config, demo: bool = False) -> Service:
     handler = make_handler(cache, page, ready=lambda: pipeline.snapshot.ticks > 0)
     server.start()
     loop.start()
-    return Service(cfg, loop, server, settings, demo, context)
+    service = Service(cfg, loop, server, settings, demo, context, web_files)
+    service.watch_web_config()
+    return service
 
 
 def run_replay(

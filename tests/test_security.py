@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -338,3 +340,100 @@ def test_a_trickled_tls_handshake_meets_the_deadline(pki: Path) -> None:
         t.close()
     assert isinstance(err, PollError) and err.reason == "timeout", err
     assert took < 3.0  # the deadline, not the target, ends it
+
+
+def served_certificate(port: int, ca: str) -> bytes:
+    """The certificate the exporter presents now (DER), verified against the CA."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def der(pem: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pem.read_text())
+
+
+def issue_server_certificate(pki: Path, name: str) -> None:
+    """Another server certificate for 127.0.0.1 from the same CA (a renewal)."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=pki)  # fmt: skip
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "server.ext",
+            "-out", f"{name}.crt", cwd=pki)  # fmt: skip
+
+
+def test_a_renewed_certificate_is_served_without_a_signal_and_no_scrape_is_lost(
+    pki: Path, tmp_path: Path
+) -> None:
+    """The web config and its files as a Kubernetes Secret volume lays them out (each name a
+    link through ..data to a directory that an update swaps at once), and as a plain directory
+    written one file at a time: both renewals are served while Prometheus scrapes over HTTPS,
+    and every scrape succeeds."""
+    for name in ("renewed-1", "renewed-2"):
+        issue_server_certificate(pki, name)
+    ca = str(pki / "ca.crt")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+
+    def publish(version: str, cert: str) -> None:
+        d = secret / f"..{version}"
+        d.mkdir()
+        shutil.copy(pki / f"{cert}.crt", d / "tls.crt")
+        shutil.copy(pki / f"{cert}.key", d / "tls.key")
+        (d / "web-config.yml").write_text(yaml.safe_dump(
+            {"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"}}))  # fmt: skip
+        (secret / "..data_tmp").symlink_to(d.name)
+        os.replace(secret / "..data_tmp", secret / "..data")  # the kubelet's atomic swap
+
+    publish("v1", "server")
+    for f in ("tls.crt", "tls.key", "web-config.yml"):
+        (secret / f).symlink_to(f"..data/{f}")
+    TlsExporter.ca = ca
+    exporter = TlsExporter(
+        "--vllm-url", "http://127.0.0.1:9", "--gpu-source", "none",
+        "--web.config.file", str(secret / "web-config.yml"),
+    )  # fmt: skip
+    try:
+        https = {"scheme": "https", "tls_config": {"ca_file": ca}}
+        prom = Prometheus(tmp_path, [f"127.0.0.1:{exporter.port}"], scrape_extra=https)
+        try:
+            wait_for(lambda: prom.value('up{job="vllm-profile"}') == 1, 30, "an HTTPS scrape")
+            started = time.time()
+            assert served_certificate(exporter.port, ca) == der(pki / "server.crt")
+            publish("v2", "renewed-1")
+            wait_for(lambda: served_certificate(exporter.port, ca) == der(pki / "renewed-1.crt"),
+                     30, "the renewed certificate served")  # fmt: skip
+            # A plain directory renewed one file at a time: the certificate first (it does not
+            # match the key: the running configuration stays), then the key.
+            plain = tmp_path / "plain"
+            plain.mkdir()
+            for f in ("tls.crt", "tls.key", "web-config.yml"):
+                shutil.copy(secret / f, plain / f)
+            # The exporter reads the config where it was told: switch the Secret's links to it.
+            for f in ("tls.crt", "tls.key"):
+                (secret / f).unlink()
+                (secret / f).symlink_to(plain / f)
+            wait_for(lambda: served_certificate(exporter.port, ca) == der(pki / "renewed-1.crt"),
+                     30, "the same certificate from the plain files")  # fmt: skip
+            shutil.copy(pki / "renewed-2.crt", plain / "tls.crt.new")
+            os.replace(plain / "tls.crt.new", plain / "tls.crt")
+            shutil.copy(pki / "renewed-2.key", plain / "tls.key.new")
+            os.replace(plain / "tls.key.new", plain / "tls.key")
+            wait_for(lambda: served_certificate(exporter.port, ca) == der(pki / "renewed-2.crt"),
+                     30, "the second renewal served")  # fmt: skip
+            # Every scrape since the first answered (up never 0), and scrapes kept coming.
+            span = max(5, int(time.time() - started) + 2)
+            wait_for(lambda: prom.value(f'count_over_time(up{{job="vllm-profile"}}[{span}s])'),
+                     10, "the scrapes recorded")  # fmt: skip
+            assert prom.value(f'min_over_time(up{{job="vllm-profile"}}[{span}s])') == 1
+            scrapes = prom.value(f'count_over_time(up{{job="vllm-profile"}}[{span}s])')
+            assert scrapes is not None and scrapes >= (span - 2) / 2, (scrapes, span)
+        finally:
+            prom.stop()
+    finally:
+        exporter.stop()

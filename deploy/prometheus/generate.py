@@ -504,7 +504,8 @@ def _rollout(p: P) -> list[dict[str, Any]]:
         {"record": f"{lvl}info:count",
          "expr": f'count by ({cfg}) (vllm_profile_info{{config_id!=""}})'},
         {"record": f"{lvl}efficiency_per_request_pp:avg",
-         "expr": per_config("100 * vllm_profile_efficiency_ratio / (vllm_profile_requests_running > 0)")},
+         "expr": per_config(
+             "100 * vllm_profile_efficiency_ratio / (vllm_profile_requests_running > 0)")},
         {"record": f"{lvl}generation_tokens_per_second:avg",
          "expr": per_config("vllm_profile_generation_tokens_per_second")},
         *sides("efficiency_per_request_pp"),

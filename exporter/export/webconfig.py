@@ -63,6 +63,22 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
     headers: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[Path, ...] = ()  # the file and every file it names: watched for changes
+
+
+def signature(files: tuple[Path, ...]) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """What tells a changed file: its inode, device, size and modification time, through
+    symbolic links (a Kubernetes Secret volume swaps a link to a new directory); None for a file
+    that cannot be read now (a rotation in progress)."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def _mapping(value: Any, where: str, allowed: set[str] | None, path: Path) -> dict[str, Any]:
@@ -107,6 +123,9 @@ def load_web_config(path: Path) -> WebConfig:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"--web.config.file {path}: tls_server_config.{key}: expected text")
     base = path.parent
+    files = [path] + [
+        base / tls[k] for k in ("cert_file", "key_file", "client_ca_file") if k in tls
+    ]
 
     ctx = None
     if tls:
@@ -167,7 +186,7 @@ def load_web_config(path: Path) -> WebConfig:
                 f"--web.config.file {path}: http_server_config.headers.{name}: "
                 "expected one line of printable text"
             )
-    return WebConfig(ctx, hashes, dict(headers))
+    return WebConfig(ctx, hashes, dict(headers), tuple(files))
 
 
 class BasicAuth:
