@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Exporter, Prometheus, free_port, wait_for
+from tests.harness import Exporter, Prometheus, free_port, terminate, wait_for
 from tests.realvllm import server as vllm_server
 from tests.realvllm.loadgen import LoadProcess
 from tests.realvllm.report import REPORT
@@ -302,6 +304,57 @@ def test_saturation(stack: Stack, logs: Path) -> None:
     timed("saturation", t0)
 
 
+def bench_client(server: VllmServer, log: Path, concurrency: int, output_len: int) -> Any:
+    """vLLM's own benchmark client (``vllm bench serve``) against the server: short random
+    prompts at a fixed concurrency, as many as it takes; stopped by the caller."""
+    client = Path(__file__).resolve().parent / "bench_client.py"
+    cmd = [
+        str(vllm_server.venv_python()), str(client), "--backend", "openai",
+        "--base-url", server.url,
+        "--model", vllm_server.SERVED_NAME,
+        "--tokenizer", str(vllm_server.cache_root() / "tiny-llama"),
+        "--dataset-name", "random", "--random-input-len", "24", "--random-output-len",
+        str(output_len), "--num-prompts", "20000", "--max-concurrency", str(concurrency),
+        "--request-rate", "inf", "--ignore-eos", "--disable-tqdm", "--seed", "7",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "VLLM_NO_USAGE_STATS": "1"}  # fmt: skip
+    with open(log, "ab") as out:
+        return subprocess.Popen(realtime(cmd), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+
+
+def test_saturation_by_short_requests_with_vllms_benchmark_client(stack: Stack, logs: Path) -> None:
+    """vLLM's benchmark client, 20 concurrent requests of 8 tokens against --max-num-seqs 8: slots
+    free between engine steps, so the mean of running sits below the cap while a queue of ~12
+    waits for capacity. R5 says the server is saturated at its cap."""
+    t0 = time.monotonic()
+    server = started(logs, "short-saturation", "--max-num-seqs", "8")
+    bench = None
+    try:
+        stack.exporter_for(server, "--max-num-seqs", "8", "--horizon", "20s")
+        bench = bench_client(server, logs / "bench-short.log", concurrency=20, output_len=8)
+        def significant() -> bool:
+            assert bench is not None
+            if bench.poll() is not None:
+                raise AssertionError(f"the benchmark client exited; see {logs}/bench-short.log")
+            return stack.rule("R5") == 1
+
+        wait_for(significant, 150, "R5 significant")
+        assert stack.value('vllm_profile_issue_info{group="scheduling",rule="R5"}') == 1
+        waiting = stack.value("vllm_profile_requests_waiting")
+        running = stack.value("vllm_profile_requests_running")
+        REPORT["short_saturation"] = {"running": running, "waiting": waiting}
+        assert waiting is not None and waiting >= 2
+        assert running is not None and running <= 8
+    finally:
+        if bench is not None:
+            terminate(bench)
+        stack.stop_exporter()
+        server.stop()
+    timed("short_saturation", t0)
+
+
 def twin_with_r2(twin: Exporter | None) -> str | None:
     """The twin's /metrics once R2 is significant there, else None."""
     assert twin is not None
@@ -326,6 +379,8 @@ def test_kv_pressure(stack: Stack, logs: Path) -> None:
         load.start()
         try:
             wait_for(lambda: stack.rule("R2", "main") == 1, 90, "R2 significant")
+            # A queue the KV cache causes is not the scheduler's cap: R5 stays silent.
+            assert stack.rule("R5") == 0
             peak = stack.value("vllm_profile_kv_cache_usage_peak_ratio")
             assert peak is not None and peak >= 0.88
             assert stack.value('vllm_profile_issue_info{group="memory",rule="R2"}') == 1
@@ -500,3 +555,71 @@ def test_lora_adapter(stack: Stack, logs: Path) -> None:
         stack.stop_exporter()
         server.stop()
     timed("lora", t0)
+
+
+def rollout_rules(tmp: Path) -> Path:
+    """The shipped rules, with a rollout judged after 5 evaluations each side (the test's
+    Prometheus evaluates every second; the chart's default is 15 at the cluster's interval)."""
+    sys.path.insert(0, str(ROOT / "deploy" / "prometheus"))
+    import generate as rules_generator
+
+    out = tmp / "rules.yaml"
+    out.write_text(rules_generator.render(rules_generator.Settings(rollout_min_samples=5)))
+    return out
+
+
+def test_a_rollout_is_judged_by_prometheus(tmp_path: Path, logs: Path) -> None:
+    """A Deployment rolled out to change a flag: the pod with vLLM at --max-num-seqs 2 and its
+    exporter are replaced by a pod at --max-num-seqs 8 and a new exporter (epoch 0, no baseline
+    of its own). The same load on both. One real Prometheus, the shipped rules: the rollout's
+    verdict for the model in its namespace is read from it."""
+    t0 = time.monotonic()
+    pods = {"a": free_port(), "b": free_port()}
+    labels = {f"127.0.0.1:{port}": {"namespace": "inference", "pod": f"vllm-{name}"}
+              for name, port in pods.items()}  # fmt: skip
+    prom = Prometheus(tmp_path, list(labels), rule_files=[rollout_rules(tmp_path)],
+                      target_labels=labels, wrap=realtime)  # fmt: skip
+    per_config = "cluster_namespace_model_config:vllm_profile_generation_tokens_per_second:avg"
+    verdict = "cluster_namespace_model:vllm_profile_rollout_direction:verdict"
+    try:
+        for name, mns in (("a", "2"), ("b", "8")):
+            server = started(logs, f"rollout-{name}", "--max-num-seqs", mns)
+            exporter = None
+            load = LoadProcess(server.url, tmp_path / f"load-{name}.json", clients=8,
+                               prompt_words=30, max_tokens=96, seed=11)  # fmt: skip
+            try:
+                # The chart passes the pod template's hash; each pod of the rollout has its own.
+                exporter = Exporter("--vllm-url", server.url, "--gpu-source", "none",
+                                    "--max-num-seqs", mns, "--horizon", "10s",
+                                    "--config-revision", f"template-{name}", port=pods[name],
+                                    wrap=realtime)  # fmt: skip
+                load.start()
+                # Each configuration seen so far measured at 10 evaluations at least.
+                measured = (f'count(count_over_time({per_config}{{namespace="inference"}}[1h]) '
+                            f">= 10) >= {1 if name == 'a' else 2}")  # fmt: skip
+                wait_for(lambda q=measured: prom.value(q), 120,
+                         f"pod {name}'s configuration measured")  # fmt: skip
+                if name == "a":
+                    # One configuration so far: nothing to compare.
+                    assert prom.query(verdict) == []
+            finally:
+                load.stop()
+                if exporter is not None:
+                    exporter.stop()  # the pod is replaced: its exporter goes with it
+                server.stop()
+        configs = {r["metric"]["config_id"] for r in prom.query(f"max_over_time({per_config}[1h])")}
+        assert len(configs) == 2, configs
+        # Four times the concurrency allowed, the same load: more tokens/s per server. No
+        # roofline here (no GPU): judged by throughput, > +10%: better.
+        result = wait_for(lambda: prom.query(verdict), 60, "the rollout's verdict")
+        got = {(r["metric"]["namespace"], r["metric"]["model"], r["metric"]["direction"])
+               for r in result}  # fmt: skip
+        change = prom.value(
+            "cluster_namespace_model:vllm_profile_rollout_generation_tokens_per_second:ratio_change"
+        )
+        REPORT["rollout"] = {"verdict": sorted(got), "throughput_change": change}
+        assert got == {("inference", vllm_server.SERVED_NAME, "better")}, (got, change)
+        assert change is not None and change > 0.10
+    finally:
+        prom.stop()
+    timed("rollout", t0)
