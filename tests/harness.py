@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -23,6 +24,17 @@ from tests.tools import require_tool
 
 
 def free_port() -> int:
+    """A port free now, below the kernel's ephemeral range (32768 and up): a port the kernel
+    handed out for binding is handed out again as the local end of outgoing connections
+    (Prometheus's scrapes, say), and a server started on it later may find it taken."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

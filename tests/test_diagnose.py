@@ -156,7 +156,8 @@ def test_whole_recording_diagnosis_compares_the_epochs_around_a_restart() -> Non
     cut = next(i for i in range(1, len(rows)) if rows[i][2] < rows[i - 1][2])  # counter fell
     d = json.loads(cli_in_process("replay", str(VLLM / "vllm032-cpu-f-restart.jsonl.gz"),
                                   "--diagnose", "--json", "--max-num-seqs", "8"))  # fmt: skip
-    assert d["epoch_cause"] == "vllm_restart" and d["config_epoch"] == 1
+    # The recording's vLLM restarted with the same flags: a restart, not a configuration change.
+    assert d["epoch_cause"] == "vllm_restart_same_config" and d["config_epoch"] == 1
     # The span is the new process's only: nothing from before the restart is mixed in.
     assert d["span"]["start"] >= rows[cut][0]
     x = d["direction"]
