@@ -51,7 +51,10 @@ class SourceHealth:
     errors: Mapping[str, int]
     last_error: str | None = None
     polls: int = 0  # polls made (answered or failed): the load the exporter puts on the target
-    interval: float | None = None  # the cadence in force, seconds between polls
+    interval: float | None = None  # the cadence in force: the seconds planned between polls
+    # The seconds that did pass between polls, the mean of the last few (a slow target is polled
+    # less often than planned); None until two polls
+    measured_interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,9 @@ class HorizonWindow:
     epoch: int
 
 
+MEASURED_POLLS = 9  # the measured interval: the mean of the last 8 gaps between polls
+
+
 @dataclass(slots=True)
 class _Health:
     polled: bool = False
@@ -113,8 +119,11 @@ class _Health:
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     polls: int = 0
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=MEASURED_POLLS))
 
     def freeze(self, interval: float | None) -> SourceHealth:
+        t = self.times
+        measured = (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 and t[-1] > t[0] else None
         return SourceHealth(
             self.up,
             self.last_success,
@@ -123,6 +132,7 @@ class _Health:
             self.last_error,
             self.polls,
             interval,
+            measured,
         )
 
 
@@ -239,6 +249,10 @@ class Pipeline:
         h.polled = True
         h.polls += 1
         h.last_duration = duration
+        at = result.observed_at  # type: ignore[attr-defined]
+        if h.times and at < h.times[-1]:
+            h.times.clear()  # the clock stepped back: the gaps before are not this clock's
+        h.times.append(at)
         if isinstance(result, PollError):
             h.up = False
             h.errors[result.reason] = h.errors.get(result.reason, 0) + 1
@@ -382,6 +396,10 @@ class Pipeline:
                 tick = replace(tick, vllm=None)
                 if tick.gpu is None:
                     return
+        if tick.vllm_body is not None or tick.models_body is not None:
+            # The raw texts are the recorder's (it wrote them from the tick): the open window
+            # keeps the decoded samples only, never up to a window of 8 MiB bodies.
+            tick = replace(tick, vllm_body=None, models_body=None)
         self._buf.append((at, tick))
         if len(self._buf) > 1 and (
             (self._closes(at) and self._may_end(at, tick)) or len(self._buf) >= MAX_TICKS_PER_WINDOW

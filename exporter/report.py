@@ -167,7 +167,7 @@ VRAM_PEAK_SHOWN_AT = 0.90
 TEMP_PEAK_SHOWN_AT = 80.0
 
 CAUSES = {"vllm_restart": "vLLM restarted",
-          "vllm_restart_same_config": "vLLM restarted (its configuration, as it shows it, unchanged)",
+          "vllm_restart_same_config": "vLLM restarted (the configuration it shows unchanged)",
           "cache_config_change": "vLLM's cache_config changed",
           "reconfigured": "the exporter was reconfigured"}  # fmt: skip
 

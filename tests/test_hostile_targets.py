@@ -294,6 +294,10 @@ def test_a_slow_vllm_is_polled_less_often_not_reported_down(
     assert health.up and dict(health.errors) == {}  # never down, never an error
     assert 2 <= loop.stats.polls["vllm"] < 12  # polled less often than ticks
     assert t.connections == 1  # one kept-alive connection, never abandoned for a new one
+    # What is exported is what happened: the polls came at least 300 ms apart, not the 250 ms
+    # planned.
+    assert health.interval == 0.25
+    assert health.measured_interval is not None and health.measured_interval >= 0.3
 
 
 def test_credentials_in_the_url_are_sent_and_never_shown(target: Callable[..., RawTarget]) -> None:

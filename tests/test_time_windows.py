@@ -262,3 +262,14 @@ def test_a_partly_read_poll_never_starts_a_window() -> None:
                              prompt_tokens=t)))  # fmt: skip
     ((w, _),) = p.windows
     assert w.start == 0.75 and w.d_generation_tokens == pytest.approx(8.0)
+
+
+def test_the_open_window_keeps_no_raw_body() -> None:
+    # Ticks carry the raw texts for the recorder; the pipeline buffers the samples alone.
+    p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+    big = "x" * 1_000_000
+    for i in range(4):  # fewer than a window: all of them still in the open window
+        p.add_tick(Tick(vllm=vllm(i * 0.25, running=1.0), gpu=None, vllm_body=big,
+                        models_body=big))  # fmt: skip
+    assert len(p._buf) == 4
+    assert all(t.vllm_body is None and t.models_body is None for _, t in p._buf)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,67 @@ def test_a_partial_read_refuses_what_it_reads_badly(body: str, reason: str) -> N
     with pytest.raises(ParseError) as e:
         parse_vllm_poll(body, 0.0)
     assert e.value.reason == reason
+
+
+# --- bounds: checked while the body is read, each with its own reason ------------------------
+
+REAL = FIX.joinpath("vllm032-cpu-dp2-body.txt").read_text()
+
+
+def refused(body: str) -> str:
+    with pytest.raises(ParseError) as e:
+        parse_vllm_metrics(body, 0.0)
+    return e.value.reason
+
+
+def test_a_line_over_64_kib_is_refused_before_its_labels_are_parsed() -> None:
+    name = "m" * 7_000_000  # a 7 MB model_name
+    body = REAL + f'vllm:num_requests_running{{engine="9",model_name="{name}"}} 1.0\n'
+    t0 = time.perf_counter()
+    assert refused(body) == "line_too_long"
+    assert time.perf_counter() - t0 < 0.5  # a scan of the body, not a label parse of 7 MB
+    # Just under the line bound, a label value over 512 characters is refused too.
+    long_name = "m" * 513
+    assert refused(f'vllm:num_requests_running{{model_name="{long_name}"}} 1.0\n') == (
+        "label_too_long"
+    )
+    ok = parse_vllm_metrics(f'vllm:num_requests_running{{model_name="{"m" * 512}"}} 1.0\n', 0)
+    assert ok.model_name == "m" * 512
+
+
+def test_too_many_buckets_or_series_are_refused() -> None:
+    buckets = "".join(
+        f'vllm:time_to_first_token_seconds_bucket{{le="{i}",model_name="m"}} {i}\n'
+        for i in range(1, 1026)
+    )
+    assert refused(buckets) == "too_many_series"
+    series = "".join(
+        f'vllm:num_requests_running{{engine="{i}",model_name="m"}} 1\n' for i in range(20_001)
+    )
+    assert refused(series) == "too_many_series"
+    # 1,024 buckets (+Inf included) and 20,000 series are still read.
+    fine = "".join(
+        f'vllm:time_to_first_token_seconds_bucket{{le="{i}",model_name="m"}} {i}\n'
+        for i in range(1, 1024)
+    ) + (
+        'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="m"} 1024\n'
+        'vllm:time_to_first_token_seconds_sum{model_name="m"} 1\n'
+        'vllm:time_to_first_token_seconds_count{model_name="m"} 1024\n'
+    )
+    assert parse_vllm_metrics(fine, 0.0).ttft is not None
+    assert parse_vllm_metrics(series.split("\n", 1)[1], 0.0).engines == 20_000
+
+
+def test_bucket_label_texts_remembered_across_bodies_stay_small() -> None:
+    for i in range(50):  # label texts that change every body, each 60 KiB
+        big = f"{i}" + "x" * 60_000
+        body = f'vllm:time_to_first_token_seconds_bucket{{le="1",model_name="{big}"}} 1\n'
+        with pytest.raises(ParseError):
+            parse_vllm_metrics(body, 0.0)
+    assert sum(len(k) for k in vllm_parse._BUCKET_LABELS) <= 4096 * 512
+
+
+def test_a_body_naming_many_models_keeps_a_few() -> None:
+    body = "".join(f'vllm:num_requests_running{{model_name="m{i}"}} 1\n' for i in range(1000))
+    s = parse_vllm_metrics(body, 0.0)
+    assert s.model_name is None and len(s.model_names) == 32 and s.running == 1000

@@ -330,7 +330,8 @@ def _health(p: P) -> list[dict[str, Any]]:
             # default, vLLM is polled every second): three intervals, plus two minutes for the
             # scrape interval and the evaluation that read the age.
             "(time() - vllm_profile_last_poll_timestamp_seconds)\n"
-            f"  > {_on(p, 'source')} (3 * vllm_profile_poll_interval_seconds + 120)\n"
+            f"  > {_on(p, 'source')} (3 * (vllm_profile_poll_interval_seconds\n"
+            "      or vllm_profile_poll_schedule_seconds) + 120)\n"
             f"  and {_on(p, 'source')} (vllm_profile_up == 1)",
             "warning", "The exporter's figures have stopped changing.",
             f"{{{{ {t} }}}}: the last successful {{{{ $labels.source }}}} poll is "

@@ -192,7 +192,11 @@ POLL_FAMILIES: tuple[Family[View], ...] = (
     Family("poll_duration_seconds", "gauge", "How long the source's last poll took.",
            ("source",), _health(lambda v, s: v.snap.health[s].last_duration)),
     Family("poll_interval_seconds", "gauge",
-           "The cadence in force: seconds between polls of the source (vLLM: --poll-interval "
+           "Seconds that passed between polls of the source: the mean of the last 8 gaps, as "
+           "they happened (a target slower than the schedule is polled less often).",
+           ("source",), _health(lambda v, s: v.snap.health[s].measured_interval)),
+    Family("poll_schedule_seconds", "gauge",
+           "The cadence planned: seconds between polls of the source (vLLM: --poll-interval "
            "while anything could spike, --calm-poll-interval otherwise; dcgm: as often as it "
            "refreshes).", ("source",), _health(lambda v, s: v.snap.health[s].interval)),
     Family("polls", "counter",

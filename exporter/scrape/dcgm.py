@@ -20,7 +20,16 @@ from dataclasses import dataclass
 
 from exporter.samples import GpuReading, GpuSample, PollError, plausible
 from exporter.scrape.http_get import FetchError, HttpGetter, parse_target
-from exporter.scrape.text_format import ParseError, parse_labels, parse_value, split_line
+from exporter.scrape.text_format import (
+    MAX_SERIES,
+    ParseError,
+    check_line,
+    parse_labels,
+    parse_value,
+    split_line,
+)
+
+MAX_GPUS = 64  # GPUs one body may describe for this server (a node has at most 8 or 16)
 
 MIB = 1024.0 * 1024.0
 # dcgm field -> (GpuReading field, scale to the reading's unit)
@@ -63,6 +72,7 @@ def parse_dcgm_metrics(body: str, observed_at: float, selector: DcgmSelector) ->
     per_gpu: dict[str, dict[str, float]] = {}
     meta: dict[str, tuple[int, str | None]] = {}
     memory: dict[str, dict[str, float]] = {}
+    read = 0
     for line in body.split("\n"):
         if not line or line[0] == "#":
             continue
@@ -70,6 +80,10 @@ def parse_dcgm_metrics(body: str, observed_at: float, selector: DcgmSelector) ->
         name = line[:brace] if brace != -1 else line.split(" ", 1)[0]
         if name not in FIELDS and name not in _MEMORY_PARTS:
             continue
+        read += 1
+        if read > MAX_SERIES:
+            raise ParseError("too_many_series", f"more than {MAX_SERIES} series read")
+        check_line(line)
         _, label_text, rest = split_line(line)
         labels = parse_labels(label_text, line)
         if not selector.keeps(labels):
@@ -80,6 +94,8 @@ def parse_dcgm_metrics(body: str, observed_at: float, selector: DcgmSelector) ->
         uuid, index = labels.get("UUID"), labels.get("gpu", "")
         if uuid is None or not index.isdigit():
             raise ParseError("malformed", f"{name} without gpu and UUID labels")
+        if uuid not in meta and len(meta) >= MAX_GPUS:
+            raise ParseError("too_many_series", f"more than {MAX_GPUS} GPUs selected")
         meta[uuid] = (int(index), labels.get("modelName"))
         if name in _MEMORY_PARTS:
             memory.setdefault(uuid, {})[name] = value

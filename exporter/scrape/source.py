@@ -21,6 +21,7 @@ from typing import Protocol
 
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError
 from exporter.scrape.http_get import FetchError
+from exporter.scrape.text_format import BOUND_REASONS
 
 __all__ = [
     "ENGINE_KINDS", "ERROR_REASONS", "GPU_KINDS", "EnginePoll", "EngineSource", "FetchError",
@@ -39,9 +40,9 @@ _HTTP = ("connection", "http_status", "redirect", "tls", "bad_content_type", "bo
 _VLLM_BODY = ("truncated", "negative", "duplicate_series", "bad_histogram", "no_vllm_metrics",
               "several_servers")  # fmt: skip
 ERROR_REASONS: dict[str, tuple[str, ...]] = {
-    "vllm": _LOOP + _HTTP + _VLLM_BODY,
+    "vllm": _LOOP + _HTTP + BOUND_REASONS + _VLLM_BODY,
     "nvml": _LOOP + ("unavailable", "no_gpu_answered"),
-    "dcgm": _LOOP + _HTTP + ("no_gpu_selected",),
+    "dcgm": _LOOP + _HTTP + BOUND_REASONS + ("no_gpu_selected",),
 }
 
 

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import re
 
+# Bounds on what a target's body may hold, checked as each line is read (the body itself is
+# capped while it streams, scrape/http_get.py). Real bodies are far inside them: vLLM's longest
+# line is its cache_config_info (~1.5 KB), a model name or path well under 512 characters, a
+# histogram ~20 buckets (0.33's custom buckets: tens), a body a few thousand series.
+MAX_LINE = 64 * 1024  # characters in one line of a family that is read
+MAX_LABEL_VALUE = 512  # characters in one label value (also what may be exported as a label)
+MAX_SERIES = 20_000  # lines of the families read, in one body
+MAX_BUCKETS = 1_024  # buckets in one histogram series
+# The reasons a body over those bounds is refused (each a poll_errors_total reason).
+BOUND_REASONS = ("line_too_long", "label_too_long", "too_many_series")
+
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 _UNESCAPE = re.compile(r"\\(.)")
 
@@ -26,11 +37,22 @@ def parse_labels(text: str, line: str) -> dict[str, str]:
         if m is None:
             raise ParseError("malformed", f"bad label set in line {line[:120]!r}")
         value = m.group(2)
+        if len(value) > MAX_LABEL_VALUE:
+            raise ParseError(
+                "label_too_long",
+                f"label {m.group(1)} of {len(value)} characters (at most {MAX_LABEL_VALUE})",
+            )
         if "\\" in value:
             value = _UNESCAPE.sub(lambda e: "\n" if e.group(1) == "n" else e.group(1), value)
         labels[m.group(1)] = value
         pos = m.end()
     return labels
+
+
+def check_line(line: str) -> None:
+    """Refuse a line over :data:`MAX_LINE` before anything parses it."""
+    if len(line) > MAX_LINE:
+        raise ParseError("line_too_long", f"a line of {len(line)} characters begins {line[:80]!r}")
 
 
 def parse_value(text: str, line: str) -> float:

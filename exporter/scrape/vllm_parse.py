@@ -18,7 +18,15 @@ from enum import Enum
 from itertools import pairwise
 
 from exporter.samples import EngineSample, Histogram
-from exporter.scrape.text_format import ParseError, parse_labels, parse_value
+from exporter.scrape.text_format import (
+    MAX_BUCKETS,
+    MAX_LINE,
+    MAX_SERIES,
+    ParseError,
+    check_line,
+    parse_labels,
+    parse_value,
+)
 
 __all__ = ["ParseError", "parse_vllm_metrics", "parse_vllm_poll"]
 
@@ -108,6 +116,8 @@ def _cut_le(label_text: str) -> tuple[str | None, str]:
 
 _BUCKET_LABELS: dict[str, tuple[float | None, str]] = {}
 _BUCKET_LABELS_MAX = 4096  # distinct bucket label texts remembered; cleared when full
+_BUCKET_LABEL_MEMO_CHARS = 512  # only texts this short are remembered: at most ~2 MiB in all
+MAX_MODEL_NAMES = 32  # distinct model_name values kept from one body (several: none is claimed)
 
 
 def _cut_bucket_labels(label_text: str, key: str) -> tuple[float | None, str]:
@@ -121,9 +131,10 @@ def _cut_bucket_labels(label_text: str, key: str) -> tuple[float | None, str]:
             raise ParseError("bad_histogram", f"{key}: le={le!r}") from None
         if math.isnan(bound) or bound == -math.inf:
             raise ParseError("bad_histogram", f"{key}: le={le!r}")
-    if len(_BUCKET_LABELS) >= _BUCKET_LABELS_MAX:
-        _BUCKET_LABELS.clear()
-    _BUCKET_LABELS[label_text] = (bound, series_text)
+    if len(label_text) <= _BUCKET_LABEL_MEMO_CHARS:
+        if len(_BUCKET_LABELS) >= _BUCKET_LABELS_MAX:
+            _BUCKET_LABELS.clear()
+        _BUCKET_LABELS[label_text] = (bound, series_text)
     return bound, series_text
 
 
@@ -239,7 +250,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
 
     def _name_of(labels: dict[str, str]) -> None:
         name = labels.get("model_name")
-        if name:
+        if name and (name in model_names or len(model_names) < MAX_MODEL_NAMES):
             model_names.add(name)
 
     def _labels(text: str, line: str) -> dict[str, str]:
@@ -248,6 +259,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             parsed = label_memo[text] = parse_labels(text, line) if text else {}
         return parsed
 
+    read = 0  # lines of the families read: at most MAX_SERIES
     # Module constants as locals: this loop runs for every line of every poll.
     sample_names, bucket_labels, inf, hist, info, biggest = (
         _SAMPLE_NAMES,
@@ -278,6 +290,11 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
                 raise ParseError("malformed", f"no value in line {line[:120]!r}")
             label_text = ""
         suffix, kind, field_name = hit
+        read += 1
+        if read > MAX_SERIES or len(line) > MAX_LINE:
+            if read > MAX_SERIES:
+                raise ParseError("too_many_series", f"more than {MAX_SERIES} series read")
+            check_line(line)
         try:
             value = float(rest)  # the usual case: a value alone (spaces around are ignored)
         except ValueError:
@@ -308,6 +325,8 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             if suffix == "_bucket":
                 if bound is None:
                     raise ParseError("bad_histogram", f"{key}: a bucket without le")
+                if len(s.buckets) >= MAX_BUCKETS and bound not in s.buckets:
+                    raise ParseError("too_many_series", f"{key}: over {MAX_BUCKETS} buckets")
                 s.buckets[bound] = value
             elif suffix == "_sum":
                 s.sum = value
