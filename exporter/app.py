@@ -40,6 +40,7 @@ from exporter.scrape.nvml import NoGpuSource, NvmlSource, NvmlUnavailable
 from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
 from exporter.scrape.source import ENGINE_KINDS, GPU_KINDS, EngineSource, GpuSource
 from exporter.scrape.vllm_fetch import VllmFetcher
+from exporter.yamlsafe import YamlError, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ def load_catalog(cfg: Config) -> Catalog:
         catalog = catalog.merged(parse_catalog((base / name).read_text("utf-8"), name))
     if cfg.catalog_file is not None:
         try:
-            data = cfg.catalog_file.read_bytes()
-        except OSError as e:
-            raise CatalogError(f"{cfg.catalog_file}: cannot read: {e.strerror}") from None
+            data = read_bounded(cfg.catalog_file, str(cfg.catalog_file))
+        except YamlError as e:
+            raise CatalogError(str(e)) from None
         catalog = catalog.merged(parse_catalog(data, str(cfg.catalog_file)))
     return catalog
 

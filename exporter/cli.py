@@ -32,7 +32,7 @@ from exporter.config import OPTIONS, Config, ConfigError, duration_in, load_conf
 from exporter.derive.direction import Summary, compare, summarize
 from exporter.pipeline import Snapshot
 from exporter.recording import Damage, RecordingError
-from exporter.yamlsafe import YamlError, load_yaml
+from exporter.yamlsafe import YamlError, load_yaml, read_bounded
 
 log = logging.getLogger("vllm_profile_exporter")
 
@@ -110,9 +110,8 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
     file_values: dict[str, Any] = {}
     if args.config is not None:
         try:
-            loaded = load_yaml(args.config.read_bytes(), f"--config {args.config}")
-        except OSError as e:
-            raise ConfigError(f"--config {args.config}: cannot read: {e.strerror}") from None
+            origin = f"--config {args.config}"
+            loaded = load_yaml(read_bounded(args.config, origin), origin)
         except YamlError as e:
             raise ConfigError(str(e)) from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -129,10 +128,18 @@ def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
         cfg = demo_config(cfg)
     service = start_service(cfg, demo=demo)
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+    # A signal handler only sets a flag: a reload runs in its own thread, one at a time, and a
+    # burst of SIGHUPs while one runs is one more reload, of the file as it is then.
+    wanted = threading.Event()
 
-    def reload(*_: object) -> None:
+    def stop(*_: object) -> None:
+        done.set()
+        wanted.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+    def reload() -> None:
         try:
             new = _config(args, dict(os.environ))
             service.reload(demo_config(new) if demo else new)
@@ -140,10 +147,19 @@ def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
             log.info("configuration reloaded: a new configuration epoch starts")
         except (ConfigError, CatalogError) as e:
             log.error("reload failed, keeping the running configuration: %s", e)
-        except Exception as e:  # noqa: BLE001 - a signal handler that raised would end serve
+        except Exception as e:  # noqa: BLE001 - a reload that raised must not end serve
             log.error("reload failed, keeping the running configuration: %r", e)
 
-    signal.signal(signal.SIGHUP, reload)
+    def reloads() -> None:
+        while True:
+            wanted.wait()
+            wanted.clear()
+            if done.is_set():
+                return
+            reload()
+
+    threading.Thread(target=reloads, name="reload", daemon=True).start()
+    signal.signal(signal.SIGHUP, lambda *_: wanted.set())
     log.info(
         "vllm-profile-exporter %s: profiling %s; metrics on http://%s/metrics",
         __version__,

@@ -11,8 +11,10 @@ A GPU field NVML could not read is omitted, never written as 0.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -29,7 +31,21 @@ class RecordingError(ValueError):
     """A recording that cannot be read; the message names the file and line."""
 
 
+# A line holds one poll: a body of at most 8 MiB, escaped for JSON (a few bytes a character at
+# worst). A longer line is no recording of ours, and is not read whole to find that out.
+MAX_LINE_CHARS = 48 * 1024 * 1024
+
+
 def _open_text(path: Path, mode: str) -> IO[str]:
+    if mode == "w" and path.is_fifo():
+        # Opening a FIFO no process reads blocks until one does (a SIGTERM waits with it):
+        # find out at once instead.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                raise OSError(errno.ENXIO, f"{path}: no process is reading this FIFO") from None
+            raise
     if mode == "r":
         with open(path, "rb") as f:
             gz = f.read(2) == b"\x1f\x8b"
@@ -64,7 +80,10 @@ def _lines(path: Path, damage: Damage) -> Iterator[tuple[int, str]]:
     n = 0
     try:
         with _open_text(path, "r") as f:
-            for n, line in enumerate(f, 1):  # noqa: B007 - n is read after the loop
+            while line := f.readline(MAX_LINE_CHARS + 1):
+                n += 1
+                if len(line) > MAX_LINE_CHARS:
+                    raise RecordingError(f"{path}:{n}: a line over {MAX_LINE_CHARS} characters")
                 yield n, line
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         damage.where = f"{path}: compressed data ends early after line {n} ({e})"

@@ -16,6 +16,9 @@ exporter.yamlsafe.YamlError: f.yaml: line 2: aliases (*name) are not accepted
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -45,6 +48,37 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+def read_bounded(path: Path, origin: str, limit: int = MAX_BYTES) -> bytes:
+    """A file a user named, read whole: only a regular file (a FIFO would block the reader until
+    someone writes to it, ``/dev/zero`` never ends), and never more than ``limit`` bytes read.
+    Raises YamlError naming ``origin``."""
+    check_regular(path, origin, limit)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise YamlError(f"{origin}: cannot read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced since it was checked
+            raise YamlError(f"{origin}: not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise YamlError(f"{origin}: larger than {limit // (1024 * 1024)} MiB")
+    return data
+
+
+def check_regular(path: Path, origin: str, limit: int = MAX_BYTES) -> None:
+    """Refuse what is not a regular file of at most ``limit`` bytes, without opening it (for
+    files another library reads: certificates and keys)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise YamlError(f"{origin}: cannot read: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise YamlError(f"{origin}: not a regular file")
+    if st.st_size > limit:
+        raise YamlError(f"{origin}: larger than {limit // (1024 * 1024)} MiB")
 
 
 def load_yaml(data: bytes, origin: str) -> Any:

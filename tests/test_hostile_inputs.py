@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -338,3 +339,135 @@ def test_terminal_escapes_from_vllm_are_shown_not_obeyed(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout
     assert "\\x1b[2J" in r.stdout  # shown as text, where the model name is printed
+
+
+# --- files and signals: nothing read unbounded, nothing blocking, reloads one at a time -------
+
+
+def test_files_that_never_end_or_block_are_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    for args, words in (
+        (["--web.config.file", "/dev/zero"], ["--web.config.file", "not a regular file"]),
+        (["--config", str(fifo)], ["--config", "not a regular file"]),
+        (["--catalog-file", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    ):
+        t0 = time.monotonic()
+        r = cli("serve", "--gpu-source", "none", *args, timeout=30)
+        one_line_error(r, 2, *words)
+        assert time.monotonic() - t0 < 20  # no read of an endless file, no wait on a FIFO
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(5 * 1024 * 1024)  # a sparse 5 MiB file: over the 4 MiB a file may be
+    one_line_error(cli("serve", "--config", str(big)), 2, "larger than 4 MiB")
+
+
+def test_a_recording_line_that_never_ends_is_refused_with_bounded_memory(tmp_path: Path) -> None:
+    # ~65 KB of gzip holding one line of 64 MiB (bigger than any poll): refused without
+    # reading it whole.
+    bomb = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b'{"t": 1, "source": "vllm", "body": "')
+        for _ in range(64):
+            f.write(b"a" * (1024 * 1024))
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import resource, subprocess, sys; "
+         "r = subprocess.run([sys.executable, '-m', 'exporter', 'replay', sys.argv[1]], "
+         "capture_output=True, text=True); "
+         "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+         "print(r.stderr, file=sys.stderr)", str(bomb)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    code, maxrss_kib = map(int, proc.stdout.split())
+    assert code == 1 and "a line over" in proc.stderr and "Traceback" not in proc.stderr
+    assert maxrss_kib * 1024 < 400 * 1024 * 1024  # the 48 Mi-character bound, not the line
+
+
+def test_recording_into_a_fifo_nobody_reads_fails_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    vllm = RecordedVllm(UNDERBATCH)
+    vllm.start()
+    try:
+        r = cli("record", "-o", str(fifo), "--duration", "20s", "--vllm-url", vllm.url,
+                "--gpu-source", "none", timeout=30)  # fmt: skip
+    finally:
+        vllm.stop()
+    one_line_error(r, 1, "no process is reading this FIFO")
+
+
+def occupancy_cap(exporter: Exporter) -> float | None:
+    """--max-num-seqs as the running exporter applies it: running / occupancy."""
+    text = exporter.metrics()
+    values = {}
+    for line in text.splitlines():
+        for name in ("vllm_profile_requests_running", "vllm_profile_scheduler_occupancy_ratio"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    if len(values) < 2 or not values["vllm_profile_scheduler_occupancy_ratio"]:
+        return None
+    return round(
+        values["vllm_profile_requests_running"] / values["vllm_profile_scheduler_occupancy_ratio"]
+    )
+
+
+def test_a_storm_of_reloads_ends_on_the_file_as_it_is(tmp_path: Path) -> None:
+    """200 SIGHUPs in a few seconds while the file alternates: no reload runs inside another,
+    nothing raises, and the configuration in force is the file's last; then SIGTERM stops the
+    exporter within 2 s."""
+    vllm = RecordedVllm(FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz")
+    vllm.start()
+    config = tmp_path / "exporter.yaml"
+
+    def write(mns: int) -> None:
+        tmp = tmp_path / "exporter.yaml.new"
+        tmp.write_text(yaml.safe_dump({"vllm-url": vllm.url, "gpu-source": "none",
+                                       "max-num-seqs": mns}))  # fmt: skip
+        os.replace(tmp, config)
+
+    write(4)
+    exporter = Exporter("--config", str(config))
+    try:
+        wait_for(lambda: occupancy_cap(exporter) == 4, 30, "the first configuration")
+        for i in range(200):
+            write(8 if i % 2 else 16)
+            exporter.proc.send_signal(signal.SIGHUP)
+        write(32)
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: occupancy_cap(exporter) == 32, 60, "the file's last configuration")
+        assert exporter.proc.poll() is None
+        assert "RecursionError" not in exporter.log and "Traceback" not in exporter.log
+        assert "reload failed" not in exporter.log
+    finally:
+        t0 = time.monotonic()
+        exporter.proc.send_signal(signal.SIGTERM)
+        exporter.proc.wait(timeout=30)
+        stopped = time.monotonic() - t0
+        exporter.stop()  # reaped already: closes its log pipe
+        vllm.stop()
+    assert stopped < 2.0, stopped
+
+
+def test_a_fifo_in_place_of_the_config_neither_blocks_a_reload_nor_sigterm(
+    tmp_path: Path,
+) -> None:
+    vllm = RecordedVllm(UNDERBATCH)
+    vllm.start()
+    config = tmp_path / "exporter.yaml"
+    config.write_text(yaml.safe_dump({"vllm-url": vllm.url, "gpu-source": "none"}))
+    exporter = Exporter("--config", str(config))
+    try:
+        config.unlink()
+        os.mkfifo(config)
+        exporter.proc.send_signal(signal.SIGHUP)
+        exporter.wait_log("not a regular file", 20)
+        assert exporter.proc.poll() is None
+    finally:
+        t0 = time.monotonic()
+        exporter.proc.send_signal(signal.SIGTERM)
+        exporter.proc.wait(timeout=30)
+        stopped = time.monotonic() - t0
+        exporter.stop()  # reaped already: closes its log pipe
+        vllm.stop()
+    assert stopped < 2.0, stopped

@@ -157,7 +157,9 @@ def test_mutual_tls(pki: Path) -> None:
         ("basic_auth_users: {admin: plaintext}\n",
          "basic_auth_users.admin: expected a bcrypt hash"),
         ("tls_server_config: {cert_file: missing.crt, key_file: missing.key}\n",
-         "tls_server_config: [Errno 2]"),
+         "missing.crt: cannot read: No such file or directory"),
+        ("tls_server_config: {cert_file: /dev/zero, key_file: /dev/zero}\n",
+         "zero: not a regular file"),
     ],
 )  # fmt: skip
 def test_invalid_web_config_exits_with_its_key(tmp_path: Path, content: str, message: str) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import ConfigError
-from exporter.yamlsafe import YamlError, load_yaml
+from exporter.yamlsafe import YamlError, check_regular, load_yaml, read_bounded
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -96,9 +96,9 @@ def _mapping(value: Any, where: str, allowed: set[str] | None, path: Path) -> di
 def load_web_config(path: Path) -> WebConfig:
     """Read and validate the file; build the TLS context. Raises ConfigError naming the key."""
     try:
-        doc = load_yaml(path.read_bytes(), f"--web.config.file {path}")
-    except OSError as e:
-        raise ConfigError(f"--web.config.file {path}: cannot read: {e.strerror}") from None
+        doc = load_yaml(
+            read_bounded(path, f"--web.config.file {path}"), f"--web.config.file {path}"
+        )
     except YamlError as e:
         raise ConfigError(str(e)) from None
     top = _mapping(
@@ -126,6 +126,11 @@ def load_web_config(path: Path) -> WebConfig:
     files = [path] + [
         base / tls[k] for k in ("cert_file", "key_file", "client_ca_file") if k in tls
     ]
+    for f in files[1:]:  # read by OpenSSL: a FIFO or a device would hold it forever
+        try:
+            check_regular(f, f"--web.config.file {path}: {f.name}")
+        except YamlError as e:
+            raise ConfigError(str(e)) from None
 
     ctx = None
     if tls:
