@@ -295,3 +295,77 @@ def test_answers_never_carry_a_traceback_or_what_was_asked(exporter: AuthExporte
                      auth=auth, timeout=5, stream=True)  # fmt: skip
     assert "Content-Encoding" not in r.headers
     r.close()
+
+
+# --- the attacker shares the scraper's address (NAT, a node's IP, a load balancer) -------------
+
+SHARED = "127.0.0.1"  # the scraper's own address
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["kept-alive", "fresh"])
+def test_parked_connections_from_the_scrapers_own_address(
+    exporter: AuthExporter, fresh: bool
+) -> None:
+    """Hundreds of connections from the scraper's address, parked before or after a request
+    without credentials: they never earn trust, so they give way to the scraper's connections
+    (kept alive, or a new one each scrape)."""
+    held: list[socket.socket] = []
+    with attack_window(exporter, fresh=fresh):
+
+        def park() -> None:
+            s = attacker_socket(exporter.port, SHARED)
+            if len(held) % 2:
+                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")  # 401: untrusted
+            held.append(s)
+            if len(held) > 400:
+                held.pop(0).close()
+            time.sleep(0.002)
+
+        run_for(4.0, park)
+    for s in held:
+        s.close()
+
+
+def test_a_password_flood_from_the_scrapers_own_address(exporter: AuthExporter) -> None:
+    """Wrong passwords from the scraper's address, each connection held open while its check
+    waits: waiting connections give way, and the scraper's verified credential costs no check."""
+    sockets: list[socket.socket] = []
+    with attack_window(exporter, fresh=True):
+
+        def guess() -> None:
+            s = attacker_socket(exporter.port, SHARED)
+            auth = basic(USER, f"wrong-{random.random()}")
+            s.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode())
+            sockets.append(s)
+            if len(sockets) > 200:
+                sockets.pop(0).close()
+            time.sleep(0.004)
+
+        run_for(5.0, guess)
+    for s in sockets:
+        s.close()
+
+
+def test_wrong_passwords_from_many_addresses_held_open(exporter: AuthExporter) -> None:
+    """24 addresses, each sending a wrong password 2.5 times a second on a new connection it
+    keeps open: more than the one checking thread can verify, so checks queue and connections
+    pile up. Those waiting give way to newcomers, and none waits over 10 s."""
+    sources = [f"127.0.1.{i}" for i in range(1, 25)]
+    sockets: list[socket.socket] = []
+    with attack_window(exporter, fresh=True):
+        sent = [0]
+
+        def round_of_guesses() -> None:
+            for source in sources:
+                s = attacker_socket(exporter.port, source)
+                auth = basic(USER, f"wrong-{random.random()}")
+                s.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
+                          .encode())  # fmt: skip
+                sockets.append(s)
+                sent[0] += 1
+            time.sleep(0.4)  # 2.5 a second from each address
+
+        run_for(8.0, round_of_guesses)
+        assert sent[0] >= 24 * 15
+    for s in sockets:
+        s.close()

@@ -221,9 +221,11 @@ def raw_get(port: int, auth: str) -> socket.socket:
     return s
 
 
-def test_busy_connections_are_not_evicted_and_a_newcomer_is_refused(
+def test_requests_waiting_on_credential_checks_give_way_to_a_newcomer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Two connections whose credentials wait for a (slow) check hold the client's two places:
+    # neither has earned trust, so a newcomer is admitted and the one waiting longest closes.
     monkeypatch.setattr(server_mod, "MAX_PER_CLIENT", 2)
     auth = GatedAuth()
     srv = HttpServer(echo_path, "127.0.0.1:0", WebSettings(auth=auth))
@@ -232,19 +234,17 @@ def test_busy_connections_are_not_evicted_and_a_newcomer_is_refused(
         held = [raw_get(srv.port, "Basic one"), raw_get(srv.port, "Basic two")]
         assert auth.verifying.acquire(timeout=10)  # the first check runs, the second waits
         wait_for(
-            lambda: srv.admission.count == 2 and all(h.busy for h in _held(srv.admission)),
+            lambda: srv.admission.count == 2 and all(h.checking for h in _held(srv.admission)),
             10,
-            "both connections busy",
+            "both connections waiting on their checks",
         )
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-            s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-            closed_within(s, 10)  # refused: nothing to evict
-        auth.release.set()
-        for h in held:
-            h.settimeout(10)
-            assert statuses(h.recv(1000)) == [401]
+        s = raw_get(srv.port, "Basic good")
+        s.settimeout(10)
+        assert statuses(s.recv(1000)) == [200]  # admitted and answered
+        closed_within(held[0], 10)  # the oldest waiting one made room
+        assert srv.admission.evictions == 1 and srv.admission.refusals == 0
+        for h in (*held, s):
             h.close()
-        assert srv.admission.refusals == 1
     finally:
         auth.release.set()
         srv.stop()
@@ -254,25 +254,39 @@ def _held(a: Admission) -> list[Held]:
     return [h for hs in a._held.values() for h in hs]
 
 
-def test_an_idle_connection_gives_way_to_a_new_client(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_untrusted_connection_gives_way_a_trusted_one_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(server_mod, "MAX_PER_CLIENT", 2)
     srv = HttpServer(echo_path, "127.0.0.1:0")
     srv.start()
     try:
-        first = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        first.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert statuses(first.recv(1000)) == [200]
-        second = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        second.sendall(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert statuses(second.recv(1000)) == [200]
-        # A third connection: the longest-idle one (the first) is closed to make room.
-        r = requests.get(f"http://127.0.0.1:{srv.port}/3", timeout=10)
-        assert r.status_code == 200
-        closed_within(first, 10)
-        second.sendall(b"GET /2b HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert statuses(second.recv(1000)) == [200]
-        first.close()
-        second.close()
+        # A parked connection that never sent a request, and a scraper's kept-alive one.
+        parked = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        scraper = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        scraper.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(scraper.recv(1000)) == [200]
+        # A third connection: the parked one is closed to make room, the scraper's is not.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as third:
+            third.sendall(b"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert statuses(third.recv(1000)) == [200]
+        closed_within(parked, 10)
+        scraper.sendall(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(scraper.recv(1000)) == [200]
+        # Two trusted connections (each sent a whole request) fill the client's places: a
+        # newcomer, who has not, is refused rather than one of them closed.
+        wait_for(lambda: srv.admission.count == 1, 10, "the third connection gone")
+        other = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        other.sendall(b"GET /4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(other.recv(1000)) == [200]
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET /5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            closed_within(s, 10)
+        scraper.sendall(b"GET /6 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(scraper.recv(1000)) == [200]
+        assert srv.admission.refusals == 1
+        for sock in (parked, scraper, other):
+            sock.close()
     finally:
         srv.stop()
 

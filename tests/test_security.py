@@ -439,3 +439,32 @@ def test_a_renewed_certificate_is_served_without_a_signal_and_no_scrape_is_lost(
             prom.stop()
     finally:
         exporter.stop()
+
+
+def test_silent_tls_connections_give_way_to_a_scraper(
+    pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that never send a ClientHello hold their places only until someone needs
+    them: with the client's places full of them, a scraper's handshake gets in at once (before
+    their 10 s handshake deadline)."""
+    from exporter.export import server as server_mod
+    from exporter.export.server import HttpServer, Response, WebSettings
+
+    monkeypatch.setattr(server_mod, "MAX_PER_CLIENT", 4)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
+    srv = HttpServer(lambda r: Response(200, b"ok\n"), "127.0.0.1:0", WebSettings(ctx))
+    srv.start()
+    silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]
+    try:
+        wait_for(lambda: srv.admission.count == 4, 10, "four silent connections held")
+        t0 = time.monotonic()
+        r = requests.get(f"https://127.0.0.1:{srv.port}/metrics", verify=str(pki / "ca.crt"),
+                         timeout=10)  # fmt: skip
+        assert r.status_code == 200 and r.text == "ok\n"
+        assert time.monotonic() - t0 < 5  # not after a silent one's handshake deadline
+        assert srv.admission.evictions >= 1 and srv.admission.refusals == 0
+    finally:
+        for s in silent:
+            s.close()
+        srv.stop()

@@ -2,10 +2,14 @@
 
 Neither aiohttp nor asyncio limits connections, so this is ours. A client (one IP address) may hold
 ``per_client`` connections and the server ``total``. At either cap a new connection is not simply
-refused: the connection that has been idle longest (a kept-alive connection between requests, or
-one that has not finished its first request) is closed to make room, so a client that parks
-hundreds of idle connections cannot lock real scrapers out. Only when every held connection is
-busy answering or in its TLS handshake is the newcomer refused.
+refused: an *untrusted* connection is closed to make room — the one idle longest, counting a TLS
+handshake in progress and a request waiting for its credential check as idle — so a client that
+parks hundreds of connections, or floods passwords, cannot lock real scrapers out. A connection
+is trusted once a request on it was answered with its credential accepted (or, with no
+credentials configured, once it sent a whole request): it is never closed to make room for one
+that has not earned that, which matters when an attacker shares the scraper's address (NAT, a
+node's IP, a load balancer). Only when no untrusted connection can give way is the newcomer
+refused.
 
 >>> a = Admission(total=2, per_client=1, clock=lambda: 0.0)
 >>> first = a.admit("10.0.0.1", lambda: None)
@@ -31,6 +35,17 @@ class Held:
     busy: int = 0
     evicted: bool = False
     released: bool = field(default=False, repr=False)
+    since: float = 0.0  # when it was admitted
+    trusted: bool = False  # a request answered with its credential accepted
+    checking: bool = False  # its request waits for a credential check
+    abort: Callable[[], None] | None = None  # closes the socket itself (TLS or not), at stop
+
+    @property
+    def evictable(self) -> bool:
+        """May be closed to make room: untrusted, and idle, handshaking or waiting on a check."""
+        if self.trusted:
+            return False
+        return self.checking or (self.idle_since is not None and self.busy == 0)
 
 
 class Admission:
@@ -53,21 +68,26 @@ class Admission:
         ):
             self.refusals += 1
             return None
-        held = Held(client, close, self._clock() if idle else None)
+        now = self._clock()
+        held = Held(client, close, now if idle else None, since=now)
         self._held.setdefault(client, []).append(held)
         self.count += 1
         return held
 
     def _evict(self, candidates: list[Held]) -> bool:
-        idle = [h for h in candidates if h.idle_since is not None and h.busy == 0]
+        idle = [h for h in candidates if h.evictable]
         if not idle:
             return False
-        victim = min(idle, key=lambda h: h.idle_since or 0.0)
+        victim = min(idle, key=lambda h: h.since if h.idle_since is None else h.idle_since)
         victim.evicted = True
         self.release(victim)
         self.evictions += 1
         victim.close()
         return True
+
+    def held(self) -> list[Held]:
+        """Every connection held now."""
+        return [h for hs in self._held.values() for h in hs]
 
     def release(self, held: Held) -> None:
         """The connection is gone (or going); idempotent."""

@@ -43,6 +43,7 @@ log = rate_limited(__name__)
 
 HEAD_TIMEOUT = 10.0  # to finish the TLS handshake, and to send a whole request head
 IDLE_TIMEOUT = 300.0  # a kept-alive connection between requests; longer than scrape intervals
+CHECK_WAIT = 10.0  # a request waits this long at most for its credential check (then 429)
 MAX_CONNECTIONS = 512
 # Well above what one legitimate host opens (a Prometheus keeps one connection per target; a
 # load test or a NAT gateway, a few dozen), well below the total: one address cannot fill it.
@@ -169,11 +170,13 @@ class _Accepted(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         ctx = self.owner.settings.ssl_context
-        self.held = self.owner.admission.admit(client, transport.abort, idle=ctx is None)
+        # Evictable from the start: a handshake is idle until it brings a request.
+        self.held = self.owner.admission.admit(client, transport.abort)
         if self.held is None:
             log.warning("refusing a connection from %s: at its connection limit", client)
             transport.abort()
             return
+        self.held.abort = transport.abort
         if ctx is None:
             self._attach(transport)
         else:
@@ -283,21 +286,30 @@ class HttpServer:
         assert isinstance(proto, _Protocol)
         proto.started()
         try:
-            return await self._answer(request, proto.held.client)
+            return await self._answer(request, proto.held)
         finally:
             proto.finished()
 
-    async def _answer(self, request: web.BaseRequest, client: str) -> web.StreamResponse:
-        settings, checks = self.settings, self._checks
+    async def _answer(self, request: web.BaseRequest, held: Held) -> web.StreamResponse:
+        settings, checks, client = self.settings, self._checks, held.client
         if request.version not in ((1, 0), (1, 1)):
             return self._reply(_BAD_VERSION, settings, close=True)
         if request.body_exists:
             return self._reply(_NO_BODY, settings, close=True)
         if checks is not None:
-            verdict = await checks.check(client, request.headers.get("Authorization", ""))
+            held.checking = True  # untrusted and waiting: may give way to a newcomer
+            try:
+                verdict = await asyncio.wait_for(
+                    checks.check(client, request.headers.get("Authorization", "")), CHECK_WAIT
+                )
+            except TimeoutError:
+                verdict = TOO_MANY  # the checks are backed up: try again later
+            finally:
+                held.checking = False
             if verdict != OK:
                 log.info("refused credentials from %s (%d)", client, verdict)
                 return self._reply(_TOO_MANY if verdict == TOO_MANY else _UNAUTHORIZED, settings)
+        held.trusted = True
         ours = Request(request.method, request.path, request.query_string, request.headers)
         try:
             response = self._handler(ours)
@@ -328,6 +340,12 @@ class HttpServer:
         self._server.close()
         for proto in list(self.aio.connections):
             proto.force_close()
+        for held in self.admission.held():  # the sockets themselves: TLS closes take a loop turn
+            (held.abort or held.close)()
+        for task in list(self.handshakes):
+            task.cancel()
+        if self.handshakes:
+            self.loop.run_until_complete(asyncio.gather(*self.handshakes, return_exceptions=True))
         self.loop.run_until_complete(self._server.wait_closed())
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
