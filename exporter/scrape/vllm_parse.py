@@ -117,6 +117,7 @@ def _cut_le(label_text: str) -> tuple[str | None, str]:
 _BUCKET_LABELS: dict[str, tuple[float | None, str]] = {}
 _BUCKET_LABELS_MAX = 4096  # distinct bucket label texts remembered; cleared when full
 _BUCKET_LABEL_MEMO_CHARS = 512  # only texts this short are remembered: at most ~2 MiB in all
+_CAPACITY, _CAPACITY_AFTER = 'reason="capacity"', ',reason="capacity"'
 MAX_MODEL_NAMES = 32  # distinct model_name values kept from one body (several: none is claimed)
 
 
@@ -242,7 +243,9 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     model_names: set[str] = set()
     engines: set[str] = set()
     finished: dict[str, float] = {}  # request_success_total by finished_reason
-    waiting_capacity = 0.0
+    # Of the requests waiting, those waiting for the scheduler's capacity (vLLM >= 0.20); the
+    # others ("deferred") wait for something else than a slot.
+    waiting_capacity, seen_by_reason = 0.0, False
     label_memo: dict[str, dict[str, str]] = {}
     # (histogram field, series label text) → its series: a bucket line costs a dict lookup,
     # not a label parse and sort (a body is mostly bucket lines).
@@ -333,6 +336,12 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             else:
                 s.count = value
             continue
+        if field_name == "waiting_by_reason":
+            # The same engines and models as num_requests_waiting's lines: no label parse.
+            if label_text.startswith(_CAPACITY) or _CAPACITY_AFTER in label_text:
+                waiting_capacity += value
+            seen_by_reason = True
+            continue
         if 'model_name="' in label_text:
             _name_of(_labels(label_text, line))
         if kind is info:
@@ -345,18 +354,13 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
             scalars[field_name] = scalars.get(field_name, 0.0) + value
             if field_name == "running":
                 engines.add(_labels(label_text, line).get("engine", ""))
-            elif field_name == "waiting_by_reason":
-                # Only the requests waiting for the scheduler's capacity (vLLM >= 0.20); the
-                # others ("deferred") wait for something else than a slot.
-                if _labels(label_text, line).get("reason") == "capacity":
-                    waiting_capacity += value
             elif field_name == "requests_finished":
                 reason = _labels(label_text, line).get("finished_reason")
                 # vLLM has five reasons; a body inventing more gets no more than a few kept.
                 if reason and (reason in finished or len(finished) < MAX_REASONS):
                     finished[reason] = finished.get(reason, 0.0) + value
 
-    if not scalars and not hists and cache_config is None:
+    if not scalars and not hists and cache_config is None and not seen_by_reason:
         raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
     merged = {field_name: _merge_histogram(field_name, s) for field_name, s in hists.items()}
     # Each value was finite; a sum over engines can still overflow to infinity.
@@ -387,7 +391,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         model_names=names,
         running=scalars.get("running"),
         waiting=scalars.get("waiting"),
-        waiting_capacity=waiting_capacity if "waiting_by_reason" in scalars else None,
+        waiting_capacity=waiting_capacity if seen_by_reason else None,
         kv_usage=either("kv", "kv_legacy"),
         prefix_queries=plus_external(
             either("prefix_queries", "legacy_prefix_queries"), "ext_prefix_queries"
