@@ -397,6 +397,16 @@ def test_recording_into_a_fifo_nobody_reads_fails_at_once(tmp_path: Path) -> Non
     one_line_error(r, 1, "no process is reading this FIFO")
 
 
+def sigterm_seconds(exporter: Exporter) -> float:
+    """SIGTERM, and how long the exporter took to exit."""
+    t0 = time.monotonic()
+    exporter.proc.send_signal(signal.SIGTERM)
+    exporter.proc.wait(timeout=30)
+    stopped = time.monotonic() - t0
+    exporter.stop()  # reaped already: closes its log pipe
+    return stopped
+
+
 def occupancy_cap(exporter: Exporter) -> float | None:
     """--max-num-seqs as the running exporter applies it: running / occupancy."""
     text = exporter.metrics()
@@ -440,11 +450,7 @@ def test_a_storm_of_reloads_ends_on_the_file_as_it_is(tmp_path: Path) -> None:
         assert "RecursionError" not in exporter.log and "Traceback" not in exporter.log
         assert "reload failed" not in exporter.log
     finally:
-        t0 = time.monotonic()
-        exporter.proc.send_signal(signal.SIGTERM)
-        exporter.proc.wait(timeout=30)
-        stopped = time.monotonic() - t0
-        exporter.stop()  # reaped already: closes its log pipe
+        stopped = sigterm_seconds(exporter)
         vllm.stop()
     assert stopped < 2.0, stopped
 
@@ -464,10 +470,6 @@ def test_a_fifo_in_place_of_the_config_neither_blocks_a_reload_nor_sigterm(
         exporter.wait_log("not a regular file", 20)
         assert exporter.proc.poll() is None
     finally:
-        t0 = time.monotonic()
-        exporter.proc.send_signal(signal.SIGTERM)
-        exporter.proc.wait(timeout=30)
-        stopped = time.monotonic() - t0
-        exporter.stop()  # reaped already: closes its log pipe
+        stopped = sigterm_seconds(exporter)
         vllm.stop()
     assert stopped < 2.0, stopped
