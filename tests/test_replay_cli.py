@@ -281,5 +281,6 @@ def test_every_error_reason_exists_from_the_first_poll(underbatch_vllm_only) -> 
     expected = {"timeout", "internal", "connection", "http_status", "redirect", "tls",
                 "bad_content_type", "body_too_large", "malformed", "non_finite", "truncated",
                 "negative", "duplicate_series", "bad_histogram", "no_vllm_metrics",
-                "several_servers", "line_too_long", "label_too_long", "too_many_series"}  # fmt: skip
+                "several_servers", "line_too_long", "label_too_long",
+                "too_many_series"}  # fmt: skip
     assert errors == dict.fromkeys(expected, 0.0)
