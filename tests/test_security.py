@@ -441,16 +441,17 @@ def test_a_renewed_certificate_is_served_without_a_signal_and_no_scrape_is_lost(
         exporter.stop()
 
 
+@pytest.mark.parametrize("cap", ["MAX_PER_CLIENT", "MAX_HANDSHAKES"])
 def test_silent_tls_connections_give_way_to_a_scraper(
-    pki: Path, monkeypatch: pytest.MonkeyPatch
+    pki: Path, monkeypatch: pytest.MonkeyPatch, cap: str
 ) -> None:
     """Connections that never send a ClientHello hold their places only until someone needs
-    them: with the client's places full of them, a scraper's handshake gets in at once (before
-    their 10 s handshake deadline)."""
+    them: with the client's places (or the handshakes in progress) full of them, a scraper's
+    handshake gets in at once (before their 10 s handshake deadline)."""
     from exporter.export import server as server_mod
     from exporter.export.server import HttpServer, Response, WebSettings
 
-    monkeypatch.setattr(server_mod, "MAX_PER_CLIENT", 4)
+    monkeypatch.setattr(server_mod, cap, 4)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
     srv = HttpServer(lambda r: Response(200, b"ok\n"), "127.0.0.1:0", WebSettings(ctx))
