@@ -49,6 +49,10 @@ ROOFLINE_FIXES: Mapping[str, str] = {
 }
 
 
+# Where the tensor-parallel size came from, in words (vllm_profile_info's source codes).
+_SOURCE_WORDS: Mapping[str, str] = {"gpus": "the GPUs seen", "env": "the environment"}
+
+
 @dataclass(frozen=True, slots=True)
 class PageContext:
     """What the page says besides the snapshot: the exporter, its target (already redacted)
@@ -259,6 +263,7 @@ def _catalog(snap: Snapshot, f: _Figures) -> str:
     labels = info[0] if info else {}
     n = len(snap.agg.gpus)
     gpu = f"{labels['gpu_name']} × {n}" if labels.get("gpu_name") else "no GPU readings"
+    tp_source = labels.get("tensor_parallel_size_source", "")
     lines = [
         f"<tr><th>model</th><td>{_e(labels.get('model') or '—')}</td><td>"
         + _model_match(labels)
@@ -273,7 +278,7 @@ def _catalog(snap: Snapshot, f: _Figures) -> str:
         f"<tr><th>weights</th><td>{_e(labels.get('dtype') or '—')}</td><td>from "
         f"{_e(labels.get('dtype_source') or '—')}; tensor parallel "
         f"{_e(labels.get('tensor_parallel_size') or '—')} (from "
-        f"{_e(labels.get('tensor_parallel_size_source') or '—')}), pipeline parallel "
+        f"{_e(_SOURCE_WORDS.get(tp_source, tp_source or '—'))}), pipeline parallel "
         f"{_e(labels.get('pipeline_parallel_size') or '—')} (from "
         f"{_e(labels.get('pipeline_parallel_size_source') or '—')})</td></tr>",
     ]
