@@ -32,6 +32,7 @@ from exporter.config import OPTIONS, Config, ConfigError, duration_in, load_conf
 from exporter.derive.direction import Summary, compare, summarize
 from exporter.pipeline import Snapshot
 from exporter.recording import Damage, RecordingError
+from exporter.signals import route
 from exporter.yamlsafe import YamlError, load_yaml, read_bounded
 
 log = logging.getLogger("vllm_profile_exporter")
@@ -126,18 +127,17 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
 def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
     if demo:
         cfg = demo_config(cfg)
-    service = start_service(cfg, demo=demo)
     done = threading.Event()
-    # A signal handler only sets a flag: a reload runs in its own thread, one at a time, and a
-    # burst of SIGHUPs while one runs is one more reload, of the file as it is then.
+    # A reload runs in its own thread, one at a time; a burst of SIGHUPs while one runs is one
+    # more reload, of the file as it is then. Signals are routed before any thread starts.
     wanted = threading.Event()
 
-    def stop(*_: object) -> None:
+    def stop() -> None:
         done.set()
         wanted.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    route({signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: wanted.set})
+    service = start_service(cfg, demo=demo)
 
     def reload() -> None:
         try:
@@ -159,7 +159,6 @@ def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:
             reload()
 
     threading.Thread(target=reloads, name="reload", daemon=True).start()
-    signal.signal(signal.SIGHUP, lambda *_: wanted.set())
     log.info(
         "vllm-profile-exporter %s: profiling %s; metrics on http://%s/metrics",
         __version__,
@@ -249,8 +248,7 @@ def _duration(text: str, parse: Any) -> float:
 def _record(cfg: Config, args: argparse.Namespace) -> int:
     duration = _duration(args.duration, RECORD_DURATION)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())  # finish the file, then exit
+    route({signal.SIGINT: stop.set, signal.SIGTERM: stop.set})  # finish the file, then exit
     n = record(cfg, args.output, duration, stop)
     log.info("recorded %d polls to %s%s", n, args.output, " (stopped early)" if stop.is_set()
              else "")  # fmt: skip

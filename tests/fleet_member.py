@@ -21,6 +21,7 @@ from exporter.export.http import make_handler
 from exporter.export.server import HttpServer
 from exporter.export.status_page import PageContext, StatusPage
 from exporter.scrape.replay import replay_ticks
+from exporter.signals import route
 
 
 def main() -> None:
@@ -44,12 +45,11 @@ def main() -> None:
     page = StatusPage(lambda: pipeline.snapshot, lambda: settings, lambda: context,
                       clock=lambda: (pipeline.snapshot.agg.horizon_end or 0.0) + 0.5)  # fmt: skip
     cache = make_render_cache(pipeline, settings, process=True)
+    advance, stop = threading.Event(), threading.Event()
+    route({signal.SIGUSR1: advance.set, signal.SIGTERM: stop.set})  # before any thread starts
     server = HttpServer(make_handler(cache, page, ready=lambda: True), args.listen)
     server.start()
 
-    advance, stop = threading.Event(), threading.Event()
-    signal.signal(signal.SIGUSR1, lambda *_: advance.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("ready", flush=True)
     while not stop.is_set():
         if advance.wait(0.2):

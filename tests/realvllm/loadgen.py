@@ -24,6 +24,7 @@ from pathlib import Path
 
 import requests
 
+from exporter.signals import route
 from tests.realvllm.make_tiny_model import WORDS
 from tests.realvllm.server import SERVED_NAME, realtime
 
@@ -188,7 +189,7 @@ def main() -> None:
         shared_prefix_words=a.shared_prefix_words, seed=a.seed, model=a.model,
     )  # fmt: skip
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    route({signal.SIGTERM: done.set})  # before the generator's threads start
     gen.start()
     done.wait(a.max_seconds)  # bounded even if nobody stops it
     gen.stop()
