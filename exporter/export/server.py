@@ -211,6 +211,11 @@ class _Accepted(asyncio.Protocol):
 
     async def _start_tls(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
         assert self.held is not None
+        if transport.is_closing():
+            # Gone before its handshake began (a connect-and-close): asyncio would still run a
+            # handshake on the closed transport and keep its buffers until the handshake timeout.
+            self.owner.admission.release(self.held)
+            return
         try:
             tls = await self.owner.loop.start_tls(
                 transport, self, ctx, server_side=True, ssl_handshake_timeout=HEAD_TIMEOUT
