@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -136,3 +137,31 @@ def test_a_body_of_the_right_size_is_still_read(hostile: Callable[[Body], Export
     wait_for(lambda: 'vllm_profile_up{source="vllm"} 1.0' in exp.metrics(), 30, "vLLM up")
     for reason in ("line_too_long", "label_too_long", "too_many_series"):
         assert errors(exp, reason) == 0
+
+
+def test_a_target_answering_near_the_deadline_shows_its_real_cadence(
+    hostile: Callable[[Body], Exporter],
+) -> None:
+    """Each answer takes 0.9 s, under the 1 s poll deadline (4 x 250 ms, at least 1 s): every poll
+    succeeds, but one starts only after the last ended, so polls come every 0.9 s or more. The
+    exported interval says so; the 250 ms planned is the schedule."""
+
+    def slow(n: int) -> bytes:
+        time.sleep(0.9)
+        return BODY.encode()
+
+    exp = hostile(slow)
+
+    def figures() -> dict[str, float] | None:
+        values = {}
+        for family in text_string_to_metric_families(exp.metrics()):
+            for s in family.samples:
+                if s.labels.get("source") == "vllm" and "reason" not in s.labels:
+                    values[s.name] = s.value
+        return values if values.get("vllm_profile_polls_total", 0) >= 10 else None
+
+    got = wait_for(figures, 60, "ten polls of the slow target")
+    assert got["vllm_profile_up"] == 1.0
+    assert got["vllm_profile_poll_schedule_seconds"] == 0.25
+    assert got["vllm_profile_poll_interval_seconds"] >= 0.9, got
+    assert errors(exp, "timeout") == 0
