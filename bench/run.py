@@ -237,7 +237,7 @@ def wrk(url: str, connections: int) -> dict[str, float]:
 
 
 def calm_body() -> str:
-    """A real body that shows no pressure (SPEC §3.3): served unchanged, the default cadence
+    """A real body that shows no pressure (docs/sources.md): served unchanged, the default cadence
     polls it at the calm interval."""
     for body in bodies():
         if pressure(parse_vllm_metrics(body, 0.0), None, 64.0) is None:

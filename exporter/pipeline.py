@@ -4,7 +4,7 @@ Both the live loop and replay drive the same :class:`Pipeline`; only where ticks
 how time passes differs. Each tick, the loop (or replay) asks :meth:`Pipeline.plan` which sources
 are due, then feeds back what they answered with :meth:`Pipeline.add_tick`.
 
-A window is a span of time (SPEC §3.3): it closes at the first tick at least
+A window is a span of time (docs/sources.md): it closes at the first tick at least
 :data:`~exporter.derive.thresholds.WINDOW_SECONDS` after its first tick (less half a fast
 interval, so that timestamps a few ms early do not add a poll: at 250 ms a window holds 9 polls),
 and consecutive windows share that boundary tick. A gap longer than two windows, or the clock

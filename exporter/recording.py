@@ -1,4 +1,4 @@
-"""The recording format (SPEC §14): JSON Lines, optionally gzip, one object per raw poll.
+"""The recording format (docs/design.md): JSON Lines, optionally gzip, one object per raw poll.
 
     {"recording": 1, "exporter_version": "…", "config": {…}}          (optional header)
     {"t": 1795771503.25, "source": "vllm", "body": "<text as received>"}

@@ -160,7 +160,7 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
     }
 
 
-# The seed's display thresholds: a peak is shown when it says something the mean does not.
+# Display thresholds: a peak is shown when it says something the mean does not.
 KV_PEAK_SHOWN_AT = 0.95
 KV_PEAK_ABOVE_MEAN = 0.10  # or 10 percentage points above the mean
 VRAM_PEAK_SHOWN_AT = 0.90
@@ -337,7 +337,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
     add("")
     raw = raw_window(snap) if a.windows_evaluable == 0 else None
     if raw is not None:
-        # SPEC §5: with no evaluable window, the last raw window, as is.
+        # docs/design.md#the-horizon: with no evaluable window, the last raw window, as is.
         shown = ", ".join(f"{k} {v:g}" for k, v in raw.items() if v is not None and k != "start")
         add(f"No evaluable window. The last window, as is: {shown or 'no data'}")
         add("")
@@ -353,7 +353,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
         for s in group.supporting:
             add(f"    Also:  {s.name} ({_tag(s)}): {s.evidence}")
     if d is not None:
-        # Every rule that is not an issue, as the seed lists them; -v adds why.
+        # Every rule that is not an issue, by name; -v adds why.
         quiet = [s for s in d.rules if not s.significant]
         if quiet:
             add("")

@@ -1,4 +1,4 @@
-"""Turn an NVML probe capture (shared fixtures format) into a GPU recording (SPEC §14).
+"""Turn an NVML probe capture (shared fixtures format) into a GPU recording (docs/design.md).
 
 Usage: python scripts/probe_to_recording.py PROBE.json OUT.jsonl.gz [--t0 UNIX_TIME]
 

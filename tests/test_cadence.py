@@ -1,4 +1,4 @@
-"""The adaptive cadence (SPEC §3.3): vLLM fast while anything could spike, calm otherwise.
+"""The adaptive cadence (docs/sources.md): vLLM fast while anything could spike, calm otherwise.
 
 Expected poll counts are worked by hand from the rule: a poll is due once the interval in force
 has passed since the last one, less half a fast interval (125 ms at 250 ms).

@@ -16,8 +16,8 @@ from exporter.config import load_config
 HERE = Path(__file__).parent
 CATALOG = load_catalog(load_config({}, {}, {}))
 
-# SPEC §6.1, after the documented corrections (B200 FP32, H100 PCIe FP32, RTX PRO 6000 bandwidth,
-# GB10 FP32): (fp32 TFLOPs, bandwidth GB/s, on-demand $/h, spot $/h).
+# The catalog's published figures, after the corrections noted in gpus.yaml (B200 FP32, H100 PCIe
+# FP32, RTX PRO 6000 bandwidth, GB10 FP32): (fp32 TFLOPs, bandwidth GB/s, on-demand $/h, spot $/h).
 GPU_ROWS = {
     "H100 PCIe": (51.0, 2000, 2.20, 0.90),
     "H100 SXM": (67.0, 3350, 3.45, 1.85),

@@ -1,4 +1,4 @@
-"""The gate (SPEC §4.1), horizon aggregation (§5) and the pipeline's windowing, by hand."""
+"""The gate, horizon aggregation and the pipeline's windowing (docs/design.md), by hand."""
 
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ class TestGpuAggregates:
 
 
 class TestAggregateFigures:
-    """Every horizon figure from its windows, worked by hand (SPEC §5)."""
+    """Every horizon figure from its windows, worked by hand (docs/design.md#the-horizon)."""
 
     @staticmethod
     def busy(t0: float, dur: float, *, gen: float, energy_mj: tuple[float | None, ...] = (),

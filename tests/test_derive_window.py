@@ -1,4 +1,4 @@
-"""Per-window formulas (SPEC §4) on constructed polls; expected values worked by hand."""
+"""Per-window formulas (docs/design.md) on constructed polls; expected values worked by hand."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ class TestHistogramEdges:
 
 
 class TestWindowRecord:
-    """Every field of a window from its polls (SPEC §4), at the place they are built."""
+    """Every field of a window from its polls (docs/design.md), at the place they are built."""
 
     def test_fields_from_first_last_and_between(self) -> None:
         h0 = hist(B, (0, 0, 0, 0), 0.0)

@@ -113,7 +113,7 @@ def test_restart_starts_a_new_epoch_and_a_direction() -> None:
     assert x["before"]["generation_tps"] == pytest.approx(before, rel=1e-6)
     assert x["after"]["generation_tps"] == pytest.approx(after, rel=1e-6)
     assert x["throughput_delta_pct"] == pytest.approx(change, rel=1e-6)
-    assert change > 10 and x["direction"] == "better"  # SPEC §11: > +10% is better
+    assert change > 10 and x["direction"] == "better"  # docs/rules.md: > +10% is better
 
 
 def test_no_rule_needs_what_it_cannot_have() -> None:
@@ -164,7 +164,7 @@ def test_whole_recording_diagnosis_compares_the_epochs_around_a_restart() -> Non
     assert x is not None and x["signal"] == "throughput"
     before, after = x["before"]["generation_tps"], x["after"]["generation_tps"]
     assert x["throughput_delta_pct"] == pytest.approx((after - before) / before * 100, rel=1e-9)
-    delta = x["throughput_delta_pct"]  # SPEC §11: beyond ±10% is better or worse
+    delta = x["throughput_delta_pct"]  # docs/rules.md: beyond ±10% is better or worse
     assert x["direction"] == ("better" if delta > 10 else "worse" if delta < -10 else "plateau")
     assert after == pytest.approx(d["throughput"]["generation_tokens_per_second"], rel=1e-9)
 
@@ -251,8 +251,8 @@ def test_diagnose_loop_asks_after_a_worse_run() -> None:
 
 
 def test_no_evaluable_window_shows_the_last_raw_window(tmp_path: Path) -> None:
-    # vLLM answers but never says how many requests run: no window is evaluable (SPEC §4.1),
-    # so the report shows the last window as it is (SPEC §5) instead of n/a everywhere.
+    # vLLM answers but never says how many requests run: no window is evaluable (docs/design.md),
+    # so the report shows the last window as it is (docs/design.md) instead of n/a everywhere.
     src = VLLM / "vllm032-cpu-b-underbatch.jsonl.gz"
     out = tmp_path / "no-running.jsonl.gz"
     with gzip.open(src, "rt") as f, gzip.open(out, "wt") as g:

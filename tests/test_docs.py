@@ -4,6 +4,7 @@ labels, label codes), and every family in the table really exported in some case
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,3 +117,44 @@ def test_label_codes_are_documented() -> None:
     for name, values in codes.items():
         shown = set(re.findall(r"`([a-z_0-9]+)`", row(name)))
         assert values - shown == set(), name
+
+
+# The project explains itself: what the code and docs cite is in the repository.
+CITING = ("exporter", "tests", "bench", "scripts", "deploy", "docs", "README.md", "CHANGELOG.md")
+
+
+def cited_texts() -> Iterator[tuple[Path, str]]:
+    for top in CITING:
+        path = ROOT / top
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for f in files:
+            if f.suffix in (".py", ".md", ".yaml", ".tpl", ".txt") and "fixtures" not in f.parts:
+                yield f, f.read_text(errors="replace")
+
+
+def test_nothing_cites_a_document_outside_the_repository() -> None:
+    outside = re.compile(r"SPEC §|SPEC\.md|\bthe seed\b|seed's|\.\./shared|profile-docs")
+    found = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f, text in cited_texts()
+             for m in outside.finditer(text) if f != Path(__file__)]  # fmt: skip
+    assert not found, found
+
+
+def anchor(heading: str) -> str:
+    """A Markdown heading's anchor as GitHub makes it."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_docs_reference_resolves() -> None:
+    """``docs/NAME.md`` and ``docs/NAME.md#anchor`` wherever they are written (runbook links
+    included): the file exists and has that heading or ``<a id>``."""
+    refs = {m.groups() for _, text in cited_texts()
+            for m in re.finditer(r"docs/([a-z_-]+\.md)(?:#([a-z0-9-]+))?", text)}  # fmt: skip
+    assert len(refs) > 10
+    for name, frag in sorted(refs, key=lambda r: (r[0], r[1] or "")):
+        doc = ROOT / "docs" / name
+        assert doc.is_file(), f"docs/{name} is cited but does not exist"
+        if frag:
+            text = doc.read_text()
+            ids = {anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+            ids |= set(re.findall(r'<a id="([^"]+)"></a>', text))
+            assert frag in ids, f"docs/{name}#{frag}: no such heading or anchor"

@@ -1,4 +1,4 @@
-"""Roofline and economics formulas (SPEC §7-8), worked by hand; and what stays absent."""
+"""Roofline and economics formulas (docs/design.md), worked by hand; and what stays absent."""
 
 from __future__ import annotations
 
@@ -290,7 +290,7 @@ class TestEconomicsEdges:
 
 
 class TestWallClockEconomics:
-    """SPEC §8's wall-clock basis, worked by hand."""
+    """docs/design.md's wall-clock basis, worked by hand."""
 
     def wall(self, **kw: Any) -> economics.Economics:
         args: dict[str, Any] = dict(

@@ -1,4 +1,5 @@
-"""Rules R1-R5 on both sides of every threshold (SPEC §10), persistence, grouping, direction."""
+"""Rules R1-R5 on both sides of every threshold (docs/rules.md), persistence, grouping and
+direction."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ CC = {"num_gpu_blocks": "100", "block_size": "10"}  # 1,000 tokens of KV
 
 class TestRuleRecords:
     """Each rule's exact answer: fired or not, the numbers shown (diagnose, rule_skipped and
-    issue_info read them), or why it was skipped. Values worked by hand from the rules in SPEC §10.
+    issue_info read them), or why it was skipped. Values worked by hand from
+    the rules in docs/rules.md.
     """
 
     @pytest.mark.parametrize(
@@ -414,15 +416,15 @@ class TestR5:
         return evaluate_window(w, 8.0)[R5]
 
     def test_the_cap_reached_with_a_capacity_queue_fires_despite_churn(self) -> None:
-        # The seed's test alone misses it: |7 - 8| = 1 > 0.5.
+        # The cap test alone misses it: |7 - 8| = 1 > 0.5.
         r = self.churn(peak=8.0, capacity=12.0)
         # 12 / (7 + 12) = 63% of the requests wait for capacity
         assert r.fired and r.why == (
             "running 7.0 of 8 (peak 8), 12.0 waiting for capacity of 12.0 (queue ratio 63%)"
         )
 
-    def test_no_capacity_evidence_keeps_the_seed_test(self) -> None:
-        # vLLM < 0.20 says nothing of why requests wait: the seed's threshold stays.
+    def test_no_capacity_evidence_keeps_the_cap_test(self) -> None:
+        # vLLM < 0.20 says nothing of why requests wait: the original threshold stays.
         assert not self.churn(peak=8.0, capacity=None).fired
 
     def test_a_queue_not_caused_by_the_cap_stays_silent(self) -> None:

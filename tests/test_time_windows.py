@@ -1,4 +1,4 @@
-"""Windows made of time (SPEC §3.3) and the adaptive cadence, over the real recordings.
+"""Windows made of time (docs/sources.md) and the adaptive cadence, over the real recordings.
 
 At regular 250 ms polls a time window is the 9-poll window it always was: the reference below
 rebuilds those windows by counting polls, independently of the pipeline, and every figure must

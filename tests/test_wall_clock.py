@@ -1,5 +1,6 @@
-"""Wall-clock economics (SPEC §8) against a computation by hand: a real busy recording behind an
-idle stretch, replayed; the counters and gauges recomputed from the recording's own polls."""
+"""Wall-clock economics (docs/design.md) against a computation by hand: a real busy recording
+behind an idle stretch, replayed; the counters and gauges recomputed from the recording's own
+polls."""
 
 from __future__ import annotations
 

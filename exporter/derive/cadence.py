@@ -1,4 +1,5 @@
-"""When each source is next due (SPEC §3.3): vLLM fast while anything could spike, calm otherwise.
+"""When each source is next due: vLLM fast while anything could spike, calm otherwise
+(docs/sources.md).
 
 Every vLLM ``/metrics`` poll costs vLLM's API server CPU in the process that streams tokens, so
 an idle or steady server is polled at the calm interval. The first poll that shows pressure
@@ -26,7 +27,7 @@ from exporter.samples import EngineSample, GpuSample
 
 
 def pressure(s: EngineSample, prev: EngineSample | None, max_num_seqs: float | None) -> str | None:
-    """Why this poll could precede a spike, or None when it shows none (SPEC §3.3).
+    """Why this poll could precede a spike, or None when it shows none (docs/sources.md).
 
     >>> pressure(EngineSample(0.0, kv_usage=0.7), None, None)
     'kv'

@@ -1,4 +1,4 @@
-"""Direction after a configuration change: better, worse or plateau (SPEC §11).
+"""Direction after a configuration change: better, worse or plateau (docs/rules.md).
 
 Efficiency is divided by the mean number of running requests before comparing, which cancels a
 change in traffic: what remains is hardware utilization per request. Throughput is the fallback

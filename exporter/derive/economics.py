@@ -1,6 +1,6 @@
-"""Energy and money per token (SPEC §8), on two bases.
+"""Energy and money per token (docs/design.md#energy-and-money), on two bases.
 
-*Active* figures (the seed's) are computed over the horizon's active windows: the marginal cost of
+*Active* figures are computed over the horizon's active windows: the marginal cost of
 a token while serving. *Wall-clock* figures count every observed second, busy or idle, because a
 GPU is paid for by the hour: a server busy 10% of the time has an active $/1M ten times below what
 its tokens really cost.

@@ -1,4 +1,4 @@
-"""The two-tier window gate (SPEC §4.1), called once per window and nowhere else."""
+"""The two-tier window gate (docs/design.md), called once per window and nowhere else."""
 
 from __future__ import annotations
 

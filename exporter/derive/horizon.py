@@ -1,4 +1,4 @@
-"""Aggregates over the horizon of recent windows (SPEC §5).
+"""Aggregates over the horizon of recent windows (docs/design.md).
 
 Which windows feed which figure: histogram means, p99s, throughput and GPU utilization/power use
 active windows; KV mean, prefix hit rate, prompt length and running/waiting use evaluable windows;
@@ -78,7 +78,7 @@ class Aggregate:
     est_flops_per_second: float | None = None  # vLLM's analytic FLOP/s per GPU, active windows
     est_bytes_per_second: float | None = None
     requests_total: float | None = None
-    # Wall-clock basis (SPEC §8): vLLM spans of the evaluable and the active windows, and the
+    # Wall-clock basis (docs/design.md): vLLM spans of the evaluable and the active windows, and the
     # tokens generated in the evaluable windows whose counter delta is known, over their spans.
     observed_seconds: float = 0.0
     active_seconds: float = 0.0

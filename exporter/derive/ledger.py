@@ -1,4 +1,4 @@
-"""Wall-clock totals since the exporter started (SPEC §8): what Prometheus reconciles.
+"""Wall-clock totals since the exporter started (docs/design.md): what Prometheus reconciles.
 
 Each evaluable window adds its span to the seconds observed (and to the seconds active when it is
 active), its generated tokens, the GPUs' energy and the dollars its span cost. The totals belong

@@ -1,4 +1,5 @@
-"""Resolving roofline inputs: catalog matches and the dtype / tensor-parallel chains (SPEC §7).
+"""Resolving roofline inputs: catalog matches and the dtype / tensor-parallel chains
+(docs/design.md).
 
 Pure: the flags and environment values arrive already read, in :class:`RooflineSettings`.
 """

@@ -1,4 +1,5 @@
-"""Roofline: the hardware ceiling for decode and what fraction of it the server uses (SPEC §7).
+"""Roofline: the hardware ceiling for decode and what fraction of it the server uses
+(docs/design.md).
 
 Every output is a catalog-derived estimate. Inputs come in resolved (see ``resolve.py``); each
 figure is None when an input it needs is missing, and ``reasons`` says why.

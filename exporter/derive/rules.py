@@ -1,4 +1,4 @@
-"""The five bottleneck rules (SPEC §10), each in one place: :data:`RULES`.
+"""The five bottleneck rules (docs/rules.md), each in one place: :data:`RULES`.
 
 A rule's entry holds everything about it: its name, issue group and documentation anchor, its
 condition (per evaluable window, or a configuration fact such as R4's), when it is significant

@@ -1,8 +1,8 @@
-"""Every rule, persistence and direction threshold, in one place (SPEC §10-11). Provisional."""
+"""Every rule, persistence and direction threshold, in one place (docs/rules.md). Provisional."""
 
 from __future__ import annotations
 
-# The activity gate (SPEC §4.1): a window with running requests is active when either is above
+# The activity gate (docs/design.md): a window with running requests is active when either is above
 ACTIVE_KV_PCT = 30.0
 ACTIVE_GPU_UTIL_PCT = 20.0
 
@@ -44,13 +44,13 @@ BETTER_THROUGHPUT_PCT = 10.0
 WORSE_THROUGHPUT_PCT = -10.0
 LATENCY_VETO_TTFT_P99_PCT = 20.0
 
-# Adaptive vLLM cadence (SPEC §3.3): any of these on a poll makes the cadence fast at once
+# Adaptive vLLM cadence (docs/sources.md): any of these on a poll makes the cadence fast at once
 CADENCE_KV_AT_LEAST = 0.70
 CADENCE_RUNNING_SHARE = 0.90  # running / max_num_seqs
 CADENCE_RUNNING_CHANGE = 3.0  # |Δrunning| between two polls, more than this
 CADENCE_KV_CHANGE = 0.05  # |Δkv_usage| between two polls
 CADENCE_HOLD_SECONDS = 10.0  # fast until this long after the last poll with pressure
 
-# Windows (SPEC §3.3)
+# Windows (docs/sources.md)
 WINDOW_SECONDS = 2.0
 GAP_WINDOWS = 2.0  # a gap between polls longer than this many windows ends the window

@@ -1,4 +1,4 @@
-"""One window (~2 s, ~9 polls): per-window figures from the polls it holds (SPEC §4).
+"""One window (~2 s, ~9 polls): per-window figures from the polls it holds (docs/design.md).
 
 Every duration comes from the polls' own timestamps, never from a poll count, so the poll
 interval can change without touching these formulas. A value that cannot be computed is None.

@@ -1,4 +1,4 @@
-"""Sources that read recordings instead of live endpoints (SPEC §14).
+"""Sources that read recordings instead of live endpoints (docs/design.md#recordings).
 
 ``replay_ticks`` drives the pipeline in simulated time (the recorded timestamps); the two
 ``Replay*Source`` classes feed ``serve`` in real time, restamping each entry with the live clock.

@@ -1,6 +1,6 @@
 """Pure parser: vLLM ``/metrics`` text (format 0.0.4) → :class:`EngineSample`.
 
-Only the families the product uses are decoded (SPEC §3.1); every other line costs one dict
+Only the families the product uses are decoded (docs/design.md); every other line costs one dict
 lookup. Both spellings are accepted: ``vllm:x`` and the escaped ``vllm_x``. Series of one family
 are summed over label sets (DP engines), except KV usage, which takes the fullest engine.
 
@@ -167,8 +167,8 @@ def _merge_histogram(
     return Histogram(bounds, tuple(cumulative), total_sum, total_count)
 
 
-# What every poll needs (SPEC §3.3): the gauges the windows average and the cadence watches, and
-# what tells a restart; counters and histograms count only at a window's first and last polls.
+# What every poll needs (docs/sources.md): the gauges the windows average and the cadence watches,
+# and what tells a restart; counters and histograms count only at a window's first and last polls.
 # In the order vLLM writes them (the search goes on from the last find), each with the legacy
 # name read when the current one is absent, as parse_vllm_metrics does.
 _PER_POLL = (("process_start_time_seconds",), ("vllm:num_requests_running",),
@@ -386,7 +386,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     return EngineSample(
         observed_at=observed_at,
         # Several names in one body (a router in front of several servers, or several models):
-        # the sums mix them, so no one name is claimed for them (SPEC §3.1).
+        # the sums mix them, so no one name is claimed for them (docs/design.md).
         model_name=names[0] if len(names) == 1 else None,
         model_names=names,
         running=scalars.get("running"),
