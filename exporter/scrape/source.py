@@ -1,17 +1,18 @@
 """The one contract between sources and the engine: what a source is, and what a poll returns.
 
-Two roles, each with its kinds (:data:`ENGINE_KINDS`, :data:`GPU_KINDS`; ``app.SOURCES`` builds
-each kind from the configuration). The loop polls every source in its own thread, at the
-cadence the pipeline's plan asks for; a source never raises for anything its target does — it
-returns a :class:`~exporter.samples.PollError` with a short stable reason (the metric label).
-Sources and the core share only the typed samples of :mod:`exporter.samples`.
+Two roles, each with its kinds (:data:`ENGINE_KINDS`, :data:`GPU_KINDS`); ``app.ENGINE_SOURCES``
+and ``app.GPU_SOURCES`` build each kind from the configuration. The loop polls every source in
+its own thread, at the cadence the pipeline's plan asks for; a source never raises for anything
+its target does — it returns a :class:`~exporter.samples.PollError` with a short stable reason
+(the metric label). Sources and the core share only the typed samples of
+:mod:`exporter.samples`.
 
-Adding a source (an engine such as SGLang or TGI, or a GPU reader): write a class with the
-role's ``poll`` and ``close`` in ``scrape/``, returning the role's sample (HTTP targets use
-:class:`~exporter.scrape.http_get.HttpGetter` for deadlines and caps, and map every failure to
-a :class:`FetchError` reason); add its kind here and its builder to ``app.SOURCES``; give the
-raw text it read to :class:`EnginePoll` so recordings keep it. Nothing in the loop, the
-pipeline or the export changes.
+Adding a GPU reader: a class with the role's ``poll`` and ``close`` in ``scrape/``, returning a
+:class:`~exporter.samples.GpuSample` (HTTP targets use
+:class:`~exporter.scrape.http_get.HttpGetter` for deadlines and caps, and map every failure to a
+:class:`FetchError` reason); its kind and error reasons here, its builder in
+``app.GPU_SOURCES``. An engine other than vLLM is not yet one place: the loop, the pipeline's
+records and replay still name vLLM (docs/sources.md says what is left).
 """
 
 from __future__ import annotations
