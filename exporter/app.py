@@ -153,6 +153,7 @@ def make_pipeline(cfg: Config, whole_epochs: bool = False) -> Pipeline:
         horizon_seconds=cfg.horizon,
         poll_interval=cfg.poll_interval,
         calm_poll_interval=cfg.calm_poll_interval,
+        idle_poll_interval=cfg.idle_poll_interval,
         gpu_source_name=gpu_source_name(cfg),
         gpu_cadence=gpu_cadence(cfg),
         roofline=roofline_settings(cfg, load_catalog(cfg)),
@@ -324,8 +325,8 @@ def target_shown(cfg: Config, demo: bool) -> str:
 # Options a running exporter cannot take on by a reload: they shape its listener, its windows or
 # where its sources come from.
 RESTART_ONLY = ("web_listen_address", "gpu_source", "poll_interval", "calm_poll_interval",
-                "dcgm_poll_interval", "horizon", "vllm_replay", "gpu_replay",
-                "config_revision")  # fmt: skip
+                "idle_poll_interval", "dcgm_poll_interval", "horizon", "vllm_replay",
+                "gpu_replay", "config_revision")  # fmt: skip
 SOURCE_OPTIONS = ("vllm_url", "dcgm_url", "dcgm_pod", "dcgm_namespace", "gpu")
 
 
@@ -493,6 +494,7 @@ def record(cfg: Config, output: Path, duration: float, stop: threading.Event | N
                 "vllm_url": redact(cfg.vllm_url),
                 "poll_interval": cfg.poll_interval,
                 "calm_poll_interval": cfg.calm_poll_interval,
+                "idle_poll_interval": cfg.idle_poll_interval,
             },
         },
     )

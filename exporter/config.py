@@ -338,6 +338,15 @@ OPTIONS: tuple[Option, ...] = (
         duration=True,
     ),
     Option(
+        "idle-poll-interval",
+        duration_in(0.05, 300.0, "the idle poll interval"),
+        5.0,
+        "vLLM poll interval after 30 s with nothing running, waiting or generated; a busy GPU "
+        "(NVML or dcgm) wakes it at once (never below --calm-poll-interval; off with a fixed "
+        "cadence)",
+        duration=True,
+    ),
+    Option(
         "dcgm-poll-interval",
         duration_in(0.05, 300.0, "the dcgm poll interval"),
         None,
@@ -399,6 +408,7 @@ class Config:
     horizon: float
     poll_interval: float
     calm_poll_interval: float
+    idle_poll_interval: float
     dcgm_poll_interval: float | None
     slo_ttft: float | None
     slo_tpot: float | None

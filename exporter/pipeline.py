@@ -136,6 +136,13 @@ class _Health:
         )
 
 
+def _gpu_busy(g: GpuSample) -> bool:
+    """A GPU works: load may have begun on an idle vLLM."""
+    return any(
+        r.util_gpu_pct is not None and r.util_gpu_pct >= T.CADENCE_WAKE_GPU_UTIL_PCT for r in g.gpus
+    )
+
+
 class Pipeline:
     """Groups ticks into windows, keeps the horizon, evaluates the rules, tracks configuration
     epochs, and publishes a fresh snapshot per tick."""
@@ -146,6 +153,7 @@ class Pipeline:
         horizon_seconds: float,
         poll_interval: float,
         calm_poll_interval: float | None = None,
+        idle_poll_interval: float | None = None,
         engine_source_name: str = "vllm",
         gpu_source_name: str | None = "nvml",
         gpu_cadence: RefreshCadence | None = None,
@@ -169,9 +177,8 @@ class Pipeline:
         # Half a fast interval: a tick a few ms early still closes its window.
         self._slack = poll_interval / 2
         calm = poll_interval if calm_poll_interval is None else calm_poll_interval
-        self.cadence = VllmCadence(fast=poll_interval, calm=calm, max_num_seqs=max_num_seqs)
-        # Ticks come at least every calm interval while vLLM answers: a longer gap is one.
-        self.gap_seconds = T.GAP_WINDOWS * max(window_seconds, self.cadence.calm)
+        self.cadence = VllmCadence(fast=poll_interval, calm=calm, idle=idle_poll_interval,
+                                   max_num_seqs=max_num_seqs)  # fmt: skip
         self.gpu_cadence = gpu_cadence
         # A full horizon: horizon / window length, e.g. 60 s / 2 s = 30 windows.
         self.full_windows = max(1, round(horizon_seconds / window_seconds))
@@ -207,8 +214,20 @@ class Pipeline:
         self.models_wanted = True  # read /v1/models at start and after a restart
         self.snapshot = Snapshot()
 
+    def _span(self) -> float:
+        """The open window's length: the window, or the vLLM interval in force if longer (an
+        idle cadence), so that a window holds two vLLM polls and every second it spans is
+        observed."""
+        return max(self.window_seconds, self.cadence.interval)
+
+    @property
+    def gap_seconds(self) -> float:
+        """Ticks come at least every vLLM interval while vLLM answers: a longer gap than two
+        windows (or two intervals) is one."""
+        return T.GAP_WINDOWS * max(self._span(), self.cadence.calm)
+
     def _closes(self, at: float) -> bool:
-        return at - self._buf[0][0] >= self.window_seconds - self._slack
+        return at - self._buf[0][0] >= self._span() - self._slack
 
     def plan(self, at: float) -> Plan:
         """What a tick starting at ``at`` (wall clock) should poll."""
@@ -359,6 +378,10 @@ class Pipeline:
         times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
         if times:
             self._add(max(times), tick)
+        if isinstance(tick.gpu, GpuSample) and _gpu_busy(tick.gpu):
+            # After the window decision at this tick: the window that ends next holds the
+            # vLLM poll this wake asks for.
+            self.cadence.wake(tick.gpu.observed_at)
         self._publish()
 
     def offer(self, tick: Tick) -> None:
@@ -413,6 +436,10 @@ class Pipeline:
         later than planned, ends on time: what its last partly read sample lacks (counter and
         histogram deltas) is absent for that window, never estimated."""
         v = tick.vllm
+        if v is None and self._last_vllm() is not None:
+            # vLLM not polled at this tick: the window ends at its next vLLM poll, so that every
+            # second it spans lies between two of them (an idle cadence polls seconds apart).
+            return at - self._buf[0][0] >= 2 * self._span()
         if not isinstance(v, EngineSample) or v.complete:
             return True
         return at - self._buf[0][0] >= 2 * self.window_seconds

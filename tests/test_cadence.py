@@ -511,3 +511,97 @@ class TestPipelineLeftovers:
             p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=10.0 * i, process_start_time=2.0),
                             gpu=None))  # fmt: skip
         assert p.snapshot.epoch == 1 and p.snapshot.direction is None
+
+
+# --- the idle tier: an idle vLLM polled every 5 s, woken by a busy GPU --------------------------
+
+
+def idle_vllm(t: float) -> EngineSample:
+    """Nothing running, nothing waiting, the token counter frozen."""
+    return vllm(t, running=0.0, waiting=0.0, kv_usage=0.0, generation_tokens=100.0)
+
+
+def idle_for(p: Pipeline, seconds: float, gpu_util: float | None = None) -> None:
+    """A tick every 250 ms from 0 to ``seconds`` (inclusive), offered as a replay is."""
+    for i in range(int(seconds / 0.25) + 1):
+        t = i * 0.25
+        g = None if gpu_util is None else gpu(t, dict(util_gpu_pct=gpu_util))
+        p.offer(Tick(vllm=idle_vllm(t), gpu=g))
+
+
+def idle_pipeline(idle: float = 5.0, **kw: Any) -> Pipeline:
+    return Pipeline(horizon_seconds=600, poll_interval=0.25, calm_poll_interval=1.0,
+                    idle_poll_interval=idle, **kw)  # fmt: skip
+
+
+def test_an_idle_server_is_polled_every_idle_interval_and_every_second_is_observed() -> None:
+    # Calm polls at 0, 1, …, 30 s (31): at 30 s nothing has happened for 30 s, so the next is due
+    # 5 s later (less 125 ms of slack): 35, 40, …, 120 s (18). 49 polls, not 121.
+    p = idle_pipeline(gpu_source_name=None)
+    idle_for(p, 120.0)
+    h = p.snapshot.health["vllm"]
+    assert (h.polls, h.interval) == (49, 5.0)
+    # Windows hold two vLLM polls: 2 s ones [0, 2] … [26, 28] while calm (14); the one open
+    # when the cadence went idle ends at its next poll, [28, 35]; then [35, 40] … [115, 120]
+    # (17). Every second from 0 to 120 lies in an evaluable window.
+    spans = [(w.start, w.end) for w, _ in p.windows]
+    assert len(spans) == 32 and spans[13] == (26.0, 28.0) and spans[14] == (28.0, 35.0)
+    assert spans[15] == (35.0, 40.0) and spans[-1] == (115.0, 120.0)
+    assert all(gate.evaluable for _, gate in p.windows)
+    assert p.snapshot.ledger.observed_seconds == 120.0
+    # The same server at a fixed 250 ms: the same seconds observed, at ten times the polls.
+    fixed = Pipeline(horizon_seconds=600, poll_interval=0.25, calm_poll_interval=0.25,
+                     idle_poll_interval=5.0, gpu_source_name=None)  # fmt: skip
+    idle_for(fixed, 120.0)
+    assert fixed.snapshot.health["vllm"].polls == 481
+    assert fixed.snapshot.ledger.observed_seconds == 120.0
+
+
+def test_a_busy_gpu_wakes_an_idle_cadence_at_once() -> None:
+    # Idle polls at 0 … 30 s, then 35 and 40 s; at 42 s a GPU gets busy: vLLM is polled at the
+    # next tick, 42.25 s, and the window open since 40 s ends there (two vLLM polls in it).
+    p = idle_pipeline()
+    idle_for(p, 41.75, gpu_util=0.0)
+    assert p.cadence.interval == 5.0 and not p.plan(42.0).vllm
+    p.offer(Tick(vllm=idle_vllm(42.0), gpu=gpu(42.0, dict(util_gpu_pct=90.0))))
+    assert p.cadence.interval == 1.0 and p.plan(42.25).vllm
+    busy = vllm(42.25, running=2.0, waiting=0.0, kv_usage=0.2, generation_tokens=140.0)
+    p.offer(Tick(vllm=busy, gpu=gpu(42.25, dict(util_gpu_pct=90.0))))
+    w, gate = p.windows[-1]
+    assert (w.start, w.end, w.vllm_polls) == (40.0, 42.25, 2) and gate.evaluable
+
+
+def test_a_gpu_busy_with_something_else_keeps_the_cadence_calm() -> None:
+    # vLLM idle, but the GPU works (another tenant, a warm-up): never idle, polled every second.
+    p = idle_pipeline()
+    idle_for(p, 60.0, gpu_util=50.0)
+    assert p.snapshot.health["vllm"].polls == 61 and p.cadence.interval == 1.0
+
+
+@pytest.mark.parametrize(
+    ("calm", "idle", "tier"),
+    [(1.0, 1.0, 1.0), (0.25, 5.0, 0.25), (1.0, 0.5, 1.0), (2.0, 10.0, 10.0)],
+)
+def test_the_idle_tier_is_off_with_a_fixed_cadence_or_no_longer_interval(
+    calm: float, idle: float, tier: float
+) -> None:
+    # The idle interval is never below the calm one, and a fixed cadence (calm = fast) stays
+    # fixed: an idle stretch is then polled at the calm interval.
+    c = VllmCadence(fast=0.25, calm=calm, idle=idle, max_num_seqs=None)
+    for t in range(40):
+        c.observe(idle_vllm(float(t)))
+    assert c.interval == tier
+
+
+def test_a_token_or_a_request_ends_the_idle_tier() -> None:
+    c = VllmCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
+    for t in range(31):
+        c.observe(idle_vllm(float(t)))
+    assert c.interval == 5.0
+    c.observe(vllm(35.0, running=0.0, waiting=0.0, generation_tokens=101.0))  # a short request
+    assert c.interval == 1.0
+    for t in range(36, 66):
+        c.observe(vllm(float(t), running=0.0, waiting=0.0, generation_tokens=101.0))
+    assert c.interval == 5.0  # 30 s quiet again
+    c.observe(vllm(70.0, running=1.0, waiting=0.0, generation_tokens=101.0))
+    assert c.interval == 1.0

@@ -2,9 +2,13 @@
 (docs/sources.md).
 
 Every vLLM ``/metrics`` poll costs vLLM's API server CPU in the process that streams tokens, so
-an idle or steady server is polled at the calm interval. The first poll that shows pressure
+a steady server is polled at the calm interval, and an idle one (nothing running, nothing
+waiting, no token generated) at the idle interval once it has been idle for
+:data:`~exporter.derive.thresholds.CADENCE_IDLE_AFTER_SECONDS`. The first poll that shows pressure
 switches to the fast interval at once; the cadence goes calm again only after
 :data:`~exporter.derive.thresholds.CADENCE_HOLD_SECONDS` without pressure, so it does not flap.
+A signal that costs vLLM nothing — the GPUs getting busy — wakes an idle cadence: vLLM is polled
+at once and calm from then on.
 
 Pure: times are passed in (the polls' own timestamps), so replaying a recording made at the fast
 interval takes the same decisions, by skipping the polls a live exporter would not have made.
@@ -16,6 +20,14 @@ interval takes the same decisions, by skipping the polls a live exporter would n
 >>> c.observe(EngineSample(1.0, running=3.0, waiting=2.0, kv_usage=0.3))   # a queue: fast at once
 >>> c.interval, c.due(1.25)
 (0.25, True)
+>>> c = VllmCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
+>>> for t in range(32):   # nothing runs, nothing waits, no token: idle after 30 s
+...     c.observe(EngineSample(float(t), running=0.0, waiting=0.0, generation_tokens=10.0))
+>>> c.interval
+5.0
+>>> c.wake(33.0)          # the GPUs got busy: vLLM at once, then calm
+>>> c.interval, c.due(33.0)
+(1.0, True)
 """
 
 from __future__ import annotations
@@ -60,6 +72,25 @@ def pressure(s: EngineSample, prev: EngineSample | None, max_num_seqs: float | N
     return None
 
 
+def quiet(s: EngineSample, prev: EngineSample | None) -> bool:
+    """Nothing runs, nothing waits, and no token was generated since the previous poll.
+
+    >>> quiet(EngineSample(1.0, running=0.0, waiting=0.0, generation_tokens=7.0),
+    ...       EngineSample(0.0, running=0.0, waiting=0.0, generation_tokens=7.0))
+    True
+    >>> quiet(EngineSample(1.0, running=0.0, waiting=0.0, generation_tokens=9.0),
+    ...       EngineSample(0.0, running=0.0, waiting=0.0, generation_tokens=7.0))
+    False
+    """
+    return (
+        prev is not None
+        and s.running == 0
+        and not s.waiting
+        and s.generation_tokens is not None
+        and s.generation_tokens == prev.generation_tokens
+    )
+
+
 def _due(last_poll: float | None, at: float, gap: float) -> bool:
     """Never polled, the clock stepped back, or at least ``gap`` seconds since the last poll."""
     return last_poll is None or at < last_poll or at - last_poll >= gap
@@ -68,23 +99,44 @@ def _due(last_poll: float | None, at: float, gap: float) -> bool:
 class VllmCadence:
     """The vLLM poll interval in force, from the polls seen so far."""
 
-    def __init__(self, *, fast: float, calm: float, max_num_seqs: float | None) -> None:
+    def __init__(
+        self, *, fast: float, calm: float, max_num_seqs: float | None, idle: float | None = None
+    ) -> None:
         self.fast = fast
         self.calm = max(calm, fast)
+        # A fixed cadence (calm equal to fast) stays fixed: no idle tier either.
+        self.idle = self.calm if idle is None or self.calm == fast else max(idle, self.calm)
         self.max_num_seqs = max_num_seqs
         self._prev: EngineSample | None = None
         self._last_poll: float | None = None
         self._hot_until: float | None = None  # fast until then (last pressure + hold)
+        self._busy_at: float | None = None  # the last poll (or wake) that showed any activity
         self.interval = self.calm
+
+    @property
+    def slowest(self) -> float:
+        """The longest interval this cadence may plan."""
+        return self.idle
 
     def observe(self, s: EngineSample) -> None:
         """A vLLM poll answered: keep or change the interval."""
         self.polled(s.observed_at)
         if pressure(s, self._prev, self.max_num_seqs) is not None:
             self._hot_until = s.observed_at + T.CADENCE_HOLD_SECONDS
+        if self._busy_at is None or s.observed_at < self._busy_at or not quiet(s, self._prev):
+            self._busy_at = s.observed_at
         hot = self._hot_until is not None and s.observed_at < self._hot_until
-        self.interval = self.fast if hot else self.calm
+        idle = s.observed_at - self._busy_at >= T.CADENCE_IDLE_AFTER_SECONDS
+        self.interval = self.fast if hot else self.idle if idle else self.calm
         self._prev = s
+
+    def wake(self, at: float) -> None:
+        """Something that costs vLLM nothing says load may have begun: an idle cadence polls
+        vLLM at once and is calm from then on."""
+        if self.interval > self.calm:
+            self._busy_at = at
+            self.interval = self.calm
+            self._last_poll = None
 
     def polled(self, at: float) -> None:
         """A vLLM poll was made (answered or not)."""

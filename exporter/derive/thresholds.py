@@ -50,6 +50,8 @@ CADENCE_RUNNING_SHARE = 0.90  # running / max_num_seqs
 CADENCE_RUNNING_CHANGE = 3.0  # |Δrunning| between two polls, more than this
 CADENCE_KV_CHANGE = 0.05  # |Δkv_usage| between two polls
 CADENCE_HOLD_SECONDS = 10.0  # fast until this long after the last poll with pressure
+CADENCE_IDLE_AFTER_SECONDS = 30.0  # idle interval after this long without any activity
+CADENCE_WAKE_GPU_UTIL_PCT = 20.0  # a GPU this busy wakes an idle cadence (the activity gate's)
 
 # Windows (docs/sources.md)
 WINDOW_SECONDS = 2.0

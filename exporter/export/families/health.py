@@ -34,8 +34,9 @@ FAMILIES: tuple[Family[View], ...] = (
            ("source",), _health(lambda v, s: v.snap.health[s].measured_interval)),
     Family("poll_schedule_seconds", "gauge",
            "The cadence planned: seconds between polls of the source (vLLM: --poll-interval "
-           "while anything could spike, --calm-poll-interval otherwise; dcgm: as often as it "
-           "refreshes).", ("source",), _health(lambda v, s: v.snap.health[s].interval)),
+           "while anything could spike, --idle-poll-interval after 30 s idle, "
+           "--calm-poll-interval otherwise; dcgm: as often as it refreshes).", ("source",),
+           _health(lambda v, s: v.snap.health[s].interval)),
     Family("polls", "counter",
            "Polls made of the source, answered or failed: the load the exporter puts on it.",
            ("source",), _health(lambda v, s: float(v.snap.health[s].polls))),

@@ -128,6 +128,7 @@ args:
   - --horizon={{ $c.horizon }}
   - --poll-interval={{ $c.pollInterval }}
   - --calm-poll-interval={{ $c.calmPollInterval }}
+  - --idle-poll-interval={{ $c.idlePollInterval }}
   {{- if and (eq $gpu "dcgm") $c.dcgm.pollInterval }}
   - --dcgm-poll-interval={{ $c.dcgm.pollInterval }}
   {{- end }}
