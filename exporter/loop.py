@@ -227,14 +227,9 @@ class PollLoop:
             vllm_body=poll.body if poll else None,
             models_body=poll.models_body if poll else None,
         )
-        if poll is not None and poll.models is None and isinstance(vllm, EngineSample):
-            if self.pipeline.models_wanted:
-                # vLLM answered /metrics but not /v1/models: ask again only after a restart.
-                self.pipeline.set_models(None)
-        self.pipeline.add_tick(tick)
-        health = self.pipeline.snapshot.health.get("vllm")
-        if isinstance(vllm, EngineSample) and health is not None and not health.up:
-            log.warning("vllm poll refused: %s", health.last_error)  # e.g. several processes
+        outcome = self.pipeline.add_tick(tick)
+        if outcome.refused is not None:
+            log.warning("vllm poll refused: %s", outcome.refused)  # e.g. several processes
         if self._on_tick is not None:
             self._on_tick(tick)
         self.stats.ticks += 1

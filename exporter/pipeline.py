@@ -33,6 +33,7 @@ from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
 from exporter.derive.serving_config import config_id, visible
 from exporter.derive.slo import SloSummary, window_counts
 from exporter.derive.slo import summarize as summarize_slo
+from exporter.derive.source_health import HealthTracker, SourceHealth
 from exporter.derive.window import Window, build_window
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
 
@@ -41,20 +42,6 @@ SEVERAL = (
     "the vLLM URL reaches more than one vLLM process (counters and start times alternate, as "
     "behind a load-balanced Service); point --vllm-url at one pod"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SourceHealth:
-    up: bool
-    last_success: float | None
-    last_duration: float | None
-    errors: Mapping[str, int]
-    last_error: str | None = None
-    polls: int = 0  # polls made (answered or failed): the load the exporter puts on the target
-    interval: float | None = None  # the cadence in force: the seconds planned between polls
-    # The seconds that did pass between polls, the mean of the last few (a slow target is polled
-    # less often than planned); None until two polls
-    measured_interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,40 +87,19 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class TickOutcome:
+    """What the loop learns from a tick it fed: ``refused`` says why the engine's answer was not
+    taken (several processes behind one URL), None when it was (or there was none)."""
+
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HorizonWindow:
     window: Window
     gate: Gate
     rules: Mapping[RuleKey, RuleResult]  # empty for non-evaluable windows
     epoch: int
-
-
-MEASURED_POLLS = 9  # the measured interval: the mean of the last 8 gaps between polls
-
-
-@dataclass(slots=True)
-class _Health:
-    polled: bool = False
-    up: bool = False
-    last_success: float | None = None
-    last_duration: float | None = None
-    errors: dict[str, int] = field(default_factory=dict)
-    last_error: str | None = None
-    polls: int = 0
-    times: deque[float] = field(default_factory=lambda: deque(maxlen=MEASURED_POLLS))
-
-    def freeze(self, interval: float | None) -> SourceHealth:
-        t = self.times
-        measured = (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 and t[-1] > t[0] else None
-        return SourceHealth(
-            self.up,
-            self.last_success,
-            self.last_duration,
-            MappingProxyType(dict(self.errors)),
-            self.last_error,
-            self.polls,
-            interval,
-            measured,
-        )
 
 
 def _gpu_busy(g: GpuSample) -> bool:
@@ -182,9 +148,9 @@ class Pipeline:
         self.gpu_cadence = gpu_cadence
         # A full horizon: horizon / window length, e.g. 60 s / 2 s = 30 windows.
         self.full_windows = max(1, round(horizon_seconds / window_seconds))
-        self._health: dict[str, _Health] = {engine_source_name: _Health()}
+        self._health: dict[str, HealthTracker] = {engine_source_name: HealthTracker()}
         if gpu_source_name:
-            self._health[gpu_source_name] = _Health()
+            self._health[gpu_source_name] = HealthTracker()
         self._buf: list[tuple[float, Tick]] = []  # (tick time, tick) of the open window
         self._vllm_duration = 0.0  # how long the latest vLLM poll took
         self._ticks = 0
@@ -261,25 +227,10 @@ class Pipeline:
     def horizon(self) -> list[HorizonWindow]:
         return list(self._horizon)
 
-    def _record(self, name: str, result: object, duration: float | None) -> None:
-        h = self._health[name]  # every source the pipeline was built with
-        if result is None:
-            return
-        h.polled = True
-        h.polls += 1
-        h.last_duration = duration
-        at = result.observed_at  # type: ignore[attr-defined]
-        if h.times and at < h.times[-1]:
-            h.times.clear()  # the clock stepped back: the gaps before are not this clock's
-        h.times.append(at)
-        if isinstance(result, PollError):
-            h.up = False
-            h.errors[result.reason] = h.errors.get(result.reason, 0) + 1
-            h.last_error = result.detail or result.reason
-        else:
-            assert isinstance(result, (EngineSample, GpuSample))
-            h.up = True
-            h.last_success = result.observed_at
+    def _record(
+        self, name: str, result: EngineSample | GpuSample | PollError | None, d: float | None
+    ) -> None:
+        self._health[name].record(result, d)  # every source the pipeline was built with
 
     def _new_epoch(self, cause: str) -> None:
         """A configuration change: the previous epoch's last full horizon becomes the baseline."""
@@ -342,12 +293,16 @@ class Pipeline:
         if info is not None:
             self._model_roots = MappingProxyType(dict(info.roots))
 
-    def add_tick(self, tick: Tick) -> None:
+    def add_tick(self, tick: Tick) -> TickOutcome:
         self._apply_pending()
         self._ticks += 1
         if tick.models is not None:
             self.set_models(tick.models)
+        elif isinstance(tick.vllm, EngineSample):
+            # vLLM answered /metrics but not /v1/models: ask again only after a restart.
+            self.models_wanted = False
         restarted = False
+        refused = None
         if isinstance(tick.vllm, EngineSample):
             v = tick.vllm
             verdict = self._identity.observe(v.observed_at, v.process_start_time,
@@ -355,6 +310,7 @@ class Pipeline:
             if verdict == "several":
                 # Figures mixing processes would be wrong: refuse the poll, say why.
                 tick = replace(tick, vllm=PollError(v.observed_at, "several_servers", SEVERAL))
+                refused = SEVERAL
             restarted = verdict == "restart"
         self._record(self.engine_source_name, tick.vllm, tick.vllm_duration)
         if tick.vllm_duration is not None:
@@ -383,8 +339,9 @@ class Pipeline:
             # vLLM poll this wake asks for.
             self.cadence.wake(tick.gpu.observed_at)
         self._publish()
+        return TickOutcome(refused)
 
-    def offer(self, tick: Tick) -> None:
+    def offer(self, tick: Tick) -> TickOutcome:
         """Replay: a recorded tick, as the live loop would have polled it. A source that the
         plan says is not due at the tick's time is dropped from it, so a recording made at the
         fast interval replays the cadence's decisions."""
@@ -395,7 +352,7 @@ class Pipeline:
                 tick = replace(tick, vllm=None, models=None)  # a duration without a poll is unused
             if not plan.gpu and tick.gpu is not None:
                 tick = replace(tick, gpu=None)
-        self.add_tick(tick)
+        return self.add_tick(tick)
 
     def _breaks(self, at: float) -> bool:
         """A gap, or the clock stepped back, between the open window's last tick and ``at``."""

@@ -373,8 +373,11 @@ class TestPipelineDetails:
             p = Pipeline(horizon_seconds=10, poll_interval=0.25)
             p.add_tick(Tick(vllm=vllm(0.0, process_start_time=1.0), gpu=None))
             p.add_tick(Tick(vllm=vllm(1.0, process_start_time=2.0), gpu=None))
-            p.add_tick(Tick(vllm=vllm(back, process_start_time=1.0), gpu=None))
+            outcome = p.add_tick(Tick(vllm=vllm(back, process_start_time=1.0), gpu=None))
             assert p.snapshot.health["vllm"].errors == errors
+            # The loop learns the refusal from what add_tick returns, not from the snapshot.
+            assert (outcome.refused is not None) == bool(errors)
+            assert outcome.refused is None or "more than one vLLM process" in outcome.refused
 
 
 class TestPipelineAssessment:
