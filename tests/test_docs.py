@@ -14,6 +14,7 @@ from exporter.derive.assess import assess
 from exporter.derive.diagnosis import FIXES, diagnose
 from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
+from exporter.derive.roofline_reasons import REASONS
 from exporter.derive.rules import SKIP_REASONS, evaluate_window
 from exporter.derive.slo import SloTargets
 from exporter.export.collector import (
@@ -113,6 +114,7 @@ def test_label_codes_are_documented() -> None:
         "vllm_profile_poll_errors_total": {r for rs in ERROR_REASONS.values() for r in rs},
         "vllm_profile_rule_skipped": set(SKIP_REASONS),
         "vllm_profile_issue_info": set(FIXES),
+        "vllm_profile_roofline_unavailable": set(REASONS),
     }
     for name, values in codes.items():
         shown = set(re.findall(r"`([a-z_0-9]+)`", row(name)))
@@ -158,3 +160,15 @@ def test_every_docs_reference_resolves() -> None:
             ids = {anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
             ids |= set(re.findall(r'<a id="([^"]+)"></a>', text))
             assert frag in ids, f"docs/{name}#{frag}: no such heading or anchor"
+
+
+def test_every_peak_a_catalog_may_lack_has_its_reason() -> None:
+    # --compute-peak takes these values; each one's missing peak is a reason with its fix.
+    from exporter.config import OPTIONS
+    from exporter.derive.roofline_reasons import no_peak
+
+    (option,) = [o for o in OPTIONS if o.dest == "compute_peak"]
+    peaks = option.choices or ()
+    assert set(peaks) == {"tensor", "fp32"}
+    for peak in peaks:
+        assert no_peak(peak) in REASONS

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from exporter.catalog.match import best_match, tokens
 from exporter.catalog.schema import Catalog, GpuSpec, ModelSpec
+from exporter.derive import roofline_reasons as R
 from exporter.derive.roofline import RooflineInputs
 from exporter.derive.slo import SloTargets
 
@@ -53,9 +54,6 @@ class RooflineSettings:
     cost_per_hour: float | None = None
     price: str = "on-demand"  # or "spot"
     slo: SloTargets = field(default_factory=SloTargets)  # --slo-ttft, --slo-tpot
-
-
-PARALLELISM_MISMATCH = "parallelism_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +157,9 @@ def resolve(
     reasons: list[str] = []
     gpu = resolve_gpu(s.catalog, gpu_names)
     if not gpu_names:
-        reasons.append("no_gpu_data")
+        reasons.append(R.NO_GPU_DATA)
     elif gpu is None:
-        reasons.append("unknown_gpu")
+        reasons.append(R.UNKNOWN_GPU)
     model = best_match(model_name, s.catalog.models) if model_name else None
     matched_on = "served_name" if model else ""
     if model is None and model_name and model_root:
@@ -180,7 +178,7 @@ def resolve(
     else:
         rp = wp = None
         model_catalog = ""
-        reasons.append("several_models" if several_models else "unknown_model")
+        reasons.append(R.SEVERAL_MODELS if several_models else R.UNKNOWN_MODEL)
     names = " ".join(n for n in (model_name, model_root if model_name else None) if n)
     dtype, dtype_source = resolve_dtype(s, names or None, cache_config, model)
     flops: float | None = None
@@ -190,11 +188,11 @@ def resolve(
         flops = None if tflops is None else tflops * 1e12
         bw = None if gpu.mem_bw_gbps is None else gpu.mem_bw_gbps * 1e9
         if flops is None or bw is None:
-            reasons.append(f"no_{s.compute_peak}_peak_in_catalog" if bw else "gpu_has_price_only")
+            reasons.append(R.no_peak(s.compute_peak) if bw else R.GPU_HAS_PRICE_ONLY)
     par = resolve_parallelism(s, len(gpu_names), engines)
     if not par.consistent:
         # A split that contradicts the GPUs seen would scale every ceiling wrong: none at all.
-        reasons.append(PARALLELISM_MISMATCH)
+        reasons.append(R.PARALLELISM_MISMATCH)
         flops = bw = None
     inputs = RooflineInputs(flops, bw, rp, wp, BYTES_PER_PARAM[dtype], par.tp, par.pp)
     return Resolved(gpu, model, model_catalog, dtype, dtype_source, inputs, tuple(reasons),

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACTUAL_ABOVE_CEILING = "actual_above_ceiling"
+from exporter.derive import roofline_reasons as R
+from exporter.derive.roofline_reasons import ACTUAL_ABOVE_CEILING
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ def compute(
 
     loaded = batch is not None and batch > 0 and actual_tps is not None and actual_tps > 0
     if not loaded:
-        reasons.append("no_load")
+        reasons.append(R.NO_LOAD)
     batch_tps = efficiency = batch_eff = headroom = tpot_floor = prefill_floor = None
     shown_stream, shown_hw = (stream, hardware) if loaded else (None, None)
     if loaded and stream is not None and hardware is not None:

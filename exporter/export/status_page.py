@@ -21,33 +21,13 @@ from prometheus_client.core import Metric
 
 from exporter import human
 from exporter.derive.diagnosis import RuleStatus
+from exporter.derive.roofline_reasons import REASONS
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
 
 REFRESH_SECONDS = 5
 NS = "vllm_profile_"
 Key = tuple[str, tuple[tuple[str, str], ...]]
-
-# What fixes each reason a roofline is absent (roofline_unavailable{reason}).
-ROOFLINE_FIXES: Mapping[str, str] = {
-    "unknown_model": "the model is not in the catalog: map it with --catalog-file or give "
-    "--model-params TOTAL[,ACTIVE]",
-    "several_models": "vLLM reports several model names: their sums mix models, so none is claimed",
-    "unknown_gpu": "the GPU is not in the catalog: add it with --catalog-file",
-    "no_gpu_data": "no GPU readings: check --gpu-source (nvml, dcgm) and the GPU source's health",
-    "gpu_has_price_only": "the catalog has this GPU's price but not its peaks: add them with "
-    "--catalog-file",
-    "no_tensor_peak_in_catalog": "the catalog has no tensor-core peak for this GPU: try "
-    "--compute-peak fp32, or add it with --catalog-file",
-    "no_fp32_peak_in_catalog": "the catalog has no FP32 peak for this GPU: add it with "
-    "--catalog-file",
-    "no_load": "no request ran under load in the horizon: nothing to measure yet",
-    "actual_above_ceiling": "measured throughput is above the ceiling: check --model-params, "
-    "--dtype and --tensor-parallel-size (speculative decoding also does this)",
-    "parallelism_mismatch": "TP x PP x data-parallel engines disagrees with the GPUs the exporter "
-    "sees: check --tensor-parallel-size, --pipeline-parallel-size and --gpu",
-}
-
 
 # Where the tensor-parallel size came from, in words (vllm_profile_info's source codes).
 _SOURCE_WORDS: Mapping[str, str] = {"gpus": "the GPUs seen", "env": "the environment"}
@@ -284,7 +264,7 @@ def _catalog(snap: Snapshot, f: _Figures) -> str:
     ]
     why = [
         f'<li data-reason="{_e(lv["reason"])}"><b>{_e(lv["reason"])}</b>: '
-        f"{_e(ROOFLINE_FIXES.get(lv['reason'], ''))}</li>"
+        f"{_e(REASONS.get(lv['reason'], ''))}</li>"
         for lv in f.labels.get(NS + "roofline_unavailable", [])
     ]
     missing = f'<p class="why">No roofline:</p><ul>{"".join(why)}</ul>' if why else ""

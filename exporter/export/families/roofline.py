@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.derive.roofline_reasons import REASONS
 from exporter.export.families.base import (
     ESTIMATE,
     Family,
@@ -73,9 +74,7 @@ FAMILIES: tuple[Family[View], ...] = (
            "vLLM's --gpu-memory-utilization setting (the share of GPU memory vLLM may use), as "
            "used for KV headroom; source=default means 1.0 assumed.", ("source",), _gmu),
     Family("roofline_unavailable", "gauge",
-           "1 per reason a roofline figure is absent: unknown_gpu, unknown_model, "
-           "several_models, no_gpu_data, gpu_has_price_only, no_tensor_peak_in_catalog, "
-           "no_fp32_peak_in_catalog, no_load, actual_above_ceiling, parallelism_mismatch.",
+           "1 per reason a roofline figure is absent: " + ", ".join(REASONS) + ".",
            ("reason",), _unavailable),
     Family("mfu_flops_per_second", "gauge",
            "Achieved FLOP/s per GPU as vLLM counts them (--enable-mfu-metrics), active windows.",
