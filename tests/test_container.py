@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def instructions() -> list[tuple[str, str]]:
-    lines = (ROOT / "Containerfile").read_text().splitlines()
+    """(INSTRUCTION, arguments), a line ending in a backslash joined with the next."""
+    text = (ROOT / "Containerfile").read_text().replace("\\\n", " ")
+    lines = text.splitlines()
     return [
         (ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "")
         for ln in lines
@@ -56,3 +58,27 @@ def test_the_wheel_carries_code_and_data(tmp_path: Path) -> None:
     assert (
         "vllm-profile-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
     )
+
+
+def test_the_image_installs_what_was_tested_and_says_what_it_is() -> None:
+    ins = instructions()
+    build = ins[: max(i for i, (op, _) in enumerate(ins) if op == "FROM")]
+    (install,) = [arg for op, arg in build if op == "RUN" and "pip install" in arg]
+    assert "--constraint constraints.txt" in install
+    assert any(op == "COPY" and "constraints.txt" in arg for op, arg in build)
+    # The constraints are this (tested) environment's versions of every runtime dependency.
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "constraints"), "--check"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))  # fmt: skip
+    assert {"aiohttp", "prometheus-client", "pyyaml", "bcrypt"} <= set(pins)
+    # OCI labels: the version is the package's and the chart's.
+    text = (ROOT / "Containerfile").read_text()
+    from exporter import __version__
+
+    assert f"ARG VERSION={__version__}" in text
+    chart = yaml.safe_load((ROOT / "deploy/helm/vllm-profile-exporter/Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    for label in ("title", "version", "licenses", "source"):
+        assert f"org.opencontainers.image.{label}=" in text
