@@ -194,7 +194,10 @@ def expected_rules(values: dict[str, Any]) -> list[dict[str, Any]]:
     for group in rules_generator.groups(settings):
         if group["name"] in v["disabledGroups"]:
             continue
-        rules = [r for r in group["rules"] if r.get("alert") not in v["disabledAlerts"]]
+        rules = [r for r in group["rules"] if r.get("alert") not in v["disabledAlerts"]
+                 and ("record" not in r or v["recordingRules"])]  # fmt: skip
+        if not rules:
+            continue
         for r in rules:
             if "alert" in r:
                 r["labels"] = {**v["extraLabels"], **r["labels"]}
@@ -250,7 +253,9 @@ def test_dashboards_configmaps() -> None:
     ]
     assert len(cms) == 2
     for cm in cms:
-        ((name, text),) = cm["data"].items()
+        ((key, text),) = cm["data"].items()
+        name = key.removeprefix("rel-vllm-profile-exporter-")  # the release's own file key
+        assert key != name
         assert json.loads(text) == json.loads((ROOT / "deploy" / "grafana" / name).read_text())
 
 
@@ -261,7 +266,8 @@ def test_dashboards_take_the_cluster_label_of_the_rules() -> None:
            if c["metadata"]["labels"].get("grafana_dashboard") == "1"]  # fmt: skip
     assert len(cms) == 2
     for cm in cms:
-        ((name, text),) = cm["data"].items()
+        ((key, text),) = cm["data"].items()
+        name = key.removeprefix("rel-vllm-profile-exporter-")
         shipped = json.loads((ROOT / "deploy" / "grafana" / name).read_text())
         rendered = json.loads(text)
         (const,) = [v for v in rendered["templating"]["list"] if v["name"] == "cluster_label"]
@@ -284,8 +290,9 @@ def test_sidecar_mode() -> None:
     container = yaml.safe_load(snippet["data"]["container.yaml"])
     args, env = container["args"], {e["name"]: e for e in container["env"]}
     assert "--vllm-url=http://localhost:8000" in args
-    # dcgm-exporter's chart opens no hostPort: its pods are reached through a node-local Service.
-    local = "http://rel-vllm-profile-exporter-dcgm.inference.svc:9400/metrics"
+    # dcgm-exporter opens no hostPort: its pods are reached through a node-local Service, by
+    # default where the GPU operator runs them.
+    local = "http://rel-vllm-profile-exporter-dcgm.gpu-operator.svc:9400/metrics"
     assert "--gpu-source=dcgm" in args and f"--dcgm-url={local}" in args
     assert "NODE_IP" not in env
     assert env["VLLM_PROFILE_DCGM_POD"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
@@ -297,11 +304,15 @@ def test_sidecar_mode() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     native = yaml.safe_load(snippet["data"]["native-sidecar.yaml"])
     assert native == container | {"restartPolicy": "Always"}
+    # In a vLLM pod (often root) the sidecar runs as its own non-root user, whatever vLLM's.
+    sc = container["securityContext"]
+    assert (sc["runAsNonRoot"], sc["runAsUser"], sc["runAsGroup"]) == (True, 65534, 65534)
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"} and sc["readOnlyRootFilesystem"]
     (svc,) = k["Service"]  # no exporter Service in sidecar mode: the dcgm one only
     assert svc["metadata"]["name"] == "rel-vllm-profile-exporter-dcgm"
-    assert svc["metadata"]["namespace"] == "inference"
+    assert svc["metadata"]["namespace"] == "gpu-operator"
     assert svc["spec"]["internalTrafficPolicy"] == "Local"
-    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "dcgm-exporter"}
+    assert svc["spec"]["selector"] == {"app": "nvidia-dcgm-exporter"}
     assert svc["spec"]["ports"][0]["port"] == svc["spec"]["ports"][0]["targetPort"] == 9400
     # Not selected by the exporter's own ServiceMonitor (the selector labels differ).
     assert svc["metadata"]["labels"]["app.kubernetes.io/name"] != "vllm-profile-exporter"
@@ -433,3 +444,208 @@ def test_a_target_label_named_like_an_exported_label_is_refused() -> None:
     listed = helpers.split('define "vllm-profile-exporter.exportedLabels" -}}')[1]
     listed = listed.split("{{- end }}")[0].split()
     assert sorted(listed) == sorted({label for f in families for label in f.labels})
+
+
+# --- pulling, placing and composing the chart -------------------------------------------------
+
+APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+DIGEST = "sha256:" + "ab" * 32
+
+
+def exporter_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = kinds(docs)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_image_values_in_the_usual_shape() -> None:
+    plain = exporter_container(render())
+    assert plain["image"] == f"ghcr.io/vllm-profile-exporter/vllm-profile-exporter:{APP_VERSION}"
+    pinned = exporter_container(render(sets=(f"image.digest={DIGEST}", "image.tag=ignored")))
+    assert pinned["image"] == f"ghcr.io/vllm-profile-exporter/vllm-profile-exporter@{DIGEST}"
+    docs = render(
+        sets=(
+            "global.imageRegistry=mirror.example.com",
+            "image.tag=1.2.3",
+            "imagePullSecrets[0].name=mine",
+            "global.imagePullSecrets[0].name=all",
+        )
+    )
+    (deployment,) = kinds(docs)["Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == (
+        "mirror.example.com/vllm-profile-exporter/vllm-profile-exporter:1.2.3"
+    )
+    assert spec["imagePullSecrets"] == [{"name": "mine"}, {"name": "all"}]
+    r = run_helm("lint", "--strict", str(CHART), "--set", "image.digest=latest")
+    assert r.returncode != 0 and "digest" in (r.stdout + r.stderr)
+
+
+def test_runtime_class_topology_spread_and_network_policy() -> None:
+    docs = render(sets=(
+        "runtimeClassName=nvidia", "networkPolicy.enabled=true",
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "networkPolicy.from[0].namespaceSelector.matchLabels.name=monitoring",
+    ))  # fmt: skip
+    k = kinds(docs)
+    (deployment,) = k["Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["runtimeClassName"] == "nvidia"
+    (spread,) = spec["topologySpreadConstraints"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spread["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["maxSkew"] == 1
+    (policy,) = k["NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9709, "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress: vLLM, dcgm, DNS stay open
+    for d in docs:
+        kubernetes_validate.validate(d, K8S, strict=True)
+    assert "NetworkPolicy" not in kinds(render())  # off by default
+
+
+def test_dcgm_service_without_a_namespace_is_refused_with_what_to_set() -> None:
+    r = run_helm("template", "rel", str(CHART), "-f", str(CI / "sidecar-dcgm-values.yaml"),
+                 "--set", "config.dcgm.localService.namespace=")  # fmt: skip
+    assert r.returncode != 0
+    assert "config.dcgm.localService.namespace" in r.stderr and "gpu-operator" in r.stderr
+    # dcgm-exporter's own chart, in its release's namespace: the Service goes there.
+    k = kinds(render("sidecar-dcgm-values.yaml", sets=(
+        "config.dcgm.localService.namespace=monitoring",
+        "config.dcgm.localService.selector.app\\.kubernetes\\.io/name=dcgm-exporter",
+    )))  # fmt: skip
+    (svc,) = k["Service"]
+    assert svc["metadata"]["namespace"] == "monitoring"
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "dcgm-exporter"}
+
+
+def test_the_chart_works_as_a_dependency(tmp_path: Path) -> None:
+    """An umbrella chart that depends on this one, sets ``global`` values and renders the
+    exporter into its own vLLM Deployment through the container template."""
+    umbrella = tmp_path / "umbrella"
+    shutil.copytree(CHART, umbrella / "charts" / "vllm-profile-exporter")
+    (umbrella / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "umbrella", "version": "0.1.0",
+        "dependencies": [{"name": "vllm-profile-exporter", "version": APP_VERSION}],
+    }))  # fmt: skip
+    (umbrella / "values.yaml").write_text(yaml.safe_dump({
+        "global": {"imageRegistry": "mirror.example.com"},
+        "vllm-profile-exporter": {"mode": "sidecar", "config": {"maxNumSeqs": 64},
+                                  "podMonitor": {"enabled": True, "selector": {"app": "vllm"}}},
+    }))  # fmt: skip
+    (umbrella / "templates").mkdir()
+    (umbrella / "templates" / "vllm.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: vllm\nspec:\n"
+        "  selector:\n    matchLabels: {app: vllm}\n  template:\n"
+        "    metadata:\n      labels: {app: vllm}\n    spec:\n      containers:\n"
+        "        - name: vllm\n          image: vllm/vllm-openai\n"
+        '        - {{- include "vllm-profile-exporter.container"'
+        ' (index .Subcharts "vllm-profile-exporter") | nindent 10 }}\n'
+    )
+    r = run_helm("template", "top", str(umbrella), "--kube-version", K8S,
+                 "--api-versions", "monitoring.coreos.com/v1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    k = kinds([d for d in yaml.safe_load_all(r.stdout) if d])
+    vllm = next(d for d in k["Deployment"] if d["metadata"]["name"] == "vllm")
+    _, exporter = vllm["spec"]["template"]["spec"]["containers"]
+    assert exporter["name"] == "vllm-profile-exporter"
+    assert exporter["image"] == (
+        f"mirror.example.com/vllm-profile-exporter/vllm-profile-exporter:{APP_VERSION}"
+    )
+    assert {"--max-num-seqs=64", "--vllm-url=http://localhost:8000"} <= set(exporter["args"])
+    # Sidecar mode: the subchart adds its PodMonitor and no workload of its own.
+    assert "PodMonitor" in k and [d["metadata"]["name"] for d in k["Deployment"]] == ["vllm"]
+    for d in [d for d in yaml.safe_load_all(r.stdout) if d]:
+        if d["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(d, K8S, strict=True)
+
+
+@pytest.mark.parametrize(("mode", "key", "kind", "endpoints"), [
+    ("standalone", "serviceMonitor", "ServiceMonitor", "endpoints"),
+    ("sidecar", "podMonitor", "PodMonitor", "podMetricsEndpoints"),
+])  # fmt: skip
+def test_monitors_take_the_operator_fields(mode: str, key: str, kind: str, endpoints: str) -> None:
+    sets = (f"mode={mode}", f"{key}.enabled=true", f"{key}.namespace=monitoring",
+            f"{key}.jobLabel=app", f"{key}.honorLabels=true", f"{key}.sampleLimit=600",
+            f"{key}.targetLimit=50", f"{key}.labelLimit=40", f"{key}.labelNameLengthLimit=128",
+            f"{key}.labelValueLengthLimit=512", f"{key}.attachMetadata.node=true",
+            f"{key}.proxyUrl=http://proxy.example:3128",
+            "podMonitor.selector.app=vllm")  # fmt: skip
+    docs = render(sets=sets)
+    (monitor,) = kinds(docs)[kind]
+    spec = monitor["spec"]
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert spec["namespaceSelector"] == {"matchNames": ["inference"]}  # the targets stay put
+    assert (spec["jobLabel"], spec["sampleLimit"], spec["targetLimit"], spec["labelLimit"]) == (
+        "app",
+        600,
+        50,
+        40,
+    )
+    assert (spec["labelNameLengthLimit"], spec["labelValueLengthLimit"]) == (128, 512)
+    assert spec["attachMetadata"] == {"node": True}
+    (endpoint,) = spec[endpoints]
+    assert endpoint["honorLabels"] is True and endpoint["proxyUrl"] == "http://proxy.example:3128"
+    validate_monitoring([monitor])
+    # Unset, none of them is written.
+    (plain,) = kinds(render(sets=(f"mode={mode}", f"{key}.enabled=true",
+                                  "podMonitor.selector.app=vllm")))[kind]  # fmt: skip
+    assert not {"jobLabel", "sampleLimit", "attachMetadata"} & set(plain["spec"])
+    assert plain["metadata"]["namespace"] == "inference"
+
+
+def test_two_releases_in_one_cluster_do_not_collide() -> None:
+    """Two exporters' releases beside one Prometheus and one Grafana: every object has its own
+    name, each dashboard ConfigMap its own file key (the Grafana sidecar writes one file per key:
+    a shared key would be overwritten, and deleted with either release), the dashboards keep one
+    uid each (Grafana shows them once), and the recording rules are rendered once."""
+    common = ("prometheusRule.enabled=true", "grafanaDashboard.enabled=true",
+              "serviceMonitor.enabled=true")  # fmt: skip
+    a = render(sets=common)
+    r = run_helm(
+        "template",
+        "second",
+        str(CHART),
+        "--namespace",
+        "inference",
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        "--kube-version",
+        K8S,
+        *[x for s in (*common, "prometheusRule.recordingRules=false") for x in ("--set", s)],
+    )
+    assert r.returncode == 0, r.stderr
+    b = [d for d in yaml.safe_load_all(r.stdout) if d]
+    names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in a + b]
+    assert len(names) == len(set(names)), names
+    dashboards = [d for d in a + b if d["kind"] == "ConfigMap" and "grafana_dashboard" in
+                  d["metadata"]["labels"]]  # fmt: skip
+    keys = [k for d in dashboards for k in d["data"]]
+    assert len(dashboards) == 4 and len(keys) == len(set(keys)), keys
+    uids = {json.loads(v)["uid"] for d in dashboards for v in d["data"].values()}
+    assert len(uids) == 2  # the overview and the fleet, once each
+    records = [rule["record"] for d in a + b if d["kind"] == "PrometheusRule"
+               for g in d["spec"]["groups"] for rule in g["rules"] if "record" in rule]  # fmt: skip
+    assert records and len(records) == len(set(records))
+    (second_rules,) = [d for d in b if d["kind"] == "PrometheusRule"]
+    alerts = [rule for g in second_rules["spec"]["groups"] for rule in g["rules"]]
+    assert alerts and all("alert" in rule for rule in alerts)  # its alerts stay
+
+
+def test_the_values_table_in_the_docs_is_current_and_complete() -> None:
+    sys.path.insert(0, str(ROOT / "deploy" / "helm"))
+    import values_table  # noqa: PLC0415
+
+    r = subprocess.run([sys.executable, str(ROOT / "deploy" / "helm" / "values_table.py"),
+                        "--check"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = values_table.rows((CHART / "values.yaml").read_text())
+    # Every value the schema knows is in the table, and each row says what it does.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    top = {path.split(".")[0] for path, _, _ in rows}
+    assert set(schema["properties"]) - {"global"} == top
+    assert [path for path, _, words in rows if not words] == []

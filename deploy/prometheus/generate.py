@@ -637,7 +637,12 @@ def chart_template() -> str:
         "  groups:",
     ]
     for name, rules in ((g["name"], g["rules"]) for g in groups(None)):
-        out.append(f'  {{{{- if not (has "{name}" $v.disabledGroups) }}}}')
+        # Recording rules once per Prometheus: a second release sets recordingRules false (a
+        # group of records alone is then left out whole).
+        only_records = all("record" in r for r in rules)
+        cond = f'not (has "{name}" $v.disabledGroups)'
+        out.append(f"  {{{{- if and ({cond}) $v.recordingRules }}}}" if only_records
+                   else f"  {{{{- if {cond} }}}}")  # fmt: skip
         out.append(f"  - name: {name}")
         out.append("    rules:")
         for rule in rules:
@@ -650,8 +655,10 @@ def chart_template() -> str:
                     1,
                 )
                 out.append(f'    {{{{- if not (has "{rule["alert"]}" $v.disabledAlerts) }}}}')
+            elif not only_records:
+                out.append("    {{- if $v.recordingRules }}")
             out.append(body.rstrip("\n"))
-            if "alert" in rule:
+            if "alert" in rule or not only_records:
                 out.append("    {{- end }}")
         out.append("  {{- end }}")
     out.append("{{- end }}")

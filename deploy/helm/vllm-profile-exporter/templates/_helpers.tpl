@@ -47,7 +47,7 @@ app.kubernetes.io/component: metrics
 {{- define "vllm-profile-exporter.dcgmUrl" -}}
 {{- $d := .Values.config.dcgm -}}
 {{- if $d.url }}{{ $d.url }}
-{{- else }}http://{{ include "vllm-profile-exporter.fullname" . }}-dcgm.{{ $d.localService.namespace | default .Release.Namespace }}.svc:{{ $d.localService.port }}/metrics
+{{- else }}http://{{ include "vllm-profile-exporter.fullname" . }}-dcgm.{{ $d.localService.namespace }}.svc:{{ $d.localService.port }}/metrics
 {{- end }}
 {{- end }}
 
@@ -88,7 +88,7 @@ httpGet: {path: {{ .path }}, port: vllm-profile{{ if .root.Values.webConfig.tls 
 {{- $c := .Values.config -}}
 {{- $gpu := include "vllm-profile-exporter.gpuSource" . -}}
 name: vllm-profile-exporter
-image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+image: {{ include "vllm-profile-exporter.image" . | quote }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 args:
   - serve
@@ -182,7 +182,13 @@ readinessProbe:
 resources:
   {{- toYaml .Values.resources | nindent 2 }}
 securityContext:
+  {{- if eq .Values.mode "sidecar" }}
+  {{- /* In a vLLM pod (often root), the pod's context is vLLM's: the sidecar sets its own. */}}
+  {{- $own := dict "runAsNonRoot" true "runAsUser" .Values.podSecurityContext.runAsUser "runAsGroup" .Values.podSecurityContext.runAsGroup "seccompProfile" .Values.podSecurityContext.seccompProfile }}
+  {{- toYaml (merge (deepCopy .Values.securityContext) $own) | nindent 2 }}
+  {{- else }}
   {{- toYaml .Values.securityContext | nindent 2 }}
+  {{- end }}
 {{- if or $c.catalog .Values.webConfig.secretName .Values.extraVolumeMounts }}
 volumeMounts:
   {{- if $c.catalog }}
@@ -239,3 +245,56 @@ UUID cause compute_peak config_id declared direction dtype dtype_source finished
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* registry/repository:tag, or registry/repository@digest; global.imageRegistry wins. */}}
+{{- define "vllm-profile-exporter.image" -}}
+{{- $i := .Values.image -}}
+{{- $registry := $i.registry -}}
+{{- with .Values.global }}{{ with .imageRegistry }}{{ $registry = . }}{{ end }}{{ end -}}
+{{- $name := $i.repository -}}
+{{- if $registry }}{{ $name = printf "%s/%s" $registry $i.repository }}{{ end -}}
+{{- if $i.digest -}}
+{{ $name }}@{{ $i.digest }}
+{{- else -}}
+{{ $name }}:{{ $i.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+
+{{/* The release's pull secrets, then the parent chart's global ones. */}}
+{{- define "vllm-profile-exporter.pullSecrets" -}}
+{{- $secrets := .Values.imagePullSecrets -}}
+{{- with .Values.global }}{{ with .imagePullSecrets }}{{ $secrets = concat $secrets . }}{{ end }}{{ end -}}
+{{- with $secrets }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/* A monitor's own namespace (default: the release's). */}}
+{{- define "vllm-profile-exporter.monitorNamespace" -}}
+{{ .monitor.namespace | default .root.Release.Namespace }}
+{{- end -}}
+
+{{/* A monitor's spec-level options, only those set. */}}
+{{- define "vllm-profile-exporter.monitorSpec" -}}
+{{- $m := . -}}
+{{- with $m.jobLabel }}
+jobLabel: {{ . }}
+{{- end }}
+{{- range $key := list "sampleLimit" "targetLimit" "labelLimit" "labelNameLengthLimit" "labelValueLengthLimit" }}
+{{- with index $m $key }}
+{{ $key }}: {{ . }}
+{{- end }}
+{{- end }}
+{{- with $m.attachMetadata }}
+attachMetadata:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* A monitor endpoint's options, only those set. */}}
+{{- define "vllm-profile-exporter.monitorEndpoint" -}}
+{{- if .honorLabels }}
+honorLabels: true
+{{- end }}
+{{- with .proxyUrl }}
+proxyUrl: {{ . | quote }}
+{{- end }}
+{{- end -}}
