@@ -131,10 +131,11 @@ def main_server(logs: Path) -> Iterator[VllmServer]:
 
 
 # CPU seconds per second our polling may add to an idle vLLM's API server with the default flags:
-# after 30 s idle it is polled every 5 s (at the calm 1 s it was +0.004 to +0.007; at a fixed
-# 250 ms +0.026 to +0.032). The target is 0.003 (0.3% of a core); the bound leaves room for the
-# noise of two 30 s samples on a 2-core machine, and the report keeps what was measured.
-VLLM_CPU_BUDGET = 0.004
+# after 30 s idle it is polled every 5 s (measured +0.0007 to +0.0010 on a quiet machine; at the
+# calm 1 s it was +0.004 to +0.007; at a fixed 250 ms +0.019 to +0.032). The idle cadence itself
+# is checked by the polls counted; this bound only catches a gross regression, with room for a
+# noisy machine (one CI run measured vLLM alone at 0.0097 and the idle cadence at +0.006).
+VLLM_CPU_BUDGET = 0.012
 
 
 def api_server_cpu(server: VllmServer, seconds: float) -> float:
@@ -638,7 +639,7 @@ def test_a_rollout_is_judged_by_prometheus(tmp_path: Path, logs: Path) -> None:
         assert len(configs) == 2, configs
         # Four times the concurrency allowed, the same load: more tokens/s per server. No
         # roofline here (no GPU): judged by throughput, > +10%: better.
-        result = wait_for(lambda: prom.query(verdict), 60, "the rollout's verdict")
+        result = wait_for(lambda: prom.query(verdict), 120, "the rollout's verdict")
         got = {(r["metric"]["namespace"], r["metric"]["model"], r["metric"]["direction"])
                for r in result}  # fmt: skip
         change = prom.value(
