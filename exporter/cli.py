@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from exporter import __version__, report
+from exporter import __version__, pod_annotations, report
 from exporter.app import (
     NoData,
     demo_config,
@@ -28,7 +28,15 @@ from exporter.app import (
     target_shown,
 )
 from exporter.catalog.schema import CatalogError
-from exporter.config import OPTIONS, Config, ConfigError, duration_in, load_config
+from exporter.config import (
+    LIVE,
+    OPTIONS,
+    POD_PREFIX,
+    Config,
+    ConfigError,
+    duration_in,
+    load_config,
+)
 from exporter.derive.direction import Summary, compare, summarize
 from exporter.pipeline import Snapshot
 from exporter.recording import Damage, RecordingError
@@ -42,6 +50,13 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     """The options that mean something to ``command``; the others are not offered (their env
     twins and config-file keys are still accepted, and ignored where they do not apply)."""
     p.add_argument("--config", type=Path, help="YAML file of options (keys are flag names)")
+    if command in LIVE:
+        p.add_argument(
+            "--pod-annotations",
+            type=Path,
+            help="the pod's annotations as the downward API writes them: "
+            f"{POD_PREFIX}<flag> annotations set that flag for this pod and win over the rest",
+        )
     for o in OPTIONS:
         if command not in o.commands:
             continue
@@ -121,7 +136,23 @@ def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
     flags = {o.dest: getattr(args, o.dest, None) for o in OPTIONS}
     if getattr(args, "vllm_url_alias", None):  # diagnose --url
         flags["vllm_url"] = args.vllm_url_alias
-    return load_config(flags, env, file_values)
+    return load_config(flags, env, file_values, _pod_settings(args))
+
+
+def _pod_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--pod-annotations`` file's settings, read again at every reload: the kubelet keeps
+    the file current when the pod's annotations change."""
+    path = getattr(args, "pod_annotations", None)
+    if path is None:
+        return {}
+    origin = f"--pod-annotations {path}"
+    try:
+        text = read_bounded(path, origin, pod_annotations.MAX_BYTES).decode("utf-8")
+        return pod_annotations.settings(pod_annotations.parse(text))
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
+    except (UnicodeDecodeError, pod_annotations.AnnotationError) as e:
+        raise ConfigError(f"{origin}: {e}") from None
 
 
 def _serve(cfg: Config, demo: bool, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from exporter.scrape.source import GPU_KINDS
 from exporter.scrape.vllm_fetch import vllm_target
 
 ENV_PREFIX = "VLLM_PROFILE_"
+POD_PREFIX = "vllm-profile-exporter/"  # annotation keys; exporter/pod_annotations.py reads them
 
 
 class ConfigError(ValueError):
@@ -182,6 +183,7 @@ class Option:
     choices: tuple[str, ...] = ()
     duration: bool = False  # seconds, shown as 250ms / 60s
     shown: str | None = None  # the default in words, where it is not one value
+    per_pod: bool = False  # a vLLM pod may set it by annotation (exporter/pod_annotations.py)
 
     @property
     def shown_default(self) -> str:
@@ -206,7 +208,12 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option(
-        "vllm-url", _vllm_url, "http://localhost:8000", "vLLM base URL, or its /metrics URL", LIVE
+        "vllm-url",
+        _vllm_url,
+        "http://localhost:8000",
+        "vLLM base URL, or its /metrics URL",
+        LIVE,
+        per_pod=True,
     ),
     Option(
         "web.listen-address",
@@ -254,7 +261,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "GPU data from this recording instead of NVML",
     ),
-    Option("max-num-seqs", _positive_int, None, "vLLM's --max-num-seqs (not on vLLM's /metrics)"),
+    Option(
+        "max-num-seqs",
+        _positive_int,
+        None,
+        "vLLM's --max-num-seqs (not on vLLM's /metrics)",
+        per_pod=True,
+    ),
     Option(
         "tensor-parallel-size",
         _tp_size,
@@ -262,6 +275,7 @@ OPTIONS: tuple[Option, ...] = (
         "vLLM's tensor parallel size",
         ANALYSE,
         shown="TENSOR_PARALLEL_SIZE, else VLLM_TENSOR_PARALLEL_SIZE, else GPUs seen / (PP x DP)",
+        per_pod=True,
     ),
     Option(
         "pipeline-parallel-size",
@@ -270,6 +284,7 @@ OPTIONS: tuple[Option, ...] = (
         "vLLM's pipeline parallel size",
         ANALYSE,
         shown="PIPELINE_PARALLEL_SIZE, else VLLM_PIPELINE_PARALLEL_SIZE, else 1",
+        per_pod=True,
     ),
     Option(
         "dtype",
@@ -278,6 +293,7 @@ OPTIONS: tuple[Option, ...] = (
         "weight dtype: fp8, bf16, fp16, fp32",
         ANALYSE,
         shown="DTYPE, VLLM_DTYPE, the model name's suffix, vLLM's cache dtype, the catalog, bf16",
+        per_pod=True,
     ),
     Option(
         "config-revision",
@@ -287,7 +303,14 @@ OPTIONS: tuple[Option, ...] = (
         "the identity Prometheus compares rollouts by",
         ANALYSE,
     ),
-    Option("cost-per-hour", _dollars_per_hour, None, "USD per hour for the whole server", ANALYSE),
+    Option(
+        "cost-per-hour",
+        _dollars_per_hour,
+        None,
+        "USD per hour for the whole server",
+        ANALYSE,
+        per_pod=True,
+    ),
     Option(
         "price",
         _choice("on-demand", "spot"),
@@ -295,6 +318,7 @@ OPTIONS: tuple[Option, ...] = (
         "catalog price column",
         ANALYSE,
         ("on-demand", "spot"),
+        per_pod=True,
     ),
     Option(
         "compute-peak",
@@ -303,6 +327,7 @@ OPTIONS: tuple[Option, ...] = (
         "roofline compute peak",
         ANALYSE,
         ("tensor", "fp32"),
+        per_pod=True,
     ),
     Option(
         "catalog-file", _path, None, "YAML file of extra or overriding catalog entries", ANALYSE
@@ -313,6 +338,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "TOTAL[,ACTIVE] parameter counts, e.g. 30e9,3e9",
         ANALYSE,
+        per_pod=True,
     ),
     Option(
         "horizon",
@@ -362,6 +388,7 @@ OPTIONS: tuple[Option, ...] = (
         "e.g. 500ms (exports attainment, goodput and good/total counters)",
         ANALYSE,
         duration=True,
+        per_pod=True,
     ),
     Option(
         "slo-tpot",
@@ -371,6 +398,7 @@ OPTIONS: tuple[Option, ...] = (
         "e.g. 50ms",
         ANALYSE,
         duration=True,
+        per_pod=True,
     ),
     Option(
         "log-level",
@@ -443,7 +471,7 @@ def _declared(
     if flag is not None:
         return flag, "flag"
     for name in names:
-        if name in env:
+        if env.get(name, "") != "":
             try:
                 return _tp_size(env[name]), "env"
             except ValueError as e:
@@ -452,18 +480,34 @@ def _declared(
 
 
 def load_config(
-    flags: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any]
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    pod_values: Mapping[str, str] | None = None,
 ) -> Config:
-    """Merge the three layers and validate. ``flags`` holds only options given on the command
-    line (by dest); ``file_values`` the YAML mapping, keyed by flag name."""
+    """Merge the layers and validate. ``flags`` holds only options given on the command line (by
+    dest); ``file_values`` the YAML mapping and ``pod_values`` the pod's annotations (both keyed
+    by flag name). A pod's annotation is the most specific and wins: the flags, environment and
+    file are a chart release's, shared by every pod it serves. An empty variable counts as unset,
+    since the downward API writes "" for an annotation the pod does not have."""
     unknown = sorted(set(file_values) - {o.flag for o in OPTIONS})
     if unknown:
         raise ConfigError(f"config file: unknown key {unknown[0]!r}")
+    pod = dict(pod_values or {})
+    for flag in sorted(pod):
+        if flag not in {o.flag for o in OPTIONS if o.per_pod}:
+            raise ConfigError(
+                f"pod annotation {POD_PREFIX}{flag}: not a per-pod setting (those are: "
+                + ", ".join(o.flag for o in OPTIONS if o.per_pod)
+                + ")"
+            )
     values: dict[str, Any] = {}
     for o in OPTIONS:
-        if flags.get(o.dest) is not None:
+        if o.flag in pod:
+            raw, where = pod[o.flag], f"pod annotation {POD_PREFIX}{o.flag}"
+        elif flags.get(o.dest) is not None:
             raw, where = flags[o.dest], f"--{o.flag}"
-        elif o.env in env:
+        elif env.get(o.env, "") != "":
             raw, where = env[o.env], o.env
         elif o.flag in file_values:
             raw, where = file_values[o.flag], f"config file key {o.flag!r}"

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from exporter import cli
 from exporter.catalog.schema import parse_catalog
 from tests.tools import require_tool
 
@@ -318,6 +319,50 @@ def test_sidecar_mode() -> None:
     assert svc["metadata"]["labels"]["app.kubernetes.io/name"] != "vllm-profile-exporter"
 
 
+def test_each_pod_sets_its_own_settings_by_annotation(tmp_path: Path) -> None:
+    """One release, pods that differ: the container's own arguments, parsed by the exporter's
+    own CLI with the file the downward API volume would hold, give each pod its settings."""
+    k = kinds(render("sidecar-dcgm-values.yaml"))
+    (snippet,) = [c for c in k["ConfigMap"] if c["metadata"]["name"].endswith("-sidecar")]
+    container = yaml.safe_load(snippet["data"]["container.yaml"])
+    (volume,) = [v for v in yaml.safe_load(snippet["data"]["volumes.yaml"]) if "downwardAPI" in v]
+    (item,) = volume["downwardAPI"]["items"]
+    assert item["fieldRef"]["fieldPath"] == "metadata.annotations"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    path = f"{mount['mountPath']}/{item['path']}"
+    assert (
+        f"--pod-annotations={path}" in container["args"]
+        and "--max-num-seqs=64" in container["args"]
+    )
+
+    def settings(annotations: str) -> Any:
+        (tmp_path / "annotations").write_text(annotations)
+        args = [a.replace(path, str(tmp_path / "annotations")) for a in container["args"]]
+        return cli._config(cli.build_parser().parse_args(args), {})
+
+    small = settings(
+        'vllm-profile-exporter/max-num-seqs="16"\nvllm-profile-exporter/tensor-parallel-size="2"'
+    )
+    big = settings(
+        'vllm-profile-exporter/max-num-seqs="512"\nvllm-profile-exporter/vllm-url="http://localhost:8200"'
+    )
+    bare = settings('app="vllm"')
+    assert (small.max_num_seqs, small.tp, small.vllm_url) == (16, 2, "http://localhost:8000")
+    assert (big.max_num_seqs, big.tp, big.vllm_url) == (512, None, "http://localhost:8200")
+    assert (bare.max_num_seqs, bare.tp) == (64, None)  # the release's
+    # Switched off: no file, no volume; the revision still comes from the pod with NVML.
+    off = kinds(
+        render(
+            "sidecar-dcgm-values.yaml", sets=("config.podSettings=false", "config.gpuSource=nvml")
+        )
+    )
+    (snippet,) = [c for c in off["ConfigMap"] if c["metadata"]["name"].endswith("-sidecar")]
+    container = yaml.safe_load(snippet["data"]["container.yaml"])
+    assert not any(a.startswith("--pod-annotations") for a in container["args"])
+    assert "volumes.yaml" not in snippet["data"] and "volumeMounts" not in container
+    assert [e["name"] for e in container["env"]] == ["VLLM_PROFILE_CONFIG_REVISION"]
+
+
 def test_gpu_operator_dcgm_and_pods_in_every_namespace() -> None:
     k = kinds(render("sidecar-gpu-operator-values.yaml"))
     (svc,) = k["Service"]
@@ -425,7 +470,9 @@ def test_single_source_files() -> None:
     files = CHART / "files"
     assert rules_generator.main(["--check"]) == 0  # rules.yaml and the chart's template
     for name in ("vllm-profile-overview.json", "vllm-profile-fleet.json"):
-        assert (files / "dashboards" / name).resolve() == (ROOT / "deploy/grafana" / name).resolve()
+        copy = files / "dashboards" / name
+        assert not copy.is_symlink(), "a packaged chart must hold its own files"
+        assert copy.read_text() == (ROOT / "deploy/grafana" / name).read_text()
 
 
 def test_a_target_label_named_like_an_exported_label_is_refused() -> None:

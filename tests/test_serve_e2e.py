@@ -189,6 +189,42 @@ def test_sighup_reload_starts_a_new_epoch(tmp_path: Path) -> None:
     assert "reload failed, keeping the running configuration" in log
 
 
+def test_a_pods_annotations_set_its_own_price_and_a_reload_rereads_them(tmp_path: Path) -> None:
+    # One release's flags (cost 5) for every pod; this pod's annotation (9, then 11) wins. The
+    # kubelet swaps the file's directory when the pod's annotations change.
+    vllm = RecordedVllm(UNDERBATCH)
+    vllm.start()
+    first, second = tmp_path / "..v1", tmp_path / "..v2"
+    first.mkdir()
+    second.mkdir()
+    (first / "annotations").write_text('team="a"\nvllm-profile-exporter/cost-per-hour="9"\n')
+    (second / "annotations").write_text('vllm-profile-exporter/cost-per-hour="11"\n')
+    (tmp_path / "..data").symlink_to(first.name)
+    (tmp_path / "annotations").symlink_to("..data/annotations")
+    exporter = Exporter(
+        "--vllm-url",
+        vllm.url,
+        "--gpu-source=none",
+        "--cost-per-hour=5",
+        "--pod-annotations",
+        str(tmp_path / "annotations"),
+    )
+
+    def cost() -> list[float]:
+        return exported(exporter.metrics(), "vllm_profile_cost_per_hour_dollars")
+
+    try:
+        assert wait_for(cost, 20, "a cost series") == [9.0]
+        swapped = tmp_path / "..data.new"
+        swapped.symlink_to(second.name)
+        swapped.replace(tmp_path / "..data")
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: cost() == [11.0], 10, "the annotation's new price")
+    finally:
+        exporter.stop()
+        vllm.stop()
+
+
 def test_metrics_rendered_once_per_snapshot_match_a_fresh_rendering() -> None:
     exporter = Exporter("--demo")
     try:

@@ -633,7 +633,12 @@ def render() -> dict[str, str]:
     return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
 
 
+# The chart carries its own copies (a packaged chart holds no link out of its directory).
+CHART_FILES = HERE.parent / "helm" / "vllm-profile-exporter" / "files" / "dashboards"
+
 if __name__ == "__main__":
     for name, text in render().items():
-        (HERE / name).write_text(text)
-        print(f"wrote {HERE / name}")
+        for where in (HERE, CHART_FILES):
+            (where / name).unlink(missing_ok=True)
+            (where / name).write_text(text)
+            print(f"wrote {where / name}")

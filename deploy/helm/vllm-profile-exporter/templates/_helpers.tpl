@@ -105,6 +105,9 @@ args:
   {{- if .Values.webConfig.secretName }}
   - --web.config.file=/etc/vllm-profile-exporter-web/web-config.yml
   {{- end }}
+  {{- if and (eq .Values.mode "sidecar") $c.podSettings }}
+  - --pod-annotations=/etc/vllm-profile-exporter-pod/annotations
+  {{- end }}
   {{- with $c.maxNumSeqs }}
   - --max-num-seqs={{ . }}
   {{- end }}
@@ -138,9 +141,10 @@ args:
   {{- end }}
 {{- $nodeIp := and (eq $gpu "dcgm") (contains "$(NODE_IP)" (include "vllm-profile-exporter.dcgmUrl" .)) }}
 {{- $podEnv := and (eq $gpu "dcgm") (or (and (eq .Values.mode "sidecar") $c.dcgm.podAttribution) $c.dcgm.pod) }}
-{{- if or $nodeIp $podEnv .Values.extraEnv }}
+{{- $revision := and (eq .Values.mode "sidecar") $c.revisionLabel }}
+{{- if or $revision $nodeIp $podEnv .Values.extraEnv }}
 env:
-  {{- if and (eq .Values.mode "sidecar") $c.revisionLabel }}
+  {{- if $revision }}
   # The vLLM pod's template hash: a rollout that changes the pod's spec is a new configuration
   # (vllm_profile_info{config_id}); a replaced pod of the same template is not.
   - name: VLLM_PROFILE_CONFIG_REVISION
@@ -189,8 +193,14 @@ securityContext:
   {{- else }}
   {{- toYaml .Values.securityContext | nindent 2 }}
   {{- end }}
-{{- if or $c.catalog .Values.webConfig.secretName .Values.extraVolumeMounts }}
+{{- $podFile := and (eq .Values.mode "sidecar") $c.podSettings }}
+{{- if or $podFile $c.catalog .Values.webConfig.secretName .Values.extraVolumeMounts }}
 volumeMounts:
+  {{- if $podFile }}
+  - name: vllm-profile-exporter-pod
+    mountPath: /etc/vllm-profile-exporter-pod
+    readOnly: true
+  {{- end }}
   {{- if $c.catalog }}
   - name: vllm-profile-exporter-catalog
     mountPath: /etc/vllm-profile-exporter
@@ -209,6 +219,13 @@ volumeMounts:
 
 {{/* The volumes the container mounts; the Deployment's, and for the vLLM pod in sidecar mode. */}}
 {{- define "vllm-profile-exporter.volumes" -}}
+{{- if and (eq .Values.mode "sidecar") .Values.config.podSettings }}
+- name: vllm-profile-exporter-pod
+  downwardAPI:
+    items:
+      - path: annotations
+        fieldRef: {fieldPath: metadata.annotations}
+{{- end }}
 {{- if .Values.config.catalog }}
 - name: vllm-profile-exporter-catalog
   configMap:
