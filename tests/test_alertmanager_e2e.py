@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,22 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path, webhook: tuple[str, list]) -> Iterator[str]:
+    with run_alertmanager(tmp_path, webhook[0], ["alertname", "instance"]) as am:
+        yield am
+
+
+@contextmanager
+def run_alertmanager(
+    tmp_path: Path, url: str, group_by: list[str], inhibit_rules: list[Any] | None = None
+) -> Iterator[str]:
+    """A real Alertmanager sending every notification to ``url``; its host:port."""
     binary = require_tool("prometheus-alertmanager")
-    url, _ = webhook
     port = free_port()
     cfg = {
-        "route": {"receiver": "hook", "group_by": ["alertname", "instance"],
+        "route": {"receiver": "hook", "group_by": group_by,
                   "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
         "receivers": [{"name": "hook", "webhook_configs": [{"url": url, "send_resolved": True}]}],
+        "inhibit_rules": inhibit_rules or [],
     }  # fmt: skip
     (tmp_path / "am.yml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen(
@@ -157,3 +167,103 @@ def test_an_slo_fast_burn_pages(
         "objective, across every server of this model in this namespace"
     )
     assert ann["runbook_url"].endswith("docs/operations.md#slo-burn")
+
+
+def documented_inhibit_rules() -> tuple[list[Any], list[Any]]:
+    """docs/operations.md's inhibition rules for our pairs, and its narrowed InfoInhibitor rule:
+    the YAML blocks of its #inhibition section, as an operator would copy them."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index('<a id="inhibition"></a>') : text.index('<a id="exporter-down"></a>')]
+    pairs, info = [yaml.safe_load(b.split("```")[0]) for b in section.split("```yaml")[1:]]
+    return pairs, info
+
+
+# kube-prometheus-stack's default Alertmanager inhibition of info alerts (its values.yaml).
+STACK_INFO_RULE = {
+    "source_matchers": ['alertname="InfoInhibitor"'],
+    "target_matchers": ['severity="info"'],
+    "equal": ["namespace"],
+}
+
+
+def severity(alert: str) -> str:
+    """The severity the shipped rules give ``alert``."""
+    for group in rules_generator.groups(rules_generator.Settings()):
+        for rule in group["rules"]:
+            if rule.get("alert") == alert:
+                return str(rule["labels"]["severity"])
+    raise AssertionError(f"no shipped alert {alert}")
+
+
+def posted(name: str, **labels: str) -> dict[str, Any]:
+    sev = labels.pop("severity", None) or severity(name)
+    base = {"cluster": "east", "namespace": "inference", "job": "inference/vllm-profile"}
+    return {"labels": {"alertname": name, "severity": sev, **base, **labels}}
+
+
+# One alert set, as the shipped rules and kube-prometheus-stack would label it, and whether the
+# documented inhibition lets it reach the receiver.
+ALERTS: list[tuple[dict[str, Any], bool]] = [
+    (
+        posted("VLLMProfileKVCachePressure", instance="10.0.0.1:9709", rule="R2", variant="main"),
+        True,
+    ),
+    (posted("VLLMProfileSustainedPreemptions", instance="10.0.0.1:9709"), False),
+    (posted("VLLMProfileSustainedPreemptions", instance="10.0.0.2:9709"), True),  # another server
+    (posted("VLLMProfileConcurrencySaturation", instance="10.0.0.3:9709", rule="R5"), True),
+    (posted("VLLMProfileLongQueueTime", instance="10.0.0.3:9709"), False),
+    (posted("VLLMProfileLongQueueTime", instance="10.0.0.3:9709", cluster="west"), True),
+    (posted("VLLMProfileExporterDown", instance="10.0.0.4:9709"), True),
+    (posted("TargetDown", severity="warning", service="vllm"), False),
+    (posted("TargetDown", severity="warning", job="inference/other"), True),
+    (posted("InfoInhibitor", severity="none"), True),
+    (posted("VLLMProfileUnderBatching", instance="10.0.0.5:9709", rule="R1"), True),
+    (posted("KubeSomethingInfo", severity="info"), False),  # the stack's own advice, held back
+]
+
+
+def test_documented_inhibition_holds_back_the_effect_and_keeps_the_cause(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = webhook
+    pairs, info = documented_inhibit_rules()
+    assert severity("VLLMProfileUnderBatching") == "info"
+    with run_alertmanager(tmp_path, url, [], pairs + info) as am:
+        r = requests.post(f"http://{am}/api/v2/alerts", json=[a for a, _ in ALERTS], timeout=5)
+        assert r.ok, r.text
+        # One group (group_by: []), so the first notification holds every alert not inhibited.
+        first = wait_for(lambda: received[0] if received else None, 30, "a notification")
+        delivered = sorted(
+            (a["labels"]["alertname"], a["labels"].get("instance", ""), a["labels"]["cluster"],
+             a["labels"]["job"]) for a in first["alerts"]
+        )  # fmt: skip
+        expected = sorted(
+            (a["labels"]["alertname"], a["labels"].get("instance", ""), a["labels"]["cluster"],
+             a["labels"]["job"]) for a, reaches in ALERTS if reaches
+        )  # fmt: skip
+        assert delivered == expected
+        state = requests.get(f"http://{am}/api/v2/alerts", timeout=5).json()
+        held = sorted(a["labels"]["alertname"] for a in state if a["status"]["inhibitedBy"])
+        assert held == sorted(a["labels"]["alertname"] for a, reaches in ALERTS if not reaches)
+
+
+def test_without_the_narrowed_rule_the_stack_holds_our_advice_back(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """Why the documentation narrows kube-prometheus-stack's rule: its own holds back the
+    under-batching advice while nothing worse fires in the namespace."""
+    url, _ = webhook
+    pairs, _ = documented_inhibit_rules()
+    with run_alertmanager(tmp_path, url, [], pairs + [STACK_INFO_RULE]) as am:
+        advice = posted("VLLMProfileUnderBatching", instance="10.0.0.5:9709", rule="R1")
+        alerts = [posted("InfoInhibitor", severity="none"), advice]
+        assert requests.post(f"http://{am}/api/v2/alerts", json=alerts, timeout=5).ok
+
+        def under_batching() -> dict[str, Any] | None:
+            for a in requests.get(f"http://{am}/api/v2/alerts", timeout=5).json():
+                if a["labels"]["alertname"] == "VLLMProfileUnderBatching":
+                    return a if a["status"]["inhibitedBy"] else None
+            return None
+
+        held = wait_for(under_batching, 30, "the advice held back by InfoInhibitor")
+        assert held["status"]["state"] == "suppressed"
