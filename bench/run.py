@@ -346,7 +346,7 @@ def bench_memory(hours: float) -> dict[str, Any]:
     for i in range(ticks):
         t = 1.8e9 + i * 0.25
         sample = parse_vllm_metrics(texts[i % len(texts)], t)
-        pipeline.add_tick(Tick(vllm=sample, gpu=GpuSample(t, tuple(gpus))))
+        pipeline.add_tick(Tick(engine=sample, gpu=GpuSample(t, tuple(gpus))))
         if i % (3600 * 4) == 0:
             rss.append(resident_mib())
     rss.append(resident_mib())

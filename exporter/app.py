@@ -530,10 +530,10 @@ def record(cfg: Config, output: Path, duration: float, stop: threading.Event | N
 def _entries(tick: Tick, gpu_source: str) -> Iterable[dict[str, object]]:
     if tick.models is not None and tick.models_body is not None:
         yield {"t": tick.models.observed_at, "source": "vllm_models", "body": tick.models_body}
-    if isinstance(tick.vllm, PollError):
-        yield {"t": tick.vllm.observed_at, "source": "vllm", "error": tick.vllm.reason}
-    elif isinstance(tick.vllm, EngineSample) and tick.vllm_body is not None:
-        yield {"t": tick.vllm.observed_at, "source": "vllm", "body": tick.vllm_body}
+    if isinstance(tick.engine, PollError):
+        yield {"t": tick.engine.observed_at, "source": "vllm", "error": tick.engine.reason}
+    elif isinstance(tick.engine, EngineSample) and tick.engine_body is not None:
+        yield {"t": tick.engine.observed_at, "source": "vllm", "body": tick.engine_body}
     if tick.gpu is not None and not (
         isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"
     ):

@@ -107,7 +107,7 @@ class PollLoop:
     def __init__(
         self,
         pipeline: Pipeline,
-        vllm: EngineSource,
+        engine: EngineSource,
         gpu: GpuSource | None,
         *,
         interval: float,
@@ -128,23 +128,24 @@ class PollLoop:
         self._pending: tuple[EngineSource, GpuSource | None] | None = None
         self._lock = threading.Lock()
         self._done: SimpleQueue[_Done] = SimpleQueue()  # every worker's finished polls
-        self._install(vllm, gpu)
+        self._install(engine, gpu)
 
-    def _install(self, vllm: EngineSource, gpu: GpuSource | None) -> None:
-        self._vllm, self._gpu = vllm, gpu
-        self._vw = _Worker("vllm", self._mono, self._done)
+    def _install(self, engine: EngineSource, gpu: GpuSource | None) -> None:
+        self._engine, self._gpu = engine, gpu
+        # Named as the pipeline names the engine's health: its kind ("vllm").
+        self._vw = _Worker(self.pipeline.engine_source_name, self._mono, self._done)
         self._gw = _Worker("gpu", self._mono, self._done) if gpu is not None else None
 
-    def replace_sources(self, vllm: EngineSource, gpu: GpuSource | None) -> None:
+    def replace_sources(self, engine: EngineSource, gpu: GpuSource | None) -> None:
         """New sources from a reload, taken over by the loop thread at its next tick."""
         with self._lock:
-            self._pending = (vllm, gpu)
+            self._pending = (engine, gpu)
 
     def _take_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is not None:
-            old = (self._vllm, self._gpu, self._vw, self._gw)
+            old = (self._engine, self._gpu, self._vw, self._gw)
             self._install(*pending)
             for worker in (old[2], old[3]):
                 if worker is not None:
@@ -190,7 +191,7 @@ class PollLoop:
         self._take_pending()
         plan = self.pipeline.plan(self._clock())
         for worker, fn, args, due in (
-            (self._vw, self._vllm.poll, (plan.models, plan.vllm_complete), plan.vllm),
+            (self._vw, self._engine.poll, (plan.models, plan.engine_complete), plan.engine),
             (self._gw, self._gpu.poll if self._gpu is not None else None, (plan.edge,), plan.gpu),
         ):
             if due and worker is not None and fn is not None and worker.submit(fn, *args):
@@ -199,37 +200,39 @@ class PollLoop:
             until = self._mono() + self._deadline + 0.5
         self._wait(until)
 
-        got_v = self._collect(self._vw, "vllm")
+        got_v = self._collect(self._vw, self._vw.name)
         poll: EnginePoll | None = None
-        vllm: EngineSample | PollError | None = None
+        engine: EngineSample | PollError | None = None
         vd: float | None = None
         if got_v is not None:
             first, vd = got_v
             if isinstance(first, EnginePoll):
-                poll, vllm = first, first.result
+                poll, engine = first, first.result
             else:
-                vllm = first
+                engine = first
         gpu: GpuSample | PollError | None = None
         gd: float | None = None
         if self._gw is not None:
             got_g = self._collect(self._gw, "gpu")
             if got_g is not None:
                 gpu, gd = got_g
-        for name, r in (("vllm", vllm), ("gpu", gpu)):
+        for name, r in ((self._vw.name, engine), ("gpu", gpu)):
             if isinstance(r, PollError):  # one line a minute per source and reason
                 log.warning(f"{name} poll failed ({r.reason}): %s", r.detail)
         tick = Tick(
-            vllm=vllm,
+            engine=engine,
             gpu=gpu,
-            vllm_duration=vd,
+            engine_duration=vd,
             gpu_duration=gd,
             models=poll.models if poll else None,
-            vllm_body=poll.body if poll else None,
+            engine_body=poll.body if poll else None,
             models_body=poll.models_body if poll else None,
         )
         outcome = self.pipeline.add_tick(tick)
         if outcome.refused is not None:
-            log.warning("vllm poll refused: %s", outcome.refused)  # e.g. several processes
+            log.warning(
+                "%s poll refused: %s", self._vw.name, outcome.refused
+            )  # e.g. several processes
         if self._on_tick is not None:
             self._on_tick(tick)
         self.stats.ticks += 1
@@ -278,6 +281,6 @@ class PollLoop:
                 worker.close()
 
     def close_sources(self) -> None:
-        self._vllm.close()
+        self._engine.close()
         if self._gpu is not None:
             self._gpu.close()

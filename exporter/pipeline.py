@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment, assess
-from exporter.derive.cadence import RefreshCadence, VllmCadence
+from exporter.derive.cadence import EngineCadence, RefreshCadence
 from exporter.derive.diagnosis import Diagnosis, diagnose
 from exporter.derive.direction import Direction, Summary, compare, summarize
 from exporter.derive.gate import Gate, classify
@@ -71,19 +71,19 @@ class Snapshot:
 class Plan:
     """What one tick should poll: asked of the pipeline by the loop (or replay) before it polls.
 
-    ``vllm``/``gpu``: whether each source is due at this tick's cadence; ``edge``: the tick is
-    expected to close a window (slow GPU reads belong there); ``vllm_complete``: decode the
+    ``engine``/``gpu``: whether each source is due at this tick's cadence; ``edge``: the tick is
+    expected to close a window (slow GPU reads belong there); ``engine_complete``: decode the
     whole vLLM body, for a poll that may be its window's first or last vLLM poll (the others
     need only the per-poll figures); ``models``: read ``/v1/models`` too (at start and after a
     restart); the intervals are the cadence in force."""
 
-    vllm: bool
+    engine: bool
     gpu: bool
     edge: bool
     models: bool
-    vllm_interval: float
+    engine_interval: float
     gpu_interval: float
-    vllm_complete: bool = True
+    engine_complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class Pipeline:
         # Half a fast interval: a tick a few ms early still closes its window.
         self._slack = poll_interval / 2
         calm = poll_interval if calm_poll_interval is None else calm_poll_interval
-        self.cadence = VllmCadence(fast=poll_interval, calm=calm, idle=idle_poll_interval,
+        self.cadence = EngineCadence(fast=poll_interval, calm=calm, idle=idle_poll_interval,
                                    max_num_seqs=max_num_seqs)  # fmt: skip
         self.gpu_cadence = gpu_cadence
         # A full horizon: horizon / window length, e.g. 60 s / 2 s = 30 windows.
@@ -152,7 +152,7 @@ class Pipeline:
         if gpu_source_name:
             self._health[gpu_source_name] = HealthTracker()
         self._buf: list[tuple[float, Tick]] = []  # (tick time, tick) of the open window
-        self._vllm_duration = 0.0  # how long the latest vLLM poll took
+        self._engine_duration = 0.0  # how long the latest vLLM poll took
         self._ticks = 0
         self._horizon: deque[HorizonWindow] = deque()
         self._agg = Aggregate()
@@ -200,24 +200,24 @@ class Pipeline:
         gpu = self.gpu_cadence
         edge = not self._buf or self._closes(at) or self._breaks(at)
         return Plan(
-            vllm=self.cadence.due(at),
+            engine=self.cadence.due(at),
             gpu=gpu is None or gpu.due(at, self._slack),
             edge=edge,
             models=self.models_wanted,
-            vllm_interval=self.cadence.interval,
+            engine_interval=self.cadence.interval,
             gpu_interval=self.poll_interval if gpu is None else gpu.interval,
             # The window's first vLLM poll, or one that may be its last: the next answer
             # comes at least an interval (or a poll's duration, if longer) later; twice that,
             # for a poll that fails or comes late.
-            vllm_complete=edge
-            or self._last_vllm() is None
-            or self._closes(at + 2 * max(self.cadence.interval, self._vllm_duration)),
+            engine_complete=edge
+            or self._last_engine_sample() is None
+            or self._closes(at + 2 * max(self.cadence.interval, self._engine_duration)),
         )
 
-    def _last_vllm(self) -> EngineSample | None:
-        """The open window's latest vLLM sample."""
-        return next((t.vllm for _, t in reversed(self._buf) if isinstance(t.vllm, EngineSample)),
-                    None)  # fmt: skip
+    def _last_engine_sample(self) -> EngineSample | None:
+        """The open window's latest engine sample."""
+        found = (t.engine for _, t in reversed(self._buf) if isinstance(t.engine, EngineSample))
+        return next(found, None)
 
     @property
     def windows(self) -> list[tuple[Window, Gate]]:
@@ -298,30 +298,30 @@ class Pipeline:
         self._ticks += 1
         if tick.models is not None:
             self.set_models(tick.models)
-        elif isinstance(tick.vllm, EngineSample):
+        elif isinstance(tick.engine, EngineSample):
             # vLLM answered /metrics but not /v1/models: ask again only after a restart.
             self.models_wanted = False
         restarted = False
         refused = None
-        if isinstance(tick.vllm, EngineSample):
-            v = tick.vllm
+        if isinstance(tick.engine, EngineSample):
+            v = tick.engine
             verdict = self._identity.observe(v.observed_at, v.process_start_time,
                                              v.generation_tokens)  # fmt: skip
             if verdict == "several":
                 # Figures mixing processes would be wrong: refuse the poll, say why.
-                tick = replace(tick, vllm=PollError(v.observed_at, "several_servers", SEVERAL))
+                tick = replace(tick, engine=PollError(v.observed_at, "several_servers", SEVERAL))
                 refused = SEVERAL
             restarted = verdict == "restart"
-        self._record(self.engine_source_name, tick.vllm, tick.vllm_duration)
-        if tick.vllm_duration is not None:
-            self._vllm_duration = tick.vllm_duration
+        self._record(self.engine_source_name, tick.engine, tick.engine_duration)
+        if tick.engine_duration is not None:
+            self._engine_duration = tick.engine_duration
         if self.gpu_source_name:
             self._record(self.gpu_source_name, tick.gpu, tick.gpu_duration)
-        if isinstance(tick.vllm, EngineSample):
-            self._note_changes(tick.vllm, restarted)
-            self.cadence.observe(tick.vllm)
-        elif tick.vllm is not None:
-            self.cadence.polled(tick.vllm.observed_at)
+        if isinstance(tick.engine, EngineSample):
+            self._note_changes(tick.engine, restarted)
+            self.cadence.observe(tick.engine)
+        elif tick.engine is not None:
+            self.cadence.polled(tick.engine.observed_at)
         if self.gpu_cadence is not None:
             if isinstance(tick.gpu, GpuSample):
                 self.gpu_cadence.observe(tick.gpu, tick.gpu.gpus)
@@ -331,7 +331,7 @@ class Pipeline:
             # The open window's polls belong to the process that is gone: a window never
             # spans two processes (their counters and histograms do not subtract).
             self._buf = []
-        times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
+        times = [r.observed_at for r in (tick.engine, tick.gpu) if r is not None]
         if times:
             self._add(max(times), tick)
         if isinstance(tick.gpu, GpuSample) and _gpu_busy(tick.gpu):
@@ -345,11 +345,13 @@ class Pipeline:
         """Replay: a recorded tick, as the live loop would have polled it. A source that the
         plan says is not due at the tick's time is dropped from it, so a recording made at the
         fast interval replays the cadence's decisions."""
-        times = [r.observed_at for r in (tick.vllm, tick.gpu) if r is not None]
+        times = [r.observed_at for r in (tick.engine, tick.gpu) if r is not None]
         if times:
             plan = self.plan(min(times))
-            if not plan.vllm and tick.vllm is not None:
-                tick = replace(tick, vllm=None, models=None)  # a duration without a poll is unused
+            if not plan.engine and tick.engine is not None:
+                tick = replace(
+                    tick, engine=None, models=None
+                )  # a duration without a poll is unused
             if not plan.gpu and tick.gpu is not None:
                 tick = replace(tick, gpu=None)
         return self.add_tick(tick)
@@ -368,18 +370,18 @@ class Pipeline:
             if at < self._horizon_end():
                 self._evict(at)
                 self._refresh()
-        if isinstance(tick.vllm, EngineSample) and not tick.vllm.complete:
-            if self._last_vllm() is None:
+        if isinstance(tick.engine, EngineSample) and not tick.engine.complete:
+            if self._last_engine_sample() is None:
                 # A window's counters and histograms start at its first vLLM sample, which
                 # must be whole: a partly read one (after a restart or a gap the plan did not
                 # foresee) stays out; the plan makes the next poll whole.
-                tick = replace(tick, vllm=None)
+                tick = replace(tick, engine=None)
                 if tick.gpu is None:
                     return
-        if tick.vllm_body is not None or tick.models_body is not None:
+        if tick.engine_body is not None or tick.models_body is not None:
             # The raw texts are the recorder's (it wrote them from the tick): the open window
             # keeps the decoded samples only, never up to a window of 8 MiB bodies.
-            tick = replace(tick, vllm_body=None, models_body=None)
+            tick = replace(tick, engine_body=None, models_body=None)
         self._buf.append((at, tick))
         if len(self._buf) > 1 and (
             (self._closes(at) and self._may_end(at, tick)) or len(self._buf) >= MAX_TICKS_PER_WINDOW
@@ -392,8 +394,8 @@ class Pipeline:
         whole), for a window more at most. A window whose vLLM stopped answering, or answers
         later than planned, ends on time: what its last partly read sample lacks (counter and
         histogram deltas) is absent for that window, never estimated."""
-        v = tick.vllm
-        if v is None and self._last_vllm() is not None:
+        v = tick.engine
+        if v is None and self._last_engine_sample() is not None:
             # vLLM not polled at this tick: the window ends at its next vLLM poll, so that every
             # second it spans lies between two of them (an idle cadence polls seconds apart).
             return at - self._buf[0][0] >= 2 * self._span()
@@ -415,11 +417,11 @@ class Pipeline:
             self._horizon.popleft()
 
     def _close_window(self) -> None:
-        vllm = [t.vllm for _, t in self._buf if isinstance(t.vllm, EngineSample)]
+        vllm = [t.engine for _, t in self._buf if isinstance(t.engine, EngineSample)]
         gpu = [t.gpu for _, t in self._buf if isinstance(t.gpu, GpuSample)]
         window = replace(
             build_window(vllm, gpu, start=self._buf[0][0], end=self._buf[-1][0]),
-            vllm_answered=any(isinstance(t.vllm, EngineSample) for _, t in self._buf[1:]),
+            engine_answered=any(isinstance(t.engine, EngineSample) for _, t in self._buf[1:]),
             gpu_answered=any(isinstance(t.gpu, GpuSample) for _, t in self._buf[1:]),
         )
         gate = classify(window)

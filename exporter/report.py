@@ -230,7 +230,7 @@ def raw_window(snap: Snapshot) -> dict[str, float | None] | None:
     if w is None:
         return None
     return {
-        "start": w.start, "seconds": w.end - w.start, "vllm_polls": float(w.vllm_polls),
+        "start": w.start, "seconds": w.end - w.start, "engine_polls": float(w.engine_polls),
         "gpu_polls": float(w.gpu_polls), "running": w.running, "waiting": w.waiting,
         "kv_usage": w.kv_usage, "generated_tokens": w.d_generation_tokens,
         "gpu_utilization_percent": w.gpu_util_pct,

@@ -157,10 +157,10 @@ class Tick:
     with nothing new this tick (not due, or its last poll still running) is None. The raw
     texts are for recordings only; the engine never keeps them."""
 
-    vllm: EngineSample | PollError | None
+    engine: EngineSample | PollError | None
     gpu: GpuSample | PollError | None
-    vllm_duration: float | None = None
+    engine_duration: float | None = None
     gpu_duration: float | None = None
     models: ModelsInfo | None = None
-    vllm_body: str | None = None
+    engine_body: str | None = None
     models_body: str | None = None

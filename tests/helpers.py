@@ -28,7 +28,7 @@ def gpu(t: float, *readings: dict[str, Any]) -> GpuSample:
 
 
 def tick(v: EngineSample | None = None, g: GpuSample | None = None) -> Tick:
-    return Tick(vllm=v, gpu=g)
+    return Tick(engine=v, gpu=g)
 
 
 def cli_in_process(*args: str) -> str:

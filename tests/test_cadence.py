@@ -13,7 +13,7 @@ import pytest
 from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive import thresholds as T
-from exporter.derive.cadence import RefreshCadence, VllmCadence, pressure
+from exporter.derive.cadence import EngineCadence, RefreshCadence, pressure
 from exporter.derive.resolve import RooflineSettings
 from exporter.loop import PollLoop
 from exporter.pipeline import MAX_TICKS_PER_WINDOW, Pipeline, Snapshot
@@ -56,7 +56,7 @@ class TestPressure:
 
 class TestVllmCadence:
     def test_calm_until_pressure_then_fast_at_once(self) -> None:
-        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+        c = EngineCadence(fast=0.25, calm=1.0, max_num_seqs=None)
         assert c.due(0.0)  # never polled: due
         c.observe(s(0.0, running=0.0, waiting=0.0))
         assert c.interval == 1.0
@@ -69,7 +69,7 @@ class TestVllmCadence:
         # Pressure at 10 s: fast until 10 + 10 = 20 s; a calm poll at 19.75 s keeps it fast,
         # one at 20.0 s calms it.
         assert T.CADENCE_HOLD_SECONDS == 10.0
-        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+        c = EngineCadence(fast=0.25, calm=1.0, max_num_seqs=None)
         c.observe(s(10.0, waiting=3.0))
         c.observe(s(19.75, waiting=0.0))
         assert c.interval == 0.25
@@ -77,14 +77,14 @@ class TestVllmCadence:
         assert c.interval == 1.0
 
     def test_equal_intervals_are_a_fixed_cadence(self) -> None:
-        c = VllmCadence(fast=0.5, calm=0.5, max_num_seqs=None)
+        c = EngineCadence(fast=0.5, calm=0.5, max_num_seqs=None)
         c.observe(s(0.0))
         assert c.interval == 0.5
-        slower_fast = VllmCadence(fast=2.0, calm=1.0, max_num_seqs=None)  # calm never below
+        slower_fast = EngineCadence(fast=2.0, calm=1.0, max_num_seqs=None)  # calm never below
         assert slower_fast.calm == 2.0
 
     def test_reset_and_a_clock_stepping_back_make_it_due(self) -> None:
-        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+        c = EngineCadence(fast=0.25, calm=1.0, max_num_seqs=None)
         c.observe(s(100.0))
         assert not c.due(100.5) and c.due(50.0)  # the clock stepped back
         c.reset()
@@ -119,7 +119,7 @@ def calm_then_busy(p: Pipeline) -> None:
     for i in range(120):
         t = i * 0.25
         waiting = 1.0 if t in (10.0, 10.25) else 0.0
-        p.offer(Tick(vllm=vllm(t, running=1.0, waiting=waiting, kv_usage=0.1),
+        p.offer(Tick(engine=vllm(t, running=1.0, waiting=waiting, kv_usage=0.1),
                      gpu=gpu(t, dict(util_gpu_pct=50.0))))  # fmt: skip
 
 
@@ -143,7 +143,7 @@ def test_windows_hold_fewer_vllm_polls_at_the_calm_cadence() -> None:
     p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
     calm_then_busy(p)
     w, gate = p.windows[0]
-    assert (w.start, w.end, w.vllm_polls, w.gpu_polls, w.duration) == (0.0, 2.0, 3, 9, 2.0)
+    assert (w.start, w.end, w.engine_polls, w.gpu_polls, w.duration) == (0.0, 2.0, 3, 9, 2.0)
     assert gate.evaluable
 
 
@@ -171,8 +171,8 @@ class FakeGpu:
         pass
 
 
-@pytest.mark.parametrize(("waiting", "vllm_polls"), [(0.0, 3), (2.0, 9)])
-def test_the_live_loop_polls_what_the_plan_says(waiting: float, vllm_polls: int) -> None:
+@pytest.mark.parametrize(("waiting", "engine_polls"), [(0.0, 3), (2.0, 9)])
+def test_the_live_loop_polls_what_the_plan_says(waiting: float, engine_polls: int) -> None:
     # 9 ticks on a wall clock 250 ms apart (0 … 2.0 s). Calm: vLLM at 0, 1 and 2 s; with a
     # queue: every tick. The GPU every tick either way.
     now = [0.0]
@@ -186,10 +186,10 @@ def test_the_live_loop_polls_what_the_plan_says(waiting: float, vllm_polls: int)
             loop.tick()
     finally:
         loop.stop()
-    assert (v.polls, g.polls) == (vllm_polls, 9)
-    assert loop.stats.polls == {"vllm": vllm_polls, "gpu": 9}
+    assert (v.polls, g.polls) == (engine_polls, 9)
+    assert loop.stats.polls == {"vllm": engine_polls, "gpu": 9}
     health = loop.pipeline.snapshot.health
-    assert health["vllm"].polls == vllm_polls
+    assert health["vllm"].polls == engine_polls
     assert health["vllm"].interval == (1.0 if waiting == 0 else 0.25)
 
 
@@ -203,7 +203,7 @@ def test_a_slow_gpu_source_is_polled_at_its_refresh_and_stays_fresh_between() ->
     seen = []
     for i in range(60):  # 0 … 14.75 s
         t = i * 0.25
-        p.offer(Tick(vllm=vllm(t, running=1.0), gpu=gpu(t, dict(util_gpu_pct=40.0 + t))))
+        p.offer(Tick(engine=vllm(t, running=1.0), gpu=gpu(t, dict(util_gpu_pct=40.0 + t))))
         seen.append(bool(p.snapshot.agg.gpus))
     assert p.snapshot.health["dcgm"].polls == 3  # 0, 5 and 10 s
     assert p.snapshot.health["dcgm"].interval == 5.0
@@ -213,7 +213,7 @@ def test_a_slow_gpu_source_is_polled_at_its_refresh_and_stays_fresh_between() ->
     # [16, 18], and are gone with the window [18, 20].
     for i in range(60, 81):  # 15 … 20 s
         t = i * 0.25
-        p.offer(Tick(vllm=vllm(t, running=1.0), gpu=PollError(t, "connection")))
+        p.offer(Tick(engine=vllm(t, running=1.0), gpu=PollError(t, "connection")))
         if t == 18.0:
             assert p.snapshot.agg.horizon_end == 18.0 and p.snapshot.agg.gpus
     assert p.snapshot.agg.horizon_end == 20.0 and not p.snapshot.agg.gpus
@@ -223,7 +223,7 @@ class TestPlan:
     def test_edges_are_where_windows_will_close(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         assert p.plan(0.0).edge  # nothing open: the first tick opens a window
-        p.add_tick(Tick(vllm=vllm(0.0), gpu=None))
+        p.add_tick(Tick(engine=vllm(0.0), gpu=None))
         # Closes at ≥ 2.0 − 0.125 s after its first tick.
         assert not p.plan(1.75).edge and p.plan(1.875).edge
         assert p.plan(-1.0).edge  # the clock stepped back: the next tick opens a window
@@ -232,35 +232,37 @@ class TestPlan:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         assert p.plan(0.0).models
         p.set_models(None)
-        p.add_tick(Tick(vllm=vllm(0.0, generation_tokens=500.0, process_start_time=1.0), gpu=None))
+        p.add_tick(
+            Tick(engine=vllm(0.0, generation_tokens=500.0, process_start_time=1.0), gpu=None)
+        )
         assert not p.plan(0.25).models
-        p.add_tick(Tick(vllm=vllm(0.25, generation_tokens=3.0, process_start_time=9.0), gpu=None))
+        p.add_tick(Tick(engine=vllm(0.25, generation_tokens=3.0, process_start_time=9.0), gpu=None))
         plan = p.plan(0.5)
-        assert plan.models and plan.vllm  # a restart: due at once, whatever the cadence
+        assert plan.models and plan.engine  # a restart: due at once, whatever the cadence
 
     def test_a_reload_changes_the_occupancy_signal(self) -> None:
         # running 9: no pressure without a cap; with --max-num-seqs 10 from a reload, 90%.
         p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
-        p.add_tick(Tick(vllm=vllm(0.0, running=9.0, waiting=0.0), gpu=None))
-        assert p.plan(0.25).vllm_interval == 1.0
+        p.add_tick(Tick(engine=vllm(0.0, running=9.0, waiting=0.0), gpu=None))
+        assert p.plan(0.25).engine_interval == 1.0
         p.reconfigure(p._roofline, 10.0)  # noqa: SLF001 - the settings in force
-        p.add_tick(Tick(vllm=vllm(1.0, running=9.0, waiting=0.0), gpu=None))
-        assert p.plan(1.25).vllm_interval == 0.25
+        p.add_tick(Tick(engine=vllm(1.0, running=9.0, waiting=0.0), gpu=None))
+        assert p.plan(1.25).engine_interval == 0.25
 
 
 class TestCadenceDetails:
     def test_changes_and_the_cap_reach_the_cadence(self) -> None:
-        c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=10.0)
+        c = EngineCadence(fast=0.25, calm=1.0, max_num_seqs=10.0)
         c.observe(s(0.0, running=1.0))
         assert c.interval == 1.0
         c.observe(s(1.0, running=5.0))  # +4 since the last poll: a sudden change
         assert c.interval == 0.25
-        capped = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=10.0)
+        capped = EngineCadence(fast=0.25, calm=1.0, max_num_seqs=10.0)
         capped.observe(s(0.0, running=9.0))  # 90% of the cap
         assert capped.interval == 0.25
 
     def test_the_same_instant_is_not_due_again(self) -> None:
-        c = VllmCadence(fast=0.25, calm=0.25, max_num_seqs=None)
+        c = EngineCadence(fast=0.25, calm=0.25, max_num_seqs=None)
         c.observe(s(5.0))
         assert not c.due(5.0)
         r = RefreshCadence(floor=5.0, ceiling=30.0)
@@ -290,7 +292,7 @@ class TestPipelineDetails:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         assert p.snapshot == Snapshot()
         for i in range(3):
-            p.add_tick(Tick(vllm=vllm(i * 0.25), gpu=None))
+            p.add_tick(Tick(engine=vllm(i * 0.25), gpu=None))
         snap = p.snapshot
         assert snap.ticks == 3 and snap.latest is None
         assert (snap.assessment, snap.diagnosis, snap.max_model_len, snap.direction) == (
@@ -298,18 +300,18 @@ class TestPipelineDetails:
 
     def test_plan_intervals(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
-        assert (p.plan(0.0).vllm_interval, p.plan(0.0).gpu_interval) == (1.0, 0.25)
+        assert (p.plan(0.0).engine_interval, p.plan(0.0).gpu_interval) == (1.0, 0.25)
         d = Pipeline(horizon_seconds=60, poll_interval=0.25, gpu_source_name="dcgm",
                      gpu_cadence=RefreshCadence(1.0, 30.0, fixed=5.0))  # fmt: skip
         assert d.plan(0.0).gpu_interval == 5.0
 
     def test_a_clock_step_before_any_window_closes(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
-        p.add_tick(Tick(vllm=vllm(100.0), gpu=None))
-        p.add_tick(Tick(vllm=vllm(50.0), gpu=None))  # back 50 s, the horizon still empty
+        p.add_tick(Tick(engine=vllm(100.0), gpu=None))
+        p.add_tick(Tick(engine=vllm(50.0), gpu=None))  # back 50 s, the horizon still empty
         assert p.windows == []
         for i in range(1, 9):
-            p.add_tick(Tick(vllm=vllm(50.0 + i * 0.25), gpu=None))
+            p.add_tick(Tick(engine=vllm(50.0 + i * 0.25), gpu=None))
         assert [(w.start, w.end) for w, _ in p.windows] == [(50.0, 52.0)]
 
     def test_a_window_exactly_a_horizon_and_its_slack_old_stays(self) -> None:
@@ -318,10 +320,10 @@ class TestPipelineDetails:
         p = Pipeline(horizon_seconds=10, poll_interval=0.25)
         times = [i * 0.25 for i in range(40)] + [10.125]
         for t in times:
-            p.add_tick(Tick(vllm=vllm(t), gpu=None))
+            p.add_tick(Tick(engine=vllm(t), gpu=None))
         assert [w.start for w, _ in p.windows] == [0.0, 2.0, 4.0, 6.0, 8.0]
-        p.add_tick(Tick(vllm=vllm(10.375), gpu=None))
-        p.add_tick(Tick(vllm=vllm(12.25), gpu=None))  # closes [10.125, 12.25]
+        p.add_tick(Tick(engine=vllm(10.375), gpu=None))
+        p.add_tick(Tick(engine=vllm(12.25), gpu=None))  # closes [10.125, 12.25]
         # Now [0, 2] and [2, 4] started 12.25 and 10.25 s before the newest end: both leave.
         assert [w.start for w, _ in p.windows] == [4.0, 6.0, 8.0, 10.125]
 
@@ -332,14 +334,14 @@ class TestPipelineDetails:
         for i in range(9):
             t = i * 0.25
             v = vllm(t) if i < 2 else PollError(t, "timeout")
-            p.add_tick(Tick(vllm=v, gpu=None))
+            p.add_tick(Tick(engine=v, gpu=None))
         ((w, gate),) = p.windows
-        assert w.vllm_answered and w.vllm_polls == 2
+        assert w.engine_answered and w.engine_polls == 2
         assert p.horizon[0].rules != {}  # evaluable: 2 polls, 0.25 s
         for i in range(9, 17):
-            p.add_tick(Tick(vllm=PollError(i * 0.25, "timeout"), gpu=None))
+            p.add_tick(Tick(engine=PollError(i * 0.25, "timeout"), gpu=None))
         second = p.horizon[1]
-        assert not second.window.vllm_answered and not second.gate.evaluable
+        assert not second.window.engine_answered and not second.gate.evaluable
         assert second.rules == {}  # a window that is not evaluable is not judged
 
     def test_gpu_figures_need_gpu_data_in_the_latest_window(self) -> None:
@@ -349,8 +351,8 @@ class TestPipelineDetails:
         for i in range(11):
             t = i * 0.25
             g = gpu(t, dict(util_gpu_pct=50.0)) if t < 2.0 else PollError(t, "no_gpu_answered")
-            p.add_tick(Tick(vllm=vllm(t, running=1.0, kv_usage=0.5), gpu=g))
-        p.add_tick(Tick(vllm=vllm(8.0, running=1.0), gpu=PollError(8.0, "no_gpu_answered")))
+            p.add_tick(Tick(engine=vllm(t, running=1.0, kv_usage=0.5), gpu=g))
+        p.add_tick(Tick(engine=vllm(8.0, running=1.0), gpu=PollError(8.0, "no_gpu_answered")))
         assert [(w.start, w.end) for w, _ in p.windows] == [(0.0, 2.0), (2.0, 2.5)]
         assert p.snapshot.agg.gpus == ()
 
@@ -359,11 +361,11 @@ class TestPipelineDetails:
         # last one has nothing to compare with.
         p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
         for i, (start, tok) in enumerate([(1.0, 100.0), (1.0, 200.0), (5.0, 1.0), (9.0, 1.0)]):
-            p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=tok, process_start_time=start),
+            p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=tok, process_start_time=start),
                             gpu=None))  # fmt: skip
         for i in range(4, 40):
-            p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=10.0 * i, process_start_time=9.0),
-                            gpu=None))  # fmt: skip
+            p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=10.0 * i,
+                                        process_start_time=9.0), gpu=None))  # fmt: skip
         assert p.snapshot.epoch == 2 and p.snapshot.direction is None
 
     def test_the_identity_hold_is_at_least_a_minute(self) -> None:
@@ -371,9 +373,9 @@ class TestPipelineDetails:
         # A again 60.5 s after it was last seen is a restart back to A.
         for back, errors in ((60.0, {"several_servers": 1}), (60.5, {})):
             p = Pipeline(horizon_seconds=10, poll_interval=0.25)
-            p.add_tick(Tick(vllm=vllm(0.0, process_start_time=1.0), gpu=None))
-            p.add_tick(Tick(vllm=vllm(1.0, process_start_time=2.0), gpu=None))
-            outcome = p.add_tick(Tick(vllm=vllm(back, process_start_time=1.0), gpu=None))
+            p.add_tick(Tick(engine=vllm(0.0, process_start_time=1.0), gpu=None))
+            p.add_tick(Tick(engine=vllm(1.0, process_start_time=2.0), gpu=None))
+            outcome = p.add_tick(Tick(engine=vllm(back, process_start_time=1.0), gpu=None))
             assert p.snapshot.health["vllm"].errors == errors
             # The loop learns the refusal from what add_tick returns, not from the snapshot.
             assert (outcome.refused is not None) == bool(errors)
@@ -389,7 +391,7 @@ class TestPipelineAssessment:
         for i in range(n):
             t = t0 + i * 0.25
             p.add_tick(Tick(
-                vllm=vllm(t, model_name=model, model_names=(model,), running=4.0, waiting=0.0,
+                engine=vllm(t, model_name=model, model_names=(model,), running=4.0, waiting=0.0,
                           kv_usage=0.5, generation_tokens=tps * (t - t0), process_start_time=start),
                 gpu=gpu(t, dict(name="NVIDIA H100 80GB HBM3", util_gpu_pct=80.0,
                                 mem_total_bytes=85_520_809_984.0)),
@@ -426,18 +428,18 @@ class TestPipelineAssessment:
 class TestPipelineBookkeeping:
     def test_failed_polls_keep_the_cadence_and_the_health(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
-        p.add_tick(Tick(vllm=PollError(0.0, "timeout"), gpu=PollError(0.0, "unavailable"),
-                        vllm_duration=1.5, gpu_duration=0.002))  # fmt: skip
+        p.add_tick(Tick(engine=PollError(0.0, "timeout"), gpu=PollError(0.0, "unavailable"),
+                        engine_duration=1.5, gpu_duration=0.002))  # fmt: skip
         h = p.snapshot.health
         assert h["vllm"].up is False and h["vllm"].last_duration == 1.5
         assert h["nvml"].up is False and h["nvml"].last_duration == 0.002
         # A failed poll is a poll: the next is due a calm interval later, not at every tick.
-        assert not p.plan(0.25).vllm and p.plan(1.0).vllm
+        assert not p.plan(0.25).engine and p.plan(1.0).engine
 
     def test_a_dropped_vllm_poll_takes_its_models_with_it(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)
-        p.offer(Tick(vllm=vllm(0.0), gpu=None))
-        p.offer(Tick(vllm=vllm(0.25), gpu=None, models=ModelsInfo(0.25, 4096)))  # not due
+        p.offer(Tick(engine=vllm(0.0), gpu=None))
+        p.offer(Tick(engine=vllm(0.25), gpu=None, models=ModelsInfo(0.25, 4096)))  # not due
         assert p.snapshot.max_model_len is None
 
     def test_dcgm_refresh_is_learned_through_the_pipeline(self) -> None:
@@ -447,39 +449,39 @@ class TestPipelineBookkeeping:
         for i in range(80):  # 0 … 19.75 s
             t = i * 0.25
             power = 300.0 + (t // 5)
-            p.offer(Tick(vllm=vllm(t), gpu=gpu(t, dict(power_watts=power))))
+            p.offer(Tick(engine=vllm(t), gpu=gpu(t, dict(power_watts=power))))
         assert p.plan(20.0).gpu_interval == 5.0
         failed = Pipeline(horizon_seconds=60, poll_interval=0.25, gpu_source_name="dcgm",
                           gpu_cadence=RefreshCadence(floor=1.0, ceiling=30.0))  # fmt: skip
-        failed.add_tick(Tick(vllm=vllm(0.0), gpu=PollError(0.0, "connection")))
+        failed.add_tick(Tick(engine=vllm(0.0), gpu=PollError(0.0, "connection")))
         assert not failed.plan(0.5).gpu and failed.plan(1.0).gpu
 
     def test_a_gap_after_one_or_two_ticks(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         for t in (0.0, 10.0, 10.25, 20.0):  # one tick, a gap, two ticks, a gap
-            p.add_tick(Tick(vllm=vllm(t), gpu=None))
-        assert [(w.start, w.end, w.vllm_polls) for w, _ in p.windows] == [(10.0, 10.25, 2)]
+            p.add_tick(Tick(engine=vllm(t), gpu=None))
+        assert [(w.start, w.end, w.engine_polls) for w, _ in p.windows] == [(10.0, 10.25, 2)]
 
     def test_a_slow_fixed_cadence_still_pairs_ticks(self) -> None:
         # --poll-interval 10s: every tick is past the 2 s window, so each window spans two ticks.
         p = Pipeline(horizon_seconds=600, poll_interval=10.0)
         for t in (0.0, 10.0, 20.0):
-            p.add_tick(Tick(vllm=vllm(t), gpu=None))
+            p.add_tick(Tick(engine=vllm(t), gpu=None))
         assert [(w.start, w.end) for w, _ in p.windows] == [(0.0, 10.0), (10.0, 20.0)]
 
     def test_a_stuck_clock_closes_a_window_at_the_bound(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         for _ in range(MAX_TICKS_PER_WINDOW - 1):
-            p.add_tick(Tick(vllm=vllm(7.0), gpu=None))
+            p.add_tick(Tick(engine=vllm(7.0), gpu=None))
         assert p.windows == []
-        p.add_tick(Tick(vllm=vllm(7.0), gpu=None))
+        p.add_tick(Tick(engine=vllm(7.0), gpu=None))
         assert len(p.windows) == 1
 
     def test_one_short_active_window_has_gpu_figures(self) -> None:
         # A single active window of 0.5 s (cut by a gap): its GPU utilization is the figure.
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         for t in (0.0, 0.25, 0.5, 6.0):
-            p.add_tick(Tick(vllm=vllm(t, running=2.0, kv_usage=0.5),
+            p.add_tick(Tick(engine=vllm(t, running=2.0, kv_usage=0.5),
                             gpu=gpu(t, dict(util_gpu_pct=40.0))))  # fmt: skip
         assert p.windows[0][1].active
         (g,) = p.snapshot.agg.gpus
@@ -490,8 +492,8 @@ class TestPipelineLeftovers:
     def test_the_cap_given_at_start_reaches_the_cadence(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0,
                      max_num_seqs=10.0)  # fmt: skip
-        p.add_tick(Tick(vllm=vllm(0.0, running=9.0, waiting=0.0), gpu=None))
-        assert p.plan(0.25).vllm_interval == 0.25
+        p.add_tick(Tick(engine=vllm(0.0, running=9.0, waiting=0.0), gpu=None))
+        assert p.plan(0.25).engine_interval == 0.25
 
     def test_bad_settings_say_exactly_what(self) -> None:
         with pytest.raises(ValueError) as e:
@@ -501,7 +503,7 @@ class TestPipelineLeftovers:
     def test_the_snapshot_carries_the_latest_window_and_gate(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
         for i in range(17):
-            p.add_tick(Tick(vllm=vllm(i * 0.25, running=1.0), gpu=None))
+            p.add_tick(Tick(engine=vllm(i * 0.25, running=1.0), gpu=None))
         (_, _), (w2, g2) = p.windows
         assert p.snapshot.latest == w2 and p.snapshot.latest_gate == g2
         assert w2.start == 2.0
@@ -509,10 +511,10 @@ class TestPipelineLeftovers:
     def test_a_change_before_the_first_full_horizon_has_no_baseline(self) -> None:
         # vLLM restarts after 1 s, before epoch 0 had a full 4 s horizon: nothing to compare.
         p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
-        p.add_tick(Tick(vllm=vllm(0.0, generation_tokens=50.0, process_start_time=1.0), gpu=None))
+        p.add_tick(Tick(engine=vllm(0.0, generation_tokens=50.0, process_start_time=1.0), gpu=None))
         for i in range(1, 40):
-            p.add_tick(Tick(vllm=vllm(i * 0.25, generation_tokens=10.0 * i, process_start_time=2.0),
-                            gpu=None))  # fmt: skip
+            p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=10.0 * i,
+                                        process_start_time=2.0), gpu=None))  # fmt: skip
         assert p.snapshot.epoch == 1 and p.snapshot.direction is None
 
 
@@ -529,7 +531,7 @@ def idle_for(p: Pipeline, seconds: float, gpu_util: float | None = None) -> None
     for i in range(int(seconds / 0.25) + 1):
         t = i * 0.25
         g = None if gpu_util is None else gpu(t, dict(util_gpu_pct=gpu_util))
-        p.offer(Tick(vllm=idle_vllm(t), gpu=g))
+        p.offer(Tick(engine=idle_vllm(t), gpu=g))
 
 
 def idle_pipeline(idle: float = 5.0, **kw: Any) -> Pipeline:
@@ -565,13 +567,13 @@ def test_a_busy_gpu_wakes_an_idle_cadence_at_once() -> None:
     # next tick, 42.25 s, and the window open since 40 s ends there (two vLLM polls in it).
     p = idle_pipeline()
     idle_for(p, 41.75, gpu_util=0.0)
-    assert p.cadence.interval == 5.0 and not p.plan(42.0).vllm
-    p.offer(Tick(vllm=idle_vllm(42.0), gpu=gpu(42.0, dict(util_gpu_pct=90.0))))
-    assert p.cadence.interval == 1.0 and p.plan(42.25).vllm
+    assert p.cadence.interval == 5.0 and not p.plan(42.0).engine
+    p.offer(Tick(engine=idle_vllm(42.0), gpu=gpu(42.0, dict(util_gpu_pct=90.0))))
+    assert p.cadence.interval == 1.0 and p.plan(42.25).engine
     busy = vllm(42.25, running=2.0, waiting=0.0, kv_usage=0.2, generation_tokens=140.0)
-    p.offer(Tick(vllm=busy, gpu=gpu(42.25, dict(util_gpu_pct=90.0))))
+    p.offer(Tick(engine=busy, gpu=gpu(42.25, dict(util_gpu_pct=90.0))))
     w, gate = p.windows[-1]
-    assert (w.start, w.end, w.vllm_polls) == (40.0, 42.25, 2) and gate.evaluable
+    assert (w.start, w.end, w.engine_polls) == (40.0, 42.25, 2) and gate.evaluable
 
 
 def test_a_gpu_busy_with_something_else_keeps_the_cadence_calm() -> None:
@@ -590,14 +592,14 @@ def test_the_idle_tier_is_off_with_a_fixed_cadence_or_no_longer_interval(
 ) -> None:
     # The idle interval is never below the calm one, and a fixed cadence (calm = fast) stays
     # fixed: an idle stretch is then polled at the calm interval.
-    c = VllmCadence(fast=0.25, calm=calm, idle=idle, max_num_seqs=None)
+    c = EngineCadence(fast=0.25, calm=calm, idle=idle, max_num_seqs=None)
     for t in range(40):
         c.observe(idle_vllm(float(t)))
     assert c.interval == tier
 
 
 def test_a_token_or_a_request_ends_the_idle_tier() -> None:
-    c = VllmCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
+    c = EngineCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
     for t in range(31):
         c.observe(idle_vllm(float(t)))
     assert c.interval == 5.0

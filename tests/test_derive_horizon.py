@@ -158,8 +158,8 @@ class TestPipelineWindows:
         for i in range(17):
             p.add_tick(tick(vllm(i * 0.25, running=1.0, generation_tokens=100.0 * i)))
         (w1, _), (w2, _) = p.windows
-        assert (w1.start, w1.end, w1.vllm_polls) == (0.0, 2.0, 9)
-        assert (w2.start, w2.end, w2.vllm_polls) == (2.0, 4.0, 9)
+        assert (w1.start, w1.end, w1.engine_polls) == (0.0, 2.0, 9)
+        assert (w2.start, w2.end, w2.engine_polls) == (2.0, 4.0, 9)
         assert w1.generation_tps == pytest.approx(400.0)
         assert p.snapshot.agg.generation_tps == pytest.approx(400.0)
 
@@ -210,15 +210,15 @@ class TestFreshness:
 
         for i in range(17):  # two windows: [0, 2] and [2, 4], closed at ticks 8 and 16
             good(i)
-        assert p.snapshot.agg.vllm_fresh
+        assert p.snapshot.agg.engine_fresh
         assert p.snapshot.agg.generation_tps == pytest.approx(400.0)
         for i in range(17, 24):  # 7 failed polls: the open window [4, ...] has not closed
-            p.add_tick(Tick(vllm=PollError(i * 0.25, "connection"), gpu=None))
-            assert p.snapshot.agg.vllm_fresh
+            p.add_tick(Tick(engine=PollError(i * 0.25, "connection"), gpu=None))
+            assert p.snapshot.agg.engine_fresh
         # The 8th failed poll closes [4, 6]: only its shared boundary poll (tick 16) answered,
         # which belongs to the window before. vLLM is not fresh: its figures are gone.
-        p.add_tick(Tick(vllm=PollError(24 * 0.25, "connection"), gpu=None))
-        assert not p.snapshot.agg.vllm_fresh
+        p.add_tick(Tick(engine=PollError(24 * 0.25, "connection"), gpu=None))
+        assert not p.snapshot.agg.engine_fresh
 
 
 class TestGpuAggregates:
@@ -375,15 +375,15 @@ class TestAggregateFigures:
         # cache_config is empty; the figures come from the last evaluable window.
         cc = {"block_size": "16"}
         good = replace(busy[0], cache_config=cc)
-        dead = replace(build_window([], [], start=2.0, end=4.0), vllm_answered=False,
+        dead = replace(build_window([], [], start=2.0, end=4.0), engine_answered=False,
                        gpu_answered=False)  # fmt: skip
         agg = aggregate([(good, classify(good)), (dead, classify(dead))])
-        assert not agg.vllm_fresh and not agg.gpu_fresh and agg.gpus == ()
+        assert not agg.engine_fresh and not agg.gpu_fresh and agg.gpus == ()
         assert agg.cache_config == cc
         # One vLLM poll in the last window is fresh vLLM data; no GPU reading in it is no GPU.
         one_poll = build_window([vllm(4.0)], [], start=4.0, end=6.0)
         latest = aggregate([(good, classify(good)), (one_poll, classify(one_poll))])
-        assert latest.vllm_fresh and not latest.gpu_fresh and latest.gpus == ()
+        assert latest.engine_fresh and not latest.gpu_fresh and latest.gpus == ()
 
 
 class TestGpuHold:
@@ -400,7 +400,7 @@ class TestGpuHold:
 
     def test_a_window_without_vllm_polls_is_not_fresh_vllm(self) -> None:
         w = build_window([], [gpu(0.0, {}), gpu(2.0, {})], start=0.0, end=2.0)
-        assert w.vllm_answered and not aggregate([(w, classify(w))]).vllm_fresh
+        assert w.engine_answered and not aggregate([(w, classify(w))]).engine_fresh
 
 
 class TestGateEdges:

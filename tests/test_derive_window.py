@@ -251,7 +251,7 @@ class TestWindowRecord:
                  est_write_bytes=3e9, tpot=h1, prefill_time=h1, queue_time=h1),
         ]  # fmt: skip
         w = build_window(polls, [gpu(0.5, {}), gpu(0.9, {})], start=0.0, end=1.0)
-        assert (w.vllm_polls, w.gpu_polls, w.gpu_observed_at) == (2, 2, 0.9)
+        assert (w.engine_polls, w.gpu_polls, w.gpu_observed_at) == (2, 2, 0.9)
         assert (w.model_name, w.model_names, w.process_start_time) == ("m", ("m",), 7.0)
         assert w.running_last == 6.0
         # Δ flops 2e12; Δ(read + write) = 5e9 − 3e9 = 2e9.
@@ -264,7 +264,7 @@ class TestWindowRecord:
 
     def test_a_window_without_vllm(self) -> None:
         w = build_window([], [gpu(3.0, {}), gpu(4.5, {})], start=2.5, end=4.5)
-        assert (w.start, w.end, w.duration, w.vllm_polls, w.gpu_polls, w.gpu_observed_at) == (
+        assert (w.start, w.end, w.duration, w.engine_polls, w.gpu_polls, w.gpu_observed_at) == (
             2.5, 4.5, None, 0, 2, 4.5)  # fmt: skip
 
     def test_one_poll_has_no_histogram_delta(self) -> None:

@@ -267,10 +267,10 @@ def test_no_evaluable_window_shows_the_last_raw_window(tmp_path: Path) -> None:
     assert d["windows"]["evaluable"] == 0 and d["windows"]["total"] == 14
     raw = d["last_raw_window"]
     # The last closed window: polls 104..112, 9 vLLM polls, no running count.
-    assert raw["vllm_polls"] == 9 and raw["running"] is None
+    assert raw["engine_polls"] == 9 and raw["running"] is None
     with gzip.open(src, "rt") as f:
         polls = [e for e in map(json.loads, f) if e.get("source") == "vllm"]
     assert raw["seconds"] == pytest.approx(polls[112]["t"] - polls[104]["t"], rel=1e-9)
     text = cli("replay", str(out), "--diagnose", *fixed)
     assert "No evaluable window. The last window, as is: seconds 2" in text
-    assert "vllm_polls 9" in text
+    assert "engine_polls 9" in text

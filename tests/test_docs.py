@@ -50,7 +50,7 @@ def exported_names() -> set[str]:
     )
     for i, t in enumerate(ticks):
         models = ModelsInfo(0.0, 1024) if i == 0 else None
-        p.add_tick(replace(t, vllm_duration=0.005, gpu_duration=0.001, models=models))
+        p.add_tick(replace(t, engine_duration=0.005, gpu_duration=0.001, models=models))
     settings = ExportSettings("test", 60.0, 0.25, max_num_seqs=64.0)
     agg = replace(
         p.snapshot.agg, est_flops_per_second=1e14, est_bytes_per_second=1e12, model_name="x"

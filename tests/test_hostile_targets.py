@@ -222,7 +222,7 @@ def test_a_source_that_raises_keeps_the_gpu_reading_of_its_tick() -> None:
     pipeline = Pipeline(horizon_seconds=60, poll_interval=0.25)
     loop = PollLoop(pipeline, Exploding(), gpu, interval=0.25)
     tick = loop.tick()
-    assert isinstance(tick.vllm, PollError) and tick.vllm.reason == "internal"
+    assert isinstance(tick.engine, PollError) and tick.engine.reason == "internal"
     assert isinstance(tick.gpu, GpuSample)
     assert pipeline.snapshot.health["nvml"].up
 

@@ -187,7 +187,7 @@ def test_missing_driver_is_a_normal_state() -> None:
     # The exporter then runs on vLLM alone and says nvml is down.
     p = Pipeline(horizon_seconds=60, poll_interval=0.25)
     none = NoGpuSource(lambda: 1.0, "unavailable", "NVML init failed")
-    p.add_tick(Tick(vllm=EngineSample(1.0, running=0.0), gpu=none.poll(edge=True)))
+    p.add_tick(Tick(engine=EngineSample(1.0, running=0.0), gpu=none.poll(edge=True)))
     h = p.snapshot.health["nvml"]
     assert not h.up and h.errors == {"unavailable": 1}
     assert p.snapshot.health["vllm"].up

@@ -48,9 +48,14 @@ def test_entries_pair_by_time_not_by_position(tmp_path: Path) -> None:
     assert [t.gpu.gpus[0].util_gpu_pct for t in ticks if isinstance(t.gpu, GpuSample)] == [
         float(i) for i in range(13)
     ]
-    with_vllm = [i for i, t in enumerate(ticks) if isinstance(t.vllm, EngineSample)]
+    with_vllm = [i for i, t in enumerate(ticks) if isinstance(t.engine, EngineSample)]
     assert with_vllm == [0, 4, 8, 12]
-    assert [ticks[i].vllm.generation_tokens for i in with_vllm] == [1000.0, 1400.0, 1800.0, 2200.0]
+    assert [ticks[i].engine.generation_tokens for i in with_vllm] == [
+        1000.0,
+        1400.0,
+        1800.0,
+        2200.0,
+    ]
 
 
 def test_a_shorter_gpu_recording_ends_with_an_error(tmp_path: Path) -> None:

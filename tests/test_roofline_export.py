@@ -48,7 +48,7 @@ def aggregate(
         windows_total=30,
         windows_evaluable=30,
         windows_active=30 if tps else 0,
-        vllm_fresh=True,
+        engine_fresh=True,
         gpu_fresh=bool(gpus),
         model_name=model,
         cache_config={"gpu_memory_utilization": "0.9"},

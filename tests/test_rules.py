@@ -89,7 +89,7 @@ def rule(key: tuple[str, str], mns: float | None = 64.0, **kw: Any) -> RuleResul
 
 def bare(**fields: Any) -> Window:
     """A 2 s evaluable window holding only the given figures (everything else absent)."""
-    return Window(start=100.0, end=102.0, duration=2.0, vllm_polls=9, gpu_polls=0, **fields)
+    return Window(start=100.0, end=102.0, duration=2.0, engine_polls=9, gpu_polls=0, **fields)
 
 
 CC = {"num_gpu_blocks": "100", "block_size": "10"}  # 1,000 tokens of KV
@@ -167,9 +167,9 @@ class TestRuleRecords:
     def test_source_skew_of_exactly_one_second_is_allowed(self) -> None:
         # vLLM's last poll at 102.0 s, the GPU's at 101.0 / 100.5 s: 1.0 s apart is within the
         # limit, 1.5 s is not, for both R2 paths.
-        at_limit = evaluate_window(replace(window(gpu_at=101.0), vllm_observed_at=102.0), 64.0)
+        at_limit = evaluate_window(replace(window(gpu_at=101.0), engine_observed_at=102.0), 64.0)
         assert at_limit[R2_MAIN].skipped is None and at_limit[R2_BACKLOG].skipped is None
-        over = evaluate_window(replace(window(gpu_at=100.5), vllm_observed_at=102.0), 64.0)
+        over = evaluate_window(replace(window(gpu_at=100.5), engine_observed_at=102.0), 64.0)
         # The label is a fixed code; the skew itself is in the text diagnose shows.
         assert over[R2_MAIN].skipped == over[R2_BACKLOG].skipped == "source_skew"
         assert over[R2_MAIN].why == over[R2_BACKLOG].why == "GPU and vLLM readings 1.5s apart"

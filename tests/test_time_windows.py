@@ -33,7 +33,7 @@ def fixed(**kw: object) -> Pipeline:
 
 
 def tick_time(t: Tick) -> float | None:
-    times = [r.observed_at for r in (t.vllm, t.gpu) if r is not None]
+    times = [r.observed_at for r in (t.engine, t.gpu) if r is not None]
     return max(times) if times else None
 
 
@@ -44,23 +44,23 @@ def counted_windows(ticks: list[Tick]) -> list[Window]:
     buf: list[Tick] = []
     start_time: float | None = None
     for t in ticks:
-        if isinstance(t.vllm, EngineSample) and t.vllm.process_start_time is not None:
-            if start_time is not None and t.vllm.process_start_time != start_time:
+        if isinstance(t.engine, EngineSample) and t.engine.process_start_time is not None:
+            if start_time is not None and t.engine.process_start_time != start_time:
                 buf = []
-            start_time = t.vllm.process_start_time
+            start_time = t.engine.process_start_time
         if tick_time(t) is None:
             continue
         buf.append(t)
         if len(buf) == 9:
             w = build_window(
-                [x.vllm for x in buf if isinstance(x.vllm, EngineSample)],
+                [x.engine for x in buf if isinstance(x.engine, EngineSample)],
                 [x.gpu for x in buf if isinstance(x.gpu, GpuSample)],
                 start=tick_time(buf[0]),  # type: ignore[arg-type]
                 end=tick_time(buf[-1]),  # type: ignore[arg-type]
             )
             out.append(replace(
                 w,
-                vllm_answered=any(isinstance(x.vllm, EngineSample) for x in buf[1:]),
+                engine_answered=any(isinstance(x.engine, EngineSample) for x in buf[1:]),
                 gpu_answered=any(isinstance(x.gpu, GpuSample) for x in buf[1:]),
             ))  # fmt: skip
             buf = buf[-1:]
@@ -102,7 +102,7 @@ def test_polls_two_to_three_seconds_apart_make_windows_of_one_gap() -> None:
     for t in ticks:
         p.offer(t)
     times = [tick_time(t) for t in ticks]
-    assert [(w.start, w.end, w.vllm_polls) for w, _ in p.windows] == [
+    assert [(w.start, w.end, w.engine_polls) for w, _ in p.windows] == [
         (a, b, 2) for a, b in zip(times, times[1:], strict=False)
     ]
     assert all(1.99 < w.duration < 3.26 for w, _ in p.windows)  # type: ignore[operator]
@@ -136,7 +136,7 @@ def test_a_gap_longer_than_two_windows_ends_the_window() -> None:
     p = Pipeline(horizon_seconds=60, poll_interval=0.25)
     for t in (0.0, 0.25, 0.5, 0.75, 1.0, 6.0, 6.25, 6.5, 6.75, 7.0, 7.25, 7.5, 7.75, 8.0):
         p.add_tick(tick(vllm(t, running=2.0, generation_tokens=100.0 * t)))
-    assert [(w.start, w.end, w.vllm_polls) for w, _ in p.windows] == [
+    assert [(w.start, w.end, w.engine_polls) for w, _ in p.windows] == [
         (0.0, 1.0, 5), (6.0, 8.0, 9)]  # fmt: skip
     # A gap of exactly 4 s is not more than two windows: it is averaged as one span.
     q = Pipeline(horizon_seconds=60, poll_interval=0.25)
@@ -161,9 +161,9 @@ def test_failed_polls_are_part_of_the_window_of_time() -> None:
     for i in range(9):
         t = i * 0.25
         v: EngineSample | PollError = vllm(t) if t < 1.0 or t > 2.0 else PollError(t, "timeout")
-        p.add_tick(Tick(vllm=v, gpu=None))
+        p.add_tick(Tick(engine=v, gpu=None))
     ((w, _),) = p.windows
-    assert (w.start, w.end, w.vllm_polls, w.vllm_answered) == (0.0, 2.0, 4, True)
+    assert (w.start, w.end, w.engine_polls, w.engine_answered) == (0.0, 2.0, 4, True)
 
 
 def parsed_as_the_loop_would(recording: Path, p: Pipeline) -> Iterator[Tick]:
@@ -172,18 +172,18 @@ def parsed_as_the_loop_would(recording: Path, p: Pipeline) -> Iterator[Tick]:
     figures alone. ``p`` is the pipeline the ticks are offered to, one at a time."""
     entries = (e for e in read_entries(recording) if e["source"] == "vllm")
     for t in replay_ticks(recording, H200):
-        if t.vllm is None:
+        if t.engine is None:
             yield t
             continue
         entry = next(entries)
-        times = [r.observed_at for r in (t.vllm, t.gpu) if r is not None]
-        if "body" in entry and not p.plan(min(times)).vllm_complete:
-            t = replace(t, vllm=vllm_result(entry, t.vllm.observed_at, complete=False))
+        times = [r.observed_at for r in (t.engine, t.gpu) if r is not None]
+        if "body" in entry and not p.plan(min(times)).engine_complete:
+            t = replace(t, engine=vllm_result(entry, t.engine.observed_at, complete=False))
         yield t
 
 
 def failed_polls(recording: Path) -> int:
-    return sum(isinstance(t.vllm, PollError) for t in replay_ticks(recording, H200))
+    return sum(isinstance(t.engine, PollError) for t in replay_ticks(recording, H200))
 
 
 @pytest.mark.parametrize("calm", [0.25, 1.0], ids=["fixed-250ms", "adaptive"])
@@ -201,7 +201,7 @@ def test_partly_read_polls_change_no_figure(recording: Path, calm: float) -> Non
                       max_num_seqs=8)  # fmt: skip
     light = 0
     for t in parsed_as_the_loop_would(recording, partly):
-        light += isinstance(t.vllm, EngineSample) and not t.vllm.complete
+        light += isinstance(t.engine, EngineSample) and not t.engine.complete
         partly.offer(t)
     if calm == 0.25:
         assert light > len(partly.windows)  # most polls were read partly
@@ -227,12 +227,12 @@ def test_partly_read_polls_change_no_figure(recording: Path, calm: float) -> Non
 
 def test_the_plan_asks_for_whole_reads_at_a_windows_edges() -> None:
     p = fixed()  # 250 ms; a window closes at the first tick >= 1.875 s after its first
-    assert p.plan(0.0).vllm_complete  # nothing open: the window's first poll
+    assert p.plan(0.0).engine_complete  # nothing open: the window's first poll
     p.add_tick(tick(vllm(0.0, generation_tokens=0.0)))
     # Mid-window: the next answer (>= 2 × 250 ms later) still falls inside the window.
-    assert [p.plan(t).vllm_complete for t in (0.25, 1.25)] == [False, False]
+    assert [p.plan(t).engine_complete for t in (0.25, 1.25)] == [False, False]
     # From 1.375 s on, a poll may be the window's last: whole.
-    assert [p.plan(t).vllm_complete for t in (1.375, 1.75, 2.0)] == [True, True, True]
+    assert [p.plan(t).engine_complete for t in (1.375, 1.75, 2.0)] == [True, True, True]
 
 
 def test_a_window_does_not_end_at_a_partly_read_poll() -> None:
@@ -269,7 +269,7 @@ def test_the_open_window_keeps_no_raw_body() -> None:
     p = Pipeline(horizon_seconds=60, poll_interval=0.25)
     big = "x" * 1_000_000
     for i in range(4):  # fewer than a window: all of them still in the open window
-        p.add_tick(Tick(vllm=vllm(i * 0.25, running=1.0), gpu=None, vllm_body=big,
+        p.add_tick(Tick(engine=vllm(i * 0.25, running=1.0), gpu=None, engine_body=big,
                         models_body=big))  # fmt: skip
     assert len(p._buf) == 4
-    assert all(t.vllm_body is None and t.models_body is None for _, t in p._buf)
+    assert all(t.engine_body is None and t.models_body is None for _, t in p._buf)

@@ -104,12 +104,12 @@ def test_finished_requests_are_kept_for_a_bounded_few_reasons() -> None:
     # A target inventing a new finished_reason in every window keeps no more than 16 counters.
     led = Ledger()
     for i in range(40):
-        w = Window(start=2.0 * i, end=2.0 * i + 2, duration=2.0, vllm_polls=9, gpu_polls=0,
+        w = Window(start=2.0 * i, end=2.0 * i + 2, duration=2.0, engine_polls=9, gpu_polls=0,
                    d_finished_by_reason={"stop": 3.0, f"made-up-{i}": 1.0})  # fmt: skip
         led = accrue(led, w, evaluable=True, active=False, cost_per_hour=None, price_source=None)
     assert len(led.finished) == 16 and led.finished["stop"] == 120.0
     # A window vLLM did not answer in adds nothing.
-    gap = Window(start=90.0, end=92.0, duration=2.0, vllm_polls=9, gpu_polls=0,
+    gap = Window(start=90.0, end=92.0, duration=2.0, engine_polls=9, gpu_polls=0,
                  d_finished_by_reason={"stop": 5.0})  # fmt: skip
     assert accrue(led, gap, evaluable=False, active=False, cost_per_hour=None,
                   price_source=None).finished["stop"] == 120.0  # fmt: skip
@@ -143,7 +143,7 @@ def gpu(energy: float | None, power: float | None) -> GpuWindow:
 
 
 def win(**kw: Any) -> Window:
-    base: dict[str, Any] = dict(start=10.0, end=12.0, duration=2.0, vllm_polls=9, gpu_polls=9,
+    base: dict[str, Any] = dict(start=10.0, end=12.0, duration=2.0, engine_polls=9, gpu_polls=9,
                                 running=1.0, d_generation_tokens=40.0)  # fmt: skip
     return Window(**{**base, **kw})
 

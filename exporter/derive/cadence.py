@@ -13,14 +13,14 @@ at once and calm from then on.
 Pure: times are passed in (the polls' own timestamps), so replaying a recording made at the fast
 interval takes the same decisions, by skipping the polls a live exporter would not have made.
 
->>> c = VllmCadence(fast=0.25, calm=1.0, max_num_seqs=None)
+>>> c = EngineCadence(fast=0.25, calm=1.0, max_num_seqs=None)
 >>> c.observe(EngineSample(0.0, running=0.0, waiting=0.0, kv_usage=0.0))
 >>> c.interval, c.due(0.5), c.due(1.0)
 (1.0, False, True)
 >>> c.observe(EngineSample(1.0, running=3.0, waiting=2.0, kv_usage=0.3))   # a queue: fast at once
 >>> c.interval, c.due(1.25)
 (0.25, True)
->>> c = VllmCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
+>>> c = EngineCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
 >>> for t in range(32):   # nothing runs, nothing waits, no token: idle after 30 s
 ...     c.observe(EngineSample(float(t), running=0.0, waiting=0.0, generation_tokens=10.0))
 >>> c.interval
@@ -96,7 +96,7 @@ def _due(last_poll: float | None, at: float, gap: float) -> bool:
     return last_poll is None or at < last_poll or at - last_poll >= gap
 
 
-class VllmCadence:
+class EngineCadence:
     """The vLLM poll interval in force, from the polls seen so far."""
 
     def __init__(

@@ -45,7 +45,7 @@ class Aggregate:
     windows_active: int = 0
     horizon_start: float | None = None
     horizon_end: float | None = None
-    vllm_fresh: bool = False  # the latest window holds vLLM data
+    engine_fresh: bool = False  # the latest window holds vLLM data
     gpu_fresh: bool = False
     model_name: str | None = None
     model_names: tuple[str, ...] = ()
@@ -273,7 +273,7 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         windows_active=len(active),
         horizon_start=all_ws[0].start,
         horizon_end=last.end,
-        vllm_fresh=last.vllm_polls > 0 and last.vllm_answered,
+        engine_fresh=last.engine_polls > 0 and last.engine_answered,
         gpu_fresh=gpu_fresh,
         model_name=next((w.model_name for w in reversed(all_ws) if w.model_name), None),
         model_names=next((w.model_names for w in reversed(all_ws) if w.model_names), ()),

@@ -8,7 +8,7 @@ processes, so every delta added is one process's); only an exporter restart does
 ``increase(active) / increase(observed)`` the duty cycle.
 
 >>> from exporter.derive.window import Window
->>> w = Window(start=0.0, end=2.0, duration=2.0, vllm_polls=9, gpu_polls=9, running=1.0,
+>>> w = Window(start=0.0, end=2.0, duration=2.0, engine_polls=9, gpu_polls=9, running=1.0,
 ...            d_generation_tokens=50.0)
 >>> led = accrue(Ledger(), w, evaluable=True, active=True, cost_per_hour=3.6, price_source="flag")
 >>> led.observed_seconds, led.active_seconds, led.generation_tokens, dict(led.dollars)

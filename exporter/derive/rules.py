@@ -102,9 +102,9 @@ def _r1(w: Window, mns: float | None) -> RuleResult:
 
 
 def _skew(w: Window) -> float | None:
-    if w.gpu_observed_at is None or w.vllm_observed_at is None:
+    if w.gpu_observed_at is None or w.engine_observed_at is None:
         return None
-    return abs(w.gpu_observed_at - w.vllm_observed_at)
+    return abs(w.gpu_observed_at - w.engine_observed_at)
 
 
 def _vram_ratio(w: Window) -> float | None:

@@ -41,9 +41,9 @@ class Window:
     start: float
     end: float
     duration: float | None  # vLLM span; None when fewer than two vLLM polls
-    vllm_polls: int
+    engine_polls: int
     gpu_polls: int
-    vllm_observed_at: float | None = None
+    engine_observed_at: float | None = None
     gpu_observed_at: float | None = None
     model_name: str | None = None
     model_names: tuple[str, ...] = ()
@@ -84,7 +84,7 @@ class Window:
     gpus: tuple[GpuWindow, ...] = ()
     # Whether each source answered after the boundary poll this window shares with the last one:
     # a source that stopped answering makes its figures vanish after one window, not two.
-    vllm_answered: bool = True
+    engine_answered: bool = True
     gpu_answered: bool = True
 
     def rate(self, d: float | None) -> float | None:
@@ -219,7 +219,11 @@ def _gpu_windows(gpu_polls: Sequence[GpuSample]) -> tuple[GpuWindow, ...]:
 
 
 def build_window(
-    vllm_polls: Sequence[EngineSample], gpu_polls: Sequence[GpuSample], *, start: float, end: float
+    engine_polls: Sequence[EngineSample],
+    gpu_polls: Sequence[GpuSample],
+    *,
+    start: float,
+    end: float,
 ) -> Window:
     """Per-window figures from the window's successful polls, in time order.
 
@@ -227,10 +231,10 @@ def build_window(
     """
     gpus = _gpu_windows(gpu_polls)
     gpu_at = gpu_polls[-1].observed_at if gpu_polls else None
-    if not vllm_polls:
+    if not engine_polls:
         return Window(start, end, None, 0, len(gpu_polls), gpu_observed_at=gpu_at, gpus=gpus)
 
-    v = vllm_polls
+    v = engine_polls
     last = v[-1]
     duration = v[-1].observed_at - v[0].observed_at if len(v) > 1 else None
 
@@ -251,9 +255,9 @@ def build_window(
         start=start,
         end=end,
         duration=duration,
-        vllm_polls=len(v),
+        engine_polls=len(v),
         gpu_polls=len(gpu_polls),
-        vllm_observed_at=last.observed_at,
+        engine_observed_at=last.observed_at,
         gpu_observed_at=gpu_at,
         model_name=_last_str([p.model_name for p in v]),
         model_names=next((p.model_names for p in reversed(v) if p.model_names), ()),

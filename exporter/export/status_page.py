@@ -350,7 +350,7 @@ def _money(f: _Figures) -> str:
 
 def _issues(snap: Snapshot) -> str:
     d = snap.diagnosis
-    if d is None or not snap.agg.vllm_fresh:
+    if d is None or not snap.agg.engine_fresh:
         return "<section><h2>Issues</h2><p>No diagnosis while vLLM does not answer.</p></section>"
     items = []
     for g in d.groups:

@@ -112,7 +112,7 @@ def replay_ticks(
             g = next(gpu_it, None) if gpu_it is not None else None
         elif gpu_it is not None and g is None and tv is not None:
             gpu = PollError(tv, "recording_ended", "the GPU recording is shorter than vLLM's")
-        yield Tick(vllm=vllm, gpu=gpu, models=models)
+        yield Tick(engine=vllm, gpu=gpu, models=models)
 
 
 MAX_JUMP = 10.0  # a step longer than this in a recording's times is a seam, not a pause

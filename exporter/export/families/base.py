@@ -108,11 +108,11 @@ def _one(get: Get) -> Callable[[View], Rows]:
 
 def _serving(get: Callable[[Aggregate], float | None]) -> Callable[[View], Rows]:
     """vLLM-derived: only while the latest window holds vLLM data."""
-    return lambda v: [((), get(v.snap.agg))] if v.snap.agg.vllm_fresh else []
+    return lambda v: [((), get(v.snap.agg))] if v.snap.agg.engine_fresh else []
 
 
 def _assessed(v: View) -> Assessment | None:
-    return v.snap.assessment if v.snap.agg.vllm_fresh else None
+    return v.snap.assessment if v.snap.agg.engine_fresh else None
 
 
 def _estimate(get: Callable[[Assessment], float | None]) -> Callable[[View], Rows]:
@@ -147,7 +147,7 @@ def _rules(get: Callable[[RuleStatus], float | None], evaluated_only: bool = Fal
            ) -> Callable[[View], Rows]:  # fmt: skip
     def rows(v: View) -> Rows:
         d = v.snap.diagnosis
-        if d is None or not v.snap.agg.vllm_fresh:
+        if d is None or not v.snap.agg.engine_fresh:
             return []
         return [
             ((s.rule, s.name, s.variant), get(s))

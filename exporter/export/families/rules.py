@@ -18,7 +18,7 @@ from exporter.export.families.base import (
 
 def _skipped(v: View) -> Rows:
     d = v.snap.diagnosis
-    if d is None or not v.snap.agg.vllm_fresh:
+    if d is None or not v.snap.agg.engine_fresh:
         return []
     return [
         ((s.rule, s.name, s.latest.skipped), 1.0)
@@ -29,7 +29,7 @@ def _skipped(v: View) -> Rows:
 
 def _issues(v: View) -> Rows:
     d = v.snap.diagnosis
-    if d is None or not v.snap.agg.vllm_fresh:
+    if d is None or not v.snap.agg.engine_fresh:
         return []
     return [((g.group, g.primary.rule, g.primary.name, g.primary.fix_code), 1.0) for g in d.groups]
 

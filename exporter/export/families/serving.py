@@ -34,7 +34,7 @@ FAMILIES: tuple[Family[View], ...] = (
            "vllm:request_success_total; vLLM 0.13 and later do not count client aborts.",
            ("finished_reason",),
            lambda v: sorted(((r,), x) for r, x in v.snap.agg.finished_ratio_by_reason.items())
-           if v.snap.agg.vllm_fresh else []),
+           if v.snap.agg.engine_fresh else []),
     Family("preemptions_per_second", "gauge",
            "Preemptions per second, over the active windows of the last {H}. "
            "From vllm:num_preemptions_total.", (), _serving(lambda a: a.preemptions_per_second)),
@@ -48,12 +48,12 @@ FAMILIES: tuple[Family[View], ...] = (
     Family("scheduler_occupancy_ratio", "gauge",
            "Running requests / (--max-num-seqs x data-parallel engines), over the evaluable "
            "windows of the last {H}.", (),
-           lambda v: [((), _occupancy(v))] if v.snap.agg.vllm_fresh else []),
+           lambda v: [((), _occupancy(v))] if v.snap.agg.engine_fresh else []),
     Family("data_parallel_engines", "gauge",
            "vLLM data-parallel engines (the engine label's values on vllm:num_requests_running) "
            "in the latest evaluable window: the ceilings and the --max-num-seqs cap count each.",
            (), lambda v: ([((), float(v.snap.agg.engines))]
-                          if v.snap.agg.vllm_fresh and v.snap.agg.engines > 0 else [])),
+                          if v.snap.agg.engine_fresh and v.snap.agg.engines > 0 else [])),
     Family("kv_cache_usage_mean_ratio", "gauge",
            "KV cache usage 0-1, time-weighted mean over the evaluable windows of the last {H}. "
            "From vllm:kv_cache_usage_perc (max over engines).", (),

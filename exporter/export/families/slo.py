@@ -22,7 +22,9 @@ def _slo_target(kind: str) -> Callable[[View], Rows]:
 def _slo_attainment(kind: str) -> Callable[[View], Rows]:
     def rows(v: View) -> Rows:
         slo = v.snap.slo
-        return [] if slo is None or not v.snap.agg.vllm_fresh else [((), slo.attainment.get(kind))]
+        return (
+            [] if slo is None or not v.snap.agg.engine_fresh else [((), slo.attainment.get(kind))]
+        )
 
     return rows
 
@@ -42,7 +44,7 @@ def _slo_count(kind: str, good: bool) -> Callable[[View], Rows]:
 
 def _goodput(v: View) -> Rows:
     slo = v.snap.slo
-    return [] if slo is None or not v.snap.agg.vllm_fresh else [((), slo.goodput_tps)]
+    return [] if slo is None or not v.snap.agg.engine_fresh else [((), slo.goodput_tps)]
 
 
 FAMILIES: tuple[Family[View], ...] = (
