@@ -20,6 +20,7 @@ from exporter.config import Config, ConfigError
 from exporter.derive.cadence import RefreshCadence
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.slo import SloTargets
+from exporter.engines import MODELS_SUFFIX, engine
 from exporter.export.collector import (
     ExportSettings,
     ScheduleCollector,
@@ -35,11 +36,16 @@ from exporter.pipeline import Pipeline, Snapshot
 from exporter.recording import Damage, RecordingWriter, gpu_entry
 from exporter.samples import EngineSample, PollError, Tick
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
+from exporter.scrape.engine_fetch import EngineFetcher
 from exporter.scrape.http_get import redact
 from exporter.scrape.nvml import NoGpuSource, NvmlSource, NvmlUnavailable
-from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
-from exporter.scrape.source import ENGINE_KINDS, GPU_KINDS, EngineSource, GpuSource
-from exporter.scrape.vllm_fetch import VllmFetcher
+from exporter.scrape.replay import (
+    ReplayEngineSource,
+    ReplayGpuSource,
+    recording_engine,
+    replay_ticks,
+)
+from exporter.scrape.source import GPU_KINDS, EngineSource, GpuSource
 from exporter.yamlsafe import YamlError, read_bounded
 
 log = logging.getLogger(__name__)
@@ -147,8 +153,11 @@ def gpu_cadence(cfg: Config) -> RefreshCadence | None:
                           fixed=cfg.dcgm_poll_interval)  # fmt: skip
 
 
-def make_pipeline(cfg: Config, whole_epochs: bool = False) -> Pipeline:
+def make_pipeline(
+    cfg: Config, whole_epochs: bool = False, recording: Path | None = None
+) -> Pipeline:
     return Pipeline(
+        engine_source_name=engine_kind(cfg, recording),
         whole_epochs=whole_epochs,
         horizon_seconds=cfg.horizon,
         poll_interval=cfg.poll_interval,
@@ -233,10 +242,6 @@ def make_render_cache(
 Clock = Callable[[], float]
 
 
-def _vllm(cfg: Config, clock: Clock) -> EngineSource:
-    return VllmFetcher(cfg.vllm_url, deadline=cfg.poll_deadline, clock=clock)
-
-
 def _nvml(cfg: Config, clock: Clock) -> GpuSource | None:
     try:
         return NvmlSource(clock=clock, gpus=cfg.gpu)
@@ -255,30 +260,39 @@ def _no_gpu(cfg: Config, clock: Clock) -> GpuSource | None:
     return None
 
 
-# Every source kind and how it is built: the one place a new source is wired in.
-ENGINE_SOURCES: dict[str, Callable[[Config, Clock], EngineSource]] = {"vllm": _vllm}
+# Every GPU source kind and how it is built: the one place a new GPU reader is wired in (an
+# engine is wired in exporter/engines/).
 GPU_SOURCES: dict[str, Callable[[Config, Clock], GpuSource | None]] = {
     "nvml": _nvml,
     "dcgm": _dcgm,
     "none": _no_gpu,
 }
-assert tuple(ENGINE_SOURCES) == ENGINE_KINDS and tuple(GPU_SOURCES) == GPU_KINDS
+assert tuple(GPU_SOURCES) == GPU_KINDS
 
 
 def make_sources(
     cfg: Config, clock: Clock, loop_replay: bool = False
 ) -> tuple[EngineSource, GpuSource | None]:
-    vllm: EngineSource
+    source: EngineSource
     if cfg.vllm_replay is not None:
-        vllm = ReplayVllmSource(cfg.vllm_replay, clock, loop=loop_replay)
+        source = ReplayEngineSource(cfg.vllm_replay, clock, loop=loop_replay)
     else:
-        vllm = ENGINE_SOURCES["vllm"](cfg, clock)
+        source = EngineFetcher(engine(cfg.engine), cfg.vllm_url, deadline=cfg.poll_deadline,
+                               clock=clock)  # fmt: skip
     gpu: GpuSource | None
     if cfg.gpu_replay is not None:
         gpu = ReplayGpuSource(cfg.gpu_replay, clock, loop=loop_replay)
     else:
         gpu = GPU_SOURCES[cfg.gpu_source](cfg, clock)
-    return vllm, gpu
+    return source, gpu
+
+
+def engine_kind(cfg: Config, recording: Path | None = None) -> str:
+    """The engine profiled: a recording's own (``recording``, else ``--vllm-replay``), else
+    ``--engine``."""
+    path = recording or cfg.vllm_replay
+    found = recording_engine(path) if path is not None else None
+    return found.kind if found is not None else cfg.engine
 
 
 def make_loop(
@@ -442,21 +456,22 @@ def run_replay(
 ) -> Pipeline:
     """The unchanged pipeline over whole recordings, in recorded time, at the cadence the live
     exporter would keep with the same flags (``whole_epochs``: see :class:`Pipeline`)."""
-    pipeline = make_pipeline(cfg, whole_epochs)
+    pipeline = make_pipeline(cfg, whole_epochs, vllm_path)
     for tick in replay_ticks(vllm_path, gpu_path, damage):
         pipeline.offer(tick)
     return pipeline
 
 
 class NoData(Exception):
-    """No poll of vLLM succeeded: there is nothing to report or record."""
+    """No poll of the engine succeeded: there is nothing to report or record."""
 
 
-def _require_vllm(loop: PollLoop, target: str) -> None:
-    health = loop.pipeline.snapshot.health.get("vllm")
+def _require_engine(loop: PollLoop, target: str) -> None:
+    kind = loop.pipeline.engine_source_name
+    health = loop.pipeline.snapshot.health.get(kind)
     if health is None or health.last_success is None:
         why = health.last_error if health is not None and health.last_error else "no answer"
-        raise NoData(f"no poll of vLLM at {target} succeeded ({why})")
+        raise NoData(f"no poll of {kind} at {target} succeeded ({why})")
 
 
 def run_live(cfg: Config, duration: float) -> Pipeline:
@@ -471,7 +486,7 @@ def run_live(cfg: Config, duration: float) -> Pipeline:
     finally:
         loop.stop()
         loop.close_sources()
-    _require_vllm(loop, target_shown(cfg, False))
+    _require_engine(loop, target_shown(cfg, False))
     return pipeline
 
 
@@ -490,6 +505,7 @@ def record(cfg: Config, output: Path, duration: float, stop: threading.Event | N
         output,
         {
             "exporter_version": __version__,
+            "engine": cfg.engine,
             "config": {
                 "vllm_url": redact(cfg.vllm_url),
                 "poll_interval": cfg.poll_interval,
@@ -505,7 +521,7 @@ def record(cfg: Config, output: Path, duration: float, stop: threading.Event | N
         if failed:
             return
         try:
-            for entry in _entries(tick, cfg.gpu_source):
+            for entry in _entries(tick, cfg.engine, cfg.gpu_source):
                 writer.write(entry)
         except OSError as e:
             failed.append(e)
@@ -523,17 +539,19 @@ def record(cfg: Config, output: Path, duration: float, stop: threading.Event | N
             failed.append(e)
     if failed:
         raise failed[0]
-    _require_vllm(loop, target_shown(cfg, False))
+    _require_engine(loop, target_shown(cfg, False))
     return loop.stats.ticks
 
 
-def _entries(tick: Tick, gpu_source: str) -> Iterable[dict[str, object]]:
+def _entries(tick: Tick, kind: str, gpu_source: str) -> Iterable[dict[str, object]]:
+    """A tick's recording entries, each named for its source (the engine's kind, its models)."""
     if tick.models is not None and tick.models_body is not None:
-        yield {"t": tick.models.observed_at, "source": "vllm_models", "body": tick.models_body}
+        yield {"t": tick.models.observed_at, "source": kind + MODELS_SUFFIX,
+               "body": tick.models_body}  # fmt: skip
     if isinstance(tick.engine, PollError):
-        yield {"t": tick.engine.observed_at, "source": "vllm", "error": tick.engine.reason}
+        yield {"t": tick.engine.observed_at, "source": kind, "error": tick.engine.reason}
     elif isinstance(tick.engine, EngineSample) and tick.engine_body is not None:
-        yield {"t": tick.engine.observed_at, "source": "vllm", "body": tick.engine_body}
+        yield {"t": tick.engine.observed_at, "source": kind, "body": tick.engine_body}
     if tick.gpu is not None and not (
         isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"
     ):

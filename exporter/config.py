@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from exporter.derive.resolve import normalize_dtype
+from exporter.engines import ENGINES, engine
+from exporter.scrape.engine_fetch import split_metrics_url
 from exporter.scrape.http_get import parse_target, redact
 from exporter.scrape.source import GPU_KINDS
-from exporter.scrape.vllm_fetch import vllm_target
 
 ENV_PREFIX = "VLLM_PROFILE_"
 POD_PREFIX = "vllm-profile-exporter/"  # annotation keys; exporter/pod_annotations.py reads them
@@ -109,8 +110,12 @@ def duration_in(low: float, high: float, what: str) -> Callable[[str], float]:
 
 def _vllm_url(text: str) -> str:
     url = str(text).strip()
-    vllm_target(url)  # raises ValueError naming the problem
+    parse_target(split_metrics_url(url)[1])  # raises ValueError naming the problem
     return url
+
+
+def _engine(text: str) -> str:
+    return engine(str(text).strip()).kind  # raises ValueError naming the kinds there are
 
 
 def _dcgm_url(text: str) -> str:
@@ -214,6 +219,14 @@ OPTIONS: tuple[Option, ...] = (
         "vLLM base URL, or its /metrics URL",
         LIVE,
         per_pod=True,
+    ),
+    Option(
+        "engine",
+        _engine,
+        "vllm",
+        f"the inference engine at --vllm-url ({', '.join(ENGINES)}); a replay reads the "
+        "recording's",
+        LIVE,
     ),
     Option(
         "web.listen-address",
@@ -414,6 +427,7 @@ BY_DEST = {o.dest: o for o in OPTIONS}
 @dataclass(frozen=True, slots=True)
 class Config:
     vllm_url: str
+    engine: str
     web_listen_address: str
     web_config_file: Path | None
     gpu: tuple[str, ...]

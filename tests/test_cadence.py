@@ -18,7 +18,7 @@ from exporter.derive.resolve import RooflineSettings
 from exporter.loop import PollLoop
 from exporter.pipeline import MAX_TICKS_PER_WINDOW, Pipeline, Snapshot
 from exporter.samples import EngineSample, GpuReading, GpuSample, ModelsInfo, PollError, Tick
-from exporter.scrape.vllm_fetch import EnginePoll
+from exporter.scrape.source import EnginePoll
 from tests.helpers import gpu, vllm
 
 

@@ -17,6 +17,7 @@ from exporter.derive.resolve import RooflineSettings
 from exporter.derive.roofline_reasons import REASONS
 from exporter.derive.rules import SKIP_REASONS, evaluate_window
 from exporter.derive.slo import SloTargets
+from exporter.engines import error_reasons
 from exporter.export.collector import (
     ALL_FAMILIES,
     ExportSettings,
@@ -27,7 +28,6 @@ from exporter.loop import LoopStats
 from exporter.pipeline import Pipeline, Snapshot
 from exporter.samples import ModelsInfo
 from exporter.scrape.replay import replay_ticks
-from exporter.scrape.source import ERROR_REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
@@ -111,7 +111,7 @@ def row(name: str) -> str:
 def test_label_codes_are_documented() -> None:
     # Every code a label can take is listed where its family is documented.
     codes = {
-        "vllm_profile_poll_errors_total": {r for rs in ERROR_REASONS.values() for r in rs},
+        "vllm_profile_poll_errors_total": {r for rs in error_reasons().values() for r in rs},
         "vllm_profile_rule_skipped": set(SKIP_REASONS),
         "vllm_profile_issue_info": set(FIXES),
         "vllm_profile_roofline_unavailable": set(REASONS),

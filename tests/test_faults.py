@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
+from exporter.engines.vllm import ENGINE as VLLM
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.loop import PollLoop
 from exporter.pipeline import Pipeline
+from exporter.scrape.engine_fetch import EngineFetcher
 from exporter.scrape.nvml import NoGpuSource, NvmlSource
-from exporter.scrape.vllm_fetch import VllmFetcher
 from tests.harness import QuietHandler, http_server
 from tests.test_nvml import FakeNvml
 
@@ -85,7 +86,7 @@ class Rig:
 
     def __init__(self, url: str, gpu: Any = None) -> None:
         self.clock = Clock()
-        self.fetcher = VllmFetcher(url, deadline=0.5, clock=self.clock)
+        self.fetcher = EngineFetcher(VLLM, url, deadline=0.5, clock=self.clock)
         self.pipeline = Pipeline(horizon_seconds=10.0, poll_interval=0.25)
         self.loop = PollLoop(self.pipeline, self.fetcher, gpu, interval=0.25)
 
@@ -156,7 +157,7 @@ def test_http_faults(endpoint: tuple[str, Endpoint], mode: str) -> None:
 
     def start() -> None:
         if mode == "refused":  # vLLM moves to a port where nothing listens
-            rig.loop.replace_sources(VllmFetcher(url, deadline=0.5, clock=rig.clock), None)
+            rig.loop.replace_sources(EngineFetcher(VLLM, url, deadline=0.5, clock=rig.clock), None)
         ep.mode = mode
 
     def stop() -> None:
@@ -167,7 +168,9 @@ def test_http_faults(endpoint: tuple[str, Endpoint], mode: str) -> None:
         assert m[("vllm_profile_poll_errors_total", (("reason", reason), ("source", "vllm")))] >= 17
         assert (THROUGHPUT, ()) not in m  # vanished, not stale
         if mode == "refused":
-            rig.loop.replace_sources(VllmFetcher(endpoint[0], deadline=0.5, clock=rig.clock), None)
+            rig.loop.replace_sources(
+                EngineFetcher(VLLM, endpoint[0], deadline=0.5, clock=rig.clock), None
+            )
         ep.mode = "ok"
 
     run_fault(rig, ep, start, stop)

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.engines.vllm.parse import parse_vllm_metrics
 from exporter.recording import RecordingError, gpu_sample_from_entry, read_entries
 from exporter.samples import PLAUSIBLE, EngineSample, GpuSample, Histogram
 from exporter.scrape.dcgm import DcgmSelector, parse_dcgm_metrics
-from exporter.scrape.replay import vllm_result
+from exporter.scrape.replay import engine_result
 from exporter.scrape.text_format import ParseError
-from exporter.scrape.vllm_parse import parse_vllm_metrics
 
 FIX = Path(__file__).parent / "fixtures"
 with gzip.open(FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz", "rt") as _f:
@@ -98,7 +98,7 @@ def test_vllm_parser_on_mutated_real_bodies(data: st.DataObject) -> None:
         return
     check_sample(s)
     # The same text through the replay path gives a sample or a PollError, never an exception.
-    vllm_result({"t": 1.0, "source": "vllm", "body": body}, 1.0)
+    engine_result({"t": 1.0, "source": "vllm", "body": body}, 1.0)
 
 
 @FUZZ
@@ -140,7 +140,7 @@ def test_recording_reader(tmp_path_factory: pytest.TempPathFactory, lines: list[
                 if isinstance(g, GpuSample):
                     check_gpu_sample(g)
             elif e["source"] == "vllm":
-                v = vllm_result(e, 1.0)
+                v = engine_result(e, 1.0)
                 if isinstance(v, EngineSample):
                     check_sample(v)
     except RecordingError:

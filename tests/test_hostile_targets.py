@@ -24,13 +24,15 @@ from typing import Any
 import pytest
 
 from exporter.derive.window import build_window
+from exporter.engines.vllm import ENGINE as VLLM
+from exporter.engines.vllm.parse import parse_vllm_metrics
 from exporter.loop import PollLoop
 from exporter.pipeline import Pipeline
 from exporter.samples import EngineSample, GpuSample, Histogram, PollError
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
+from exporter.scrape.engine_fetch import EngineFetcher
 from exporter.scrape.nvml import NvmlSource
-from exporter.scrape.vllm_fetch import EnginePoll, VllmFetcher
-from exporter.scrape.vllm_parse import parse_vllm_metrics
+from exporter.scrape.source import EnginePoll
 from tests.harness import wait_for
 from tests.test_nvml import FakeNvml
 
@@ -117,7 +119,7 @@ def target() -> Iterator[Callable[[Behaviour], RawTarget]]:
 
 
 def poll_once(url: str, **kw: Any) -> EnginePoll:
-    f = VllmFetcher(url, clock=time.time, **kw)
+    f = EngineFetcher(VLLM, url, clock=time.time, **kw)
     try:
         return f.poll()
     finally:
@@ -169,7 +171,7 @@ def run_loop(
 ) -> tuple[Pipeline, PollLoop]:
     """The real loop in real time over a fetcher of ``url``, for ``ticks`` ticks."""
     pipeline = Pipeline(horizon_seconds=60, poll_interval=interval)
-    fetcher = VllmFetcher(url, deadline=deadline, clock=time.time)
+    fetcher = EngineFetcher(VLLM, url, deadline=deadline, clock=time.time)
     loop = PollLoop(pipeline, fetcher, gpu, interval=interval, deadline=deadline)
     loop.run(max_ticks=ticks)
     loop.stop()
@@ -308,12 +310,12 @@ def test_credentials_in_the_url_are_sent_and_never_shown(target: Callable[..., R
         t.send(conn, answer(BODY) if ok else answer(b"no\n", status="401 Unauthorized"))
 
     t = target(guarded)
-    f = VllmFetcher(t.url.replace("http://", "http://bob:s3cr3t-pw@"), deadline=2.0,
+    f = EngineFetcher(VLLM, t.url.replace("http://", "http://bob:s3cr3t-pw@"), deadline=2.0,
                     clock=time.time)  # fmt: skip
     assert isinstance(f.poll().result, EngineSample)
     assert "s3cr3t-pw" not in f.shown and "bob:xxxxx@" in f.shown
     f.close()
-    wrong = VllmFetcher(t.url.replace("http://", "http://bob:s3cr3t-pw2@"), deadline=2.0,
+    wrong = EngineFetcher(VLLM, t.url.replace("http://", "http://bob:s3cr3t-pw2@"), deadline=2.0,
                         clock=time.time)  # fmt: skip
     err = wrong.poll().result
     wrong.close()
@@ -376,8 +378,8 @@ def test_several_processes_behind_one_url(
     t = target(balanced)
     pipeline = Pipeline(horizon_seconds=10, poll_interval=0.25)
     clock = [1_800_000_000.0]
-    loop = PollLoop(pipeline, VllmFetcher(t.url, deadline=2.0, clock=lambda: clock[0]), None,
-                    interval=0.25)  # fmt: skip
+    fetcher = EngineFetcher(VLLM, t.url, deadline=2.0, clock=lambda: clock[0])
+    loop = PollLoop(pipeline, fetcher, None, interval=0.25)
     for _ in range(40):
         clock[0] += 0.25
         loop.tick()
@@ -427,7 +429,7 @@ def test_every_http_framing_of_a_good_answer_is_read_whole(
 ) -> None:
     behaviour, connections = FRAMINGS[framing]
     t = target(behaviour)
-    f = VllmFetcher(t.url, deadline=5.0, clock=time.time)
+    f = EngineFetcher(VLLM, t.url, deadline=5.0, clock=time.time)
     try:
         polls = [f.poll() for _ in range(3)]
     finally:
@@ -445,7 +447,7 @@ def test_a_kept_alive_connection_closed_by_the_target_is_replaced(
     """A server closes idle keep-alive connections (uvicorn after 5 s) without saying so in
     its answer: the next poll finds it closed (or has its request reset) and opens a new one."""
     t = target(lambda conn, head: _until_close(conn, answer(BODY)))
-    f = VllmFetcher(t.url, deadline=5.0, clock=time.time)
+    f = EngineFetcher(VLLM, t.url, deadline=5.0, clock=time.time)
     try:
         polls = [f.poll() for _ in range(3)]
     finally:
@@ -477,7 +479,7 @@ def test_bytes_after_the_answer_end_the_connection(target: Callable[..., RawTarg
     """What follows a complete answer unasked for cannot be trusted to frame the next one."""
     smuggled = answer(b"vllm:num_requests_running 999\n")
     t = target(lambda conn, head: conn.sendall(answer(BODY) + smuggled))
-    f = VllmFetcher(t.url, deadline=2.0, clock=time.time)
+    f = EngineFetcher(VLLM, t.url, deadline=2.0, clock=time.time)
     try:
         polls = [f.poll() for _ in range(2)]
     finally:

@@ -14,7 +14,7 @@ import pytest
 from exporter.loop import PollLoop
 from exporter.pipeline import Pipeline
 from exporter.samples import EngineSample
-from exporter.scrape.vllm_fetch import EnginePoll
+from exporter.scrape.source import EnginePoll
 from tests.harness import RecordedVllm
 
 FIX = Path(__file__).parent / "fixtures"

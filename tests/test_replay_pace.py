@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from exporter.samples import EngineSample, GpuSample, PollError
-from exporter.scrape.replay import ReplayGpuSource, ReplayVllmSource, replay_ticks
+from exporter.scrape.replay import ReplayEngineSource, ReplayGpuSource, replay_ticks
 
 
 def body(tokens: float) -> str:
@@ -76,7 +76,7 @@ def test_serve_replay_plays_at_the_recorded_pace(tmp_path: Path) -> None:
                for i in range(12)]  # fmt: skip
     path = write(tmp_path / "v.jsonl", entries)
     now = [0.0]
-    src = ReplayVllmSource(path, lambda: now[0])
+    src = ReplayEngineSource(path, lambda: now[0])
     seen = []
     for t in (0.0, 1.0, 2.0, 2.1, 2.76):
         now[0] = t

@@ -15,7 +15,7 @@ from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve_dtype
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
-from exporter.scrape.vllm_fetch import parse_models
+from exporter.scrape.openai_models import parse_models
 
 CATALOG = load_catalog(load_config({}, {}, {}))
 LLAMA70 = "meta-llama/Llama-3.1-70B-Instruct"

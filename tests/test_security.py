@@ -304,9 +304,10 @@ class TlsTarget:
 
 
 def _polls(url: str, n: int, deadline: float = 5.0) -> list[object]:
-    from exporter.scrape.vllm_fetch import VllmFetcher
+    from exporter.engines.vllm import ENGINE as VLLM
+    from exporter.scrape.engine_fetch import EngineFetcher
 
-    f = VllmFetcher(url, deadline=deadline, clock=time.time)
+    f = EngineFetcher(VLLM, url, deadline=deadline, clock=time.time)
     try:
         return [f.poll().result for _ in range(n)]
     finally:

@@ -19,7 +19,7 @@ from exporter.derive.window import Window, build_window
 from exporter.pipeline import Pipeline
 from exporter.recording import read_entries
 from exporter.samples import EngineSample, GpuSample, PollError, Tick
-from exporter.scrape.replay import replay_ticks, vllm_result
+from exporter.scrape.replay import engine_result, replay_ticks
 from tests.helpers import tick, vllm
 
 FIX = Path(__file__).parent / "fixtures"
@@ -178,7 +178,7 @@ def parsed_as_the_loop_would(recording: Path, p: Pipeline) -> Iterator[Tick]:
         entry = next(entries)
         times = [r.observed_at for r in (t.engine, t.gpu) if r is not None]
         if "body" in entry and not p.plan(min(times)).engine_complete:
-            t = replace(t, engine=vllm_result(entry, t.engine.observed_at, complete=False))
+            t = replace(t, engine=engine_result(entry, t.engine.observed_at, complete=False))
         yield t
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from exporter.engines.vllm import ENGINE as VLLM
 from exporter.samples import EngineSample, PollError
-from exporter.scrape.vllm_fetch import VllmFetcher, split_vllm_url
+from exporter.scrape.engine_fetch import EngineFetcher, split_metrics_url
 from tests.harness import QuietHandler, free_port
 
 GOOD = b'vllm:num_requests_running{engine="0",model_name="m"} 2.0\n'
@@ -59,9 +60,11 @@ def server() -> Iterator[ThreadingHTTPServer]:
     srv.server_close()
 
 
-def fetcher(srv: ThreadingHTTPServer, **kw: Any) -> VllmFetcher:
+def fetcher(srv: ThreadingHTTPServer, **kw: Any) -> EngineFetcher:
     port = srv.server_address[1]
-    return VllmFetcher(f"http://127.0.0.1:{port}/metrics", deadline=0.5, clock=lambda: 7.0, **kw)
+    return EngineFetcher(
+        VLLM, f"http://127.0.0.1:{port}/metrics", deadline=0.5, clock=lambda: 7.0, **kw
+    )
 
 
 def test_good_poll_and_models(server: ThreadingHTTPServer) -> None:
@@ -99,7 +102,7 @@ def test_failures_become_poll_errors_then_recover(
 
 def test_body_size_cap(server: ThreadingHTTPServer) -> None:
     server.mode = "huge"  # type: ignore[attr-defined]
-    f = VllmFetcher(
+    f = EngineFetcher(VLLM, 
         f"http://127.0.0.1:{server.server_address[1]}", deadline=5, clock=time.time,
         max_body=1 << 20,
     )  # fmt: skip
@@ -108,11 +111,11 @@ def test_body_size_cap(server: ThreadingHTTPServer) -> None:
 
 
 def test_connection_refused() -> None:
-    f = VllmFetcher(f"http://127.0.0.1:{free_port()}", deadline=0.5, clock=time.time)
+    f = EngineFetcher(VLLM, f"http://127.0.0.1:{free_port()}", deadline=0.5, clock=time.time)
     p = f.poll(want_models=True)
     assert isinstance(p.result, PollError) and p.result.reason == "connection"
     assert p.models is None and p.body is None
 
 
 def test_url_forms() -> None:
-    assert split_vllm_url("http://h:8000") == ("http://h:8000", "http://h:8000/metrics")
+    assert split_metrics_url("http://h:8000") == ("http://h:8000", "http://h:8000/metrics")

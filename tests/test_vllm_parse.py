@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.scrape import vllm_parse
-from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics, parse_vllm_poll
+from exporter.engines.vllm import parse as vllm_parse
+from exporter.engines.vllm.parse import ParseError, parse_vllm_metrics, parse_vllm_poll
 
 FIX = Path(__file__).parent / "fixtures" / "vllm"
 

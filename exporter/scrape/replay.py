@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exporter.engines import ENGINES, MODELS_SUFFIX, recorded_engine
 from exporter.recording import (
     GPU_SOURCES,
     Damage,
@@ -19,37 +20,53 @@ from exporter.recording import (
     read_entries,
 )
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
-from exporter.scrape.source import EnginePoll
-from exporter.scrape.vllm_fetch import parse_models
-from exporter.scrape.vllm_parse import ParseError, parse_vllm_metrics, parse_vllm_poll
+from exporter.scrape.source import Engine, EnginePoll
+from exporter.scrape.text_format import ParseError
 
 T = TypeVar("T")
 
 
-def vllm_result(
+def engine_result(
     entry: dict[str, Any], observed_at: float, complete: bool = True
 ) -> EngineSample | PollError:
+    """An engine entry of a recording, read by its own engine's parsers (the entry's source)."""
+    engine = ENGINES[entry["source"]]
     if "error" in entry:
         return PollError(observed_at, str(entry["error"]), "recorded error")
     if "body" not in entry:
         raise RecordingError(
-            f"line {entry.get('_line', '?')}: a vllm entry needs 'body' or 'error'"
+            f"line {entry.get('_line', '?')}: a {engine.kind} entry needs 'body' or 'error'"
         )
     try:
-        parse = parse_vllm_metrics if complete else parse_vllm_poll
+        parse = engine.parse_metrics if complete else engine.parse_poll
         return parse(entry["body"], observed_at)
     except ParseError as e:
         return PollError(observed_at, e.reason, e.detail)
 
 
-def _vllm_stream(path: Path, damage: Damage) -> Iterator[tuple[dict[str, Any], ModelsInfo | None]]:
+def recording_engine(path: Path) -> Engine | None:
+    """The engine whose polls a recording holds (its first engine entry says); None for a
+    recording of GPUs alone."""
+    for e in read_entries(path):
+        found = recorded_engine(e["source"])
+        if found is not None:
+            return found
+    return None
+
+
+def _engine_stream(
+    path: Path, damage: Damage
+) -> Iterator[tuple[dict[str, Any], ModelsInfo | None]]:
     models: ModelsInfo | None = None
     for e in read_entries(path, damage):
-        if e["source"] == "vllm_models":
-            models = parse_models(e.get("body", ""), float(e["t"])) or models
-        elif e["source"] == "vllm":
+        engine = recorded_engine(e["source"])
+        if engine is None:
+            continue
+        if e["source"] == engine.kind:
             yield e, models
             models = None
+        elif e["source"] == engine.kind + MODELS_SUFFIX:
+            models = engine.parse_models(e.get("body", ""), float(e["t"])) or models
 
 
 def _gpu_stream(path: Path, damage: Damage) -> Iterator[dict[str, Any]]:
@@ -82,7 +99,7 @@ def replay_ticks(
         raise ValueError("nothing to replay")
     if gpu_path is None and vllm_path is not None and _has_source(vllm_path, GPU_SOURCES):
         gpu_path = vllm_path
-    vllm_it = _vllm_stream(vllm_path, vd) if vllm_path is not None else None
+    vllm_it = _engine_stream(vllm_path, vd) if vllm_path is not None else None
     gpu_it = _gpu_stream(gpu_path, gd) if gpu_path is not None else None
     offset: float | None = 0.0 if gpu_path == vllm_path else None
     v = next(vllm_it, None) if vllm_it is not None else None
@@ -103,7 +120,7 @@ def replay_ticks(
         if take_v:
             assert v is not None and tv is not None
             entry, models = v
-            vllm = vllm_result(entry, tv)
+            vllm = engine_result(entry, tv)
             v = next(vllm_it, None) if vllm_it is not None else None
         gpu: GpuSample | PollError | None = None
         if take_g:
@@ -218,14 +235,15 @@ class _ReplaySource:
         return convert(e, now)
 
 
-class ReplayVllmSource(_ReplaySource):
-    """``serve --vllm-replay``: the recording's vLLM entries, at the recorded pace."""
+class ReplayEngineSource(_ReplaySource):
+    """``serve --vllm-replay``: the recording's engine entries, at the recorded pace, each read
+    by the engine that wrote it."""
 
     def __init__(self, path: Path, clock: Callable[[], float], loop: bool = False) -> None:
-        super().__init__(path, ("vllm",), clock, loop)
+        super().__init__(path, tuple(ENGINES), clock, loop)
 
     def poll(self, want_models: bool = False, complete: bool = True) -> EnginePoll:
-        return EnginePoll(self._next(lambda e, t: vllm_result(e, t, complete)))
+        return EnginePoll(self._next(lambda e, t: engine_result(e, t, complete)))
 
     def close(self) -> None:
         pass

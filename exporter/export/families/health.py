@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from exporter.engines import error_reasons
 from exporter.export.families.base import Family, Rows, View
-from exporter.scrape.source import ERROR_REASONS
 
 
 def _health(get: Callable[[View, str], float | None]) -> Callable[[View], Rows]:
@@ -13,8 +13,9 @@ def _health(get: Callable[[View, str], float | None]) -> Callable[[View], Rows]:
 
 
 def _errors(v: View) -> Rows:
+    known = error_reasons()
     for source, h in v.snap.health.items():
-        reasons = dict.fromkeys(ERROR_REASONS.get(source, ()), 0)
+        reasons = dict.fromkeys(known.get(source, ()), 0)
         reasons.update(h.errors)
         for reason, n in sorted(reasons.items()):
             yield (source, reason), float(n)

@@ -28,7 +28,7 @@ from exporter.scrape.text_format import (
     parse_value,
 )
 
-__all__ = ["ParseError", "parse_vllm_metrics", "parse_vllm_poll"]
+__all__ = ["BODY_REASONS", "READS", "ParseError", "parse_vllm_metrics", "parse_vllm_poll"]
 
 
 class _Kind(Enum):
@@ -414,3 +414,8 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         cache_config=cache_config or {},
         engines=len(engines),
     )
+
+
+# The reasons only these parsers give (the bounds' and text format's are every engine's).
+BODY_REASONS = ("truncated", "negative", "duplicate_series", "bad_histogram", "no_vllm_metrics")
+READS = tuple(_FAMILIES)  # the families read, by their colon name
