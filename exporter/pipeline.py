@@ -30,12 +30,12 @@ from exporter.derive.identity import TargetIdentity
 from exporter.derive.ledger import Ledger, accrue
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import RuleKey, RuleResult, evaluate_window
-from exporter.derive.serving_config import config_id, visible
+from exporter.derive.serving_config import config_id
 from exporter.derive.slo import SloSummary, window_counts
 from exporter.derive.slo import summarize as summarize_slo
 from exporter.derive.source_health import HealthTracker, SourceHealth
 from exporter.derive.window import Window, build_window
-from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
+from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, ServingConfig, Tick
 
 MAX_TICKS_PER_WINDOW = 4096  # timestamps that do not advance must not grow a window forever
 SEVERAL = (
@@ -163,7 +163,7 @@ class Pipeline:
         self._max_model_len: int | None = None
         self._model_roots: Mapping[str, str] = {}
         self._identity = TargetIdentity(hold=max(60.0, horizon_seconds))
-        self._last_cache_config: Mapping[str, str] | None = None
+        self._last_serving: ServingConfig | None = None
         self._epoch = 0
         self._epoch_full: Summary | None = None  # the current epoch's last full horizon
         self._baseline: Summary | None = None  # the previous epoch's last full horizon
@@ -249,9 +249,7 @@ class Pipeline:
 
     def _note_changes(self, s: EngineSample, restarted: bool) -> None:
         reconfigured = (
-            bool(s.cache_config)
-            and self._last_cache_config is not None
-            and dict(s.cache_config) != dict(self._last_cache_config)
+            s.serving.stated and self._last_serving is not None and s.serving != self._last_serving
         )
         if restarted:
             self.models_wanted = True
@@ -259,9 +257,9 @@ class Pipeline:
             self._restart_from = self._last_seen
         if restarted or reconfigured:
             self._new_epoch("vllm_restart" if restarted else "cache_config_change")
-        if s.cache_config:
-            self._last_cache_config = s.cache_config
-            seen = (visible(s.cache_config), s.model_names, s.engines)
+        if s.serving.stated:
+            self._last_serving = s.serving
+            seen = (dict(s.serving.settings), s.model_names, s.engines)
             if self._restart_from is not None:
                 # The first whole read after a restart says whether it kept its configuration:
                 # a crash restart is a restart, not a configuration change.
@@ -493,7 +491,7 @@ class Pipeline:
         if not agg.model_names:
             return ""  # no vLLM data yet: nothing to name
         if self._config_id[0] is not agg:
-            ident = config_id(agg.model_names, agg.cache_config, agg.engines, self.declared())
+            ident = config_id(agg.model_names, agg.serving.settings, agg.engines, self.declared())
             self._config_id = (agg, ident)
         return self._config_id[1]
 

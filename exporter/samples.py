@@ -34,8 +34,27 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """What an engine states about its own configuration, typed as the figures need it (vLLM:
+    its ``cache_config_info`` labels). Each field is None where the engine does not say."""
+
+    # Every setting stated, values the engine measures at each start (block counts) left out:
+    # part of the configuration's identity, compared across restarts and pods.
+    settings: Mapping[str, str] = field(default_factory=dict)
+    kv_capacity_tokens: float | None = None  # the KV pool, in tokens (measured at start)
+    prefix_caching: bool | None = None  # automatic prefix caching on
+    gpu_memory_utilization: float | None = None  # the share of GPU memory it may take
+    cache_dtype: str | None = None  # the KV cache's dtype as stated ("auto", "fp8", ...)
+
+    @property
+    def stated(self) -> bool:
+        """The engine said anything of its configuration."""
+        return bool(self.settings) or self.kv_capacity_tokens is not None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSample:
-    """One successful read of vLLM's ``/metrics``, timestamped when the poll completed."""
+    """One successful read of an engine's metrics, timestamped when the poll completed."""
 
     observed_at: float
     model_name: str | None = None  # None when the body names several models
@@ -63,7 +82,7 @@ class EngineSample:
     est_read_bytes: float | None = None
     est_write_bytes: float | None = None
     process_start_time: float | None = None
-    cache_config: Mapping[str, str] = field(default_factory=dict)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     engines: int = 0
     # False: only the per-poll figures were read (running, waiting, KV, preemptions, generated
     # tokens, start time, names); a window starts and ends only at complete samples.

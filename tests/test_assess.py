@@ -11,6 +11,7 @@ from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve
 from exporter.derive.roofline import RooflineInputs
+from exporter.engines.vllm.parse import serving_config
 
 SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
 
@@ -30,7 +31,7 @@ SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
 )
 def test_gpu_memory_utilization_from_vllm(value: str | None, expected: tuple[float, str]) -> None:
     cc = {} if value is None else {"gpu_memory_utilization": value}
-    a = assess(Aggregate(cache_config=cc), SETTINGS)
+    a = assess(Aggregate(serving=serving_config(cc)), SETTINGS)
     assert (a.gpu_memory_utilization, a.gpu_memory_utilization_source) == expected
 
 
@@ -53,12 +54,12 @@ def test_several_models_are_named_as_the_reason() -> None:
 def test_resolved_inputs_are_the_catalog_figures_exactly() -> None:
     # H100 SXM: 989.4 TFLOP/s dense BF16, 3,350 GB/s. DeepSeek V3: 671B total, 37B active,
     # published in FP8 (1 byte a parameter, from the catalog's dtype).
-    res = resolve(SETTINGS, model_name="deepseek-ai/DeepSeek-V3", cache_config={},
+    res = resolve(SETTINGS, model_name="deepseek-ai/DeepSeek-V3",
                   gpu_names=["NVIDIA H100 80GB HBM3"])  # fmt: skip
     assert res.inputs == RooflineInputs(989.4e12, 3350e9, 37e9, 671e9, 1.0, 1)
     assert res.model is not None and res.model.name == res.model_catalog == "DeepSeek 671B"
     assert (res.dtype, res.dtype_source) == ("fp8", "catalog")
-    unknown = resolve(SETTINGS, model_name="tiny", cache_config={}, gpu_names=["NVIDIA A10G"])
+    unknown = resolve(SETTINGS, model_name="tiny", gpu_names=["NVIDIA A10G"])
     assert unknown.model is None and unknown.model_catalog == ""
     assert unknown.inputs.roofline_params is None and unknown.inputs.peak_flops is None
     assert unknown.reasons == ("unknown_model", "gpu_has_price_only")
@@ -85,7 +86,7 @@ def test_several_names_are_not_matched_by_the_newest_one() -> None:
 
 
 def test_an_unknown_gpu_has_no_peaks_and_a_quantized_name_its_dtype() -> None:
-    res = resolve(SETTINGS, model_name="Qwen/Qwen2.5-7B-Instruct-FP8", cache_config={},
+    res = resolve(SETTINGS, model_name="Qwen/Qwen2.5-7B-Instruct-FP8",
                   gpu_names=["Mystery Accelerator 9000"])  # fmt: skip
     assert res.inputs.peak_flops is None and res.inputs.peak_bw is None
     assert (res.dtype, res.dtype_source) == ("fp8", "model_name")

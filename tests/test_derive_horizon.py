@@ -9,6 +9,7 @@ import pytest
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import aggregate
 from exporter.derive.window import build_window
+from exporter.engines.vllm.parse import serving_config
 from exporter.pipeline import Pipeline
 from exporter.samples import PollError, Tick
 from tests.helpers import INF, gpu, hist, tick, vllm
@@ -372,14 +373,14 @@ class TestAggregateFigures:
     def test_freshness_and_the_last_evaluable_window(self) -> None:
         busy = self.busy(0.0, 2.0, gen=10.0, energy_mj=(1e6,))
         # vLLM failed through the last window: its one poll is the shared boundary poll, and its
-        # cache_config is empty; the figures come from the last evaluable window.
+        # configuration is unstated; the figures come from the last evaluable window.
         cc = {"block_size": "16"}
-        good = replace(busy[0], cache_config=cc)
+        good = replace(busy[0], serving=serving_config(cc))
         dead = replace(build_window([], [], start=2.0, end=4.0), engine_answered=False,
                        gpu_answered=False)  # fmt: skip
         agg = aggregate([(good, classify(good)), (dead, classify(dead))])
         assert not agg.engine_fresh and not agg.gpu_fresh and agg.gpus == ()
-        assert agg.cache_config == cc
+        assert agg.serving == serving_config(cc)
         # One vLLM poll in the last window is fresh vLLM data; no GPU reading in it is no GPU.
         one_poll = build_window([vllm(4.0)], [], start=4.0, end=6.0)
         latest = aggregate([(good, classify(good)), (one_poll, classify(one_poll))])

@@ -19,6 +19,7 @@ from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import R4, RULES
+from exporter.engines.vllm.parse import serving_config
 from tests.recordings import H100, gpu_recording
 from tests.test_replay_cli import UNDERBATCH, run_replay, samples
 
@@ -35,7 +36,7 @@ def serving(gpus: int, engines: int = 1, batch: float = 32.0, tps: float = 2000.
     return Aggregate(
         model_name="meta-llama/Meta-Llama-3-70B-Instruct",
         model_names=("meta-llama/Meta-Llama-3-70B-Instruct",),
-        cache_config={"gpu_memory_utilization": "0.9"},
+        serving=serving_config({"gpu_memory_utilization": "0.9"}),
         engines=engines,
         running_active=batch,
         generation_tps=tps,

@@ -13,6 +13,7 @@ from exporter.config import load_config
 from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve_dtype
+from exporter.engines.vllm.parse import serving_config
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
 from exporter.scrape.openai_models import parse_models
@@ -51,7 +52,7 @@ def aggregate(
         engine_fresh=True,
         gpu_fresh=bool(gpus),
         model_name=model,
-        cache_config={"gpu_memory_utilization": "0.9"},
+        serving=serving_config({"gpu_memory_utilization": "0.9"}),
         generation_tps=tps,
         running=running,
         running_active=running,
@@ -201,17 +202,23 @@ class TestChains:
             "fp16",
             "flag",
         )
-        assert resolve_dtype(RooflineSettings(dtype_env="fp8"), "x-AWQ", {}, None) == ("fp8", "env")
-        assert resolve_dtype(s, "Qwen/Qwen2.5-7B-Instruct-AWQ", {}, None) == ("int4", "model_name")
-        assert resolve_dtype(s, "m", {"cache_dtype": "fp8_e4m3"}, None) == (
+        assert resolve_dtype(RooflineSettings(dtype_env="fp8"), "x-AWQ", None, None) == (
+            "fp8",
+            "env",
+        )
+        assert resolve_dtype(s, "Qwen/Qwen2.5-7B-Instruct-AWQ", None, None) == (
+            "int4",
+            "model_name",
+        )
+        assert resolve_dtype(s, "m", "fp8_e4m3", None) == (
             "fp8",
             "vllm_cache_dtype",
         )
-        assert resolve_dtype(s, "deepseek-ai/DeepSeek-R1", {"cache_dtype": "auto"}, r1) == (
+        assert resolve_dtype(s, "deepseek-ai/DeepSeek-R1", "auto", r1) == (
             "fp8",
             "catalog",
         )
-        assert resolve_dtype(s, "m", {"cache_dtype": "auto"}, None) == ("bf16", "default")
+        assert resolve_dtype(s, "m", "auto", None) == ("bf16", "default")
 
     def test_tp_chain(self) -> None:
         assert load_config({"tensor_parallel_size": "2"}, {"TENSOR_PARALLEL_SIZE": "4"}, {}).tp == 2

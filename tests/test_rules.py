@@ -31,9 +31,9 @@ from exporter.derive.rules import (
     Horizon,
     RuleResult,
     evaluate_window,
-    kv_capacity_tokens,
 )
 from exporter.derive.window import GpuWindow, Window, build_window
+from exporter.engines.vllm.parse import serving_config
 from exporter.pipeline import Pipeline
 from tests.helpers import INF, gpu, hist, tick, vllm
 
@@ -73,7 +73,7 @@ def window(
             prefix_queries=None if hits_queries is None else 2000.0 + i * hits_queries[1],
             prefill_time=hist(LAT, (5.0 + i, 5.0 + i, 5.0 + i), 0.0 + i * prefill_sum),
             prompt_len=hist(PLEN, (0.0, 5.0 + i, 5.0 + i, 5.0 + i), 250.0 + i * prompt_mean),
-            cache_config=cc,
+            serving=serving_config(cc),
         )
 
     polls = [poll(t0, 0, kv[0]), poll(t1, 1, kv[1])]
@@ -127,7 +127,9 @@ class TestRuleRecords:
     def test_backlog_needs_each_of_its_inputs(self, absent: str) -> None:
         present = dict(running=1.0, kv_usage=0.5, waiting=1.0, prompt_len_mean=5.0)
         del present[absent]
-        r = evaluate_window(bare(cache_config=CC, kv_peak=0.5, **present), 64.0)[R2_BACKLOG]
+        r = evaluate_window(bare(serving=serving_config(CC), kv_peak=0.5, **present), 64.0)[
+            R2_BACKLOG
+        ]
         assert r == RuleResult(False, "no KV usage, waiting count or prompt length",
                                skipped="no_backlog_inputs")  # fmt: skip
 
@@ -177,7 +179,7 @@ class TestRuleRecords:
     def test_backlog_texts_and_boundaries(self) -> None:
         # Capacity 1,000 tokens, KV 50% → 500 free; 2 waiting × 250 prompt tokens = 500: not
         # less than the free KV, so not fired (demand must exceed free).
-        base = dict(cache_config=CC, kv_usage=0.5, kv_peak=0.5, prompt_len_mean=250.0)
+        base = dict(serving=serving_config(CC), kv_usage=0.5, kv_peak=0.5, prompt_len_mean=250.0)
         even = evaluate_window(bare(running=1.0, waiting=2.0, **base), 4.0)[R2_BACKLOG]
         assert even == RuleResult(False, "not triggered (queue ratio 67%; free KV 500 tokens vs "
                                   "demand 500 (2.0 waiting x 250 prompt tokens); running 1.0 of "
@@ -196,7 +198,7 @@ class TestRuleRecords:
 
     def test_queue_ratio_of_fractional_and_empty_means(self) -> None:
         # Time-weighted means below one: running 0.5, waiting 0.25 → 0.25 / 0.75 = 33%.
-        base = dict(cache_config=CC, kv_usage=0.5, kv_peak=0.5, prompt_len_mean=10.0)
+        base = dict(serving=serving_config(CC), kv_usage=0.5, kv_peak=0.5, prompt_len_mean=10.0)
         r = evaluate_window(bare(running=0.5, waiting=0.25, **base), 4.0)[R2_BACKLOG]
         assert r.why.startswith("not triggered (queue ratio 33%;")
         empty = evaluate_window(bare(running=0.0, waiting=0.0, **base), 4.0)[R2_BACKLOG]
@@ -233,9 +235,12 @@ class TestRuleRecords:
     def test_kv_capacity_falls_back_to_blocks(self, empty: str) -> None:
         # vLLM writes an unset kv_cache_size_tokens as "" or "None": 12 blocks × 128 tokens.
         cc = {"kv_cache_size_tokens": empty, "num_gpu_blocks": "12", "block_size": "128"}
-        assert kv_capacity_tokens(cc) == 1536.0
-        assert kv_capacity_tokens({"kv_cache_size_tokens": "4096"}) == 4096.0
-        assert kv_capacity_tokens({"num_gpu_blocks": "12"}) is None
+        assert serving_config(cc).kv_capacity_tokens == 1536.0
+        assert serving_config({"kv_cache_size_tokens": "4096"}).kv_capacity_tokens == 4096.0
+        assert serving_config({"num_gpu_blocks": "12"}).kv_capacity_tokens is None
+        # A body's label is a stranger's text: nothing but a finite positive size is a size.
+        for bad in ("inf", "nan", "-5", "0"):
+            assert serving_config({"kv_cache_size_tokens": bad}).kv_capacity_tokens is None
 
 
 class TestDataParallel:
@@ -662,7 +667,7 @@ class TestR4:
         catalog = load_catalog(load_config({}, {}, {}))
         agg = Aggregate(
             model_name="meta-llama/Llama-3.1-70B-Instruct",
-            cache_config={"gpu_memory_utilization": "0.9"},
+            serving=serving_config({"gpu_memory_utilization": "0.9"}),
             gpus=(GpuAggregate(0, "GPU-0", "NVIDIA H100 80GB HBM3",
                                mem_total_bytes=85_520_809_984.0),),
         )  # fmt: skip
@@ -708,10 +713,10 @@ class TestEpochs:
 
     def test_cache_config_change_is_an_epoch(self) -> None:
         p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
-        p.add_tick(tick(vllm(0.0, cache_config={"block_size": "16"})))
-        p.add_tick(tick(vllm(0.25, cache_config={"block_size": "16"})))
+        p.add_tick(tick(vllm(0.0, serving=serving_config({"block_size": "16"}))))
+        p.add_tick(tick(vllm(0.25, serving=serving_config({"block_size": "16"}))))
         assert p.snapshot.epoch == 0
-        p.add_tick(tick(vllm(0.5, cache_config={"block_size": "32"})))
+        p.add_tick(tick(vllm(0.5, serving=serving_config({"block_size": "32"}))))
         assert p.snapshot.epoch == 1
 
 
@@ -752,7 +757,9 @@ class TestFixAndEvidence:
         assert on.fix == ("Move shared instructions to the start of prompts, standardize "
                           "templates, and avoid unique tokens at the beginning.")  # fmt: skip
         assert on.evidence == "hit rate 0.4%, 120 prompt tokens, 6.0 req/s, in 1 of 2 windows"
-        off = self.status(R3, replace(self.AGG, cache_config={"enable_prefix_caching": "False"}))
+        off = self.status(
+            R3, replace(self.AGG, serving=serving_config({"enable_prefix_caching": "False"}))
+        )
         assert (
             off.fix == "Enable --enable-prefix-caching, then restructure prompts to share a prefix."
         )
@@ -778,7 +785,7 @@ class TestFixAndEvidence:
                          R2_MAIN: "reduce_max_num_seqs_or_max_model_len",
                          R2_BACKLOG: "expand_kv_pool", R3: "share_prompt_prefix",
                          R4: "raise_tensor_parallel_size"}  # fmt: skip
-        off = replace(self.AGG, cache_config={"enable_prefix_caching": "False"})
+        off = replace(self.AGG, serving=serving_config({"enable_prefix_caching": "False"}))
         assert self.status(R3, off).fix_code == "enable_prefix_caching"
         # R5: a KV peak below 80% leaves room to raise the cap; at 80% it does not. The code
         # stays the same whatever the peak on either side; only the text quotes it.
@@ -901,7 +908,9 @@ class TestRegistry:
         for r in RULES:
             for agg in (
                 Aggregate(),
-                Aggregate(kv_usage_peak=0.1, cache_config={"enable_prefix_caching": "False"}),
+                Aggregate(
+                    kv_usage_peak=0.1, serving=serving_config({"enable_prefix_caching": "False"})
+                ),
             ):
                 assert r.advice(Horizon(1, 2, agg, None, 8.0)).fix_code in own[r.key], r.key
         assert set().union(*own.values()) == set(FIXES)

@@ -58,9 +58,14 @@ def test_real_v032_body(v032_body: str) -> None:
     # TPOT prefers the per-request family over inter-token latency.
     assert s.tpot is not None
     assert s.tpot.count == value_of(v032_body, "vllm:request_time_per_output_token_seconds_count")
-    assert s.cache_config["block_size"] == "128"
-    assert s.cache_config["enable_prefix_caching"] == "True"
-    assert "engine" not in s.cache_config
+    assert s.serving.settings["block_size"] == "128"
+    assert s.serving.prefix_caching is True
+    # The KV pool vLLM measured at start: its blocks times their size, from the body's labels.
+    ((labels, _),) = reference_series(v032_body, "vllm:cache_config_info")
+    assert s.serving.kv_capacity_tokens == float(labels["num_gpu_blocks"]) * 128
+    assert s.serving.gpu_memory_utilization == float(labels["gpu_memory_utilization"])
+    # Measured values are not settings: the configuration's identity leaves them out.
+    assert "num_gpu_blocks" not in s.serving.settings and "engine" not in s.serving.settings
     assert s.process_start_time == value_of(v032_body, "process_start_time_seconds")
 
 
@@ -96,7 +101,7 @@ def test_real_data_parallel_body() -> None:
     buckets = reference_series(body, "vllm:time_to_first_token_seconds_bucket")
     inf_buckets = [v for labels, v in buckets if labels["le"] == "+Inf"]
     assert len(inf_buckets) == 2 and s.ttft.cumulative[-1] == sum(inf_buckets)
-    assert "engine" not in s.cache_config and s.model_name == "tiny-llama"
+    assert "engine" not in s.serving.settings and s.model_name == "tiny-llama"
 
 
 def test_real_multiple_api_servers_body() -> None:
@@ -342,7 +347,8 @@ def test_each_vllm_versions_real_body(path: Path) -> None:
     assert s.tpot is not None and s.tpot.count == total(
         "vllm:request_time_per_output_token_seconds_count"
     )
-    assert s.cache_config["block_size"] and "engine" not in s.cache_config
+    assert s.serving.settings["block_size"] and "engine" not in s.serving.settings
+    assert s.serving.kv_capacity_tokens is not None and s.serving.kv_capacity_tokens > 0
 
 
 def test_a_partly_read_poll_has_the_whole_reads_per_poll_figures() -> None:
@@ -352,7 +358,7 @@ def test_a_partly_read_poll_has_the_whole_reads_per_poll_figures() -> None:
         assert {f: getattr(part, f) for f in PER_POLL} == {f: getattr(whole, f) for f in PER_POLL}
         # What only a window's edges need is not read.
         assert part.ttft is None and part.prompt_tokens is None and part.requests_finished is None
-        assert part.cache_config == {} and part.finished_by_reason == {}
+        assert not part.serving.stated and part.finished_by_reason == {}
 
 
 def test_a_partial_read_finds_each_family_in_any_order_and_spelling() -> None:

@@ -38,12 +38,8 @@ def _cost(s: RooflineSettings, res: Resolved, gpu_count: int) -> tuple[float | N
     return price * gpu_count, "catalog_spot" if s.price == "spot" else "catalog_on_demand"
 
 
-def _gmu(cache_config: dict[str, str]) -> tuple[float, str]:
-    try:
-        v = float(cache_config.get("gpu_memory_utilization", ""))
-    except ValueError:
-        return 1.0, "default"
-    return (v, "vllm") if 0 < v <= 1 else (1.0, "default")
+def _gmu(v: float | None) -> tuple[float, str]:
+    return (v, "vllm") if v is not None and 0 < v <= 1 else (1.0, "default")
 
 
 def _positive(v: float | None) -> float | None:
@@ -62,10 +58,10 @@ def assess(
         model_root=(roots or {}).get(name) if name else None,
         several_models=len(agg.model_names) > 1,
         gpu_names=[g.name or "" for g in agg.gpus],
-        cache_config=agg.cache_config,
+        cache_dtype=agg.serving.cache_dtype,
         engines=agg.engines,
     )
-    gmu, gmu_source = _gmu(dict(agg.cache_config))
+    gmu, gmu_source = _gmu(agg.serving.gpu_memory_utilization)
     memories = tuple(
         roofline.GpuMemory(g.index, g.uuid, g.mem_total_bytes)
         for g in agg.gpus

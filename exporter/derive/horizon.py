@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from exporter.derive.gate import Gate
 from exporter.derive.histogram import HistDelta, merge_latest, quantile
 from exporter.derive.window import P99, GpuWindow, Window
+from exporter.samples import ServingConfig
 
 GatedWindow = tuple[Window, Gate]
 
@@ -49,7 +50,7 @@ class Aggregate:
     gpu_fresh: bool = False
     model_name: str | None = None
     model_names: tuple[str, ...] = ()
-    cache_config: Mapping[str, str] = field(default_factory=dict)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     engines: int = 0  # data-parallel engines in the latest evaluable window (0: not told)
     generation_tps: float | None = None
     # The spread of the active windows' own generated tokens/s (the status page draws it)
@@ -277,7 +278,7 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         gpu_fresh=gpu_fresh,
         model_name=next((w.model_name for w in reversed(all_ws) if w.model_name), None),
         model_names=next((w.model_names for w in reversed(all_ws) if w.model_names), ()),
-        cache_config=(last_eval or last).cache_config,
+        serving=(last_eval or last).serving,
         engines=(last_eval or last).engines,
         generation_tps=_weighted(active, lambda w: w.generation_tps),
         generation_tps_range=_range([w.generation_tps for w in active]),

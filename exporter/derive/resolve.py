@@ -6,7 +6,6 @@ Pure: the flags and environment values arrive already read, in :class:`RooflineS
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.catalog.match import best_match, tokens
@@ -121,7 +120,7 @@ def resolve_gpu(catalog: Catalog, names: list[str]) -> GpuSpec | None:
 def resolve_dtype(
     s: RooflineSettings,
     model_name: str | None,
-    cache_config: Mapping[str, str],
+    cache_dtype: str | None,
     model: ModelSpec | None,
 ) -> tuple[str, str]:
     """Weight format and where it came from: flag → env → the served model name's quantization
@@ -134,8 +133,7 @@ def resolve_dtype(
         for t in sorted(tokens(model_name)):
             if t in _NAME_DTYPES:
                 return _NAME_DTYPES[t], "model_name"
-    cache = cache_config.get("cache_dtype")
-    if cache and (d := normalize_dtype(cache)):
+    if cache_dtype and (d := normalize_dtype(cache_dtype)):
         return d, "vllm_cache_dtype"
     if model is not None and model.dtype:
         return model.dtype, "catalog"
@@ -147,7 +145,7 @@ def resolve(
     *,
     model_name: str | None,
     gpu_names: list[str],
-    cache_config: Mapping[str, str],
+    cache_dtype: str | None = None,
     several_models: bool = False,
     model_root: str | None = None,
     engines: int = 1,
@@ -180,7 +178,7 @@ def resolve(
         model_catalog = ""
         reasons.append(R.SEVERAL_MODELS if several_models else R.UNKNOWN_MODEL)
     names = " ".join(n for n in (model_name, model_root if model_name else None) if n)
-    dtype, dtype_source = resolve_dtype(s, names or None, cache_config, model)
+    dtype, dtype_source = resolve_dtype(s, names or None, cache_dtype, model)
     flops: float | None = None
     bw: float | None = None
     if gpu is not None:

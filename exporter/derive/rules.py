@@ -58,20 +58,6 @@ def _skip(code: str, why: str | None = None) -> RuleResult:
     return RuleResult(False, why or SKIP_REASONS[code], skipped=code)
 
 
-def kv_capacity_tokens(cache_config: Mapping[str, str]) -> float | None:
-    """``kv_cache_size_tokens``, else ``num_gpu_blocks × block_size``; None when unknown.
-
-    >>> kv_capacity_tokens({"num_gpu_blocks": "12", "block_size": "128"})
-    1536.0
-    """
-    try:
-        if cache_config.get("kv_cache_size_tokens") not in (None, "", "None"):
-            return float(cache_config["kv_cache_size_tokens"])
-        return float(cache_config["num_gpu_blocks"]) * float(cache_config["block_size"])
-    except (KeyError, ValueError):
-        return None
-
-
 def _queue_ratio(running: float, waiting: float) -> float:
     total = running + waiting
     return waiting / total if total > 0 else 0.0
@@ -145,7 +131,7 @@ def _r2_backlog(w: Window, mns: float | None, main: RuleResult) -> RuleResult:
         return _skip("source_skew", f"GPU and vLLM readings {skew:.1f}s apart")
     if mns is None:
         return _skip("max_num_seqs_unknown")
-    capacity = kv_capacity_tokens(w.cache_config)
+    capacity = w.serving.kv_capacity_tokens
     if capacity is None:
         return _skip("kv_capacity_unknown")
     if w.kv_usage is None or w.waiting is None or w.prompt_len_mean is None:
@@ -166,7 +152,7 @@ def _r2_backlog(w: Window, mns: float | None, main: RuleResult) -> RuleResult:
 
 
 def _r3(w: Window) -> RuleResult:
-    disabled = w.cache_config.get("enable_prefix_caching") == "False"
+    disabled = w.serving.prefix_caching is False
     hit = 0.0 if disabled else w.prefix_hit_ratio
     prompt, rate, running = w.prompt_len_mean, w.requests_per_second, w.running or 0.0
     if hit is None or prompt is None or rate is None:
@@ -322,7 +308,7 @@ def _r2_backlog_advice(h: Horizon) -> Advice:
 
 def _r3_advice(h: Horizon) -> Advice:
     agg = h.agg
-    disabled = agg.cache_config.get("enable_prefix_caching") == "False"
+    disabled = agg.serving.prefix_caching is False
     hit = "prefix caching disabled" if disabled else f"hit rate {_pct(agg.prefix_hit_ratio)}"
     evidence = (
         f"{hit}, {_num(agg.prompt_tokens_mean, '.0f')} prompt tokens, "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from exporter.derive.histogram import HistDelta, delta, quantile
-from exporter.samples import EngineSample, GpuReading, GpuSample, Histogram
+from exporter.samples import EngineSample, GpuReading, GpuSample, Histogram, ServingConfig
 
 P99 = 0.99
 
@@ -47,7 +47,7 @@ class Window:
     gpu_observed_at: float | None = None
     model_name: str | None = None
     model_names: tuple[str, ...] = ()
-    cache_config: Mapping[str, str] = field(default_factory=dict)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     process_start_time: float | None = None
     engines: int = 0  # data-parallel engines seen in the window's polls (0: not told)
     running: float | None = None  # time-weighted means
@@ -261,7 +261,7 @@ def build_window(
         gpu_observed_at=gpu_at,
         model_name=_last_str([p.model_name for p in v]),
         model_names=next((p.model_names for p in reversed(v) if p.model_names), ()),
-        cache_config=last.cache_config,
+        serving=last.serving,
         process_start_time=last.process_start_time,
         engines=max(p.engines for p in v),
         running=time_weighted_mean(series(lambda p: p.running)),
