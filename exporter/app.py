@@ -471,7 +471,7 @@ def _require_engine(loop: PollLoop, target: str) -> None:
     health = loop.pipeline.snapshot.health.get(kind)
     if health is None or health.last_success is None:
         why = health.last_error if health is not None and health.last_error else "no answer"
-        raise NoData(f"no poll of {kind} at {target} succeeded ({why})")
+        raise NoData(f"no poll of {engine(kind).name} at {target} succeeded ({why})")
 
 
 def run_live(cfg: Config, duration: float) -> Pipeline:

@@ -42,6 +42,7 @@ def parse_status_poll(body: str, observed_at: float) -> EngineSample:
 
 ENGINE = Engine(
     kind="toy",
+    name="Toy",
     parse_metrics=parse_status,
     parse_poll=parse_status_poll,
     parse_models=parse_models,

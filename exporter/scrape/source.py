@@ -61,6 +61,7 @@ class Engine:
     for polls inside a window; ``parse_metrics`` reads everything."""
 
     kind: str
+    name: str  # as a person writes it, in messages: "vLLM"
     parse_metrics: Callable[[str, float], EngineSample]
     parse_poll: Callable[[str, float], EngineSample]
     parse_models: Callable[[str, float], ModelsInfo | None]  # the models endpoint's answer

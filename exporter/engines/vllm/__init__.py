@@ -9,6 +9,7 @@ from exporter.scrape.source import Engine
 
 ENGINE = Engine(
     kind="vllm",
+    name="vLLM",
     parse_metrics=parse_vllm_metrics,
     parse_poll=parse_vllm_poll,
     parse_models=parse_models,
