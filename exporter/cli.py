@@ -37,7 +37,7 @@ from exporter.config import (
     duration_in,
     load_config,
 )
-from exporter.derive.direction import Summary, compare, summarize
+from exporter.derive.direction import Summary
 from exporter.pipeline import Snapshot
 from exporter.recording import Damage, RecordingError
 from exporter.signals import route
@@ -240,10 +240,10 @@ def diagnose_loop(
     while True:
         iteration += 1
         print(f"== run {iteration}: measuring for {duration:g} s ...", file=stdout, flush=True)
-        snap = run_live(cfg, duration).snapshot
-        current = summarize(snap.agg, snap.assessment)
+        pipeline = run_live(cfg, duration)
+        snap, current = pipeline.snapshot, pipeline.summary()
         if baseline is not None:
-            snap = replace(snap, direction=compare(baseline, current))
+            snap = replace(snap, direction=pipeline.compared_with(baseline))
         _print_report(snap, cfg, args)
         verdict = snap.direction.direction if snap.direction else None
         if verdict == "worse":

@@ -149,7 +149,7 @@ def test_timestamps_that_never_advance_cannot_grow_a_window_forever() -> None:
     p = Pipeline(horizon_seconds=60, poll_interval=0.25)
     for _ in range(5000):
         p.add_tick(tick(vllm(10.0)))
-    assert len(p._buf) < 4096  # noqa: SLF001 - the bound is the point
+    assert len(p.windower.buf) < 4096  # the bound is the point
     assert p.windows  # closed at the bound (zero duration: no figures, not evaluable)
     assert not p.windows[0][1].evaluable
 
@@ -272,5 +272,5 @@ def test_the_open_window_keeps_no_raw_body() -> None:
     for i in range(4):  # fewer than a window: all of them still in the open window
         p.add_tick(Tick(engine=vllm(i * 0.25, running=1.0), gpu=None, engine_body=big,
                         models_body=big))  # fmt: skip
-    assert len(p._buf) == 4
-    assert all(t.engine_body is None and t.models_body is None for _, t in p._buf)
+    assert len(p.windower.buf) == 4
+    assert all(t.engine_body is None and t.models_body is None for _, t in p.windower.buf)

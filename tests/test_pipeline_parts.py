@@ -1,0 +1,165 @@
+"""The pipeline's parts, each on its own: the windower (ticks into windows of time), the
+horizon's windows, and the configuration epochs with their direction. The whole pipeline's
+behaviour over real recordings is in test_time_windows.py, test_cadence.py and the goldens."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from exporter.derive import thresholds as T
+from exporter.derive.cadence import EngineCadence
+from exporter.derive.direction import Summary
+from exporter.derive.epochs import Epochs
+from exporter.derive.gate import classify
+from exporter.derive.horizon_windows import HorizonWindow, HorizonWindows
+from exporter.derive.window import build_window
+from exporter.derive.windower import MAX_TICKS_PER_WINDOW, Cut, Windower
+from exporter.samples import EngineSample, ServingConfig, Tick
+from tests.helpers import gpu, vllm
+
+
+def windower(interval: float = 0.25) -> Windower:
+    # A fixed cadence: the engine interval is the fast one. Slack: half an interval.
+    return Windower(2.0, interval / 2, EngineCadence(fast=interval, calm=interval,
+                                                     max_num_seqs=None))  # fmt: skip
+
+
+def at(t: float, complete: bool = True, **kw: float) -> Tick:
+    return Tick(engine=replace(vllm(t, running=1.0, **kw), complete=complete), gpu=None)
+
+
+class TestWindower:
+    def test_a_window_closes_at_its_ninth_tick_and_shares_its_boundary(self) -> None:
+        w = windower()
+        cuts = [w.add(i * 0.25, at(i * 0.25)) for i in range(9)]
+        assert all(c.after is None for c in cuts[:8])
+        done = cuts[8].after
+        assert done is not None and (done.start, done.end, done.engine_polls) == (0.0, 2.0, 9)
+        assert [t for t, _ in w.buf] == [2.0]  # the boundary tick opens the next window
+
+    def test_a_gap_ends_the_window_at_the_tick_before(self) -> None:
+        w = windower()
+        for i in range(5):
+            w.add(i * 0.25, at(i * 0.25))
+        assert w.gap_seconds == 2 * T.GAP_WINDOWS  # two windows of 2 s
+        cut = w.add(5.1, at(5.1))  # 4.1 s after the last tick: more than two windows
+        assert cut.broke and cut.before is not None and cut.after is None
+        assert (cut.before.start, cut.before.end) == (0.0, 1.0)
+        assert [t for t, _ in w.buf] == [5.1]
+        # The clock stepping back breaks it too; a lone tick makes no window.
+        cut = w.add(4.0, at(4.0))
+        assert cut.broke and cut.before is None and [t for t, _ in w.buf] == [4.0]
+
+    def test_a_window_never_starts_at_a_partly_read_poll(self) -> None:
+        w = windower()
+        assert w.add(0.0, at(0.0, complete=False)) == Cut() and w.buf == []
+        with_gpu = Tick(engine=replace(vllm(0.25), complete=False), gpu=gpu(0.25))
+        w.add(0.25, with_gpu)  # the GPU reading stays, the partial engine sample does not
+        assert w.buf[0][1].engine is None and w.buf[0][1].gpu is not None
+        w.add(0.5, at(0.5, complete=False))
+        assert len(w.buf) == 1 and w.last_engine_sample() is None
+        w.add(0.75, at(0.75))  # a whole read starts it; partial ones may follow
+        w.add(1.0, at(1.0, complete=False))
+        assert [t for t, _ in w.buf] == [0.25, 0.75, 1.0]
+
+    def test_which_polls_must_be_read_whole(self) -> None:
+        w = windower()
+        assert w.whole_read(0.0, w.edge(0.0))  # the window's first
+        w.add(0.0, at(0.0))
+        assert not w.edge(0.25) and not w.whole_read(0.25, False)  # inside the window
+        # 1.5 + 2 x 0.25 reaches the close at 2.0 - 0.125: this poll may be the last.
+        assert w.whole_read(1.5, w.edge(1.5))
+        w.engine_duration = 0.5  # slow polls: two durations ahead instead
+        assert w.whole_read(1.0, w.edge(1.0)) and not w.whole_read(0.75, w.edge(0.75))
+
+    def test_the_open_window_keeps_no_body_and_a_bounded_count(self) -> None:
+        w = windower()
+        w.add(0.0, replace(at(0.0), engine_body="x" * 1000, models_body="{}"))
+        assert w.buf[0][1].engine_body is None and w.buf[0][1].models_body is None
+        w.drop()
+        for _ in range(MAX_TICKS_PER_WINDOW - 1):  # timestamps that do not advance
+            assert w.add(1.0, at(1.0)).after is None
+        assert w.add(1.0, at(1.0)).after is not None and len(w.buf) == 1
+
+    def test_an_idle_cadence_spans_its_interval(self) -> None:
+        w = windower(interval=5.0)
+        assert w.span() == 5.0 and w.gap_seconds == 10.0
+        w.add(0.0, at(0.0))
+        assert w.add(2.0, at(2.0)).after is None  # a 2 s window would have closed here
+        assert w.add(5.0, at(5.0)).after is not None
+
+
+def served(block: str, models: tuple[str, ...] = ("m",)) -> EngineSample:
+    config = ServingConfig(settings={"block_size": block}, kv_capacity_tokens=1000.0)
+    return EngineSample(1.0, model_names=models, serving=config, engines=1)
+
+
+class TestEpochs:
+    def test_restart_and_configuration_changes(self) -> None:
+        e = Epochs()
+        assert e.change(served("16"), restarted=False) is None
+        e.settle(served("16"))
+        assert e.change(served("16"), restarted=False) is None
+        assert e.change(served("32"), restarted=False) == "cache_config_change"
+        assert e.change(EngineSample(2.0), restarted=False) is None  # states nothing
+        # A restart into the same configuration is a restart, not a change; into another, not.
+        assert e.change(served("16"), restarted=True) == "vllm_restart"
+        e.begin("vllm_restart")
+        e.settle(served("16"))
+        assert (e.epoch, e.cause) == (1, "vllm_restart_same_config")
+        assert e.change(served("16"), restarted=True) == "vllm_restart"
+        e.begin("vllm_restart")
+        e.settle(served("64"))
+        assert (e.epoch, e.cause) == (2, "vllm_restart")
+
+    def test_the_direction_compares_full_horizons_once(self) -> None:
+        e = Epochs()
+        before, after = Summary(generation_tps=100.0), Summary(generation_tps=50.0)
+        e.track(True, 29, 30, lambda: before)
+        e.begin("reconfigured")
+        assert e.direction is None  # no full horizon before the change: no baseline
+        e.track(True, 30, 30, lambda: before)
+        e.begin("reconfigured")
+        e.track(False, 30, 30, lambda: after)  # the horizon still holds the last epoch
+        assert e.direction is None
+        e.track(True, 30, 30, lambda: after)
+        d = e.direction
+        assert d is not None and d.direction == "worse" and d.throughput_delta_pct == -50.0
+        e.track(True, 30, 30, lambda: before)  # later horizons do not change the verdict
+        assert e.direction is d
+
+    def test_whole_epochs_compare_with_the_whole_epoch_before(self) -> None:
+        e = Epochs(whole_epochs=True)
+        e.begin("vllm_restart", Summary(generation_tps=100.0))
+        e.track(True, T.PERSIST_MIN_WINDOWS - 1, 30, lambda: Summary(generation_tps=200.0))
+        assert e.direction is None
+        e.track(True, T.PERSIST_MIN_WINDOWS, 30, lambda: Summary(generation_tps=200.0))
+        assert e.direction is not None and e.direction.direction == "better"
+
+
+class TestHorizonWindows:
+    def hw(self, start: float, epoch: int = 0) -> HorizonWindow:
+        w = build_window([vllm(start, running=1.0), vllm(start + 2.0, running=1.0)], [],
+                         start=start, end=start + 2.0)  # fmt: skip
+        return HorizonWindow(w, classify(w), {}, epoch)
+
+    def test_old_windows_and_windows_from_the_future_leave(self) -> None:
+        h = HorizonWindows(horizon_seconds=10.0, window_seconds=2.0, slack=0.125)
+        assert h.full_windows == 5
+        for start in (0.0, 2.0, 4.0, 6.0, 8.0):
+            h.add(self.hw(start))
+        assert len(h) == 5 and h.end() == 10.0
+        h.add(self.hw(10.0, epoch=1))  # 12 - 0 > 10 + 0.125: the first leaves
+        assert [x.window.start for x in h] == [2.0, 4.0, 6.0, 8.0, 10.0]
+        assert not h.all_of(1) and h.all_of(0) is False
+        h.evict(1.0)  # the clock stepped back before the horizon: its windows are "future"
+        assert len(h) == 0 and h.end() == float("-inf")
+
+    @pytest.mark.parametrize("n", [0, 3])
+    def test_counts(self, n: int) -> None:
+        h = HorizonWindows(horizon_seconds=60.0, window_seconds=2.0, slack=0.125)
+        for i in range(n):
+            h.add(self.hw(2.0 * i))
+        assert len(h) == n and (h.latest is None) == (n == 0)
