@@ -28,16 +28,10 @@ from exporter.app import (
     target_shown,
 )
 from exporter.catalog.schema import CatalogError
-from exporter.config import (
-    LIVE,
-    OPTIONS,
-    POD_PREFIX,
-    Config,
-    ConfigError,
-    duration_in,
-    load_config,
-)
+from exporter.config import Config, ConfigError, load_config
 from exporter.derive.direction import Summary
+from exporter.option_values import duration_in
+from exporter.options import LIVE, OPTIONS, POD_PREFIX
 from exporter.pipeline import Snapshot
 from exporter.recording import Damage, RecordingError
 from exporter.signals import route

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from exporter.cli import build_parser
-from exporter.config import OPTIONS
+from exporter.options import OPTIONS
 
 
 def help_of(command: str) -> str:

@@ -164,8 +164,8 @@ def test_every_docs_reference_resolves() -> None:
 
 def test_every_peak_a_catalog_may_lack_has_its_reason() -> None:
     # --compute-peak takes these values; each one's missing peak is a reason with its fix.
-    from exporter.config import OPTIONS
     from exporter.derive.roofline_reasons import no_peak
+    from exporter.options import OPTIONS
 
     (option,) = [o for o in OPTIONS if o.dest == "compute_peak"]
     peaks = option.choices or ()

@@ -9,7 +9,8 @@ import pytest
 
 from exporter import pod_annotations
 from exporter.cli import _config, build_parser
-from exporter.config import OPTIONS, ConfigError, load_config
+from exporter.config import ConfigError, load_config
+from exporter.options import OPTIONS
 
 
 def test_the_downward_api_format_is_read_as_go_quotes_it() -> None:

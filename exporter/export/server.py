@@ -35,9 +35,9 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from exporter.config import parse_listen_address
 from exporter.export.admission import Admission, Held
 from exporter.export.credentials import OK, TOO_MANY, Authenticator, CredentialChecks
+from exporter.option_values import parse_listen_address
 from exporter.ratelog import rate_limited
 
 log = rate_limited(__name__)
