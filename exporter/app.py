@@ -3,38 +3,33 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.catalog.schema import Catalog, CatalogError, parse_catalog
-from exporter.config import Config, ConfigError
+from exporter.config import Config
 from exporter.derive.cadence import RefreshCadence
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.slo import SloTargets
-from exporter.engines import MODELS_SUFFIX, engine
+from exporter.engines import engine
 from exporter.export.collector import (
     ExportSettings,
     ScheduleCollector,
     SnapshotCollector,
     window_key,
 )
-from exporter.export.http import RenderCache, make_handler
-from exporter.export.server import HttpServer, WebSettings
-from exporter.export.status_page import PageContext, StatusPage
-from exporter.export.webconfig import BasicAuth, WebConfig, load_web_config, signature
+from exporter.export.http import RenderCache
+from exporter.export.status_page import PageContext
 from exporter.loop import LoopStats, PollLoop
 from exporter.pipeline import Pipeline, Snapshot
-from exporter.recording import Damage, RecordingWriter, gpu_entry
-from exporter.samples import EngineSample, PollError, Tick
+from exporter.samples import Tick
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource
 from exporter.scrape.engine_fetch import EngineFetcher
 from exporter.scrape.http_get import redact
@@ -43,7 +38,6 @@ from exporter.scrape.replay import (
     ReplayEngineSource,
     ReplayGpuSource,
     recording_engine,
-    replay_ticks,
 )
 from exporter.scrape.source import GPU_KINDS, EngineSource, GpuSource
 from exporter.yamlsafe import YamlError, read_bounded
@@ -68,6 +62,13 @@ DEMO_NOTE = (
     "with an H200's ceilings for a tiny model: efficiency is near zero, and that is the truth "
     "of this pairing."
 )
+
+
+def target_shown(cfg: Config, demo: bool) -> str:
+    """What is profiled, safe to show anywhere (credentials redacted)."""
+    if demo:
+        return "bundled demo recording"
+    return str(cfg.vllm_replay) if cfg.vllm_replay else redact(cfg.vllm_url)
 
 
 def page_context(cfg: Config, demo: bool) -> PageContext:
@@ -308,251 +309,3 @@ def make_loop(
         deadline=cfg.poll_deadline,
         on_tick=on_tick,
     )
-
-
-def web_settings(cfg: Config) -> WebSettings:
-    """``--web.config.file`` read and checked; raises ConfigError naming the key."""
-    return load_web(cfg)[0]
-
-
-def load_web(cfg: Config) -> tuple[WebSettings, tuple[Path, ...]]:
-    """The web settings and the files they were read from (the config and what it names)."""
-    web = load_web_config(cfg.web_config_file) if cfg.web_config_file else WebConfig()
-    settings = WebSettings(web.ssl_context, BasicAuth(web.users) if web.users else None,
-                           web.headers)  # fmt: skip
-    return settings, web.files
-
-
-# How often the web configuration's files are looked at (a stat each): a renewed certificate
-# or a rotated password is served within this, without a signal (nothing in Kubernetes sends
-# one when a Secret changes).
-WEB_WATCH_SECONDS = 2.0
-
-
-def target_shown(cfg: Config, demo: bool) -> str:
-    """What is profiled, safe to show anywhere (credentials redacted)."""
-    if demo:
-        return "bundled demo recording"
-    return str(cfg.vllm_replay) if cfg.vllm_replay else redact(cfg.vllm_url)
-
-
-# Options a running exporter cannot take on by a reload: they shape its listener, its windows or
-# where its sources come from.
-RESTART_ONLY = ("web_listen_address", "gpu_source", "poll_interval", "calm_poll_interval",
-                "idle_poll_interval", "dcgm_poll_interval", "horizon", "vllm_replay",
-                "gpu_replay", "config_revision")  # fmt: skip
-SOURCE_OPTIONS = ("vllm_url", "dcgm_url", "dcgm_pod", "dcgm_namespace", "gpu")
-
-
-@dataclass
-class Service:
-    """A running exporter: poll loop plus HTTP server, and what a reload may replace."""
-
-    cfg: Config
-    loop: PollLoop
-    server: HttpServer
-    settings: Ref[ExportSettings]
-    demo: bool = False
-    context: Ref[PageContext] = field(default_factory=lambda: Ref(PageContext("", "")))
-    web_files: tuple[Path, ...] = ()
-    _web_seen: tuple[object, ...] = ()
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stopped: threading.Event = field(default_factory=threading.Event)
-
-    def watch_web_config(self, every: float = WEB_WATCH_SECONDS) -> None:
-        """Re-read ``--web.config.file`` whenever it or a file it names changes on disk."""
-        if not self.web_files:
-            return
-        self._web_seen = signature(self.web_files)
-        threading.Thread(target=self._watch, args=(every,), name="web-config-watch",
-                         daemon=True).start()  # fmt: skip
-
-    def _watch(self, every: float) -> None:
-        while not self._stopped.wait(every):
-            self.check_web_config()
-
-    def check_web_config(self) -> bool:
-        """Apply the web configuration if its files changed and it is valid now; True when
-        applied. An invalid state (a certificate written before its key) keeps the running
-        configuration and is tried again at the next change."""
-        with self._lock:
-            seen = signature(self.web_files)
-            if seen == self._web_seen:
-                return False
-            self._web_seen = seen
-            try:
-                web, files = load_web(self.cfg)
-            except ConfigError as e:
-                log.warning("web config changed on disk but is not valid, keeping the running "
-                            "one: %s", e)  # fmt: skip
-                return False
-            self.server.configure(web)
-            self.web_files, self._web_seen = files, signature(files)
-            log.info("web config reloaded: its files changed on disk")
-            return True
-
-    def reload(self, cfg: Config) -> None:
-        """Apply a changed configuration (SIGHUP): catalog, roofline and rule settings, the web
-        configuration (TLS, users, headers) and the sources' URLs. Everything is built and
-        checked first; on any error (ConfigError, CatalogError) nothing has changed."""
-        fixed = [o for o in RESTART_ONLY if getattr(cfg, o) != getattr(self.cfg, o)]
-        if fixed:
-            names = ", ".join("--" + o.replace("_", "-").replace("web-", "web.") for o in fixed)
-            raise ConfigError(f"{names} cannot change without a restart")
-        roofline = roofline_settings(cfg, load_catalog(cfg))
-        web, web_files = load_web(cfg)
-        sources = None
-        if any(getattr(cfg, o) != getattr(self.cfg, o) for o in SOURCE_OPTIONS):
-            sources = make_sources(cfg, time.time, loop_replay=self.demo)
-        # Nothing below can fail: the new configuration is applied whole.
-        mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
-        self.loop.pipeline.reconfigure(roofline, mns)
-        with self._lock:
-            self.server.configure(web)
-            self.web_files, self._web_seen = web_files, signature(web_files)
-        if sources is not None:
-            self.loop.replace_sources(*sources)
-        self.settings.value = export_settings(cfg, self.demo)
-        self.context.value = page_context(cfg, self.demo)
-        self.cfg = cfg
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.loop.stop()
-        self.server.stop()
-        self.loop.close_sources()
-
-
-def start_service(cfg: Config, demo: bool = False) -> Service:
-    clock = time.time
-    pipeline = make_pipeline(cfg)  # first: a bad catalog must fail before any source opens
-    web, web_files = load_web(cfg)
-    server = HttpServer(lambda r: handler(r), cfg.web_listen_address, web)
-    sources = make_sources(cfg, clock, loop_replay=demo)
-    # Each poll, the loop renders the bodies scrapers have been asking for (RenderCache.warm).
-    loop = make_loop(cfg, pipeline, sources, on_tick=lambda _: cache.warm())
-
-    def stats() -> LoopStats:
-        return loop.stats
-
-    settings = Ref(export_settings(cfg, demo))
-    context = Ref(page_context(cfg, demo))
-    page = StatusPage(lambda: pipeline.snapshot, settings, context)
-    cache = make_render_cache(pipeline, settings, process=True, loop_stats=stats)
-    handler = make_handler(cache, page, ready=lambda: pipeline.snapshot.ticks > 0)
-    server.start()
-    loop.start()
-    service = Service(cfg, loop, server, settings, demo, context, web_files)
-    service.watch_web_config()
-    return service
-
-
-def run_replay(
-    cfg: Config,
-    vllm_path: Path | None,
-    gpu_path: Path | None,
-    damage: list[Damage] | None = None,
-    whole_epochs: bool = False,
-) -> Pipeline:
-    """The unchanged pipeline over whole recordings, in recorded time, at the cadence the live
-    exporter would keep with the same flags (``whole_epochs``: see :class:`Pipeline`)."""
-    pipeline = make_pipeline(cfg, whole_epochs, vllm_path)
-    for tick in replay_ticks(vllm_path, gpu_path, damage):
-        pipeline.offer(tick)
-    return pipeline
-
-
-class NoData(Exception):
-    """No poll of the engine succeeded: there is nothing to report or record."""
-
-
-def _require_engine(loop: PollLoop, target: str) -> None:
-    kind = loop.pipeline.engine_source_name
-    health = loop.pipeline.snapshot.health.get(kind)
-    if health is None or health.last_success is None:
-        why = health.last_error if health is not None and health.last_error else "no answer"
-        raise NoData(f"no poll of {engine(kind).name} at {target} succeeded ({why})")
-
-
-def run_live(cfg: Config, duration: float) -> Pipeline:
-    """Poll the live sources for ``duration`` seconds; the whole run is the horizon.
-
-    Raises NoData when vLLM never answered."""
-    cfg = replace(cfg, horizon=max(cfg.horizon, duration + 2 * cfg.poll_interval))
-    pipeline = make_pipeline(cfg)
-    loop = make_loop(cfg, pipeline, make_sources(cfg, time.time))
-    try:
-        loop.run(duration=duration)
-    finally:
-        loop.stop()
-        loop.close_sources()
-    _require_engine(loop, target_shown(cfg, False))
-    return pipeline
-
-
-def metrics_text(pipeline: Pipeline, settings: ExportSettings) -> str:
-    """What ``/metrics`` would show now, without the exporter's own process metrics."""
-    return generate_latest(make_registry(pipeline, settings, process=False)).decode()
-
-
-def record(cfg: Config, output: Path, duration: float, stop: threading.Event | None = None) -> int:
-    """Poll live sources for ``duration`` seconds (or until ``stop`` is set), writing every raw
-    poll to ``output``; the file is finished whichever way the recording ends. Returns the
-    number of ticks; raises OSError when the file cannot be written, NoData when vLLM never
-    answered."""
-    pipeline = make_pipeline(cfg)
-    writer = RecordingWriter(
-        output,
-        {
-            "exporter_version": __version__,
-            "engine": cfg.engine,
-            "config": {
-                "vllm_url": redact(cfg.vllm_url),
-                "poll_interval": cfg.poll_interval,
-                "calm_poll_interval": cfg.calm_poll_interval,
-                "idle_poll_interval": cfg.idle_poll_interval,
-            },
-        },
-    )
-    failed: list[OSError] = []
-    halt = stop or threading.Event()
-
-    def on_tick(tick: Tick) -> None:
-        if failed:
-            return
-        try:
-            for entry in _entries(tick, cfg.engine, cfg.gpu_source):
-                writer.write(entry)
-        except OSError as e:
-            failed.append(e)
-            halt.set()
-
-    loop = make_loop(cfg, pipeline, make_sources(cfg, time.time), on_tick=on_tick)
-    try:
-        loop.run(duration=duration, stop=halt)
-    finally:
-        loop.stop()
-        loop.close_sources()
-        try:
-            writer.close()
-        except OSError as e:
-            failed.append(e)
-    if failed:
-        raise failed[0]
-    _require_engine(loop, target_shown(cfg, False))
-    return loop.stats.ticks
-
-
-def _entries(tick: Tick, kind: str, gpu_source: str) -> Iterable[dict[str, object]]:
-    """A tick's recording entries, each named for its source (the engine's kind, its models)."""
-    if tick.models is not None and tick.models_body is not None:
-        yield {"t": tick.models.observed_at, "source": kind + MODELS_SUFFIX,
-               "body": tick.models_body}  # fmt: skip
-    if isinstance(tick.engine, PollError):
-        yield {"t": tick.engine.observed_at, "source": kind, "error": tick.engine.reason}
-    elif isinstance(tick.engine, EngineSample) and tick.engine_body is not None:
-        yield {"t": tick.engine.observed_at, "source": kind, "body": tick.engine_body}
-    if tick.gpu is not None and not (
-        isinstance(tick.gpu, PollError) and tick.gpu.reason == "unavailable"
-    ):
-        yield gpu_entry(tick.gpu, gpu_source)

@@ -16,17 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from exporter import __version__, pod_annotations, report
-from exporter.app import (
-    NoData,
-    demo_config,
-    export_settings,
-    metrics_text,
-    record,
-    run_live,
-    run_replay,
-    start_service,
-    target_shown,
-)
+from exporter.app import demo_config, export_settings, target_shown
 from exporter.catalog.schema import CatalogError
 from exporter.config import Config, ConfigError, load_config
 from exporter.derive.direction import Summary
@@ -34,6 +24,8 @@ from exporter.option_values import duration_in
 from exporter.options import LIVE, OPTIONS, POD_PREFIX
 from exporter.pipeline import Snapshot
 from exporter.recording import Damage, RecordingError
+from exporter.runs import NoData, metrics_text, record, run_live, run_replay
+from exporter.service import start_service
 from exporter.signals import route
 from exporter.yamlsafe import YamlError, load_yaml, read_bounded
 

@@ -15,8 +15,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import engines
-from exporter.app import export_settings, metrics_text, record, run_replay, start_service
+from exporter.app import export_settings
 from exporter.config import Config, ConfigError, load_config
+from exporter.runs import metrics_text, record, run_replay
+from exporter.service import start_service
 from tests import toy_engine
 from tests.harness import QuietHandler, http_server, wait_for
 

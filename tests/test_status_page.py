@@ -31,13 +31,13 @@ from exporter.app import (
     export_settings,
     make_render_cache,
     page_context,
-    run_replay,
 )
 from exporter.config import load_config
 from exporter.export.http import make_handler
 from exporter.export.server import HttpServer
 from exporter.export.status_page import PageContext, StatusPage, render
 from exporter.pipeline import Pipeline
+from exporter.runs import run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
