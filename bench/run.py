@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.derive.cadence import pressure  # noqa: E402
-from exporter.engines.vllm.parse import parse_vllm_metrics, parse_vllm_poll  # noqa: E402
+from exporter.engines.vllm.parse import parse_vllm_metrics  # noqa: E402
+from exporter.engines.vllm.per_poll import parse_vllm_poll  # noqa: E402
 from tests.harness import free_port, wait_for  # noqa: E402
 from tests.recordings import gpu_recording  # noqa: E402
 

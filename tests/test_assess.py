@@ -11,7 +11,7 @@ from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve
 from exporter.derive.roofline import RooflineInputs
-from exporter.engines.vllm.parse import serving_config
+from exporter.engines.vllm.serving import serving_config
 
 SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
 

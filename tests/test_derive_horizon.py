@@ -9,7 +9,7 @@ import pytest
 from exporter.derive.gate import Gate, classify
 from exporter.derive.horizon import aggregate
 from exporter.derive.window import build_window
-from exporter.engines.vllm.parse import serving_config
+from exporter.engines.vllm.serving import serving_config
 from exporter.pipeline import Pipeline
 from exporter.samples import PollError, Tick
 from tests.helpers import INF, gpu, hist, tick, vllm

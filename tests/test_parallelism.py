@@ -19,7 +19,7 @@ from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import R4, RULES
-from exporter.engines.vllm.parse import serving_config
+from exporter.engines.vllm.serving import serving_config
 from tests.recordings import H100, gpu_recording
 from tests.test_replay_cli import UNDERBATCH, run_replay, samples
 

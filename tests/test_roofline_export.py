@@ -13,7 +13,7 @@ from exporter.config import load_config
 from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve_dtype
-from exporter.engines.vllm.parse import serving_config
+from exporter.engines.vllm.serving import serving_config
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
 from exporter.scrape.openai_models import parse_models

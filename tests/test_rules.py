@@ -33,7 +33,7 @@ from exporter.derive.rules import (
     evaluate_window,
 )
 from exporter.derive.window import GpuWindow, Window, build_window
-from exporter.engines.vllm.parse import serving_config
+from exporter.engines.vllm.serving import serving_config
 from exporter.pipeline import Pipeline
 from tests.helpers import INF, gpu, hist, tick, vllm
 

@@ -13,11 +13,12 @@ are summed over label sets (DP engines), except KV usage, which takes the fulles
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from itertools import pairwise
 
-from exporter.samples import EngineSample, Histogram, ServingConfig
+from exporter.engines.vllm.serving import serving_config
+from exporter.samples import EngineSample, Histogram
 from exporter.scrape.text_format import (
     MAX_BUCKETS,
     MAX_LINE,
@@ -28,7 +29,7 @@ from exporter.scrape.text_format import (
     parse_value,
 )
 
-__all__ = ["BODY_REASONS", "READS", "ParseError", "parse_vllm_metrics", "parse_vllm_poll"]
+__all__ = ["BODY_REASONS", "READS", "ParseError", "parse_vllm_metrics"]
 
 
 class _Kind(Enum):
@@ -171,67 +172,6 @@ def _merge_histogram(
 # and what tells a restart; counters and histograms count only at a window's first and last polls.
 # In the order vLLM writes them (the search goes on from the last find), each with the legacy
 # name read when the current one is absent, as parse_vllm_metrics does.
-_PER_POLL = (("process_start_time_seconds",), ("vllm:num_requests_running",),
-             ("vllm:num_requests_waiting",), ("vllm:num_requests_waiting_by_reason",),
-             ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-             ("vllm:num_preemptions_total",), ("vllm:generation_tokens_total",))  # fmt: skip
-# Each group's names in both spellings, worked out once rather than at every poll.
-_PER_POLL_SPELLINGS = tuple(
-    tuple(s for n in names for s in ((n, "vllm_" + n[5:]) if n[:5] == "vllm:" else (n,)))
-    for names in _PER_POLL
-)
-
-
-def _find_family(body: str, name: str, start: int, stop: int) -> int:
-    """Where the first sample line of family ``name`` starts in ``body[start:stop]``, or -1."""
-    at = start - 1
-    while (at := body.find(name, at + 1, stop)) != -1:
-        end = at + len(name)
-        if (at == 0 or body[at - 1] == "\n") and body[end : end + 1] in ("{", " "):
-            return at
-    return -1
-
-
-def _family_lines(body: str, name: str, start: int) -> tuple[list[str], int] | None:
-    """The sample lines of family ``name`` (a family's lines are consecutive in the text
-    format) and where they end: searched from ``start`` on, then before it."""
-    at = _find_family(body, name, start, len(body))
-    if at == -1 and start > 0:
-        at = _find_family(body, name, 0, start + len(name))
-    if at == -1:
-        return None
-    lines = []
-    end = len(name)
-    while body.startswith(name, at) and body[at + end : at + end + 1] in ("{", " "):
-        nl = body.find("\n", at)
-        lines.append(body[at:nl])  # the body ends with a newline: checked first
-        at = nl + 1
-    return lines, at
-
-
-def parse_vllm_poll(body: str, observed_at: float) -> EngineSample:
-    """Decode only what every poll needs (running, waiting, KV usage, preemptions, generated
-    tokens, the process start time, the model name and the engines), the sample marked
-    incomplete: a window's first and last polls are parsed whole (:func:`parse_vllm_metrics`),
-    those between need no more. Each family is found by searching for its name instead of
-    reading every line (bench/ measures both). Lines not read are not checked: a broken
-    histogram shows at the next window edge, within one window."""
-    if body and not body.endswith("\n"):
-        raise ParseError("truncated", "body does not end with a newline")
-    picked: list[str] = []
-    start = 0
-    for spellings in _PER_POLL_SPELLINGS:
-        for name in spellings:
-            found = _family_lines(body, name, start)
-            if found is not None:
-                picked += found[0]
-                start = found[1]
-                break
-    if not picked:
-        raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
-    return replace(parse_vllm_metrics("\n".join(picked) + "\n", observed_at), complete=False)
-
-
 def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     """Decode one body. Raises :class:`ParseError` on anything that makes it untrustworthy."""
     if body and not body.endswith("\n"):
@@ -413,40 +353,6 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         process_start_time=scalars.get("process_start_time"),
         serving=serving_config(cache_config or {}),
         engines=len(engines),
-    )
-
-
-# Measured by vLLM at each start from free memory (or derived from it): not settings.
-MEASURED = frozenset({"num_gpu_blocks", "num_cpu_blocks", "kv_cache_size_tokens",
-                      "kv_cache_max_concurrency", "engine"})  # fmt: skip
-
-
-def _number(labels: dict[str, str], key: str) -> float | None:
-    try:
-        v = float(labels[key])
-    except (KeyError, ValueError):
-        return None
-    return v if math.isfinite(v) and v > 0 else None
-
-
-def serving_config(labels: dict[str, str]) -> ServingConfig:
-    """``cache_config_info``'s labels, typed: the KV pool is ``kv_cache_size_tokens``, else
-    ``num_gpu_blocks`` x ``block_size``.
-
-    >>> c = serving_config({"num_gpu_blocks": "12", "block_size": "128", "cache_dtype": "auto"})
-    >>> c.kv_capacity_tokens, c.cache_dtype, dict(c.settings)
-    (1536.0, 'auto', {'block_size': '128', 'cache_dtype': 'auto'})
-    """
-    capacity = _number(labels, "kv_cache_size_tokens")
-    if capacity is None:
-        blocks, size = _number(labels, "num_gpu_blocks"), _number(labels, "block_size")
-        capacity = blocks * size if blocks is not None and size is not None else None
-    return ServingConfig(
-        settings={k: v for k, v in labels.items() if k not in MEASURED},
-        kv_capacity_tokens=capacity,
-        prefix_caching={"True": True, "False": False}.get(labels.get("enable_prefix_caching", "")),
-        gpu_memory_utilization=_number(labels, "gpu_memory_utilization"),
-        cache_dtype=labels.get("cache_dtype") or None,
     )
 
 
