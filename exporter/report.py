@@ -11,7 +11,7 @@ from exporter import __version__
 from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.direction import Direction
-from exporter.derive.rules import scheduler_cap
+from exporter.derive.rule_advice import scheduler_cap
 from exporter.human import PRICE_SOURCES
 from exporter.human import dollars as _usd
 from exporter.human import duration as _seconds

@@ -17,10 +17,10 @@ from exporter.derive.diagnosis import diagnose
 from exporter.derive.direction import Summary, compare, summarize
 from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings
+from exporter.derive.rule_advice import FIXES, Horizon
 from exporter.derive.rules import (
     ALL_RULES,
     BY_KEY,
-    FIXES,
     R1,
     R2_BACKLOG,
     R2_MAIN,
@@ -28,7 +28,6 @@ from exporter.derive.rules import (
     R4,
     R5,
     RULES,
-    Horizon,
     RuleResult,
     evaluate_window,
 )

@@ -14,15 +14,8 @@ from dataclasses import dataclass
 from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment
 from exporter.derive.horizon import Aggregate
-from exporter.derive.rules import (
-    ALL_RULES,
-    BY_KEY,
-    FIXES,
-    RULES,
-    Horizon,
-    RuleKey,
-    RuleResult,
-)
+from exporter.derive.rule_advice import FIXES, Horizon
+from exporter.derive.rules import ALL_RULES, BY_KEY, RULES, RuleKey, RuleResult
 
 __all__ = ["FIXES", "Diagnosis", "IssueGroup", "RuleStatus", "diagnose"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.derive.rules import scheduler_cap
+from exporter.derive.rule_advice import scheduler_cap
 from exporter.export.families.base import (
     ACTIVE,
     Family,
