@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,16 @@ from exporter.app import make_pipeline, make_registry, make_render_cache
 from exporter.config import load_config
 from exporter.export import server as server_mod
 from exporter.export.admission import Admission, Held
-from exporter.export.collector import ExportSettings
+from exporter.export.collector import (
+    PER_POLL_FIELDS,
+    ExportSettings,
+    window_families,
+    window_key,
+)
 from exporter.export.credentials import DENIED, OK, TOO_MANY, CredentialChecks
 from exporter.export.http import OPENMETRICS, TEXT, gzip_accepted, make_handler, negotiate
 from exporter.export.server import HttpServer, Request, Response, WebSettings
+from exporter.pipeline import Snapshot
 from exporter.scrape.replay import replay_ticks
 from tests.harness import wait_for
 
@@ -508,6 +515,25 @@ def test_cached_renderings_equal_fresh_ones_poll_after_poll() -> None:
         if i > 120:
             break
     assert compared > 30
+
+
+def test_the_window_key_covers_everything_the_window_families_read() -> None:
+    """The window part is cached by a key derived from the snapshot's record: what it leaves out
+    (the per-poll fields) must not change the window families, and every other field is in it."""
+    pipeline, _, _ = loaded_cache()
+    for tick in replay_ticks(FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz",
+                             FIX / "nvml" / "h200-probe.jsonl.gz"):  # fmt: skip
+        pipeline.add_tick(tick)  # type: ignore[attr-defined]
+    snap = pipeline.snapshot  # type: ignore[attr-defined]
+    settings = ExportSettings(version="t", horizon_seconds=60.0, poll_interval=0.25)
+    other = replace(snap, health={}, ticks=snap.ticks + 1000)
+    assert window_key(other) == window_key(snap)
+    assert window_families(other, settings) == window_families(snap, settings)
+    keyed = {f.name for f in fields(Snapshot)} - PER_POLL_FIELDS
+    assert len(window_key(snap)) == len(keyed) == len(fields(Snapshot)) - 2
+    for name in keyed:  # a change of any of them is a new key
+        changed = replace(snap, **{name: object()})
+        assert window_key(changed) != window_key(snap), name
 
 
 def test_name_filter_and_methods() -> None:

@@ -8,6 +8,7 @@ closes, so each can be rendered at its own pace (see :class:`SnapshotCollector`)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields
 from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -44,13 +45,17 @@ def poll_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     return render(POLL_FAMILIES, View(snap, settings), settings.horizon_seconds)
 
 
+# The snapshot's fields only the health part reads; it is rendered at every poll.
+PER_POLL_FIELDS = frozenset({"health", "ticks"})
+
+
 def window_key(snap: Snapshot) -> tuple[object, ...]:
-    """Everything :func:`window_families` reads from a snapshot. The pipeline replaces these
-    objects only when a window closes or the configuration changes, so an equal key means
-    the same output."""
-    return (snap.agg, snap.latest, snap.latest_gate, snap.assessment, snap.diagnosis,
-            snap.direction, snap.epoch, snap.max_model_len, snap.ledger, snap.slo,
-            snap.epoch_cause, snap.config_id)  # fmt: skip
+    """Everything :func:`window_families` may read from a snapshot: every field of the record
+    but :data:`PER_POLL_FIELDS`, so a field added to :class:`Snapshot` is part of the key
+    without anyone listing it (a field missed here would serve a stale body). The pipeline
+    replaces these objects only when a window closes or the configuration changes, so an equal
+    key means the same output."""
+    return tuple(getattr(snap, f.name) for f in fields(snap) if f.name not in PER_POLL_FIELDS)
 
 
 def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
