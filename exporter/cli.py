@@ -208,7 +208,12 @@ def printable(text: str) -> str:
 def _print_report(snap: Snapshot, cfg: Config, args: argparse.Namespace) -> None:
     mns = float(cfg.max_num_seqs) if cfg.max_num_seqs else None
     if args.json:
-        print(json.dumps(report.to_dict(snap, mns), indent=2, sort_keys=True))
+        settings = export_settings(cfg)
+        a = snap.agg
+        if cfg.horizon == WHOLE_RUN and a.horizon_start is not None and a.horizon_end is not None:
+            # A whole recording's diagnosis: its horizon is the span replayed, not a setting.
+            settings = replace(settings, horizon_seconds=a.horizon_end - a.horizon_start)
+        print(json.dumps(report.to_dict(snap, settings), indent=2, sort_keys=True))
     else:
         sys.stdout.write(printable(report.render(snap, mns, verbose=args.verbose)))
 

@@ -1,5 +1,6 @@
 """The ``diagnose`` report: the same snapshot the exporter serves, formatted for a terminal or
-as JSON. Formatting only — every figure comes from the engine."""
+as JSON (whose figures are the very series of ``/metrics``). Formatting only — every figure
+comes from the engine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from exporter.derive.assess import Assessment
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.direction import Direction
 from exporter.derive.rule_advice import scheduler_cap
+from exporter.export.collector import ExportSettings, metric_families
 from exporter.human import PRICE_SOURCES
 from exporter.human import dollars as _usd
 from exporter.human import duration as _seconds
@@ -36,23 +38,23 @@ def _delta(v: float | None, unit: str) -> str:
     return "n/a" if v is None else f"{v:+.1f}{unit}"
 
 
-def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
-    """Everything the report shows, as plain data (the ``--json`` output)."""
-    a = snap.agg
-    asm, d = snap.assessment, snap.diagnosis
-    r = asm.roofline if asm else None
-    e = asm.economics if asm else None
-    res = asm.resolved if asm else None
-    gpus = [
-        {
-            "index": g.index, "uuid": g.uuid, "name": g.name,
-            "memory_used_bytes": g.mem_used_bytes, "memory_peak_bytes": g.mem_used_peak_bytes,
-            "memory_total_bytes": g.mem_total_bytes, "utilization_ratio": g.util_ratio,
-            "power_watts": g.power_watts, "temperature_celsius": g.temperature_c,
-            "temperature_peak_celsius": g.temperature_peak_c,
-        }
-        for g in a.gpus
-    ]  # fmt: skip
+def metrics_json(snap: Snapshot, settings: ExportSettings) -> dict[str, list[dict[str, Any]]]:
+    """Every series ``/metrics`` would serve for this snapshot (the sources' health and every
+    figure), keyed by the name a query uses: the same families, labels and values, made by the
+    same table."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for family in metric_families(snap, settings):
+        for s in family.samples:
+            out.setdefault(s.name, []).append({"labels": dict(s.labels), "value": s.value})
+    return out
+
+
+def to_dict(snap: Snapshot, settings: ExportSettings) -> dict[str, Any]:
+    """The ``--json`` output. Every figure is under ``metrics``, by the series name ``/metrics``
+    exports it under; beside them, what is not a figure: the issues and rules with their fix,
+    evidence and latest result in words, the direction's two sides, and the latest window's own
+    figures while no window is evaluable."""
+    d = snap.diagnosis
 
     def rule(s: RuleStatus) -> dict[str, Any]:
         return {
@@ -67,83 +69,13 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
     def direction(x: Direction) -> dict[str, Any]:
         return {
             "direction": x.direction, "signal": x.signal, "vetoed": x.vetoed,
-            "efficiency_delta_pp": x.efficiency_delta_pp,
-            "throughput_delta_pct": x.throughput_delta_pct,
-            "ttft_p99_delta_pct": x.ttft_p99_delta_pct,
             "before": {k: getattr(x.before, k) for k in x.before.__slots__},
             "after": {k: getattr(x.after, k) for k in x.after.__slots__},
         }  # fmt: skip
 
     return {
         "version": __version__,
-        "model": a.model_name or ",".join(a.model_names) or None,
-        "model_catalog": res.model_catalog if res else "",
-        "gpu_catalog": res.gpu.name if res and res.gpu else "",
-        "dtype": res.dtype if res else None,
-        "span": {"start": a.horizon_start, "end": a.horizon_end},
-        "windows": {
-            "total": a.windows_total,
-            "evaluable": a.windows_evaluable,
-            "active": a.windows_active,
-        },  # fmt: skip
-        "gpus": gpus,
-        "dtype_source": res.dtype_source if res else None,
-        "model_matched_on": res.model_matched_on if res else "",
-        "model_root": res.model_root if res else "",
-        "tensor_parallel_size": res.inputs.tp if res else None,
-        "tensor_parallel_size_source": res.parallelism.tp_source if res else None,
-        "pipeline_parallel_size": res.inputs.pp if res else None,
-        "roofline": {
-            "estimate": True,
-            "efficiency_ratio": r.efficiency if r else None,
-            "batch_efficiency_ratio": r.batch_efficiency if r else None,
-            "headroom_ratio": r.headroom if r else None,
-            "stream_ceiling_tokens_per_second": r.stream_tps if r else None,
-            "batch_ceiling_tokens_per_second": r.batch_tps if r else None,
-            "hardware_ceiling_tokens_per_second": r.hardware_tps if r else None,
-            "prefill_ceiling_tokens_per_second": r.prefill_ceiling_tps if r else None,
-            "ridge_batch_size": r.ridge_batch_size if r else None,
-            "batch": a.running_active,
-            "tpot_floor_seconds": r.tpot_floor_seconds if r else None,
-            "prefill_floor_seconds": r.prefill_floor_seconds if r else None,
-            "weight_bytes": r.weight_bytes if r else None,
-            "kv_headroom_bytes": {str(g.index): v for g, v in r.kv_headroom_bytes} if r else {},
-            "unavailable": list(asm.reasons) if asm else [],
-        },
-        "power_watts": asm.power_watts if asm else None,
-        "joules_per_token": e.joules_per_token if e else None,
-        "tokens_per_watt": None if not e or not e.joules_per_token else 1 / e.joules_per_token,
-        "price_source": asm.price_source if asm else None,
-        "cost": {
-            "per_hour_dollars": e.cost_per_hour if e else None,
-            "per_million_tokens_active_dollars": e.cost_per_million_tokens if e else None,
-            "per_million_tokens_wall_clock_dollars": e.wall_cost_per_million_tokens if e else None,
-            "recoverable_per_hour_active_dollars": e.recoverable_per_hour if e else None,
-            "recoverable_per_hour_wall_clock_dollars": e.wall_recoverable_per_hour if e else None,
-            "duty_cycle_ratio": e.duty_cycle if e else None,
-        },
-        "requests": {"running": a.running, "waiting": a.waiting, "max_num_seqs": max_num_seqs},
-        "latency_seconds": {
-            "ttft_mean": a.ttft_mean,
-            "ttft_p99": a.ttft_p99,
-            "tpot_mean": a.tpot_mean,
-            "tpot_p99": a.tpot_p99,
-        },  # fmt: skip
-        "cache": {
-            "kv_mean": a.kv_usage_mean,
-            "kv_peak": a.kv_usage_peak,
-            "prefix_hit_ratio": a.prefix_hit_ratio,
-        },  # fmt: skip
-        "throughput": {
-            "generation_tokens_per_second": a.generation_tps,
-            "prompt_tokens_per_second": a.prompt_tps,
-        },  # fmt: skip
-        "traffic": {
-            "requests_per_second": a.requests_per_second,
-            "requests_total": a.requests_total,
-            "generation_tokens_total": a.generation_tokens_total,
-            "preemptions_per_second": a.preemptions_per_second,
-        },
+        "metrics": metrics_json(snap, settings),
         "issues": [
             {
                 "group": g.group,
@@ -153,10 +85,8 @@ def to_dict(snap: Snapshot, max_num_seqs: float | None) -> dict[str, Any]:
             for g in (d.groups if d else ())
         ],  # fmt: skip
         "rules": [rule(s) for s in (d.rules if d else ())],
-        "config_epoch": snap.epoch,
-        "epoch_cause": snap.epoch_cause,
         "direction": direction(snap.direction) if snap.direction else None,
-        "last_raw_window": raw_window(snap) if a.windows_evaluable == 0 else None,
+        "last_raw_window": raw_window(snap) if snap.agg.windows_evaluable == 0 else None,
     }
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import RecordedVllm
 from tests.helpers import cli_in_process
@@ -28,6 +29,19 @@ def cli(*args: str) -> str:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     return r.stdout
+
+
+def figure(d: dict, name: str, **labels: str) -> float | None:
+    """The value of the one series ``name`` (with those labels) in a --json report's metrics."""
+    found = [x["value"] for x in d["metrics"].get(name, [])
+             if all(x["labels"].get(k) == v for k, v in labels.items())]  # fmt: skip
+    assert len(found) <= 1, (name, found)
+    return found[0] if found else None
+
+
+def labels_of(d: dict, name: str) -> dict[str, str]:
+    (series,) = d["metrics"][name]
+    return dict(series["labels"])
 
 
 def diagnosis_json(recording: str, *args: str) -> dict:
@@ -106,14 +120,16 @@ def test_restart_starts_a_new_epoch_and_a_direction() -> None:
     # used, as in the hand computation above.
     d = diagnosis_json("vllm032-cpu-f-restart.jsonl.gz", "--max-num-seqs", "8", "--horizon", "8s",
                        "--calm-poll-interval", "250ms")  # fmt: skip
-    assert d["config_epoch"] == 1
+    assert figure(d, "vllm_profile_config_epoch") == 1
     x = d["direction"]
     # No catalog match for the tiny model: throughput is the signal.
-    assert x["signal"] == "throughput" and x["efficiency_delta_pp"] is None
+    assert x["signal"] == "throughput" and figure(d, "vllm_profile_efficiency_delta_ratio") is None
     assert x["before"]["generation_tps"] == pytest.approx(before, rel=1e-6)
     assert x["after"]["generation_tps"] == pytest.approx(after, rel=1e-6)
-    assert x["throughput_delta_pct"] == pytest.approx(change, rel=1e-6)
+    delta = figure(d, "vllm_profile_throughput_delta_ratio")
+    assert delta == pytest.approx(change / 100, rel=1e-6)
     assert change > 10 and x["direction"] == "better"  # docs/rules.md: > +10% is better
+    assert figure(d, "vllm_profile_direction", direction="better") == 1.0
 
 
 def test_no_rule_needs_what_it_cannot_have() -> None:
@@ -157,16 +173,21 @@ def test_whole_recording_diagnosis_compares_the_epochs_around_a_restart() -> Non
     d = json.loads(cli_in_process("replay", str(VLLM / "vllm032-cpu-f-restart.jsonl.gz"),
                                   "--diagnose", "--json", "--max-num-seqs", "8"))  # fmt: skip
     # The recording's vLLM restarted with the same flags: a restart, not a configuration change.
-    assert d["epoch_cause"] == "vllm_restart_same_config" and d["config_epoch"] == 1
+    assert figure(d, "vllm_profile_config_epoch_info", cause="vllm_restart_same_config") == 1
+    assert figure(d, "vllm_profile_config_epoch") == 1
     # The span is the new process's only: nothing from before the restart is mixed in.
-    assert d["span"]["start"] >= rows[cut][0]
+    start = figure(d, "vllm_profile_horizon_start_timestamp_seconds")
+    assert start is not None and start >= rows[cut][0]
     x = d["direction"]
     assert x is not None and x["signal"] == "throughput"
     before, after = x["before"]["generation_tps"], x["after"]["generation_tps"]
-    assert x["throughput_delta_pct"] == pytest.approx((after - before) / before * 100, rel=1e-9)
-    delta = x["throughput_delta_pct"]  # docs/rules.md: beyond ±10% is better or worse
-    assert x["direction"] == ("better" if delta > 10 else "worse" if delta < -10 else "plateau")
-    assert after == pytest.approx(d["throughput"]["generation_tokens_per_second"], rel=1e-9)
+    delta = figure(d, "vllm_profile_throughput_delta_ratio")
+    assert delta == pytest.approx((after - before) / before, rel=1e-9)
+    # docs/rules.md: beyond ±10% is better or worse
+    verdict = "better" if delta > 0.1 else "worse" if delta < -0.1 else "plateau"
+    assert x["direction"] == verdict
+    tps = figure(d, "vllm_profile_generation_tokens_per_second")
+    assert after == pytest.approx(tps, rel=1e-9)
 
 
 def test_json_carries_the_report() -> None:
@@ -178,11 +199,38 @@ def test_json_carries_the_report() -> None:
         "--max-num-seqs", "4", "--gpu-replay", str(H200),
     )  # fmt: skip
     # The same figures in both forms.
-    assert d["gpu_catalog"] == "H200" and "(catalog: H200)" in text
-    assert f"{d['throughput']['generation_tokens_per_second']:.1f} tok/s generated" in text
+    assert labels_of(d, "vllm_profile_info")["gpu_catalog"] == "H200" and "(catalog: H200)" in text
+    tps = figure(d, "vllm_profile_generation_tokens_per_second")
+    assert f"{tps:.1f} tok/s generated" in text
     assert f"seen in {d['issues'][0]['primary']['score']:.0%} of windows" in text
-    assert d["requests"]["max_num_seqs"] == 4
-    assert d["windows"] == {"total": 14, "evaluable": 14, "active": 12}
+    windows = [figure(d, f"vllm_profile_{k}windows") for k in ("", "evaluable_", "active_")]
+    assert windows == [14, 14, 12]
+
+
+def test_json_metrics_are_the_series_of_metrics() -> None:
+    """--json's metrics are what /metrics serves for the same replay, series for series (the
+    same horizon: without one, a diagnosis covers the whole recording)."""
+    args = (
+        "replay",
+        str(VLLM / "vllm032-cpu-c-saturation.jsonl.gz"),
+        "--max-num-seqs",
+        "4",
+        "--gpu-replay",
+        str(H200),
+        "--model-params",
+        "425600",
+        "--cost-per-hour",
+        "3.5",
+        "--horizon",
+        "60s",
+    )
+    d = json.loads(cli(*args, "--diagnose", "--json"))
+    served = {}
+    for family in text_string_to_metric_families(cli(*args, "--print-metrics")):
+        for x in family.samples:
+            served.setdefault(x.name, []).append({"labels": dict(x.labels), "value": x.value})
+    assert d["metrics"] == served
+    assert "vllm_profile_decode_stream_ceiling_tokens_per_second" in d["metrics"]
 
 
 class Console:
@@ -264,7 +312,8 @@ def test_no_evaluable_window_shows_the_last_raw_window(tmp_path: Path) -> None:
             g.write(json.dumps(e) + "\n")
     fixed = ("--gpu-source", "none", "--calm-poll-interval", "250ms")  # every recorded poll
     d = json.loads(cli("replay", str(out), "--diagnose", "--json", *fixed))
-    assert d["windows"]["evaluable"] == 0 and d["windows"]["total"] == 14
+    assert figure(d, "vllm_profile_evaluable_windows") == 0
+    assert figure(d, "vllm_profile_windows") == 14
     raw = d["last_raw_window"]
     # The last closed window: polls 104..112, 9 vLLM polls, no running count.
     assert raw["engine_polls"] == 9 and raw["running"] is None
