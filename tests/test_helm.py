@@ -83,6 +83,15 @@ def test_schema_rejects_bad_values() -> None:
     assert r.returncode != 0
 
 
+def test_the_engine_value_reaches_the_exporter() -> None:
+    (deployment,) = kinds(render(sets=("config.engine=sglang",)))["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--engine=sglang" in container["args"]
+    assert cli._config(cli.build_parser().parse_args(container["args"]), {}).engine == "sglang"
+    r = run_helm("lint", "--strict", str(CHART), "--set", "config.engine=tgi")
+    assert r.returncode != 0 and "engine" in r.stdout + r.stderr
+
+
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 

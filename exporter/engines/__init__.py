@@ -6,11 +6,12 @@ a new engine is its package and one line below (docs/sources.md#adding-an-engine
 
 from __future__ import annotations
 
-from exporter.engines import vllm
+from exporter.engines import sglang, vllm
 from exporter.scrape.source import GPU_REASONS, Engine
 
 ENGINES: dict[str, Engine] = {
     "vllm": vllm.ENGINE,
+    "sglang": sglang.ENGINE,
 }
 
 MODELS_SUFFIX = "_models"  # a recording's entries of an engine's models endpoint: "vllm_models"

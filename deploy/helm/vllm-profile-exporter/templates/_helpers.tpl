@@ -93,6 +93,7 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 args:
   - serve
   - --web.listen-address=:{{ .Values.port }}
+  - --engine={{ $c.engine }}
   {{- if eq .Values.mode "sidecar" }}
   - --vllm-url=http://localhost:{{ $c.sidecarVllmPort }}
   {{- else }}
