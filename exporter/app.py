@@ -181,6 +181,7 @@ def export_settings(cfg: Config, demo: bool = False) -> ExportSettings:
         demo=demo,
         declared=demo_declares(cfg) if demo else "",
         compute_peak=cfg.compute_peak,
+        engine=engine_kind(cfg),
     )
 
 

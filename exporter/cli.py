@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from exporter import __version__, pod_annotations, report
-from exporter.app import demo_config, export_settings, target_shown
+from exporter.app import demo_config, engine_kind, export_settings, target_shown
 from exporter.catalog.schema import CatalogError
 from exporter.config import Config, ConfigError, load_config
 from exporter.derive.direction import Summary
@@ -281,6 +281,7 @@ def _replay(cfg: Config, args: argparse.Namespace) -> int:
     # Without --horizon, the diagnosis covers the latest configuration epoch whole, and the
     # direction compares it with the whole epoch before (a restart in the recording).
     whole = args.diagnose and args.horizon is None
+    cfg = replace(cfg, engine=engine_kind(cfg, args.file))  # the recording's own
     if whole:
         cfg = replace(cfg, horizon=WHOLE_RUN)
     damage: list[Damage] = []

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import export_settings
-from exporter.config import load_config
 from exporter.engines import ENGINES
 from exporter.engines.sglang.parse import parse_sglang_metrics
 from exporter.recording import RecordingWriter
-from exporter.runs import metrics_text, run_replay
 from exporter.scrape.text_format import MAX_LINE, ParseError
+from tests.helpers import cli_in_process
 
 FIX = Path(__file__).parent / "fixtures" / "sglang"
 BODIES = sorted(FIX.glob("*.txt"))
@@ -150,15 +148,14 @@ def recording(tmp: Path) -> Path:
 
 
 def test_a_recording_of_real_bodies_replays_through_the_pipeline(tmp_path: Path) -> None:
-    cfg = load_config({"gpu_source": "none", "calm_poll_interval": "250ms",
-                       "horizon": "60s"}, {}, {})  # fmt: skip
-    pipeline = run_replay(cfg, recording(tmp_path), None)
-    assert pipeline.engine_source_name == "sglang"
-    text = metrics_text(pipeline, export_settings(cfg))
+    # The recording names its engine; replay reads it with SGLang's whatever --engine says.
+    text = cli_in_process("replay", str(recording(tmp_path)), "--print-metrics",
+                          "--gpu-source", "none", "--calm-poll-interval", "250ms")  # fmt: skip
     fams = {s.name: (dict(s.labels), s.value) for f in text_string_to_metric_families(text)
             for s in f.samples if not s.labels.get("reason")}  # fmt: skip
     assert fams["vllm_profile_up"] == ({"source": "sglang"}, 1.0)
-    assert fams["vllm_profile_info"][0]["model"] == "tiny-llama"
+    info = fams["vllm_profile_info"][0]
+    assert (info["model"], info["engine"]) == ("tiny-llama", "sglang")
     assert fams["vllm_profile_vllm_max_model_len"][1] == 1024.0
     # Every window holds SGLang data: the tokens counted are the counter's whole rise, from the
     # idle body's 8 (the warm-up request) to the last body's 6,608.

@@ -37,6 +37,7 @@ class ExportSettings:
     demo: bool = False
     declared: str = ""  # demo: the settings it declares rather than records, comma-separated
     compute_peak: str = "tensor"
+    engine: str = "vllm"  # the engine's kind (exporter/engines/)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ def _info(v: View) -> Rows:
          res.model_root if res else "", res.model_matched_on if res else "",
          res.dtype if res else "", res.dtype_source if res else "",
          *_parallelism(res.parallelism if res else None), v.snap.config_id,
-         settings.compute_peak, "demo" if settings.demo else "live", settings.declared),
+         settings.compute_peak, "demo" if settings.demo else "live", settings.declared,
+         settings.engine),
         1.0,
     )]  # fmt: skip
 
@@ -44,13 +45,13 @@ FAMILIES: tuple[Family[View], ...] = (
            "(the GPUs seen / (PP x DP engines)) or default. config_id: the serving "
            "configuration's identity (models, vLLM's cache settings, DP engines, the settings "
            "declared here, --config-revision), the same wherever it runs. mode=demo: a bundled "
-           "recording, with "
-           "the settings named in declared given by the demo, not recorded.",
+           "recording, with the settings named in declared given by the demo, not recorded. "
+           "engine: the inference engine profiled (vllm, sglang).",
            ("version", "model", "gpu_name", "gpu_catalog", "model_catalog", "model_root",
             "model_matched_on", "dtype",
             "dtype_source", "tensor_parallel_size", "tensor_parallel_size_source",
             "pipeline_parallel_size", "pipeline_parallel_size_source", "config_id",
-            "compute_peak", "mode", "declared"), _info),
+            "compute_peak", "mode", "declared", "engine"), _info),
     Family("horizon_seconds", "gauge", "Length of the aggregation horizon.", (),
            _one(lambda v: v.settings.horizon_seconds)),
     Family("windows", "gauge", "Windows (~2 s each) in the last {H}.", (),
