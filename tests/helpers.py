@@ -8,6 +8,10 @@ from typing import Any
 from exporter.samples import EngineSample, GpuReading, GpuSample, Histogram, Tick
 
 INF = math.inf
+# What NVML says of the real GPUs probed (tests/fixtures/nvml): their names and memory.
+H100_NAME = "NVIDIA H100 80GB HBM3"
+H100_MEMORY = 85_520_809_984.0  # bytes
+H200_NAME = "NVIDIA H200"
 
 
 def hist(bounds: tuple[float, ...], cumulative: tuple[float, ...], total: float) -> Histogram:

@@ -7,9 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
-FIX = Path(__file__).resolve().parent / "fixtures"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
-H100 = FIX / "nvml" / "h100-sxm-probe.jsonl.gz"
+from tests.paths import H200
 
 
 def gpu_recording(

@@ -17,14 +17,13 @@ import requests
 import yaml
 
 from tests.harness import Exporter, Prometheus, QuietHandler, free_port, http_server, wait_for
+from tests.paths import KV_PRESSURE, ROOT
 from tests.tools import require_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "prometheus"))
 import generate as rules_generator  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
-KV = ROOT / "tests" / "fixtures" / "vllm" / "vllm032-cpu-d-kvpressure.jsonl.gz"
 
 
 def fast_rules(tmp: Path) -> Path:
@@ -102,7 +101,7 @@ def first_alert(
     *exporter_args: str,
 ) -> tuple[dict[str, Any], str]:
     """The first ``name`` alert the webhook receives, and the exporter's instance label."""
-    exporter = Exporter("--vllm-replay", str(KV), "--gpu-source", "none", *exporter_args)
+    exporter = Exporter("--vllm-replay", str(KV_PRESSURE), "--gpu-source", "none", *exporter_args)
     prom = Prometheus(
         tmp_path, [f"127.0.0.1:{exporter.port}"], rule_files=[fast_rules(tmp_path)],
         alertmanagers=[alertmanager], labels=K8S_LABELS,

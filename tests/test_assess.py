@@ -12,6 +12,7 @@ from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve
 from exporter.derive.roofline import RooflineInputs
 from exporter.engines.vllm.serving import serving_config
+from tests.helpers import H100_NAME
 
 SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
 
@@ -55,7 +56,7 @@ def test_resolved_inputs_are_the_catalog_figures_exactly() -> None:
     # H100 SXM: 989.4 TFLOP/s dense BF16, 3,350 GB/s. DeepSeek V3: 671B total, 37B active,
     # published in FP8 (1 byte a parameter, from the catalog's dtype).
     res = resolve(SETTINGS, model_name="deepseek-ai/DeepSeek-V3",
-                  gpu_names=["NVIDIA H100 80GB HBM3"])  # fmt: skip
+                  gpu_names=[H100_NAME])  # fmt: skip
     assert res.inputs == RooflineInputs(989.4e12, 3350e9, 37e9, 671e9, 1.0, 1)
     assert res.model is not None and res.model.name == res.model_catalog == "DeepSeek 671B"
     assert (res.dtype, res.dtype_source) == ("fp8", "catalog")
@@ -71,7 +72,7 @@ def test_the_energy_counter_and_mfu_reach_the_assessment() -> None:
     name = "meta-llama/Llama-3.1-8B-Instruct"
     agg = Aggregate(
         model_name=name, model_names=(name,),
-        gpus=(GpuAggregate(0, "GPU-0", "NVIDIA H100 80GB HBM3", power_watts=500.0),),
+        gpus=(GpuAggregate(0, "GPU-0", H100_NAME, power_watts=500.0),),
         generation_tps=100.0, running_active=4.0, energy_joules=2000.0, energy_tokens=400.0,
         est_flops_per_second=98.94e12, est_bytes_per_second=335e9,
     )  # fmt: skip

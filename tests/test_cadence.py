@@ -19,7 +19,7 @@ from exporter.loop import PollLoop
 from exporter.pipeline import MAX_TICKS_PER_WINDOW, Pipeline, Snapshot
 from exporter.samples import EngineSample, GpuReading, GpuSample, ModelsInfo, PollError, Tick
 from exporter.scrape.source import EnginePoll
-from tests.helpers import gpu, vllm
+from tests.helpers import H100_MEMORY, H100_NAME, gpu, vllm
 
 
 def s(t: float = 0.0, **kw: Any) -> EngineSample:
@@ -393,8 +393,8 @@ class TestPipelineAssessment:
             p.add_tick(Tick(
                 engine=vllm(t, model_name=model, model_names=(model,), running=4.0, waiting=0.0,
                           kv_usage=0.5, generation_tokens=tps * (t - t0), process_start_time=start),
-                gpu=gpu(t, dict(name="NVIDIA H100 80GB HBM3", util_gpu_pct=80.0,
-                                mem_total_bytes=85_520_809_984.0)),
+                gpu=gpu(t, dict(name=H100_NAME, util_gpu_pct=80.0,
+                                mem_total_bytes=H100_MEMORY)),
             ))  # fmt: skip
         return t0 + n * 0.25
 

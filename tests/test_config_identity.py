@@ -8,7 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from tests.test_replay_cli import FIX, RESTART, run_replay, samples
+from tests.paths import FIX, RESTART
+from tests.test_replay_cli import run_replay, samples
 
 INFO = "vllm_profile_info"
 

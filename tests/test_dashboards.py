@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from tests.harness import Exporter, Prometheus, wait_for
+from tests.paths import FIX, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
-FIX = ROOT / "tests" / "fixtures"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 UNITS = {"percentunit", "s", "bytes", "watt", "joule", "currencyUSD", "short", "none", "reqps",
          "celsius"}  # fmt: skip

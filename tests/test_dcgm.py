@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,8 @@ from exporter.samples import GpuSample, PollError
 from exporter.scrape.dcgm import DcgmSelector, DcgmSource, parse_dcgm_metrics
 from exporter.scrape.text_format import ParseError
 from tests.harness import Exporter, QuietHandler, http_server, wait_for
+from tests.paths import DCGM as FIX
 
-FIX = Path(__file__).parent / "fixtures" / "dcgm"
 TWO_PODS = (FIX / "k8s-two-pods.prom").read_text()
 OURS = DcgmSelector(pod="mistral-6cfb59d6cd-xbwgd", namespace="default")
 

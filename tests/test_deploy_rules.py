@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.paths import ROOT
 from tests.tools import require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 DOC_BASE = "https://github.com/vllm-profile-exporter/vllm-profile-exporter/blob/main/"
 

@@ -16,10 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import RecordedVllm
 from tests.helpers import cli_in_process
+from tests.paths import H200, VLLM
 
-FIX = Path(__file__).parent / "fixtures"
-VLLM = FIX / "vllm"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
 GOLDEN = Path(__file__).parent / "golden"
 
 

@@ -28,9 +28,7 @@ from exporter.loop import LoopStats
 from exporter.pipeline import Pipeline, Snapshot
 from exporter.samples import ModelsInfo
 from exporter.scrape.replay import replay_ticks
-
-ROOT = Path(__file__).resolve().parent.parent
-FIX = ROOT / "tests" / "fixtures"
+from tests.paths import FIX, ROOT
 
 
 def exported_names() -> set[str]:

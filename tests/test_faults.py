@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +25,9 @@ from exporter.pipeline import Pipeline
 from exporter.scrape.engine_fetch import EngineFetcher
 from exporter.scrape.nvml import NoGpuSource, NvmlSource
 from tests.harness import QuietHandler, http_server
+from tests.paths import VLLM as FIX
 from tests.test_nvml import FakeNvml
 
-FIX = Path(__file__).parent / "fixtures" / "vllm"
 with gzip.open(FIX / "vllm032-cpu-b-underbatch.jsonl.gz", "rt") as _f:
     BODIES = [e["body"] for e in map(json.loads, _f) if "body" in e]
 

@@ -29,11 +29,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Prometheus, free_port, terminate, wait_for
-from tests.recordings import FIX, H100, H200, gpu_recording, renamed
+from tests.paths import FIX, H100, H200, ROOT
+from tests.recordings import gpu_recording, renamed
 from tests.test_dashboards import DASHBOARDS, grafana_regex, panels
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
 N = 20
 RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 REPORT = ROOT / "build" / "fleet-report.json"

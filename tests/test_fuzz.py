@@ -11,7 +11,6 @@ import gzip
 import json
 import math
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +22,8 @@ from exporter.samples import PLAUSIBLE, EngineSample, GpuSample, Histogram
 from exporter.scrape.dcgm import DcgmSelector, parse_dcgm_metrics
 from exporter.scrape.replay import engine_result
 from exporter.scrape.text_format import ParseError
+from tests.paths import FIX
 
-FIX = Path(__file__).parent / "fixtures"
 with gzip.open(FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz", "rt") as _f:
     BODY = [e for e in map(json.loads, _f) if "body" in e][60]["body"]
 LINES = BODY.splitlines()

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli_in_process
+from tests.paths import H200, SATURATION, VLLM
 
-FIX = Path(__file__).parent / "fixtures"
-VLLM = FIX / "vllm"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
 GOLDEN = Path(__file__).parent / "golden"
-SATURATION = VLLM / "vllm032-cpu-c-saturation.jsonl.gz"
 
 
 def write(path: Path, entries: list[dict[str, object]]) -> Path:

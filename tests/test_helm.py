@@ -21,7 +21,8 @@ from tests.tools import require_tool
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "prometheus"))
 import generate as rules_generator  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
+
 CHART = ROOT / "deploy" / "helm" / "vllm-profile-exporter"
 CI = CHART / "ci"
 K8S = "1.30.0"

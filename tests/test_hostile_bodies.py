@@ -13,17 +13,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Exporter, free_port, wait_for
+from tests.paths import FIX
 from tests.test_hostile_clients import attack_window
 
 pytestmark = pytest.mark.e2e
-FIX = Path(__file__).parent / "fixtures"
 with gzip.open(FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz", "rt") as _f:
     BODY = next(e["body"] for e in map(json.loads, _f) if "body" in e)
 

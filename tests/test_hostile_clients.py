@@ -25,9 +25,9 @@ import yaml
 
 from exporter.export.server import MAX_CONNECTIONS
 from tests.harness import Exporter, RecordedVllm
+from tests.paths import FIX
 
 pytestmark = pytest.mark.e2e
-FIX = Path(__file__).parent / "fixtures"
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 ATTACKER = "127.0.0.2"
 MIB = 1024 * 1024

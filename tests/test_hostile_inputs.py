@@ -18,10 +18,8 @@ import requests
 import yaml
 
 from tests.harness import Exporter, RecordedVllm, wait_for
+from tests.paths import FIX, H200, UNDERBATCH
 
-FIX = Path(__file__).parent / "fixtures"
-UNDERBATCH = FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 )  # 9^9 = 387 million strings once expanded, from a 300-byte file

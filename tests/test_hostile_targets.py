@@ -18,7 +18,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,9 +33,9 @@ from exporter.scrape.engine_fetch import EngineFetcher
 from exporter.scrape.nvml import NvmlSource
 from exporter.scrape.source import EnginePoll
 from tests.harness import wait_for
+from tests.paths import FIX
 from tests.test_nvml import FakeNvml
 
-FIX = Path(__file__).parent / "fixtures"
 with gzip.open(FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz", "rt") as _f:
     BODIES = [e["body"] for e in map(json.loads, _f) if "body" in e]
 BODY = BODIES[0].encode()

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
-from pathlib import Path
 
 import pytest
 import requests
@@ -38,8 +37,8 @@ from exporter.export.server import HttpServer, Request, Response, WebSettings
 from exporter.pipeline import Snapshot
 from exporter.scrape.replay import replay_ticks
 from tests.harness import wait_for
+from tests.paths import FIX
 
-FIX = Path(__file__).parent / "fixtures"
 HOST = b"Host: x\r\n"
 
 

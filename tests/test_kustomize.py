@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.paths import ROOT
 from tests.test_helm import CHART, K8S, run_helm
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPONENT = ROOT / "deploy" / "kustomize" / "sidecar"
 
 

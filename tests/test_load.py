@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Exporter, RecordedVllm
+from tests.paths import FIX
 
 pytestmark = pytest.mark.e2e
-FIX = Path(__file__).parent / "fixtures"
 SCRAPERS, SECONDS = 50, 60.0
 # What must hold on any machine, loaded or not: no scrape fails, and the poll loop keeps polling
 # while the scrapers take the CPU (at least half its schedule, on 2 cores shared with 50 scraper

@@ -16,8 +16,7 @@ from exporter.pipeline import Pipeline
 from exporter.samples import EngineSample
 from exporter.scrape.source import EnginePoll
 from tests.harness import RecordedVllm
-
-FIX = Path(__file__).parent / "fixtures"
+from tests.paths import FIX
 
 
 class TimedSource:

@@ -20,8 +20,10 @@ from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.rules import R4, RULES
 from exporter.engines.vllm.serving import serving_config
-from tests.recordings import H100, gpu_recording
-from tests.test_replay_cli import UNDERBATCH, run_replay, samples
+from tests.helpers import H100_MEMORY, H100_NAME
+from tests.paths import H100, UNDERBATCH
+from tests.recordings import gpu_recording
+from tests.test_replay_cli import run_replay, samples
 
 CATALOG = load_catalog(load_config({}, {}, {}))
 GB = 1e9
@@ -41,8 +43,7 @@ def serving(gpus: int, engines: int = 1, batch: float = 32.0, tps: float = 2000.
         running_active=batch,
         generation_tps=tps,
         gpus=tuple(
-            GpuAggregate(i, f"GPU-{i}", "NVIDIA H100 80GB HBM3", mem_total_bytes=80 * GB)
-            for i in range(gpus)
+            GpuAggregate(i, f"GPU-{i}", H100_NAME, mem_total_bytes=80 * GB) for i in range(gpus)
         ),
     )
 
@@ -176,7 +177,7 @@ def test_four_recorded_h100s_serving_a_70b_model_end_to_end(tmp_path: Path) -> N
     )
     # The probe's H100: 85,520,809,984 bytes; vLLM said gpu_memory_utilization 0.92.
     kv = [v for (n, _), v in m.items() if n == "vllm_profile_kv_headroom_bytes"]
-    assert kv == [pytest.approx(85_520_809_984 * 0.92 - 35e9)] * 4
+    assert kv == [pytest.approx(H100_MEMORY * 0.92 - 35e9)] * 4
     r4_key = (("name", "OOM Risk"), ("rule", "R4"), ("variant", ""))
     assert m[("vllm_profile_rule_significant", r4_key)] == 0
     # Declared TP 2 on the same four GPUs: withheld, with the reason, and R4 skipped.

@@ -16,12 +16,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.paths import H200, RESTART, UNDERBATCH
 from tests.tools import require_tool
-
-FIX = Path(__file__).parent / "fixtures"
-UNDERBATCH = FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz"
-RESTART = FIX / "vllm" / "vllm032-cpu-f-restart.jsonl.gz"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
 
 
 def run_replay(*args: str) -> str:

@@ -8,11 +8,12 @@ import pytest
 
 from exporter.derive import economics
 from exporter.derive.roofline import ACTUAL_ABOVE_CEILING, GpuMemory, RooflineInputs, compute
+from tests.helpers import H100_MEMORY
 
 H100_SXM_TENSOR = (989.4e12, 3.35e12)  # FLOP/s, B/s per GPU (catalog)
 H100_SXM_FP32 = (67e12, 3.35e12)
 H200_TENSOR = (989.4e12, 4.8e12)
-H100_MEM = GpuMemory(0, "GPU-h100", 85_520_809_984)  # real H100 SXM fixture
+H100_MEM = GpuMemory(0, "GPU-h100", H100_MEMORY)  # real H100 SXM fixture
 H200_MEM = GpuMemory(0, "GPU-h200", 150_754_820_096)  # real H200 fixture
 
 
@@ -68,7 +69,7 @@ class TestTensorParallel4:
             inputs(H100_SXM_TENSOR, 70e9, 70e9, 2.0, 4),
             batch=64.0,
             actual_tps=2000.0,
-            gpus=(H100_MEM, GpuMemory(1, "GPU-b", 85_520_809_984)),
+            gpus=(H100_MEM, GpuMemory(1, "GPU-b", H100_MEMORY)),
             gpu_memory_utilization=0.9,
         )
         # stream = 3.35e12 × 4 / 140e9 = 95.714; hardware = 989.4e12 × 4 / 140e9 = 28,268.57
@@ -95,7 +96,7 @@ class TestDataParallel2:
             batch=16.0,
             actual_tps=300.0,
             prompt_tokens_mean=500.0,
-            gpus=(H100_MEM, GpuMemory(1, "GPU-b", 85_520_809_984)),
+            gpus=(H100_MEM, GpuMemory(1, "GPU-b", H100_MEMORY)),
             gpu_memory_utilization=0.9,
             replicas=2,
         )

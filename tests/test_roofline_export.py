@@ -17,10 +17,10 @@ from exporter.engines.vllm.serving import serving_config
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Snapshot
 from exporter.scrape.openai_models import parse_models
+from tests.helpers import H100_MEMORY, H100_NAME, H200_NAME
 
 CATALOG = load_catalog(load_config({}, {}, {}))
 LLAMA70 = "meta-llama/Llama-3.1-70B-Instruct"
-H100 = "NVIDIA H100 80GB HBM3"
 
 ROOFLINE = {
     "vllm_profile_decode_stream_ceiling_tokens_per_second",
@@ -34,7 +34,7 @@ ROOFLINE = {
 
 
 def aggregate(
-    gpu_names: tuple[str, ...] = (H100,),
+    gpu_names: tuple[str, ...] = (H100_NAME,),
     model: str | None = LLAMA70,
     tps: float | None = 150.0,
     running: float | None = 8.0,
@@ -42,7 +42,7 @@ def aggregate(
 ) -> Aggregate:
     gpus = tuple(
         GpuAggregate(index=i, uuid=f"GPU-{i}", name=n, power_watts=power,
-                     mem_total_bytes=85_520_809_984.0)
+                     mem_total_bytes=H100_MEMORY)
         for i, n in enumerate(gpu_names)
     )  # fmt: skip
     return Aggregate(
@@ -92,7 +92,7 @@ def test_everything_known() -> None:
     )
     # KV headroom per GPU: 85,520,809,984 × 0.9 − 140e9 (negative: TP 1 is too small).
     kv = m["vllm_profile_kv_headroom_bytes"]
-    assert kv[(("UUID", "GPU-0"), ("gpu", "0"))] == pytest.approx(85_520_809_984 * 0.9 - 140e9)
+    assert kv[(("UUID", "GPU-0"), ("gpu", "0"))] == pytest.approx(H100_MEMORY * 0.9 - 140e9)
     assert reasons(m) == set()
     info = next(iter(m["vllm_profile_info"]))
     assert dict(info)["gpu_catalog"] == "H100 SXM" and dict(info)["model_catalog"] == "Llama 3 70B"
@@ -188,7 +188,7 @@ def test_gb10_tensor_peak_missing_but_fp32_works() -> None:
 
 
 def test_mixed_gpus_match_nothing() -> None:
-    m = exported(aggregate(gpu_names=(H100, "NVIDIA H200")))
+    m = exported(aggregate(gpu_names=(H100_NAME, H200_NAME)))
     assert reasons(m) == {"unknown_gpu"}
 
 

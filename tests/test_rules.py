@@ -34,7 +34,7 @@ from exporter.derive.rules import (
 from exporter.derive.window import GpuWindow, Window, build_window
 from exporter.engines.vllm.serving import serving_config
 from exporter.pipeline import Pipeline
-from tests.helpers import INF, gpu, hist, tick, vllm
+from tests.helpers import H100_MEMORY, H100_NAME, INF, gpu, hist, tick, vllm
 
 LAT = (0.5, 1.0, INF)
 PLEN = (10.0, 100.0, 1000.0, INF)
@@ -667,8 +667,7 @@ class TestR4:
         agg = Aggregate(
             model_name="meta-llama/Llama-3.1-70B-Instruct",
             serving=serving_config({"gpu_memory_utilization": "0.9"}),
-            gpus=(GpuAggregate(0, "GPU-0", "NVIDIA H100 80GB HBM3",
-                               mem_total_bytes=85_520_809_984.0),),
+            gpus=(GpuAggregate(0, "GPU-0", H100_NAME, mem_total_bytes=H100_MEMORY),),
         )  # fmt: skip
         one = assess(agg, RooflineSettings(catalog=catalog))
         # No traffic at all (zero evaluable windows): R4 still fires, score 1.0, memory primary.

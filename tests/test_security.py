@@ -21,9 +21,9 @@ import requests
 import yaml
 
 from tests.harness import Exporter, Prometheus, RecordedVllm, wait_for
+from tests.paths import FIX
 
 pytestmark = pytest.mark.e2e
-FIX = Path(__file__).parent / "fixtures"
 PASSWORD = "correct horse battery staple"
 
 

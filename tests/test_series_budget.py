@@ -13,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Exporter, wait_for
+from tests.paths import FIX
 from tests.test_dashboards import concatenated
 
 pytestmark = pytest.mark.e2e
-FIX = Path(__file__).parent / "fixtures"
 GPUS = 8
 # The budget: series a scrape returns (process_* included). Per GPU, 12 families of one series
 # each; the rest does not grow with the GPUs (134 measured). Raising it is a decision: say why

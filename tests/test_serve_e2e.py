@@ -13,12 +13,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Exporter, Prometheus, RecordedVllm, wait_for
+from tests.paths import H200, UNDERBATCH
 
 pytestmark = pytest.mark.e2e
-
-FIX = Path(__file__).parent / "fixtures"
-UNDERBATCH = FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
 
 
 def recorded_rate() -> float:

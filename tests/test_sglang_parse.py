@@ -15,8 +15,8 @@ from exporter.engines.sglang.parse import parse_sglang_metrics
 from exporter.recording import RecordingWriter
 from exporter.scrape.text_format import MAX_LINE, ParseError
 from tests.helpers import cli_in_process
+from tests.paths import SGLANG as FIX
 
-FIX = Path(__file__).parent / "fixtures" / "sglang"
 BODIES = sorted(FIX.glob("*.txt"))
 
 

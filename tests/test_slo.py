@@ -16,7 +16,8 @@ from exporter.derive.ledger import Ledger, accrue
 from exporter.derive.slo import SloCount, SloTargets, summarize, window_counts
 from exporter.derive.window import Window
 from tests.helpers import cli_in_process
-from tests.test_replay_cli import UNDERBATCH, reference_value, samples
+from tests.paths import UNDERBATCH
+from tests.test_replay_cli import reference_value, samples
 
 # vLLM's TTFT bucket bounds (0.32), as in the recordings.
 TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,

@@ -38,13 +38,9 @@ from exporter.export.server import HttpServer
 from exporter.export.status_page import PageContext, StatusPage, render
 from exporter.pipeline import Pipeline
 from exporter.runs import run_replay
+from tests.paths import H200, ROOT, SATURATION, UNDERBATCH
 
-ROOT = Path(__file__).resolve().parent.parent
-FIX = ROOT / "tests" / "fixtures"
 SHOTS = ROOT / "build" / "screenshots"
-UNDERBATCH = FIX / "vllm" / "vllm032-cpu-b-underbatch.jsonl.gz"
-SATURATION = FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz"
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # name → (flags, vLLM recording, GPU recording, demo)

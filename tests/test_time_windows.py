@@ -21,10 +21,7 @@ from exporter.recording import read_entries
 from exporter.samples import EngineSample, GpuSample, PollError, ServingConfig, Tick
 from exporter.scrape.replay import engine_result, replay_ticks
 from tests.helpers import tick, vllm
-
-FIX = Path(__file__).parent / "fixtures"
-RECORDINGS = sorted((FIX / "vllm").glob("*.jsonl.gz"))
-H200 = FIX / "nvml" / "h200-probe.jsonl.gz"
+from tests.paths import H200, RECORDINGS, SATURATION
 
 
 def fixed(**kw: object) -> Pipeline:
@@ -97,7 +94,7 @@ def test_polls_two_to_three_seconds_apart_make_windows_of_one_gap() -> None:
     # Every gap (2.0, 2.5 or 3.0 s, or up to one recorded 250 ms poll more) already spans a
     # window: each window is two polls, one gap long, never the 9 polls a count would stretch
     # over ~20 s.
-    ticks = list(thinned(VLLM_SAT, (2.0, 2.5, 3.0)))
+    ticks = list(thinned(SATURATION, (2.0, 2.5, 3.0)))
     p = fixed(max_num_seqs=4.0)
     for t in ticks:
         p.offer(t)
@@ -106,9 +103,6 @@ def test_polls_two_to_three_seconds_apart_make_windows_of_one_gap() -> None:
         (a, b, 2) for a, b in zip(times, times[1:], strict=False)
     ]
     assert all(1.99 < w.duration < 3.26 for w, _ in p.windows)  # type: ignore[operator]
-
-
-VLLM_SAT = FIX / "vllm" / "vllm032-cpu-c-saturation.jsonl.gz"
 
 
 def test_a_starved_scraper_still_sees_saturation() -> None:
@@ -124,8 +118,8 @@ def test_a_starved_scraper_still_sees_saturation() -> None:
         status = next(s for s in p.snapshot.diagnosis.rules if s.rule == "R5")
         return fired, evaluable, status.significant
 
-    full = r5(replay_ticks(VLLM_SAT))
-    starved = r5(thinned(VLLM_SAT, (2.0, 2.5, 3.0)))
+    full = r5(replay_ticks(SATURATION))
+    starved = r5(thinned(SATURATION, (2.0, 2.5, 3.0)))
     assert full[2] and starved[2]
     assert starved[0] / starved[1] >= 0.5, starved
 

@@ -14,8 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.engines.vllm import parse as vllm_parse
 from exporter.engines.vllm.parse import ParseError, parse_vllm_metrics
 from exporter.engines.vllm.per_poll import parse_vllm_poll
-
-FIX = Path(__file__).parent / "fixtures" / "vllm"
+from tests.paths import VLLM as FIX
 
 
 def recorded_bodies(name: str) -> list[str]:

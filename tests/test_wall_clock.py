@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.derive.ledger import Ledger, accrue, window_joules
 from exporter.derive.window import GpuWindow, Window
 from tests.helpers import cli_in_process
-from tests.test_replay_cli import UNDERBATCH, reference_value, samples
+from tests.paths import UNDERBATCH
+from tests.test_replay_cli import reference_value, samples
 
 IDLE_POLLS = 64  # 16 s at 250 ms: eight whole idle windows before the busy ones
 
