@@ -20,7 +20,7 @@ from exporter.export.families import (
     SCHEDULE_FAMILIES,
     WINDOW_FAMILIES,
 )
-from exporter.export.families.base import NS, ExportSettings, Family, View, render
+from exporter.export.families.base import NS, ExportSettings, Family, View, fresh, render
 from exporter.loop import LoopStats
 from exporter.pipeline import Snapshot
 
@@ -42,7 +42,8 @@ def metric_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
 
 def poll_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """The families that change with every poll: the sources' health."""
-    return render(POLL_FAMILIES, View(snap, settings), settings.horizon_seconds)
+    view = View(snap, settings)
+    return render(POLL_FAMILIES, view, settings.horizon_seconds, fresh(view))
 
 
 # The snapshot's fields only the health part reads; it is rendered at every poll.
@@ -60,7 +61,8 @@ def window_key(snap: Snapshot) -> tuple[object, ...]:
 
 def window_families(snap: Snapshot, settings: ExportSettings) -> list[Metric]:
     """The families derived from windows: they change when a window closes (~2 s)."""
-    return render(WINDOW_FAMILIES, View(snap, settings), settings.horizon_seconds)
+    view = View(snap, settings)
+    return render(WINDOW_FAMILIES, view, settings.horizon_seconds, fresh(view))
 
 
 def schedule_families(stats: LoopStats) -> list[Metric]:

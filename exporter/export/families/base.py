@@ -1,9 +1,10 @@
-"""What every family table is made of: :class:`Family`, the view it reads, and the row builders
-that say when a figure is fresh enough to export.
+"""What every family table is made of: :class:`Family`, the view it reads, and the row builders.
 
-A value that could not be computed is not exported at all — never 0, never NaN. vLLM-derived
-series are exported only while the latest window holds vLLM data, GPU series only while it holds
-GPU data, so a dead source makes its figures vanish instead of going stale.
+A value that could not be computed is not exported at all — never 0, never NaN. Each family says
+which sources its figures need fresh (``needs``): engine-derived series are exported only while
+the latest window holds the engine's data, GPU series only while it holds GPU data, so a dead
+source makes its figures vanish instead of going stale. :func:`render` applies that gate, once,
+for every family.
 """
 
 from __future__ import annotations
@@ -51,19 +52,25 @@ class View:
 S = TypeVar("S")
 Row = tuple[Sequence[str], float | None]
 Rows = Iterable[Row]
+Source = Literal["engine", "gpu"]
+ENGINE: tuple[Source, ...] = ("engine",)  # fresh while the latest window holds engine data
+GPU: tuple[Source, ...] = ("gpu",)  # ... GPU data
+ENGINE_GPU: tuple[Source, ...] = ("engine", "gpu")
 
 
 @dataclass(frozen=True, slots=True)
 class Family(Generic[S]):
     """One exported family. ``name`` is without the namespace (and, for a counter, without
     ``_total``); ``help`` may say ``{H}`` for the horizon; ``rows`` gives (label values, value)
-    pairs, and a None value is left out (the family too when no row is left)."""
+    pairs, and a None value is left out (the family too when no row is left). ``needs``: the
+    sources whose data must be fresh for it to be exported at all."""
 
     name: str
     type: Literal["gauge", "counter"]
     help: str
     labels: tuple[str, ...]
     rows: Callable[[S], Rows]
+    needs: tuple[Source, ...] = ()
 
     @property
     def exposed_name(self) -> str:
@@ -81,11 +88,30 @@ def _exportable(name: str, value: float | None) -> bool:
     return False
 
 
-def render(table: Sequence[Family[S]], source: S, horizon_seconds: float) -> list[Metric]:
-    """The families of ``table`` for one scrape."""
+def fresh(v: View) -> frozenset[Source]:
+    """The sources whose data the latest window holds."""
+    a = v.snap.agg
+    found: list[Source] = []
+    if a.engine_fresh:
+        found.append("engine")
+    if a.gpu_fresh:
+        found.append("gpu")
+    return frozenset(found)
+
+
+def render(
+    table: Sequence[Family[S]],
+    source: S,
+    horizon_seconds: float,
+    fresh_sources: frozenset[Source] = frozenset(),
+) -> list[Metric]:
+    """The families of ``table`` for one scrape: those whose needed sources are all in
+    ``fresh_sources``."""
     out: list[Metric] = []
     horizon = f"{horizon_seconds:g}s"
     for f in table:
+        if not fresh_sources.issuperset(f.needs):
+            continue
         rows = [(lv, v) for lv, v in f.rows(source) if _exportable(f.name, v)]
         if not rows:
             continue
@@ -98,7 +124,7 @@ def render(table: Sequence[Family[S]], source: S, horizon_seconds: float) -> lis
     return out
 
 
-# --- row builders: each says when its figures are fresh enough to export --------------------
+# --- row builders ------------------------------------------------------------------------------
 
 Get = Callable[[View], float | None]
 
@@ -108,16 +134,16 @@ def _one(get: Get) -> Callable[[View], Rows]:
 
 
 def _serving(get: Callable[[Aggregate], float | None]) -> Callable[[View], Rows]:
-    """vLLM-derived: only while the latest window holds vLLM data."""
-    return lambda v: [((), get(v.snap.agg))] if v.snap.agg.engine_fresh else []
+    """A figure of the horizon's aggregate."""
+    return lambda v: [((), get(v.snap.agg))]
 
 
 def _assessed(v: View) -> Assessment | None:
-    return v.snap.assessment if v.snap.agg.engine_fresh else None
+    return v.snap.assessment
 
 
 def _estimate(get: Callable[[Assessment], float | None]) -> Callable[[View], Rows]:
-    """Roofline and economics: only while vLLM is fresh and an assessment exists."""
+    """Roofline and economics: only once an assessment exists."""
 
     def rows(v: View) -> Rows:
         a = _assessed(v)
@@ -135,11 +161,10 @@ def _priced(get: Callable[[Assessment], float | None]) -> Callable[[View], Rows]
 
 
 def _per_gpu(get: Callable[[GpuAggregate], float | None]) -> Callable[[View], Rows]:
-    """GPU series: only while the latest window holds GPU data."""
+    """One series per GPU."""
 
     def rows(v: View) -> Rows:
-        agg = v.snap.agg
-        return [((str(g.index), g.uuid), get(g)) for g in agg.gpus] if agg.gpu_fresh else []
+        return [((str(g.index), g.uuid), get(g)) for g in v.snap.agg.gpus]
 
     return rows
 
@@ -148,7 +173,7 @@ def _rules(get: Callable[[RuleStatus], float | None], evaluated_only: bool = Fal
            ) -> Callable[[View], Rows]:  # fmt: skip
     def rows(v: View) -> Rows:
         d = v.snap.diagnosis
-        if d is None or not v.snap.agg.engine_fresh:
+        if d is None:
             return []
         return [
             ((s.rule, s.name, s.variant), get(s))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from exporter.export.families.base import (
+    ENGINE,
     Family,
     Rows,
     View,
@@ -23,33 +24,35 @@ def _dollars(v: View) -> Rows:
 FAMILIES: tuple[Family[View], ...] = (
     Family("gpu_power_total_watts", "gauge",
            "Power of all the server's GPUs, mean over the active windows of the last {H}.", (),
-           _estimate(lambda a: a.power_watts)),
+           _estimate(lambda a: a.power_watts), needs=ENGINE),
     Family("active_energy_per_token_joules", "gauge",
            "GPU energy per generated token over the active windows of the last {H}; from the "
            "GPUs' energy counters where they exist, else mean power / throughput.", (),
-           _estimate(lambda a: a.economics.joules_per_token)),
+           _estimate(lambda a: a.economics.joules_per_token), needs=ENGINE),
     Family("cost_per_hour_dollars", "gauge",
            "Server cost per hour: --cost-per-hour (price_source=flag), or catalog price x GPUs.",
-           ("price_source",), _priced(lambda a: a.economics.cost_per_hour)),
+           ("price_source",), _priced(lambda a: a.economics.cost_per_hour), needs=ENGINE),
     Family("active_cost_per_million_tokens_dollars", "gauge",
            "Dollars per million generated tokens while serving: the cost per hour over the "
            "throughput of the active windows of the last {H} (the marginal cost of a token).",
-           ("price_source",), _priced(lambda a: a.economics.cost_per_million_tokens)),
+           ("price_source",), _priced(lambda a: a.economics.cost_per_million_tokens), needs=ENGINE),
     Family("active_recoverable_cost_per_hour_dollars", "gauge",
            "Estimate: cost per hour x (1 - efficiency) while serving: what the unused ceiling "
            "costs during busy time.", ("price_source",),
-           _priced(lambda a: a.economics.recoverable_per_hour)),
+           _priced(lambda a: a.economics.recoverable_per_hour), needs=ENGINE),
     Family("duty_cycle_ratio", "gauge",
            "Share of the observed time of the last {H} spent under load (active seconds / "
-           "seconds in which vLLM answered).", (), _estimate(lambda a: a.economics.duty_cycle)),
+           "seconds in which vLLM answered).", (), _estimate(lambda a: a.economics.duty_cycle),
+           needs=ENGINE),
     Family("wall_clock_cost_per_million_tokens_dollars", "gauge",
            "Dollars per million generated tokens counting every observed second, busy or idle, "
            "of the last {H}: what the tokens really cost.", ("price_source",),
-           _priced(lambda a: a.economics.wall_cost_per_million_tokens)),
+           _priced(lambda a: a.economics.wall_cost_per_million_tokens), needs=ENGINE),
     Family("wall_clock_recoverable_cost_per_hour_dollars", "gauge",
            "Estimate: cost per hour x (1 - duty cycle x efficiency) over the last {H}: idle "
            "capacity counts as recoverable, and a fully idle server's whole cost is.",
-           ("price_source",), _priced(lambda a: a.economics.wall_recoverable_per_hour)),
+           ("price_source",), _priced(lambda a: a.economics.wall_recoverable_per_hour),
+           needs=ENGINE),
     Family("observed_seconds", "counter",
            "Seconds in which vLLM answered (evaluable windows) since the exporter started; "
            "survives vLLM restarts.", (), _one(lambda v: v.snap.ledger.observed_seconds)),

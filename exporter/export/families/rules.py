@@ -8,6 +8,7 @@ from exporter.derive import thresholds as T
 from exporter.derive.diagnosis import FIXES
 from exporter.derive.rules import SKIP_REASONS
 from exporter.export.families.base import (
+    ENGINE,
     Family,
     Rows,
     View,
@@ -18,7 +19,7 @@ from exporter.export.families.base import (
 
 def _skipped(v: View) -> Rows:
     d = v.snap.diagnosis
-    if d is None or not v.snap.agg.engine_fresh:
+    if d is None:
         return []
     return [
         ((s.rule, s.name, s.latest.skipped), 1.0)
@@ -29,7 +30,7 @@ def _skipped(v: View) -> Rows:
 
 def _issues(v: View) -> Rows:
     d = v.snap.diagnosis
-    if d is None or not v.snap.agg.engine_fresh:
+    if d is None:
         return []
     return [((g.group, g.primary.rule, g.primary.name, g.primary.fix_code), 1.0) for g in d.groups]
 
@@ -63,23 +64,24 @@ FAMILIES: tuple[Family[View], ...] = (
     Family("rule_firing", "gauge",
            "1 if the rule fired in the latest evaluable window (~2 s), else 0.",
            ("rule", "name", "variant"),
-           _rules(lambda s: 1.0 if s.latest and s.latest.fired else 0.0, evaluated_only=True)),
+           _rules(lambda s: 1.0 if s.latest and s.latest.fired else 0.0, evaluated_only=True),
+           needs=ENGINE),
     Family("rule_fired_windows", "gauge",
            "Evaluable windows of the last {H} in which the rule fired (R4: 1 while it holds).",
-           ("rule", "name", "variant"), _rules(lambda s: float(s.fired_windows))),
+           ("rule", "name", "variant"), _rules(lambda s: float(s.fired_windows)), needs=ENGINE),
     Family("rule_score_ratio", "gauge",
            "Fraction of the evaluable windows of the last {H} in which the rule fired (R4: 1).",
-           ("rule", "name", "variant"), _rules(lambda s: s.score)),
+           ("rule", "name", "variant"), _rules(lambda s: s.score), needs=ENGINE),
     Family("rule_significant", "gauge", SIGNIFICANT, ("rule", "name", "variant"),
-           _rules(lambda s: 1.0 if s.significant else 0.0)),
+           _rules(lambda s: 1.0 if s.significant else 0.0), needs=ENGINE),
     Family("rule_skipped", "gauge",
            "1 while the rule cannot be evaluated in the latest evaluable window; reason: "
-           + ", ".join(SKIP_REASONS) + ".", ("rule", "name", "reason"), _skipped),
+           + ", ".join(SKIP_REASONS) + ".", ("rule", "name", "reason"), _skipped, needs=ENGINE),
     Family("issue_info", "gauge",
            "1 per significant issue group (memory, scheduling, cache_reuse): its primary rule "
            "and the fix as a code (" + ", ".join(FIXES) + "). The numbers behind it: "
            "vllm_profile_rule_score_ratio and the series it cites.",
-           ("group", "rule", "name", "fix"), _issues),
+           ("group", "rule", "name", "fix"), _issues, needs=ENGINE),
     Family("config_epoch", "gauge",
            "Configuration epochs seen: +1 on each vLLM restart, cache_config_info change or "
            "exporter reconfiguration.", (), _one(lambda v: float(v.snap.epoch))),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exporter.export.families.base import (
+    ENGINE,
     Family,
     Rows,
     View,
@@ -22,9 +23,7 @@ def _slo_target(kind: str) -> Callable[[View], Rows]:
 def _slo_attainment(kind: str) -> Callable[[View], Rows]:
     def rows(v: View) -> Rows:
         slo = v.snap.slo
-        return (
-            [] if slo is None or not v.snap.agg.engine_fresh else [((), slo.attainment.get(kind))]
-        )
+        return [] if slo is None else [((), slo.attainment.get(kind))]
 
     return rows
 
@@ -44,7 +43,7 @@ def _slo_count(kind: str, good: bool) -> Callable[[View], Rows]:
 
 def _goodput(v: View) -> Rows:
     slo = v.snap.slo
-    return [] if slo is None or not v.snap.agg.engine_fresh else [((), slo.goodput_tps)]
+    return [] if slo is None else [((), slo.goodput_tps)]
 
 
 FAMILIES: tuple[Family[View], ...] = (
@@ -56,15 +55,15 @@ FAMILIES: tuple[Family[View], ...] = (
            "Share of the requests finished in the evaluable windows of the last {H} whose time "
            "to first token met the objective (counted from vLLM's histogram buckets: exact at a "
            "bucket bound, else interpolated inside one bucket).", (),
-           _slo_attainment("ttft")),
+           _slo_attainment("ttft"), needs=ENGINE),
     Family("slo_tpot_attainment_ratio", "gauge",
            "Share of the requests (tokens, where vLLM only has inter-token latency) of the "
            "evaluable windows of the last {H} whose time per output token met the objective.",
-           (), _slo_attainment("tpot")),
+           (), _slo_attainment("tpot"), needs=ENGINE),
     Family("goodput_tokens_per_second", "gauge",
            "Generated tokens/s of requests meeting every objective set, approximated from above "
            "(tokens/s x the lowest attainment: the histograms do not say which requests missed "
-           "both), over the last {H}.", (), _goodput),
+           "both), over the last {H}.", (), _goodput, needs=ENGINE),
     Family("slo_ttft_requests", "counter",
            "Requests finished in the observed seconds since the exporter started, with a TTFT "
            "objective set: the denominator of burn-rate alerts.", (), _slo_count("ttft", False)),
