@@ -4,7 +4,6 @@ panel query run against a real Prometheus that has scraped the exporter."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from tests.harness import Exporter, Prometheus, wait_for
 from tests.paths import FIX, ROOT
+from tests.tools import load_script
 
 GRAFANA = ROOT / "deploy" / "grafana"
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -22,11 +22,7 @@ UNITS = {"percentunit", "s", "bytes", "watt", "joule", "currencyUSD", "short", "
 
 
 def generator() -> Any:
-    spec = importlib.util.spec_from_file_location("generate", GRAFANA / "generate.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(GRAFANA / "generate.py")
 
 
 DASHBOARDS = {name: json.loads((GRAFANA / name).read_text()) for name in generator().DASHBOARDS}

@@ -16,7 +16,7 @@ import yaml
 
 from exporter import cli
 from exporter.catalog.schema import parse_catalog
-from tests.tools import require_tool
+from tests.tools import fetched_tool, require_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "prometheus"))
 import generate as rules_generator  # noqa: E402
@@ -30,16 +30,7 @@ CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap"}
 
 
 def helm() -> str:
-    local = ROOT / ".tools" / "helm" / "helm"
-    if local.exists():
-        return str(local)
-    found = shutil.which("helm")
-    if found is None:
-        msg = "helm not installed (scripts/test fetches it into .tools/)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return found
+    return fetched_tool("helm")
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,42 +3,27 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
-import pytest
 import yaml
 
 from tests.paths import ROOT
 from tests.test_helm import CHART, K8S, run_helm
+from tests.tools import fetched_tool, load_script
 
 COMPONENT = ROOT / "deploy" / "kustomize" / "sidecar"
 
 
 def kubectl() -> str:
-    local = ROOT / ".tools" / "kubectl" / "kubectl"
-    if local.exists():
-        return str(local)
-    found = shutil.which("kubectl")
-    if found is None:
-        msg = "kubectl not installed (scripts/test fetches it into .tools/)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return found
+    return fetched_tool("kubectl")
 
 
 def generator() -> Any:
-    spec = importlib.util.spec_from_file_location("kgen", ROOT / "deploy/kustomize/generate.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "deploy" / "kustomize" / "generate.py")
 
 
 def workload(kind: str, name: str, inject: bool, pod_annotations: dict[str, str]) -> dict[str, Any]:
