@@ -14,30 +14,26 @@ import pytest
 from tests.paths import ROOT
 
 
-def require_tool(name: str) -> str:
-    """The tool's path. Missing: a failure under CI (which must install it), else a skip."""
-    path = shutil.which(name)
+def _present(path: str | None, why_missing: str) -> str:
+    """``path``; when None, a failure under CI (which must install the tool), else a skip."""
     if path is None:
-        msg = f"{name} not installed (Debian package 'prometheus'; scripts/test installs it)"
         if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+            pytest.fail(why_missing)
+        pytest.skip(why_missing)
     return path
 
 
+def require_tool(name: str) -> str:
+    """A tool on the PATH (the Debian packages scripts/test installs)."""
+    why = f"{name} not installed (Debian package 'prometheus'; scripts/test installs it)"
+    return _present(shutil.which(name), why)
+
+
 def fetched_tool(name: str) -> str:
-    """A tool scripts/test fetches into .tools/NAME/NAME (helm, kubectl), else the one on the
-    PATH. Missing: a failure under CI, else a skip."""
+    """A tool scripts/test fetches into .tools/NAME/NAME (helm, kubectl), else the PATH's."""
     local = ROOT / ".tools" / name / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        msg = f"{name} not installed (scripts/test fetches it into .tools/)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return found
+    found = str(local) if local.exists() else shutil.which(name)
+    return _present(found, f"{name} not installed (scripts/test fetches it into .tools/)")
 
 
 def load_script(path: Path) -> ModuleType:
