@@ -78,6 +78,8 @@ class EngineSample:
     prefill_time: Histogram | None = None
     queue_time: Histogram | None = None
     prompt_len: Histogram | None = None
+    # Tokens per engine step (vLLM's iteration_tokens_total): its count is the steps taken.
+    step_tokens: Histogram | None = None
     est_flops: float | None = None
     est_read_bytes: float | None = None
     est_write_bytes: float | None = None

@@ -13,8 +13,9 @@ from exporter.derive.cadence import EngineCadence
 from exporter.derive.direction import Summary
 from exporter.derive.epochs import Epochs
 from exporter.derive.gate import classify
+from exporter.derive.horizon import aggregate
 from exporter.derive.horizon_windows import HorizonWindow, HorizonWindows
-from exporter.derive.window import build_window
+from exporter.derive.window import Window, build_window
 from exporter.derive.windower import MAX_TICKS_PER_WINDOW, Cut, Windower
 from exporter.samples import EngineSample, ServingConfig, Tick
 from tests.helpers import gpu, vllm
@@ -163,3 +164,23 @@ class TestHorizonWindows:
         for i in range(n):
             h.add(self.hw(2.0 * i))
         assert len(h) == n and (h.latest is None) == (n == 0)
+
+
+def test_tokens_per_step_is_a_ratio_of_sums() -> None:
+    """The mean decode batch over the horizon: 700 tokens in 200 steps is 3.5 per step, not the
+    mean of the windows' own 8 and 2."""
+
+    def active(start: float, tokens: float, steps: float) -> Window:
+        return Window(start=start, end=start + 2.0, duration=2.0, engine_polls=9,
+                      gpu_polls=0, running=4.0, kv_usage=0.5, d_generation_tokens=tokens,
+                      d_steps=steps)  # fmt: skip
+
+    windows = [active(0.0, 400.0, 50.0), active(2.0, 300.0, 150.0)]
+    gated = [(w, classify(w)) for w in windows]
+    assert all(g.active for _, g in gated)
+    agg = aggregate(gated)
+    assert agg.decode_batch_per_step == 700.0 / 200.0
+    assert agg.engine_steps_per_second == (25.0 * 2 + 75.0 * 2) / 4  # 200 steps in 4 s
+    # A window whose steps are unknown (a counter reset) counts for neither sum.
+    reset = replace(active(4.0, 900.0, 0.0), d_steps=None)
+    assert aggregate([*gated, (reset, classify(reset))]).decode_batch_per_step == 3.5

@@ -89,6 +89,17 @@ def test_throughput_matches_raw_counters(underbatch_vllm_only) -> None:
     assert m[("vllm_profile_time_to_first_token_mean_seconds", ())] == pytest.approx(
         (s1 - s0) / (c1 - c0), rel=1e-9
     )
+    # Engine steps: the count of iteration_tokens_total; tokens per step, the rise of the tokens
+    # over the rise of the steps across the same 14 active windows.
+    n0 = reference_value(first["body"], "vllm:iteration_tokens_total_count")
+    n1 = reference_value(last["body"], "vllm:iteration_tokens_total_count")
+    assert n1 > n0
+    assert m[("vllm_profile_engine_steps_per_second", ())] == pytest.approx(
+        (n1 - n0) / span, rel=1e-9
+    )
+    assert m[("vllm_profile_decode_batch_per_step", ())] == pytest.approx(
+        (gen1 - gen0) / (n1 - n0), rel=1e-9
+    )
     # KV peak: the highest poll of the windows (polls 0..112), never below the last value.
     kv = [reference_value(p["body"], "vllm:kv_cache_usage_perc", "max") for p in polls[:113]]
     assert m[("vllm_profile_kv_cache_usage_peak_ratio", ())] == max(kv)

@@ -78,6 +78,10 @@ class Aggregate:
     energy_tokens: float | None = None  # generated tokens in those same windows
     est_flops_per_second: float | None = None  # vLLM's analytic FLOP/s per GPU, active windows
     est_bytes_per_second: float | None = None
+    engine_steps_per_second: float | None = None  # active windows
+    # Generated tokens per engine step over the active windows: the mean decode batch, exact
+    # from counters (a ratio of sums, not a mean of per-window ratios).
+    decode_batch_per_step: float | None = None
     requests_total: float | None = None
     # Wall-clock basis (docs/design.md): vLLM spans of the evaluable and the active windows, and the
     # tokens generated in the evaluable windows whose counter delta is known, over their spans.
@@ -86,6 +90,14 @@ class Aggregate:
     observed_tokens: float | None = None
     observed_token_seconds: float = 0.0
     gpus: tuple[GpuAggregate, ...] = ()
+
+
+def _per_step(ws: Sequence[Window]) -> float | None:
+    """Tokens generated per engine step, over the windows where both counters moved known."""
+    both = [(w.d_generation_tokens, w.d_steps) for w in ws
+            if w.d_generation_tokens is not None and w.d_steps is not None]  # fmt: skip
+    steps = sum(s for _, s in both)
+    return sum(g for g, _ in both) / steps if steps > 0 else None
 
 
 def _weighted(ws: Sequence[Window], get: Callable[[Window], float | None]) -> float | None:
@@ -308,6 +320,8 @@ def aggregate(windows: Sequence[GatedWindow], gpu_hold: float = 0.0) -> Aggregat
         energy_tokens=energy_tokens,
         est_flops_per_second=_weighted(active, lambda w: w.rate(w.d_est_flops)),
         est_bytes_per_second=_weighted(active, lambda w: w.rate(w.d_est_bytes)),
+        engine_steps_per_second=_weighted(active, lambda w: w.rate(w.d_steps)),
+        decode_batch_per_step=_per_step(active),
         observed_seconds=sum(_span(w) for w in evaluable),
         active_seconds=sum(_span(w) for w in active),
         observed_tokens=observed_tokens,

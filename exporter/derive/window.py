@@ -67,6 +67,7 @@ class Window:
     d_prefix_queries: float | None = None
     d_est_flops: float | None = None  # vLLM --enable-mfu-metrics counters (per GPU)
     d_est_bytes: float | None = None
+    d_steps: float | None = None  # engine steps taken (None after a reset)
     generation_tokens_total: float | None = None  # last poll's cumulative values
     requests_total: float | None = None
     ttft: HistDelta | None = None
@@ -291,6 +292,7 @@ def build_window(
                 else p.est_read_bytes + p.est_write_bytes
             )
         ),
+        d_steps=d(lambda p: p.step_tokens.count if p.step_tokens is not None else None),
         generation_tokens_total=last.generation_tokens,
         requests_total=last.requests_finished,
         ttft=ttft,

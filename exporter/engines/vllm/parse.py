@@ -66,6 +66,7 @@ _FAMILIES: dict[str, tuple[_Kind, str]] = {
     "vllm:request_prefill_time_seconds": (_Kind.HIST, "prefill_time"),
     "vllm:request_queue_time_seconds": (_Kind.HIST, "queue_time"),
     "vllm:request_prompt_tokens": (_Kind.HIST, "prompt_len"),
+    "vllm:iteration_tokens_total": (_Kind.HIST, "step_tokens"),
     "vllm:cache_config_info": (_Kind.INFO, "cache_config"),
     "process_start_time_seconds": (_Kind.SUM, "process_start_time"),
 }
@@ -347,6 +348,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         prefill_time=merged.get("prefill_time"),
         queue_time=merged.get("queue_time"),
         prompt_len=merged.get("prompt_len"),
+        step_tokens=merged.get("step_tokens"),
         est_flops=scalars.get("est_flops"),
         est_read_bytes=scalars.get("est_read_bytes"),
         est_write_bytes=scalars.get("est_write_bytes"),

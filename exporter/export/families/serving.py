@@ -41,6 +41,15 @@ FAMILIES: tuple[Family[View], ...] = (
            "Preemptions per second, over the active windows of the last {H}. "
            "From vllm:num_preemptions_total.", (), _serving(lambda a: a.preemptions_per_second),
            needs=ENGINE),
+    Family("engine_steps_per_second", "gauge",
+           "Engine steps (scheduler iterations) per second, over the active windows of the last "
+           "{H}. From the count of vllm:iteration_tokens_total.", (),
+           _serving(lambda a: a.engine_steps_per_second), needs=ENGINE),
+    Family("decode_batch_per_step", "gauge",
+           "Generated tokens per engine step over the active windows of the last {H}: the mean "
+           "decode batch, from counters (requests_running is sampled at each poll). From "
+           "vllm:generation_tokens_total and the count of vllm:iteration_tokens_total.", (),
+           _serving(lambda a: a.decode_batch_per_step), needs=ENGINE),
     Family("requests_running", "gauge",
            "Running requests, time-weighted mean over the evaluable windows of the last {H} "
            "(sampled every poll, so short bursts count). From vllm:num_requests_running.", (),
