@@ -91,6 +91,50 @@ class TestWindower:
         assert w.add(2.0, at(2.0)).after is None  # a 2 s window would have closed here
         assert w.add(5.0, at(5.0)).after is not None
 
+    def test_a_window_waits_for_its_engine_poll_two_spans_at_most(self) -> None:
+        # The engine answered at the window's start, then the GPUs alone tick: the window ends
+        # at the next engine poll, or after two spans (4 s) if none comes.
+        w = windower()
+        for i in range(7):
+            w.add(i * 0.25, at(i * 0.25))
+        ticks = [1.75 + 0.25 * i for i in range(10)]  # 1.75 .. 4.0
+        cuts = [w.add(t, Tick(engine=None, gpu=gpu(t))) for t in ticks]
+        assert all(c.after is None for c in cuts[:-1])
+        done = cuts[-1].after
+        assert done is not None and (done.start, done.end) == (0.0, 4.0)
+
+    def test_a_window_does_not_end_at_a_partly_read_poll_for_a_window_more(self) -> None:
+        w = windower()
+        w.add(100.0, at(100.0))  # whole: it starts the window
+        ticks = [100.0 + 0.25 * i for i in range(1, 17)]  # partial reads up to 104.0
+        cuts = [w.add(t, at(t, complete=False)) for t in ticks]
+        assert all(c.after is None for c in cuts[:-1])  # not at 102.0, where a whole read would
+        done = cuts[-1].after
+        assert done is not None and (done.start, done.end) == (100.0, 104.0)
+
+    def test_a_partly_read_poll_after_a_gap_still_closes_the_window_before(self) -> None:
+        w = windower()
+        for i in range(5):
+            w.add(i * 0.25, at(i * 0.25))
+        cut = w.add(6.0, at(6.0, complete=False))  # a gap, then a poll that cannot open one
+        assert cut.broke and cut.before is not None and cut.before.end == 1.0
+        assert w.buf == []
+
+    def test_each_raw_text_is_dropped_alone(self) -> None:
+        w = windower()
+        w.add(0.0, replace(at(0.0), engine_body="x"))
+        w.add(0.25, replace(at(0.25), models_body="{}"))
+        plain = at(0.5)
+        w.add(0.5, plain)
+        assert all(t.engine_body is None and t.models_body is None for _, t in w.buf)
+        assert w.buf[-1][1] is plain  # nothing to drop: the tick as it came
+
+    def test_a_window_holds_two_ticks_at_least(self) -> None:
+        # Even a window shorter than the slack closes at its second tick, not its first.
+        w = Windower(0.1, 0.125, EngineCadence(fast=0.05, calm=0.05, max_num_seqs=None))
+        assert w.add(0.0, at(0.0)).after is None
+        assert w.add(0.05, at(0.05)).after is not None
+
 
 def served(block: str, models: tuple[str, ...] = ("m",)) -> EngineSample:
     config = ServingConfig(settings={"block_size": block}, kv_capacity_tokens=1000.0)
@@ -100,6 +144,7 @@ def served(block: str, models: tuple[str, ...] = ("m",)) -> EngineSample:
 class TestEpochs:
     def test_restart_and_configuration_changes(self) -> None:
         e = Epochs()
+        assert (e.epoch, e.cause, e.direction) == (0, None, None)  # nothing started it yet
         assert e.change(served("16"), restarted=False) is None
         e.settle(served("16"))
         assert e.change(served("16"), restarted=False) is None
