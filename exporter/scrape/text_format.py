@@ -1,8 +1,13 @@
-"""Pieces of the Prometheus text format (0.0.4) shared by the vLLM and dcgm-exporter parsers."""
+"""Pieces of the Prometheus text format (0.0.4) shared by the engines' and dcgm's parsers."""
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+from exporter.samples import Histogram
 
 # Bounds on what a target's body may hold, checked as each line is read (the body itself is
 # capped while it streams, scrape/http_get.py). Real bodies are far inside them: vLLM's longest
@@ -81,3 +86,42 @@ def split_line(line: str) -> tuple[str, str, str]:
     if space == -1:
         raise ParseError("malformed", f"no value in line {line[:120]!r}")
     return line[:space], "", line[space:]
+
+
+@dataclass(slots=True)
+class HistSeries:
+    """One histogram series as its lines are read: buckets by ``le``, its sum and count."""
+
+    buckets: dict[float, float]
+    sum: float | None = None
+    count: float | None = None
+
+
+def merge_histogram(
+    family: str, series: dict[tuple[tuple[str, str], ...], HistSeries]
+) -> Histogram:
+    """One family's series (one per engine, or per label set) summed into one histogram: each
+    complete, with a +Inf bucket and counts that never decrease, all on the same bounds."""
+    bounds: tuple[float, ...] | None = None
+    cumulative: list[float] = []
+    total_sum = 0.0
+    total_count = 0.0
+    for s in series.values():
+        if not s.buckets or s.sum is None or s.count is None:
+            raise ParseError("bad_histogram", f"{family}: incomplete series")
+        these = tuple(sorted(s.buckets))
+        if these[-1] != math.inf:
+            raise ParseError("bad_histogram", f"{family}: no +Inf bucket")
+        counts = [s.buckets[b] for b in these]
+        if any(b < a for a, b in pairwise(counts)):
+            raise ParseError("bad_histogram", f"{family}: bucket counts decrease with le")
+        if bounds is None:
+            bounds, cumulative = these, counts
+        elif these != bounds:
+            raise ParseError("bad_histogram", f"{family}: series disagree on bucket bounds")
+        else:
+            cumulative = [a + b for a, b in zip(cumulative, counts, strict=True)]
+        total_sum += s.sum
+        total_count += s.count
+    assert bounds is not None
+    return Histogram(bounds, tuple(cumulative), total_sum, total_count)

@@ -16,14 +16,15 @@ Request figures (tokens, requests, latencies) come from the front end, labelled
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
-from exporter.samples import EngineSample, Histogram, ServingConfig
+from exporter.samples import EngineSample, ServingConfig
 from exporter.scrape.text_format import (
     MAX_BUCKETS,
     MAX_SERIES,
+    HistSeries,
     ParseError,
     check_line,
+    merge_histogram,
     parse_labels,
     parse_value,
     split_line,
@@ -62,39 +63,9 @@ _SUFFIXES = ("_bucket", "_sum", "_count")
 MAX_MODEL_NAMES = 32
 
 
-@dataclass(slots=True)
-class _Hist:
-    buckets: dict[float, float] = field(default_factory=dict)
-    sum: float = 0.0
-    count: float = 0.0
-
-
 def _lead_rank(labels: dict[str, str]) -> bool:
     """Rank 0 of its tensor- and pipeline-parallel group (front-end series carry no rank)."""
     return labels.get("tp_rank", "0") == "0" and labels.get("pp_rank", "0") == "0"
-
-
-def _histogram(name: str, series: dict[str, _Hist]) -> Histogram:
-    """The series of one histogram (one per ``is_streaming`` value), summed; they must share
-    their bucket bounds."""
-    bounds: tuple[float, ...] | None = None
-    total: dict[float, float] = {}
-    s = c = 0.0
-    for h in series.values():
-        b = tuple(sorted(h.buckets))
-        if not b or b[-1] != math.inf:
-            raise ParseError("bad_histogram", f"{name}: no +Inf bucket")
-        if bounds is not None and b != bounds:
-            raise ParseError("bad_histogram", f"{name}: series disagree on bucket bounds")
-        bounds = b
-        for le, v in h.buckets.items():
-            total[le] = total.get(le, 0.0) + v
-        s, c = s + h.sum, c + h.count
-    assert bounds is not None
-    cumulative = tuple(total[le] for le in bounds)
-    if any(b < a for a, b in zip(cumulative, cumulative[1:], strict=False)):
-        raise ParseError("bad_histogram", f"{name}: bucket counts decrease with le")
-    return Histogram(bounds, cumulative, s, c)
 
 
 def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
@@ -103,7 +74,7 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
         raise ParseError("truncated", "body does not end with a newline")
     sums: dict[str, float] = {}
     ranks: dict[str, dict[str, float]] = {}  # per-rank figures by dp_rank
-    hists: dict[str, dict[str, _Hist]] = {}
+    hists: dict[str, dict[tuple[tuple[str, str], ...], HistSeries]] = {}
     seen: set[str] = set()
     models: set[str] = set()
     dp_ranks: set[str] = set()
@@ -138,8 +109,8 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
             continue
         if suffix:
             le = labels.pop("le", None)
-            key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            h = hists.setdefault(what, {}).setdefault(key, _Hist())
+            key = tuple(sorted(labels.items()))
+            h = hists.setdefault(what, {}).setdefault(key, HistSeries({}))
             if suffix == "_bucket":
                 if le is None:
                     raise ParseError("bad_histogram", f"{name}: a bucket without le")
@@ -163,7 +134,7 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
             sums[what] = sums.get(what, 0.0) + value
     if not read:
         raise ParseError("no_sglang_metrics", "body holds none of the SGLang families read")
-    merged = {what: _histogram(what, series) for what, series in hists.items()}
+    merged = {what: merge_histogram(what, series) for what, series in hists.items()}
     # Cached prompt tokens: the counter appears at the first cache hit, so while the server
     # reports its hit rate and none happened, the count is 0.
     prefix_hits = sums.get("cached_tokens", 0.0 if "hit_rate_now" in sums else None)

@@ -13,18 +13,18 @@ are summed over label sets (DP engines), except KV usage, which takes the fulles
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from enum import Enum
-from itertools import pairwise
 
 from exporter.engines.vllm.serving import serving_config
-from exporter.samples import EngineSample, Histogram
+from exporter.samples import EngineSample
 from exporter.scrape.text_format import (
     MAX_BUCKETS,
     MAX_LINE,
     MAX_SERIES,
+    HistSeries,
     ParseError,
     check_line,
+    merge_histogram,
     parse_labels,
     parse_value,
 )
@@ -72,13 +72,6 @@ _FAMILIES: dict[str, tuple[_Kind, str]] = {
 }
 _HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 MAX_REASONS = 16  # distinct finished_reason values kept from one body
-
-
-@dataclass(slots=True)
-class _HistSeries:
-    buckets: dict[float, float]
-    sum: float | None = None
-    count: float | None = None
 
 
 def _sample_names() -> dict[str, tuple[str, _Kind, str]]:
@@ -141,34 +134,6 @@ def _cut_bucket_labels(label_text: str, key: str) -> tuple[float | None, str]:
     return bound, series_text
 
 
-def _merge_histogram(
-    family: str, series: dict[tuple[tuple[str, str], ...], _HistSeries]
-) -> Histogram:
-    bounds: tuple[float, ...] | None = None
-    cumulative: list[float] = []
-    total_sum = 0.0
-    total_count = 0.0
-    for s in series.values():
-        if not s.buckets or s.sum is None or s.count is None:
-            raise ParseError("bad_histogram", f"{family}: incomplete series")
-        these = tuple(sorted(s.buckets))
-        if these[-1] != math.inf:
-            raise ParseError("bad_histogram", f"{family}: no +Inf bucket")
-        counts = [s.buckets[b] for b in these]
-        if any(b < a for a, b in pairwise(counts)):
-            raise ParseError("bad_histogram", f"{family}: bucket counts decrease with le")
-        if bounds is None:
-            bounds, cumulative = these, counts
-        elif these != bounds:
-            raise ParseError("bad_histogram", f"{family}: engines disagree on bucket bounds")
-        else:
-            cumulative = [a + b for a, b in zip(cumulative, counts, strict=True)]
-        total_sum += s.sum
-        total_count += s.count
-    assert bounds is not None
-    return Histogram(bounds, tuple(cumulative), total_sum, total_count)
-
-
 # What every poll needs (docs/sources.md): the gauges the windows average and the cadence watches,
 # and what tells a restart; counters and histograms count only at a window's first and last polls.
 # In the order vLLM writes them (the search goes on from the last find), each with the legacy
@@ -179,7 +144,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
         raise ParseError("truncated", "body does not end with a newline")
     scalars: dict[str, float] = {}
     seen: set[str] = set()  # name{labels} of every series read
-    hists: dict[str, dict[tuple[tuple[str, str], ...], _HistSeries]] = {}
+    hists: dict[str, dict[tuple[tuple[str, str], ...], HistSeries]] = {}
     cache_config: dict[str, str] | None = None
     model_names: set[str] = set()
     engines: set[str] = set()
@@ -190,7 +155,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
     label_memo: dict[str, dict[str, str]] = {}
     # (histogram field, series label text) → its series: a bucket line costs a dict lookup,
     # not a label parse and sort (a body is mostly bucket lines).
-    series_memo: dict[tuple[str, str], _HistSeries] = {}
+    series_memo: dict[tuple[str, str], HistSeries] = {}
 
     def _name_of(labels: dict[str, str]) -> None:
         name = labels.get("model_name")
@@ -264,7 +229,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
                 series_labels = _labels(series_text, line)
                 _name_of(series_labels)
                 series_key = tuple(sorted(series_labels.items()))
-                s = hists.setdefault(field_name, {}).setdefault(series_key, _HistSeries({}))
+                s = hists.setdefault(field_name, {}).setdefault(series_key, HistSeries({}))
                 series_memo[(field_name, series_text)] = s
             if suffix == "_bucket":
                 if bound is None:
@@ -303,7 +268,7 @@ def parse_vllm_metrics(body: str, observed_at: float) -> EngineSample:
 
     if not scalars and not hists and cache_config is None and not seen_by_reason:
         raise ParseError("no_vllm_metrics", "body holds none of the vLLM families read")
-    merged = {field_name: _merge_histogram(field_name, s) for field_name, s in hists.items()}
+    merged = {field_name: merge_histogram(field_name, s) for field_name, s in hists.items()}
     # Each value was finite; a sum over engines can still overflow to infinity.
     for field_name, v in scalars.items():
         if not math.isfinite(v):
