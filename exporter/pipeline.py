@@ -143,8 +143,7 @@ class Pipeline:
         if gpu_source_name:
             self._health[gpu_source_name] = HealthTracker()
         self.windower = Windower(window_seconds, self._slack, self.cadence)
-        self._horizon = HorizonWindows(horizon_seconds, window_seconds, self._slack)
-        self.full_windows = self._horizon.full_windows
+        self._horizon = HorizonWindows(horizon_seconds, self._slack)
         self.epochs = Epochs(whole_epochs)
         self._ticks = 0
         self._agg = Aggregate()
@@ -348,8 +347,8 @@ class Pipeline:
             self._roofline.slo,
             self._agg.generation_tps,
         )
-        self.epochs.track(self._horizon.all_of(self.epochs.epoch), self._horizon.evaluable(),
-                          self.full_windows, self.summary)  # fmt: skip
+        self.epochs.track(self._horizon.full(self.epochs.epoch), self._horizon.evaluable(),
+                          self.summary)  # fmt: skip
 
     def _interval(self, source: str) -> float:
         if source == self.engine_source_name:

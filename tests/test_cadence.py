@@ -284,9 +284,6 @@ class TestPipelineDetails:
                 ValueError, match="the poll interval and the window must be positive"
             ):
                 Pipeline(horizon_seconds=60, **bad)  # type: ignore[arg-type]
-        short = Pipeline(horizon_seconds=1.0, poll_interval=0.25, window_seconds=0.5)
-        assert short.full_windows == 2  # 1 s / 0.5 s
-        assert Pipeline(horizon_seconds=1.0, poll_interval=0.25).full_windows == 1
 
     def test_before_any_window(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25)
@@ -516,6 +513,26 @@ class TestPipelineLeftovers:
             p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=10.0 * i,
                                         process_start_time=2.0), gpu=None))  # fmt: skip
         assert p.snapshot.epoch == 1 and p.snapshot.direction is None
+
+    def test_a_starved_loop_still_compares_full_horizons(self) -> None:
+        """Ticks every 0.75 s instead of 0.25 s: windows close at the first tick >= 1.875 s after
+        their start, so they last 2.25 s and a 10 s horizon never holds 10 / 2 = 5 of them. The
+        first process generates 100 tokens/s until 30 s, the second (from 30 s) 50 tokens/s: a
+        throughput drop of 50%, past the -10% threshold: worse."""
+        p = Pipeline(horizon_seconds=10.0, poll_interval=0.25)
+        for i in range(41):  # 0 .. 30 s
+            t = i * 0.75
+            p.add_tick(Tick(engine=vllm(t, generation_tokens=100.0 * t, process_start_time=1.0),
+                            gpu=None))  # fmt: skip
+        assert {e - s for s, e in ((w.start, w.end) for w, _ in p.windows)} == {2.25}
+        assert len(p.windows) == 4 and p.snapshot.epoch == 0
+        for i in range(41, 81):  # the second process, 30.75 .. 60 s
+            t = i * 0.75
+            p.add_tick(Tick(engine=vllm(t, generation_tokens=50.0 * (t - 30.0),
+                                        process_start_time=31.0), gpu=None))  # fmt: skip
+        d = p.snapshot.direction
+        assert p.snapshot.epoch == 1 and d is not None
+        assert d.direction == "worse" and d.throughput_delta_pct == pytest.approx(-50.0)
 
 
 # --- the idle tier: an idle vLLM polled every 5 s, woken by a busy GPU --------------------------

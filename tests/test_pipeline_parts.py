@@ -163,49 +163,103 @@ class TestEpochs:
     def test_the_direction_compares_full_horizons_once(self) -> None:
         e = Epochs()
         before, after = Summary(generation_tps=100.0), Summary(generation_tps=50.0)
-        e.track(True, 29, 30, lambda: before)
+        e.track(False, 29, lambda: before)
         e.begin("reconfigured")
         assert e.direction is None  # no full horizon before the change: no baseline
-        e.track(True, 30, 30, lambda: before)
+        e.track(True, 30, lambda: before)
         e.begin("reconfigured")
-        e.track(False, 30, 30, lambda: after)  # the horizon still holds the last epoch
+        e.track(False, 30, lambda: after)  # e.g. the horizon still holds the last epoch
         assert e.direction is None
-        e.track(True, 30, 30, lambda: after)
+        e.track(True, 30, lambda: after)
         d = e.direction
         assert d is not None and d.direction == "worse" and d.throughput_delta_pct == -50.0
-        e.track(True, 30, 30, lambda: before)  # later horizons do not change the verdict
+        e.track(True, 30, lambda: before)  # later horizons do not change the verdict
         assert e.direction is d
 
     def test_whole_epochs_compare_with_the_whole_epoch_before(self) -> None:
         e = Epochs(whole_epochs=True)
         e.begin("vllm_restart", Summary(generation_tps=100.0))
-        e.track(True, T.PERSIST_MIN_WINDOWS - 1, 30, lambda: Summary(generation_tps=200.0))
+        e.track(False, T.PERSIST_MIN_WINDOWS - 1, lambda: Summary(generation_tps=200.0))
         assert e.direction is None
-        e.track(True, T.PERSIST_MIN_WINDOWS, 30, lambda: Summary(generation_tps=200.0))
+        e.track(False, T.PERSIST_MIN_WINDOWS, lambda: Summary(generation_tps=200.0))
         assert e.direction is not None and e.direction.direction == "better"
 
 
 class TestHorizonWindows:
-    def hw(self, start: float, epoch: int = 0) -> HorizonWindow:
-        w = build_window([vllm(start, running=1.0), vllm(start + 2.0, running=1.0)], [],
-                         start=start, end=start + 2.0)  # fmt: skip
+    def hw(
+        self, start: float, epoch: int = 0, length: float = 2.0, data: bool = True
+    ) -> HorizonWindow:
+        polls = [vllm(start), vllm(start + length)] if data else []
+        w = build_window(polls, [], start=start, end=start + length)
         return HorizonWindow(w, classify(w), {}, epoch)
 
     def test_old_windows_and_windows_from_the_future_leave(self) -> None:
-        h = HorizonWindows(horizon_seconds=10.0, window_seconds=2.0, slack=0.125)
-        assert h.full_windows == 5
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.125)
         for start in (0.0, 2.0, 4.0, 6.0, 8.0):
             h.add(self.hw(start))
         assert len(h) == 5 and h.end() == 10.0
         h.add(self.hw(10.0, epoch=1))  # 12 - 0 > 10 + 0.125: the first leaves
         assert [x.window.start for x in h] == [2.0, 4.0, 6.0, 8.0, 10.0]
-        assert not h.all_of(1) and h.all_of(0) is False
         h.evict(1.0)  # the clock stepped back before the horizon: its windows are "future"
         assert len(h) == 0 and h.end() == float("-inf")
 
+    def test_full_once_the_windows_span_the_horizon(self) -> None:
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.125)
+        assert not h.full(0)
+        for start in (0.0, 2.0, 4.0, 6.0):
+            h.add(self.hw(start))
+        assert not h.full(0)  # 8 s of 10
+        h.add(self.hw(8.0))
+        assert h.full(0) and not h.full(1)  # 10 s >= 10 - 0.125
+
+    def test_longer_windows_fill_it_by_ageing_out(self) -> None:
+        """Windows of 2.25 s (a starved loop): the horizon keeps those that start within 10.125 s
+        of the newest end, never five, and at most 9 s of them; it is full once the epoch's first
+        window aged out."""
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.125)
+        for i in range(4):
+            h.add(self.hw(2.25 * i, length=2.25))
+        assert len(h) == 4 and not h.full(0)  # 0 .. 9 s
+        h.add(self.hw(9.0, length=2.25))  # ends at 11.25: the window at 0 s leaves
+        assert [x.window.start for x in h] == [2.25, 4.5, 6.75, 9.0]
+        assert h.full(0)
+
+    def test_an_epoch_fills_its_own_horizon(self) -> None:
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.125)
+        for i in range(6):
+            h.add(self.hw(2.0 * i))
+        assert h.full(0)
+        for i in range(6, 10):
+            h.add(self.hw(2.0 * i, epoch=1))
+            assert not h.full(0) and not h.full(1)  # both epochs in the horizon
+        h.add(self.hw(20.0, epoch=1))  # [12, 22]: epoch 0 has left, epoch 1 spans 10 s
+        assert h.full(1) and not h.full(0)
+        h.clear()
+        assert not h.full(1) and len(h) == 0
+
+    def test_a_window_without_engine_data_keeps_it_from_being_full(self) -> None:
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.125)
+        for i in range(5):
+            h.add(self.hw(2.0 * i, data=i != 2))
+        assert not h.full(0)  # the window at 4 s is not evaluable
+        for i in range(5, 8):
+            h.add(self.hw(2.0 * i))
+        assert [x.window.start for x in h] == [6.0, 8.0, 10.0, 12.0, 14.0]
+        assert h.full(0)
+
+    def test_windows_from_the_future_do_not_count_as_aged(self) -> None:
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.125)
+        for i in range(4):
+            h.add(self.hw(2.25 * i, length=2.25))
+        h.evict(-1.0)  # the clock stepped back before the horizon: all are "future"
+        assert len(h) == 0
+        for i in range(4):
+            h.add(self.hw(-1.0 + 2.25 * i, length=2.25))
+        assert len(h) == 4 and not h.full(0)  # 9 s, and none of them aged out
+
     @pytest.mark.parametrize("n", [0, 3])
     def test_counts(self, n: int) -> None:
-        h = HorizonWindows(horizon_seconds=60.0, window_seconds=2.0, slack=0.125)
+        h = HorizonWindows(horizon_seconds=60.0, slack=0.125)
         for i in range(n):
             h.add(self.hw(2.0 * i))
         assert len(h) == n and (h.latest is None) == (n == 0)

@@ -72,16 +72,14 @@ class Epochs:
             return
         self._baseline, self._full = self._full, None
 
-    def track(
-        self, same_epoch: bool, evaluable: int, full: int, now: Callable[[], Summary]
-    ) -> None:
-        """After the horizon changed: ``evaluable`` of its windows, ``full`` a whole horizon's
-        worth, ``same_epoch`` all of this epoch; ``now`` summarizes it."""
+    def track(self, full: bool, evaluable: int, now: Callable[[], Summary]) -> None:
+        """After the horizon changed: ``full`` it is a full horizon of this epoch, ``evaluable``
+        of its windows are evaluable; ``now`` summarizes it."""
         if self.whole_epochs:
             if self._baseline is not None and evaluable >= T.PERSIST_MIN_WINDOWS:
                 self.direction = compare(self._baseline, now())
             return
-        if not same_epoch or evaluable < full:
+        if not full:
             return
         self._full = now()
         if self._baseline is not None and self.direction is None:

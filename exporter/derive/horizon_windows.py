@@ -25,12 +25,11 @@ class HorizonWindow:
 class HorizonWindows:
     """The windows of the horizon, oldest first."""
 
-    def __init__(self, horizon_seconds: float, window_seconds: float, slack: float) -> None:
+    def __init__(self, horizon_seconds: float, slack: float) -> None:
         self.horizon_seconds = horizon_seconds
         self.slack = slack
-        # A full horizon: horizon / window length, e.g. 60 s / 2 s = 30 windows.
-        self.full_windows = max(1, round(horizon_seconds / window_seconds))
         self._windows: deque[HorizonWindow] = deque()
+        self._aged_out_epoch: int | None = None  # the epoch of the last window that aged out
 
     def __iter__(self) -> Iterator[HorizonWindow]:
         return iter(self._windows)
@@ -54,16 +53,28 @@ class HorizonWindows:
         stepped back, which would otherwise never age out."""
         w = self._windows
         while w and (
-            newest_end - w[0].window.start > self.horizon_seconds + self.slack
+            (aged := newest_end - w[0].window.start > self.horizon_seconds + self.slack)
             or w[0].window.start > newest_end
         ):
-            w.popleft()
+            gone = w.popleft()
+            if aged:
+                self._aged_out_epoch = gone.epoch
 
     def clear(self) -> None:
         self._windows.clear()
+        self._aged_out_epoch = None
+
+    def full(self, epoch: int) -> bool:
+        """A full horizon of ``epoch``: every window in it is evaluable and of that epoch, and
+        they span the horizon (less the slack), or the epoch's own windows have begun to age out.
+
+        Counted in time, not in windows: a starved loop or the idle cadence makes windows longer
+        than ``--window``, and a horizon of them then holds fewer than horizon / window."""
+        w = self._windows
+        if not w or not all(h.epoch == epoch and h.gate.evaluable for h in w):
+            return False
+        spans = w[-1].window.end - w[0].window.start >= self.horizon_seconds - self.slack
+        return spans or self._aged_out_epoch == epoch
 
     def evaluable(self) -> int:
         return sum(h.gate.evaluable for h in self._windows)
-
-    def all_of(self, epoch: int) -> bool:
-        return all(h.epoch == epoch for h in self._windows)
