@@ -21,6 +21,7 @@ from types import MappingProxyType
 from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment, assess
 from exporter.derive.cadence import EngineCadence, RefreshCadence
+from exporter.derive.capacity import Capacity, estimate, mix
 from exporter.derive.diagnosis import Diagnosis, diagnose
 from exporter.derive.direction import Direction, Summary, compare, summarize
 from exporter.derive.epochs import Epochs
@@ -35,6 +36,7 @@ from exporter.derive.serving_config import config_id
 from exporter.derive.slo import SloSummary, window_counts
 from exporter.derive.slo import summarize as summarize_slo
 from exporter.derive.source_health import HealthTracker, SourceHealth
+from exporter.derive.step_fit import StepMemory
 from exporter.derive.window import Window
 from exporter.derive.windower import MAX_TICKS_PER_WINDOW, Cut, Windower
 from exporter.samples import EngineSample, GpuSample, ModelsInfo, PollError, Tick
@@ -67,6 +69,7 @@ class Snapshot:
     epoch_cause: str | None = None
     slo: SloSummary | None = None  # the latency objectives over the horizon, when set
     config_id: str = ""  # the serving configuration's identity (derive/serving_config.py)
+    capacity: Capacity = field(default_factory=lambda: Capacity("too_few_windows"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,8 @@ class Pipeline:
         self._identity = TargetIdentity(hold=max(60.0, horizon_seconds))
         self._ledger = Ledger()
         self._slo: SloSummary | None = None
+        self._steps = StepMemory()  # the step-time fit's memory, of this epoch
+        self._capacity = Capacity("too_few_windows")
         self._pending: tuple[RooflineSettings, float | None] | None = None
         self.revision = revision
         self._config_id: tuple[object, str] = (None, "")  # (the aggregate it was worked from, id)
@@ -210,6 +215,7 @@ class Pipeline:
                 finished = self.summary()
             self._horizon.clear()
         self.epochs.begin(cause, finished)
+        self._steps.clear()
 
     def reconfigure(self, roofline: RooflineSettings, max_num_seqs: float | None) -> None:
         """The exporter's own configuration changed (a reload): a new epoch from the next tick.
@@ -317,6 +323,8 @@ class Pipeline:
         gate = classify(window)
         rules = evaluate_window(window, self._max_num_seqs) if gate.evaluable else {}
         self._horizon.add(HorizonWindow(window, gate, MappingProxyType(rules), self.epochs.epoch))
+        if gate.active:
+            self._steps.add(window)
         self._refresh()
         # The price in force when the window closed (it needs the GPU's name: an assessment).
         a = self._assessment
@@ -342,11 +350,13 @@ class Pipeline:
             self._assessment,
             self._max_num_seqs,
         )
-        self._slo = summarize_slo(
-            [h.window for h in self._horizon if h.gate.evaluable],
-            self._roofline.slo,
-            self._agg.generation_tps,
-        )
+        evaluable = [h.window for h in self._horizon if h.gate.evaluable]
+        self._slo = summarize_slo(evaluable, self._roofline.slo, self._agg.generation_tps)
+        self._capacity = estimate(self._steps.fit(), mix(evaluable, self._agg), self._agg,
+                                  tpot_target=self._roofline.slo.tpot,
+                                  max_num_seqs=self._max_num_seqs,
+                                  bins=self._steps.reservoir.bins(),
+                                  since_change=self.epochs.epoch > 0)  # fmt: skip
         self.epochs.track(self._horizon.full(self.epochs.epoch), self._horizon.evaluable(),
                           self.summary)  # fmt: skip
 
@@ -392,4 +402,5 @@ class Pipeline:
             epoch_cause=self.epochs.cause,
             slo=self._slo,
             config_id=self._identity_now(),
+            capacity=self._capacity,
         )

@@ -11,6 +11,8 @@ from pathlib import Path
 from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive.assess import assess
+from exporter.derive.capacity import LIMITS, Capacity
+from exporter.derive.capacity import REASONS as CAPACITY_REASONS
 from exporter.derive.diagnosis import FIXES, diagnose
 from exporter.derive.direction import Summary, compare
 from exporter.derive.resolve import RooflineSettings
@@ -64,9 +66,14 @@ def exported_names() -> set[str]:
         epoch=1,
         epoch_cause="vllm_restart_same_config",
     )
+    answered = replace(p.snapshot, capacity=Capacity(
+        None, 8.0, 7.0, 9.0, "tpot", {"tpot": 8.0, "max_num_seqs": 9.0, "kv_cache": 10.0},
+        headroom=2.0, concurrency=30.0, load=6.0, model_error=0.01, points=40, batch_high=32.0,
+    ))  # fmt: skip
     stats = LoopStats()
     stats.recent_lateness.append(0.01)
-    families = [f for s in (p.snapshot, other, compared) for f in metric_families(s, settings)]
+    families = [f for s in (p.snapshot, other, compared, answered)
+                for f in metric_families(s, settings)]  # fmt: skip
     return {
         f.name + "_total" if f.type == "counter" else f.name
         for f in [*families, *schedule_families(stats)]
@@ -113,6 +120,8 @@ def test_label_codes_are_documented() -> None:
         "vllm_profile_rule_skipped": set(SKIP_REASONS),
         "vllm_profile_issue_info": set(FIXES),
         "vllm_profile_roofline_unavailable": set(REASONS),
+        "vllm_profile_capacity_unavailable": set(CAPACITY_REASONS),
+        "vllm_profile_capacity_limit": set(LIMITS),
     }
     for name, values in codes.items():
         shown = set(re.findall(r"`([a-z_0-9]+)`", row(name)))

@@ -8,6 +8,7 @@ entry to the table of its domain; the collector, ``describe()``, the docs test a
 from __future__ import annotations
 
 from exporter.export.families import (
+    capacity,
     economics,
     exporter_info,
     gpus,
@@ -30,6 +31,7 @@ WINDOW_FAMILIES: tuple[Family[View], ...] = (
     + economics.FAMILIES
     + slo.FAMILIES
     + rules.FAMILIES
+    + capacity.FAMILIES
 )
 SCHEDULE_FAMILIES: tuple[Family[LoopStats], ...] = schedule.FAMILIES
 ALL_FAMILIES: tuple[Family[View] | Family[LoopStats], ...] = (

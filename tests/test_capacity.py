@@ -1,0 +1,332 @@
+"""Capacity: the step-time fit, each limit's bound and every reason to withhold, worked by hand
+(docs/capacity.md)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from exporter.derive.capacity import REASONS, Capacity, Mix, bounds, estimate, mix
+from exporter.derive.histogram import HistDelta
+from exporter.derive.horizon import Aggregate
+from exporter.derive.step_fit import Reservoir, StepModel, StepPoint, fit, point
+from exporter.derive.window import Window
+from exporter.export.collector import ExportSettings, metric_families
+from exporter.pipeline import Pipeline
+from exporter.samples import EngineSample, Histogram, Tick
+
+SETTINGS = ExportSettings(version="t", horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
+TRUE = StepModel(base=0.010, per_sequence=0.001, per_prefill_token=0.0)  # seconds
+
+
+def points(batches: list[float], wobble: float = 0.0, model: StepModel = TRUE) -> list[StepPoint]:
+    """Points on ``model``; ``wobble`` is a deterministic relative disturbance (sin i)."""
+    out = []
+    for i, b in enumerate(batches):
+        step = model.base + model.per_sequence * b
+        out.append(StepPoint(b, 0.0, step * (1 + wobble * math.sin(i)), float(i)))
+    return out
+
+
+SPREAD = [float(b) for b in range(2, 42)]  # 40 windows, batch 2 .. 41
+
+
+class TestFit:
+    def test_exact_points_give_the_line_back(self) -> None:
+        f = fit(points(SPREAD))
+        assert f is not None and f.points == 40 and (f.batch_low, f.batch_high) == (2.0, 41.0)
+        assert f.model.base == pytest.approx(0.010, rel=1e-9)
+        assert f.model.per_sequence == pytest.approx(0.001, rel=1e-9)
+        assert f.model.per_prefill_token == 0.0  # no prefill seen: the term is dropped
+        # Ten blocks of four: each leave-out is the same line.
+        assert len(f.leave_outs) == 10
+        assert all(lo.per_sequence == pytest.approx(0.001, rel=1e-9) for lo in f.leave_outs)
+
+    def test_a_few_disturbed_windows_pull_little(self) -> None:
+        """Four windows at five times their step time (a pause inside them). Least squares would
+        move the slope a lot; Huber weights keep it within 2%."""
+        pts = points(SPREAD)
+        for i in (5, 15, 25, 35):
+            pts[i] = replace(pts[i], step_seconds=5 * pts[i].step_seconds)
+        f = fit(pts)
+        assert f is not None
+        assert f.model.per_sequence == pytest.approx(0.001, rel=0.02)
+        assert f.model.base == pytest.approx(0.010, rel=0.05)
+
+    def test_the_prefill_term_is_found_when_it_varies_on_its_own(self) -> None:
+        # step = 0.010 + 0.001 B + 0.0001 P, P cycling 0, 50, 100 independently of B.
+        pts = [StepPoint(b, 50.0 * (i % 3), 0.010 + 0.001 * b + 0.0001 * 50.0 * (i % 3), i)
+               for i, b in enumerate(SPREAD)]  # fmt: skip
+        f = fit(pts)
+        assert f is not None
+        assert f.model.per_prefill_token == pytest.approx(0.0001, rel=1e-6)
+        assert f.model.per_sequence == pytest.approx(0.001, rel=1e-6)
+
+    def test_one_batch_cannot_give_a_slope(self) -> None:
+        assert fit(points([8.0] * 20)) is None
+        assert fit(points([2.0, 4.0])) is None  # fewer than three points
+
+    def test_the_reservoir_keeps_each_operating_point(self) -> None:
+        """Hours at batch 32 cannot push out the few windows seen at batch 4: 16 per quarter
+        octave are kept (32 and 4 are bins 20 and 8)."""
+        r = Reservoir()
+        for p in points([4.0] * 5 + [32.0] * 1000):
+            r.add(p)
+        kept = sorted(p.batch for p in r)
+        assert kept == [4.0] * 5 + [32.0] * 16 and r.bins() == 2 and r.added == 1005
+        r.clear()
+        assert len(r) == 0 and r.added == 0
+
+
+def window(**kw: object) -> Window:
+    base: dict[str, object] = dict(start=0.0, end=2.0, duration=2.0, engine_polls=9, gpu_polls=0)
+    base.update(kw)
+    return Window(**base)  # type: ignore[arg-type]
+
+
+TPOT = HistDelta((0.05, float("inf")), (10.0, 10.0), 0.3, 10.0)
+
+
+class TestPoint:
+    def test_counters_only(self) -> None:
+        # 400 tokens in 20 steps: batch 20; 300 prompt tokens, 100 from the prefix cache: 10 per
+        # step; TPOT mean 0.03 s.
+        w = window(d_steps=20.0, d_generation_tokens=400.0, d_prompt_tokens=300.0,
+                   d_prefix_hits=100.0, tpot=TPOT, tpot_mean=0.03)  # fmt: skip
+        assert point(w) == StepPoint(20.0, 10.0, 0.03, 2.0)
+
+    @pytest.mark.parametrize(
+        "change",
+        [dict(d_steps=None), dict(d_steps=0.0), dict(d_generation_tokens=0.0),
+         dict(tpot=None), dict(tpot=HistDelta((float("inf"),), (0.0,), 0.0, 0.0)),
+         dict(d_prompt_tokens=None), dict(d_generation_tokens=1e9)],
+    )  # fmt: skip
+    def test_no_point_without_its_counters(self, change: dict[str, object]) -> None:
+        good: dict[str, object] = dict(
+            d_steps=20.0, d_generation_tokens=400.0, d_prompt_tokens=300.0, tpot=TPOT,
+            tpot_mean=0.03,
+        )  # fmt: skip
+        assert point(window(**good)) is not None
+        assert point(window(**(good | change))) is None
+
+
+MIX = Mix(load_rps=3.0, tokens_per_request=100.0, prefill_per_generated=0.0, tail_ratio=1.5,
+          batch_now=12.0, running_per_batch=1.0, kv_per_batch=0.01)  # fmt: skip
+
+
+class TestBounds:
+    def test_each_limit_by_hand(self) -> None:
+        """step(B) = 0.010 + 0.001 B; 100 tokens a request; p99 = 1.5 x mean.
+        tpot 60 ms: the mean may reach 40 ms, B = 30, 30 / (100 x 0.040) = 7.5 req/s;
+        64 seqs: 64 / (100 x 0.074) = 8.6486 req/s; KV full at B = 1 / 0.01 = 100:
+        100 / (100 x 0.110) = 9.0909 req/s."""
+        b = bounds(TRUE, MIX, 0.060, 64.0)
+        assert b["tpot"] == pytest.approx((30.0, 7.5))
+        assert b["max_num_seqs"] == pytest.approx((64.0, 64.0 / 7.4))
+        assert b["kv_cache"] == pytest.approx((100.0, 100.0 / 11.0))
+
+    def test_prefill_and_prefills_in_flight(self) -> None:
+        """Half a prompt token per generated token at 0.0002 s each: slope 0.001 + 0.0001.
+        1.25 running requests per decode slot: 64 seqs hold a batch of 51.2."""
+        model = replace(TRUE, per_prefill_token=0.0002)
+        m = replace(MIX, prefill_per_generated=0.5, running_per_batch=1.25)
+        b = bounds(model, m, 0.060, 64.0)
+        assert b["tpot"][0] == pytest.approx(0.030 / 0.0011)
+        assert b["max_num_seqs"] == pytest.approx((51.2, 51.2 / (100 * (0.010 + 0.0011 * 51.2))))
+
+    def test_a_target_below_the_empty_step_gives_nothing_at_any_load(self) -> None:
+        b = bounds(TRUE, MIX, 0.012, 64.0)  # the mean may reach 8 ms: below the 10 ms base
+        assert b["tpot"] == (0.0, 0.0)
+
+    def test_no_objective_no_tpot_bound(self) -> None:
+        assert set(bounds(TRUE, MIX, None, 64.0)) == {"max_num_seqs", "kv_cache"}
+        assert set(bounds(TRUE, replace(MIX, kv_per_batch=None), None, 64.0)) == {"max_num_seqs"}
+
+
+def agg(**kw: object) -> Aggregate:
+    base: dict[str, object] = dict(model_names=("m",), waiting=0.0, engines=1, tpot_mean=0.022,
+                                   tpot_p99=0.033, kv_usage_mean=0.12, decode_batch_per_step=12.0,
+                                   running_active=12.0)  # fmt: skip
+    base.update(kw)
+    return Aggregate(**base)  # type: ignore[arg-type]
+
+
+def answer(pts: list[StepPoint], m: Mix | None = MIX, a: Aggregate | None = None,
+           **kw: Any) -> Capacity:  # fmt: skip
+    settings: dict[str, object] = dict(tpot_target=0.060, max_num_seqs=64.0, since_change=False)
+    settings.update(kw)
+    r = Reservoir()
+    for p in pts:
+        r.add(p)
+    return estimate(fit(list(r)), m, a or agg(), bins=r.bins(), **settings)  # type: ignore[arg-type]
+
+
+class TestEstimate:
+    def test_the_answer_names_its_limit(self) -> None:
+        c = answer(points(SPREAD, wobble=0.01))
+        assert c.withheld is None and c.limit == "tpot"
+        rps, lower, upper = c.requests_per_second, c.lower, c.upper
+        assert rps == pytest.approx(7.5, rel=0.03)
+        assert rps is not None and lower is not None and upper is not None
+        assert lower < rps < upper
+        assert lower <= 7.5 <= upper  # the interval covers the truth
+        assert c.headroom == pytest.approx(rps - 3.0)
+        assert c.concurrency == pytest.approx(30.0, rel=0.03)
+        assert set(c.bounds) == {"tpot", "max_num_seqs", "kv_cache"}
+        assert c.model_error == pytest.approx(0.0, abs=0.03)  # 0.010 + 0.012 = the 22 ms mean
+        assert (c.points, c.batch_high) == (40, 41.0)
+
+    def test_a_loose_objective_hands_the_limit_to_the_cap(self) -> None:
+        c = answer(points(SPREAD, wobble=0.01), tpot_target=0.120)  # tpot: B 70, 8.75 req/s
+        assert c.limit == "max_num_seqs"
+        assert c.requests_per_second == pytest.approx(64.0 / 7.4, rel=0.03)
+        # No objective, KV 2% per unit of batch: full at 50, 50 / (100 x 0.060) = 8.33 req/s.
+        c2 = answer(points(SPREAD, wobble=0.01), tpot_target=None,
+                    m=replace(MIX, kv_per_batch=0.02))  # fmt: skip
+        assert c2.limit == "kv_cache"
+        assert c2.requests_per_second == pytest.approx(50 / 6, rel=0.03)
+
+    def test_each_data_parallel_engine_steps_its_own_batch(self) -> None:
+        """Two engines: every limit's batch is per engine and its rate doubles."""
+        one = bounds(TRUE, MIX, 0.060, 64.0)
+        two = bounds(TRUE, replace(MIX, engines=2), 0.060, 64.0)
+        assert one.keys() == two.keys()
+        for k, (b, r) in one.items():
+            assert two[k] == pytest.approx((b, 2 * r))
+        c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, engines=2))
+        assert c.requests_per_second == pytest.approx(15.0, rel=0.03)
+        assert c.concurrency == pytest.approx(60.0, rel=0.03)  # 30 running on each
+
+    @pytest.mark.parametrize(
+        ("reason", "pts", "kw"),
+        [
+            ("too_few_windows", points(SPREAD[:29]), {}),
+            ("config_changed", points(SPREAD[:29]), dict(since_change=True)),
+            ("several_models", points(SPREAD), dict(a=agg(model_names=("a", "b")))),
+            ("no_load", points(SPREAD), dict(m=None)),
+            ("missing_cap", points(SPREAD), dict(max_num_seqs=None)),
+            ("missing_kv", points(SPREAD), dict(m=replace(MIX, kv_per_batch=None))),
+            ("overloaded", points(SPREAD), dict(a=agg(waiting=1.0))),
+            ("no_batch_spread", points([10.0 + 0.1 * i for i in range(40)]), {}),
+            ("non_positive_slope",
+             points(SPREAD, model=StepModel(0.06, -0.001, 0.0)), dict(a=agg(tpot_mean=0.048))),
+            ("model_mismatch", points(SPREAD), dict(a=agg(tpot_mean=0.040))),
+            ("extrapolating", points([1.0 + 0.1 * i for i in range(40)]),
+             dict(a=agg(tpot_mean=0.0114), m=replace(MIX, batch_now=1.4))),
+            ("interval_too_wide", points(SPREAD, wobble=0.9), {}),  # +-90% windows
+        ],
+    )  # fmt: skip
+    def test_withheld_with_a_reason(self, reason: str, pts: list[StepPoint],
+                                    kw: dict[str, Any]) -> None:  # fmt: skip
+        c = answer(pts, **kw)
+        assert c.withheld == reason and reason in REASONS
+        assert (c.requests_per_second, c.headroom, c.concurrency, c.lower) == (None,) * 4
+        assert c.bounds == {} and c.limit is None
+
+    def test_every_reason_is_reachable(self) -> None:
+        """The parametrized cases above cover the whole table."""
+        covered = {p[0] for p in TestEstimate.test_withheld_with_a_reason.pytestmark[0].args[1]}
+        assert covered == set(REASONS)
+
+
+class TestMix:
+    def test_ratios_of_sums_by_hand(self) -> None:
+        """Two windows: 2 s with 4 requests, 400 tokens, 300 prompt tokens of which 100 cached;
+        4 s with 6 requests, 500 tokens, 200 prompt, none cached. Load 10 / 6 s; 90 tokens a
+        request; 400 uncached / 900 generated."""
+        ws = [window(d_requests=4.0, d_generation_tokens=400.0, d_prompt_tokens=300.0,
+                     d_prefix_hits=100.0),
+              window(start=2.0, end=6.0, duration=4.0, d_requests=6.0, d_generation_tokens=500.0,
+                     d_prompt_tokens=200.0)]  # fmt: skip
+        m = mix(ws, agg())
+        assert m is not None
+        assert m.load_rps == pytest.approx(10 / 6)
+        assert m.tokens_per_request == pytest.approx(90.0)
+        assert m.prefill_per_generated == pytest.approx(400 / 900)
+        assert m.tail_ratio == pytest.approx(1.5)  # 33 ms / 22 ms
+        assert m.running_per_batch == pytest.approx(1.0) and m.kv_per_batch == pytest.approx(0.01)
+        assert m.engines == 1
+        # Two engines, 12 running in all at 6 a step on each: one running request per slot.
+        two = mix(ws, agg(engines=2, decode_batch_per_step=6.0))
+        assert two is not None and two.engines == 2 and two.running_per_batch == pytest.approx(1.0)
+
+    def test_no_finished_request_no_mix(self) -> None:
+        assert mix([window(d_requests=0.0, d_generation_tokens=40.0)], agg()) is None
+        assert mix([], agg()) is None
+
+
+class TestThroughThePipeline:
+    """Synthetic counters from a known engine: step(B) = 10 ms + 1 ms x B, 100 tokens a
+    request, 200 uncached prompt tokens a request, KV 1% per running request. Batch 5, 10, 20
+    and 40 for 20 s each, then 20 for 70 s (the last 60 s horizon all at 20)."""
+
+    PHASES = ((0.0, 5.0), (20.0, 10.0), (40.0, 20.0), (60.0, 40.0), (80.0, 20.0))
+    END = 150.0
+
+    def sample(self, t: float) -> EngineSample:
+        """The counters at ``t``, integrated phase by phase: steps/s = 1 / step(B), tokens/s =
+        B / step(B), requests/s = tokens/s / 100, each request's TPOT = step(B)."""
+        gen = steps = req = tpot_sum = batch = 0.0
+        ends = [start for start, _ in self.PHASES[1:]] + [self.END]
+        for (start, b), stop in zip(self.PHASES, ends, strict=True):
+            span = max(0.0, min(t, stop) - start)
+            step = TRUE.base + TRUE.per_sequence * b
+            steps += span / step
+            gen += span * b / step
+            req += span * b / step / 100.0
+            tpot_sum += span * b / step / 100.0 * step
+            batch = b if start <= t else batch
+        inf = float("inf")
+        return EngineSample(
+            t, model_name="m", model_names=("m",), running=batch, waiting=0.0,
+            kv_usage=0.01 * batch, generation_tokens=gen, prompt_tokens=2.0 * gen,
+            requests_finished=req, step_tokens=Histogram((inf,), (steps,), 3.0 * gen, steps),
+            tpot=Histogram((0.1, inf), (req, req), tpot_sum, req), process_start_time=1.0,
+        )  # fmt: skip
+
+    def test_an_answer_by_hand(self) -> None:
+        """No objective: the cap binds. 64 seqs: step 74 ms, 64 / (100 x 0.074) = 8.6486 req/s;
+        KV full at 100: 100 / (100 x 0.110) = 9.0909 req/s. Load at batch 20: 20 / (100 x 0.030)
+        = 6.6667 req/s, headroom 1.9820. The fit stands on 10 windows at 5, 10 and 40 each and
+        the latest 16 of the 45 at 20."""
+        p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
+        for i in range(int(self.END / 0.25) + 1):
+            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
+        c = p.snapshot.capacity
+        assert c.withheld is None, c
+        assert c.limit == "max_num_seqs"
+        assert c.requests_per_second == pytest.approx(64 / 7.4, rel=1e-6)
+        assert c.bounds["kv_cache"] == pytest.approx(100 / 11, rel=1e-6)
+        assert c.headroom == pytest.approx(64 / 7.4 - 20 / 3.0, rel=1e-6)
+        assert c.concurrency == pytest.approx(64.0, rel=1e-6)
+        assert c.points == 10 + 10 + 16 + 10 and c.batch_high == pytest.approx(40.0)
+        families = {m.name: m for m in metric_families(p.snapshot, SETTINGS)}
+        rps = families["vllm_profile_capacity_requests_per_second"].samples[0].value
+        assert rps == pytest.approx(64 / 7.4, rel=1e-6)
+        limit = {
+            s.labels["limit"]: s.value for s in families["vllm_profile_capacity_limit"].samples
+        }
+        assert limit == {"max_num_seqs": 1.0, "kv_cache": 0.0}
+        assert "vllm_profile_capacity_unavailable" not in families
+
+    def test_a_restart_starts_the_fit_again(self) -> None:
+        p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
+        for i in range(int(self.END / 0.25) + 1):
+            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
+        assert p.snapshot.capacity.withheld is None
+        t = self.END + 0.25
+        p.add_tick(Tick(engine=replace(self.sample(self.END), observed_at=t,
+                                       process_start_time=2.0), gpu=None))  # fmt: skip
+        for i in range(1, 20):
+            s = self.sample(self.END)
+            p.add_tick(Tick(engine=replace(s, observed_at=t + i * 0.25, process_start_time=2.0),
+                            gpu=None))  # fmt: skip
+        c = p.snapshot.capacity
+        assert p.snapshot.epoch == 1 and c.withheld == "config_changed" and c.points == 0
+        families = {m.name: m for m in metric_families(p.snapshot, SETTINGS)}
+        reason = families["vllm_profile_capacity_unavailable"].samples[0].labels["reason"]
+        assert reason == "config_changed"
+        assert "vllm_profile_capacity_requests_per_second" not in families
