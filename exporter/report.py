@@ -10,6 +10,7 @@ from typing import Any
 
 from exporter import __version__
 from exporter.derive.assess import Assessment
+from exporter.derive.capacity import REASONS as CAPACITY_REASONS
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.direction import Direction
 from exporter.derive.rule_advice import scheduler_cap
@@ -154,6 +155,26 @@ def _direction_lines(add: Callable[[str], None], x: Direction, cause: str | None
         f"{_usd(b.cost_per_million_tokens)} → {_usd(n.cost_per_million_tokens)}")  # fmt: skip
 
 
+def _capacity_line(snap: Snapshot) -> str:
+    """Capacity in one line (docs/capacity.md), or why it is not estimated."""
+    c = snap.capacity
+    if c.withheld is not None or c.requests_per_second is None:
+        return f"Capacity   not estimated: {CAPACITY_REASONS.get(c.withheld or '', 'no answer')}"
+    target = snap.slo.targets.tpot if snap.slo else None
+    limit = {
+        "tpot": f"TPOT p99 crosses {_num(target, '.0f', 1e3, ' ms')}",
+        "max_num_seqs": "running requests reach --max-num-seqs (R5's fix)",
+        "kv_cache": "the KV cache is full (R2's fix)",
+    }.get(c.limit or "", c.limit or "?")
+    more = "" if c.headroom is None else f"; takes {c.headroom:+.2f} req/s more than now"
+    return (
+        f"Capacity   {c.requests_per_second:.2f} req/s (90%: {_num(c.lower, '.2f')}-"
+        f"{_num(c.upper, '.2f')}) before {limit}{more}; "
+        f"{_num(c.concurrency, '.0f')} running at capacity (fit on {c.points} windows, "
+        f"batch up to {_num(c.batch_high, '.1f')})"
+    )
+
+
 def raw_window(snap: Snapshot) -> dict[str, float | None] | None:
     """The latest window's own figures, unaggregated (shown when no window is evaluable)."""
     w = snap.latest
@@ -262,6 +283,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
         f"{_num(a.generation_tokens_total, ',.0f')} tokens total  "
         f"{_num(a.preemptions_per_second, '.2f', unit=' preemptions/s')}"
     )
+    add(_capacity_line(snap))
     if snap.direction is not None:
         _direction_lines(add, snap.direction, snap.epoch_cause)
     add("")

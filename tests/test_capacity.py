@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from exporter import report
 from exporter.derive.capacity import REASONS, Capacity, Mix, bounds, estimate, mix
 from exporter.derive.histogram import HistDelta
 from exporter.derive.horizon import Aggregate
 from exporter.derive.step_fit import Reservoir, StepModel, StepPoint, fit, point
 from exporter.derive.window import Window
+from exporter.export import status_page
 from exporter.export.collector import ExportSettings, metric_families
 from exporter.pipeline import Pipeline
 from exporter.samples import EngineSample, Histogram, Tick
@@ -286,6 +289,36 @@ class TestThroughThePipeline:
             requests_finished=req, step_tokens=Histogram((inf,), (steps,), 3.0 * gen, steps),
             tpot=Histogram((0.1, inf), (req, req), tpot_sum, req), process_start_time=1.0,
         )  # fmt: skip
+
+    def fed(self) -> Pipeline:
+        p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
+        for i in range(int(self.END / 0.25) + 1):
+            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
+        return p
+
+    def test_the_report_and_the_page_say_it(self) -> None:
+        snap = self.fed().snapshot
+        text = report.render(snap, 64.0)
+        line = next(x for x in text.splitlines() if x.startswith("Capacity"))
+        # The synthetic points lie on the line: every block leave-out agrees, the interval is 0.
+        assert line.startswith(
+            "Capacity   8.65 req/s (90%: 8.65-8.65) before running requests reach "
+            "--max-num-seqs (R5's fix); takes +1.98 req/s more"
+        )
+        assert "64 running at capacity (fit on 46 windows, batch up to 40.0)" in line
+        ctx = status_page.PageContext("t", "x")
+        page = status_page.render(snap, SETTINGS, ctx, 200.0).decode()
+        section = page[page.index("<h2>Capacity</h2>") :].split("</section>")[0]
+        assert "--max-num-seqs (R5&#x27;s fix)" in section
+        shown = re.search(r'data-metric="vllm_profile_capacity_requests_per_second" '
+                          r'data-value="([^"]+)"', section)  # fmt: skip
+        assert shown is not None and float(shown.group(1)) == pytest.approx(64 / 7.4)
+        withheld = replace(snap, capacity=Capacity("overloaded"))
+        text = report.render(withheld, 64.0)
+        assert "Capacity   not estimated: requests wait for the scheduler" in text
+        page = status_page.render(withheld, SETTINGS, ctx, 200.0).decode()
+        assert "Not estimated: requests wait for the scheduler" in page
+        assert "<code>overloaded</code>" in page
 
     def test_an_answer_by_hand(self) -> None:
         """No objective: the cap binds. 64 seqs: step 74 ms, 64 / (100 x 0.074) = 8.6486 req/s;

@@ -36,13 +36,13 @@ Z90 = 1.645  # a two-sided 90% interval
 LIMITS = ("tpot", "max_num_seqs", "kv_cache")
 # Why capacity is withheld, checked in this order; each is a value of the `reason` label.
 REASONS: Mapping[str, str] = {
+    "overloaded": "requests wait for the scheduler: the load is at or past capacity",
     "config_changed": "the configuration changed and the fit starts again: too few windows since",
     "too_few_windows": f"fewer than {MIN_POINTS} active windows with engine steps and TPOT",
     "several_models": "the server serves several models: one fit cannot tell them apart",
     "no_load": "no request finished in the horizon: nothing to scale from",
     "missing_cap": "no --max-num-seqs: the scheduler's cap on the batch is unknown",
     "missing_kv": "the engine does not say how full its KV cache is",
-    "overloaded": "requests wait for the scheduler: the load is at or past capacity",
     "no_batch_spread": (f"the batch varied less than {MIN_BATCH_SPREAD:g}x over fewer than "
                         f"{MIN_BINS} quarter octaves: the slope cannot be told"),
     "non_positive_slope": "the step time does not grow with the batch in the fit",
@@ -176,13 +176,13 @@ def estimate(
         return Capacity(reason, load=load, model_error=error, points=n, batch_high=high)
 
     early = _first([
+        (agg.waiting is not None and agg.waiting >= OVERLOADED_WAITING, "overloaded"),
         (n < MIN_POINTS and since_change, "config_changed"),
         (n < MIN_POINTS, "too_few_windows"),
         (len(agg.model_names) > 1, "several_models"),
         (m is None, "no_load"),
         (not max_num_seqs, "missing_cap"),
         (m is None or m.kv_per_batch is None, "missing_kv"),
-        (agg.waiting is not None and agg.waiting >= OVERLOADED_WAITING, "overloaded"),
     ])  # fmt: skip
     if early is not None or f is None or m is None or not max_num_seqs:
         return withheld(early or "too_few_windows")

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from prometheus_client.core import Metric
 
 from exporter import human
+from exporter.derive.capacity import REASONS as CAPACITY_REASONS
 from exporter.derive.diagnosis import RuleStatus
 from exporter.derive.roofline_reasons import REASONS
 from exporter.export.collector import ExportSettings, metric_families
+from exporter.export.page_style import CSS
 from exporter.export.roofline_svg import roofline_svg
 from exporter.pipeline import Snapshot
 
@@ -311,34 +313,30 @@ def _direction(f: _Figures) -> str:
     )
 
 
-CSS = """
-:root{--bg:#f5f6f8;--card:#fff;--ink:#1c2430;--mute:#5d6b7e;--line:#dfe3ea;--ok:#1a7f37;
---bad:#c2261b;--warn:#9a6700;--accent:#3056d3}
-*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,sans-serif;background:var(--bg);
-color:var(--ink)}header{background:#17202e;color:#fff;padding:14px 24px}header h1{margin:0;
-font-size:19px}header p{margin:4px 0 0;color:#c5cedb}.demo{background:#fff4d6;color:#5c4100;
-padding:10px 24px;border-bottom:1px solid #ecd9a0}main{display:grid;grid-template-columns:
-repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px 24px}section{background:var(--card);
-border:1px solid var(--line);border-radius:8px;padding:12px 16px}section.wide{grid-column:1/-1}
-h2{font-size:15px;margin:0 0 10px}h2 small,h3 small{color:var(--mute);font-weight:400}
-h3{font-size:14px;margin:0 0 6px}table{border-collapse:collapse;width:100%}td,th{text-align:left;
-padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}th{color:var(--mute);
-font-weight:500}.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));
-gap:8px}.fig{border:1px solid var(--line);border-radius:6px;padding:6px 10px}.fig span{display:
-block;color:var(--mute);font-size:12px}.fig b{font-size:17px}.fig.absent b{color:#a0a8b4}
-.ok{color:var(--ok)}.bad{color:var(--bad);font-weight:600}.why{color:var(--mute)}
-.roofline{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.roofline .figs{flex:1;
-min-width:300px}svg{max-width:100%;height:auto}.plot{fill:#fbfcfe;stroke:var(--line)}
-.grid{stroke:#edf0f4}.tick{font-size:10px;fill:var(--mute)}.axis{font-size:11px;fill:var(--mute)}
-.roof{fill:none;stroke:var(--accent);stroke-width:2.5}.ridge,.batch{stroke:#9aa5b5;
-stroke-dasharray:4 3}.spread{stroke:var(--bad);stroke-width:3;
-stroke-linecap:round;opacity:.45}.ceiling{fill:#fff;stroke:var(--accent);stroke-width:2}.measured{fill:
-var(--bad)}.note{font-size:11px;fill:var(--ink)}.issue{border-left:4px solid var(--bad);
-padding:6px 12px;margin:0 0 10px;background:#fff8f7}.issue p{margin:4px 0}tr.significant td{
-color:var(--bad)}tr.skipped td{color:var(--warn)}.verdict{font-size:16px;font-weight:600}
-.verdict.worse{color:var(--bad)}.verdict.better{color:var(--ok)}details summary{cursor:pointer;
-color:var(--mute);margin:8px 0}footer{padding:0 24px 16px;color:var(--mute)}a{color:var(--accent)}
-"""
+def _capacity(f: _Figures) -> str:
+    """Capacity from its families (docs/capacity.md): the answer and its limit, or why not."""
+    withheld = f.one("capacity_unavailable")
+    if withheld is not None:
+        reason = withheld[0].get("reason", "")
+        text = CAPACITY_REASONS.get(reason, reason)
+        return (f'<section><h2>Capacity</h2><p class="why">Not estimated: {_e(text)} '
+                f"(<code>{_e(reason)}</code>).</p></section>")  # fmt: skip
+    limit = next((lv["limit"] for lv in f.labels.get(NS + "capacity_limit", [])
+                  if f.get("capacity_limit", limit=lv["limit"]) == 1), None)  # fmt: skip
+    figs = "".join([
+        _figure(f, "capacity, req/s", "capacity_requests_per_second", ""),
+        _figure(f, "90% from", "capacity_lower_requests_per_second", ""),
+        _figure(f, "90% to", "capacity_upper_requests_per_second", ""),
+        _figure(f, "headroom, req/s", "capacity_headroom_requests_per_second", ""),
+        _figure(f, "running at capacity", "capacity_concurrency_target", ""),
+        _figure(f, "fit on windows", "capacity_fit_windows", ""),
+    ])  # fmt: skip
+    stops = f"stops at <b>{_e(LIMIT_WORDS.get(limit or '', limit or '?'))}</b>"
+    return f'<section><h2>Capacity</h2><p>{stops}</p><div class="figs">{figs}</div></section>'
+
+
+LIMIT_WORDS = {"tpot": "the TPOT objective", "max_num_seqs": "--max-num-seqs (R5's fix)",
+               "kv_cache": "a full KV cache (R2's fix)"}  # fmt: skip
 
 
 def render(snap: Snapshot, settings: ExportSettings, ctx: PageContext, now: float) -> bytes:
@@ -350,7 +348,7 @@ def render(snap: Snapshot, settings: ExportSettings, ctx: PageContext, now: floa
     demo = f'<div class="demo"><b>Demo.</b> {_e(ctx.demo_note)}</div>' if ctx.demo_note else ""
     body = "".join([
         _sources(snap, f, now), _catalog(snap, f), _roofline(snap, f), _serving(snap, f), _money(f),
-        _issues(snap), _direction(f),
+        _issues(snap), _direction(f), _capacity(f),
     ])  # fmt: skip
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
