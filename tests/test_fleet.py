@@ -185,6 +185,7 @@ def by_service(texts: dict[Member, str]) -> dict[str, dict[Service, float]]:
                 tps if total(s, "vllm_profile_efficiency_ratio") is not None else None
             ),
             "ceiling": total(s, "vllm_profile_decode_hardware_ceiling_tokens_per_second"),
+            "load": total(s, "vllm_profile_capacity_load_requests_per_second"),
         }
         for key, value in values.items():
             if value is not None:
@@ -194,10 +195,12 @@ def by_service(texts: dict[Member, str]) -> dict[str, dict[Service, float]]:
         f"{LEVEL}recoverable_cost_per_hour_dollars:sum": {},
         f"{LEVEL}active_cost_per_million_tokens_dollars:ratio": {},
         f"{LEVEL}efficiency:ratio": {},
+        f"{LEVEL}capacity_load_requests_per_second:sum": {},
     }
     for svc, m in sums.items():
         for rule, key in (("cost_per_hour_dollars:sum", "cost"),
-                          ("recoverable_cost_per_hour_dollars:sum", "recoverable")):  # fmt: skip
+                          ("recoverable_cost_per_hour_dollars:sum", "recoverable"),
+                          ("capacity_load_requests_per_second:sum", "load")):  # fmt: skip
             if key in m:
                 expected[f"{LEVEL}{rule}"][svc] = m[key]
         if "busy_cost" in m and m.get("tps", 0) > 0:

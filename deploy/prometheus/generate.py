@@ -414,7 +414,8 @@ def _slo(p: P) -> list[dict[str, Any]]:
 
 
 def _fleet(p: P) -> list[dict[str, Any]]:
-    lvl = "cluster_namespace_model:"
+    lvl, gpu_lvl = "cluster_namespace_model:", "cluster_namespace_model_gpu:"
+    by_gpu = f"by ({p.cluster_label}, namespace, model, gpu_name)"
     on = _on(p)
     return [
         {
@@ -454,6 +455,27 @@ def _fleet(p: P) -> list[dict[str, Any]]:
             + _indent(_service_sum(
                 p, "increase(vllm_profile_observed_generation_tokens_total[1h])"), 2)
             + " > 0\n) * 1e6",
+        },
+        {
+            # Capacity (docs/capacity.md): the load a model's servers finish, and per GPU kind
+            # the weakest replica's lower bound (a replica withholding drops out of the min).
+            "record": f"{lvl}vllm_profile_capacity_load_requests_per_second:sum",
+            "expr": _service_sum(p, "vllm_profile_capacity_load_requests_per_second"),
+        },
+        {
+            "record": f"{gpu_lvl}vllm_profile_capacity_lower_requests_per_second:min",
+            "expr": f"min {by_gpu} (\n"
+            f"  vllm_profile_capacity_lower_requests_per_second\n  * {on} group_left (model, "
+            f"gpu_name)\n    max by ({p.cluster_label}, instance, job, model, gpu_name) "
+            "(vllm_profile_info)\n)",
+        },
+        {
+            # Replicas of each GPU kind the model's whole load needs, each planned at the
+            # weakest replica's lower bound.
+            "record": f"{gpu_lvl}vllm_profile_replicas_needed:ceil",
+            "expr": f"ceil(\n  {lvl}vllm_profile_capacity_load_requests_per_second:sum\n"
+            f"  / on ({p.cluster_label}, namespace, model) group_right ()\n"
+            f"  ({gpu_lvl}vllm_profile_capacity_lower_requests_per_second:min > 0)\n)",
         },
         {
             "record": f"{lvl}vllm_profile_efficiency:ratio",

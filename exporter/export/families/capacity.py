@@ -42,6 +42,10 @@ FAMILIES: tuple[Family[View], ...] = (
     Family("capacity_headroom_requests_per_second", "gauge",
            "Capacity minus the requests finished per second over the last {H}.", (),
            _cap(lambda c: c.headroom), needs=ENGINE),
+    Family("capacity_load_requests_per_second", "gauge",
+           "Requests finished per second over the last {H}, the load capacity is compared with "
+           "(exported while capacity is withheld too: what a fleet plans for).", (),
+           _cap(lambda c: c.load), needs=ENGINE),
     Family("capacity_concurrency_target", "gauge",
            "Running requests at capacity: a measured target for an autoscaler that scales on "
            "running requests.", (), _cap(lambda c: c.concurrency), needs=ENGINE),
