@@ -424,6 +424,25 @@ def overview() -> dict[str, Any]:
         6,
         8,
     )
+    b.add(series(
+        "Capacity, its interval and the load",
+        "Requests/s the server can take before its first limit, the ends of its 90% interval, "
+        "and the requests it finishes per second (docs/capacity.md). Absent while capacity is "
+        "withheld: the panel beside it says why.",
+        "reqps",
+        (f'{{__name__=~"vllm_profile_capacity_(load_|lower_|upper_)?requests_per_second",{SEL}}}',
+         "{{__name__}}"),
+    ), 16, 8)  # fmt: skip
+    b.add(stat(
+        "Capacity stops at",
+        "The limit capacity stops at (tpot: the TPOT objective; max_num_seqs: the scheduler's "
+        "cap, R5's fix; kv_cache: a full KV cache, R2's fix), or why it is withheld.",
+        "none",
+        f"max by (limit) (vllm_profile_capacity_limit{{{SEL}}} == 1)\n or max by (limit, reason) "
+        f'(label_replace(vllm_profile_capacity_unavailable{{{SEL}}} == 1, "limit", "withheld:", '
+        '"", ""))',
+        "{{limit}} {{reason}}",
+    ), 8, 8)  # fmt: skip
     b.add(
         series(
             "Source health",
@@ -463,6 +482,7 @@ def overview() -> dict[str, Any]:
                   "GPU temperature"]),
         ("Money and tokens", ["Cost per 1M tokens: wall clock and while busy",
                               "Generated tokens (Prometheus resolution)"]),
+        ("Capacity", ["Capacity, its interval and the load", "Capacity stops at"]),
         ("Exporter", ["Source health", "Poll duration"]),
     ]  # fmt: skip
     return dashboard("vllm-profile-overview", "vLLM profile: server", b.layout(rows),
