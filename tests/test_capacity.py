@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter import report
-from exporter.derive.capacity import REASONS, Capacity, Mix, bounds, estimate, mix
+from exporter.derive.capacity import REASONS, Capacity, Mix, bounds, closed_loop, estimate, mix
 from exporter.derive.histogram import HistDelta
 from exporter.derive.horizon import Aggregate
 from exporter.derive.step_fit import Reservoir, StepModel, StepPoint, fit, point
@@ -232,7 +232,14 @@ class TestEstimate:
     def test_every_reason_is_reachable(self) -> None:
         """The parametrized cases above cover the whole table."""
         covered = {p[0] for p in TestEstimate.test_withheld_with_a_reason.pytestmark[0].args[1]}
-        assert covered == set(REASONS)
+        assert covered | {"closed_loop"} == set(REASONS)  # closed_loop: the test below
+
+    def test_a_fixed_concurrency_is_answered_in_concurrency(self) -> None:
+        c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, closed_loop=True))
+        assert c.withheld == "closed_loop" and c.requests_per_second is None
+        assert c.headroom is None and c.limit is None and c.bounds == {}
+        assert c.concurrency == pytest.approx(30.0, rel=0.03)  # the TPOT limit's batch
+        assert c.load == 3.0
 
 
 class TestMix:
@@ -256,6 +263,20 @@ class TestMix:
         two = mix(ws, agg(engines=2, decode_batch_per_step=6.0))
         assert two is not None and two.engines == 2 and two.running_per_batch == pytest.approx(1.0)
 
+    def test_a_closed_loop_holds_one_running_peak(self) -> None:
+        """Ten active windows all peaking at 8 running, each at least 90% of it on average:
+        eight clients in a loop. One window peaking at 9, or one at 7.0 on average, is not."""
+        loop = [window(running=7.6, running_peak=8.0, d_requests=2.0, d_generation_tokens=200.0)
+                for _ in range(10)]  # fmt: skip
+        assert closed_loop(loop)
+        assert not closed_loop(loop[:9])  # too few windows to tell
+        assert not closed_loop([*loop[:9], replace(loop[0], running_peak=9.0)])
+        assert not closed_loop([*loop[:9], replace(loop[0], running=7.0)])
+        ones = [replace(w, running=1.0, running_peak=1.0) for w in loop]
+        assert not closed_loop(ones)  # a single client is not told apart from light traffic
+        m = mix(loop, agg())
+        assert m is not None and m.closed_loop
+
     def test_no_finished_request_no_mix(self) -> None:
         assert mix([window(d_requests=0.0, d_generation_tokens=40.0)], agg()) is None
         assert mix([], agg()) is None
@@ -264,12 +285,13 @@ class TestMix:
 class TestThroughThePipeline:
     """Synthetic counters from a known engine: step(B) = 10 ms + 1 ms x B, 100 tokens a
     request, 200 uncached prompt tokens a request, KV 1% per running request. Batch 5, 10, 20
-    and 40 for 20 s each, then 20 for 70 s (the last 60 s horizon all at 20)."""
+    and 40 for 20 s each, then 20 for 70 s (the last 60 s horizon all at 20). Running requests
+    move around the batch as open-loop arrivals make them."""
 
     PHASES = ((0.0, 5.0), (20.0, 10.0), (40.0, 20.0), (60.0, 40.0), (80.0, 20.0))
     END = 150.0
 
-    def sample(self, t: float) -> EngineSample:
+    def sample(self, t: float, loop: bool = False) -> EngineSample:
         """The counters at ``t``, integrated phase by phase: steps/s = 1 / step(B), tokens/s =
         B / step(B), requests/s = tokens/s / 100, each request's TPOT = step(B)."""
         gen = steps = req = tpot_sum = batch = 0.0
@@ -282,19 +304,30 @@ class TestThroughThePipeline:
             req += span * b / step / 100.0
             tpot_sum += span * b / step / 100.0 * step
             batch = b if start <= t else batch
+        # Open-loop arrivals: running moves around the batch, its peak differs from window to
+        # window (amplitude 1, 2, 3 by window), its mean over each window is the batch exactly.
+        i = round(t / 0.25)
+        running = batch + (0 if loop else (1 + (i // 8) % 3) * (0, 1, 0, -1)[i % 4])
         inf = float("inf")
         return EngineSample(
-            t, model_name="m", model_names=("m",), running=batch, waiting=0.0,
+            t, model_name="m", model_names=("m",), running=running, waiting=0.0,
             kv_usage=0.01 * batch, generation_tokens=gen, prompt_tokens=2.0 * gen,
             requests_finished=req, step_tokens=Histogram((inf,), (steps,), 3.0 * gen, steps),
             tpot=Histogram((0.1, inf), (req, req), tpot_sum, req), process_start_time=1.0,
         )  # fmt: skip
 
-    def fed(self) -> Pipeline:
+    def fed(self, loop: bool = False) -> Pipeline:
         p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
         for i in range(int(self.END / 0.25) + 1):
-            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
+            p.add_tick(Tick(engine=self.sample(i * 0.25, loop), gpu=None))
         return p
+
+    def test_twenty_clients_in_a_loop(self) -> None:
+        """The same engine, its last horizon held at 20 running by 20 clients in a loop: no
+        arrival rate to scale, so the answer is the 64 running the cap allows."""
+        c = self.fed(loop=True).snapshot.capacity
+        assert c.withheld == "closed_loop" and c.requests_per_second is None
+        assert c.concurrency == pytest.approx(64.0, rel=1e-6)
 
     def test_the_report_and_the_page_say_it(self) -> None:
         snap = self.fed().snapshot

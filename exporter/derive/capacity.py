@@ -31,6 +31,8 @@ EXTRAPOLATE_AT_MOST = 4.0  # the answer's batch, as a multiple of the highest ba
 INTERVAL_WIDTH_AT_MOST = 0.6  # (upper - lower) / capacity
 MISMATCH_AT_MOST = 0.3  # |predicted / measured step time at today's batch - 1|
 OVERLOADED_WAITING = 1.0  # requests waiting, time-weighted over the horizon
+CLOSED_LOOP_WINDOWS = 10  # active windows at one running peak that make a fixed concurrency
+CLOSED_LOOP_FILL = 0.9  # ... each running at least this share of that peak on average
 Z90 = 1.645  # a two-sided 90% interval
 
 LIMITS = ("tpot", "max_num_seqs", "kv_cache")
@@ -52,6 +54,8 @@ REASONS: Mapping[str, str] = {
                       f"batch seen"),
     "interval_too_wide": (f"the 90% interval is wider than {INTERVAL_WIDTH_AT_MOST:.0%} of the "
                           f"answer"),
+    "closed_loop": ("a fixed number of clients drives the server (running never moves off one "
+                    "peak): its rate follows the server's, so the answer is in concurrency"),
 }  # fmt: skip
 
 
@@ -67,6 +71,7 @@ class Mix:
     running_per_batch: float | None  # running requests per decode slot (prefills in flight)
     kv_per_batch: float | None  # share of an engine's KV cache per unit of its batch
     engines: int = 1  # data-parallel engines: each steps its own batch
+    closed_loop: bool = False  # a fixed concurrency drives it (see :func:`closed_loop`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,21 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
         else None,
         kv_per_batch=agg.kv_usage_mean / batch if batch and agg.kv_usage_mean else None,
         engines=engines,
+        closed_loop=closed_loop(ws),
+    )
+
+
+def closed_loop(ws: Sequence[Window]) -> bool:
+    """A fixed number of clients, each sending its next request when the last one ends: in at
+    least :data:`CLOSED_LOOP_WINDOWS` active windows the running requests peak at one same count
+    (2 or more) and stay near it. Open-loop arrivals move the peak from window to window."""
+    busy = [w for w in ws if w.running and w.running_peak is not None]
+    peaks = {w.running_peak for w in busy}
+    if len(busy) < CLOSED_LOOP_WINDOWS or len(peaks) != 1:
+        return False
+    (n,) = peaks
+    return (
+        n is not None and n >= 2 and all((w.running or 0.0) >= CLOSED_LOOP_FILL * n for w in busy)
     )
 
 
@@ -208,6 +228,11 @@ def estimate(
     ])  # fmt: skip
     if late is not None or se is None:
         return withheld(late or "interval_too_wide", error)
+    concurrency = batch * (m.running_per_batch or 1.0) * m.engines
+    if m.closed_loop:
+        # No arrival rate to scale: the concurrency the limit allows is the answer.
+        return Capacity("closed_loop", concurrency=concurrency, load=m.load_rps, model_error=error,
+                        points=n, batch_high=high)  # fmt: skip
     return Capacity(
         requests_per_second=answer,
         lower=max(0.0, answer - Z90 * se),
@@ -215,7 +240,7 @@ def estimate(
         limit=limit,
         bounds={k: r for k, (_, r) in each.items()},
         headroom=answer - m.load_rps,
-        concurrency=batch * (m.running_per_batch or 1.0) * m.engines,
+        concurrency=concurrency,
         load=m.load_rps,
         model_error=error,
         points=n,

@@ -48,7 +48,8 @@ FAMILIES: tuple[Family[View], ...] = (
            _cap(lambda c: c.load), needs=ENGINE),
     Family("capacity_concurrency_target", "gauge",
            "Running requests at capacity: a measured target for an autoscaler that scales on "
-           "running requests.", (), _cap(lambda c: c.concurrency), needs=ENGINE),
+           "running requests (also given when capacity is withheld as closed_loop: the answer "
+           "in concurrency).", (), _cap(lambda c: c.concurrency), needs=ENGINE),
     Family("capacity_tpot_requests_per_second", "gauge",
            "Requests per second at which TPOT p99 reaches --slo-tpot (p99 taken as the mean "
            "times the last {H}'s own p99 / mean).", (), _bound("tpot"), needs=ENGINE),
