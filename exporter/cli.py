@@ -215,7 +215,8 @@ def _print_report(snap: Snapshot, cfg: Config, args: argparse.Namespace) -> None
             settings = replace(settings, horizon_seconds=a.horizon_end - a.horizon_start)
         print(json.dumps(report.to_dict(snap, settings), indent=2, sort_keys=True))
     else:
-        sys.stdout.write(printable(report.render(snap, mns, verbose=args.verbose)))
+        text = report.render(snap, mns, verbose=args.verbose, engine=engine_kind(cfg))
+        sys.stdout.write(printable(text))
 
 
 def diagnose_loop(

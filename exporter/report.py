@@ -192,8 +192,10 @@ def _tag(s: RuleStatus) -> str:
     return f"{s.rule}/{s.variant}" if s.variant else s.rule
 
 
-def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) -> str:
-    """The terminal report."""
+def render(
+    snap: Snapshot, max_num_seqs: float | None, verbose: bool = False, engine: str = "vllm"
+) -> str:
+    """The terminal report; ``engine``: the engine's kind (exporter/engines/)."""
     a, asm, d = snap.agg, snap.assessment, snap.diagnosis
     res = asm.resolved if asm else None
     lines: list[str] = []
@@ -224,6 +226,7 @@ def render(snap: Snapshot, max_num_seqs: float | None, verbose: bool = False) ->
             + (f" x PP {par.pp}" if par.pp > 1 else "")
             + ("" if par.consistent else f" disagrees with the {par.gpus} GPUs seen")
         )
+    add(f"Engine     {engine}")
     add(f"Model      {model}")
     add(f"GPU        {gpu}")
     for g in a.gpus:

@@ -21,6 +21,7 @@ from exporter.runs import metrics_text, record, run_replay
 from exporter.service import start_service
 from tests import toy_engine
 from tests.harness import QuietHandler, http_server, wait_for
+from tests.helpers import cli_in_process
 
 STATUS = json.loads((Path(__file__).parent / "fixtures" / "toy" / "status.json").read_text())
 RATE = 100.0  # the toy server generates tokens at this rate, by its own clock
@@ -112,3 +113,6 @@ def test_record_and_replay_through_a_registered_engine(toy: str, tmp_path: Path)
     # Replay knows the engine from the recording, whatever --engine says.
     pipeline = run_replay(replace(cfg, engine="vllm"), path, None)
     check_profiled(metrics_text(pipeline, export_settings(cfg)))
+    # So does diagnose's report, which names it.
+    report = cli_in_process("replay", str(path), "--diagnose")
+    assert "Engine     toy\n" in report and "Model      toy-7b" in report
