@@ -6,6 +6,7 @@ has passed since the last one, less half a fast interval (125 ms at 250 ms).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,11 +16,20 @@ from exporter.config import load_config
 from exporter.derive import thresholds as T
 from exporter.derive.cadence import EngineCadence, RefreshCadence, pressure
 from exporter.derive.resolve import RooflineSettings
+from exporter.derive.slo import SloTargets
 from exporter.loop import PollLoop
 from exporter.pipeline import MAX_TICKS_PER_WINDOW, Pipeline, Snapshot
-from exporter.samples import EngineSample, GpuReading, GpuSample, ModelsInfo, PollError, Tick
+from exporter.samples import (
+    EngineSample,
+    GpuReading,
+    GpuSample,
+    Histogram,
+    ModelsInfo,
+    PollError,
+    Tick,
+)
 from exporter.scrape.source import EnginePoll
-from tests.helpers import H100_MEMORY, H100_NAME, gpu, vllm
+from tests.helpers import H100_MEMORY, H100_NAME, INF, gpu, vllm
 
 
 def s(t: float = 0.0, **kw: Any) -> EngineSample:
@@ -627,3 +637,86 @@ def test_a_token_or_a_request_ends_the_idle_tier() -> None:
     assert c.interval == 5.0  # 30 s quiet again
     c.observe(vllm(70.0, running=1.0, waiting=0.0, generation_tokens=101.0))
     assert c.interval == 1.0
+
+
+def test_a_gpu_at_exactly_the_wake_threshold_wakes_it() -> None:
+    # 20% is busy enough (the activity gate's own threshold); 19.9% is not.
+    for util, wakes in ((20.0, True), (19.9, False)):
+        p = idle_pipeline()
+        idle_for(p, 41.75, gpu_util=0.0)
+        p.offer(Tick(engine=idle_vllm(42.0), gpu=gpu(42.0, dict(util_gpu_pct=util))))
+        assert (p.cadence.interval == 1.0) is wakes, util
+
+
+def test_quiet_is_counted_from_the_wake() -> None:
+    """Woken at 100 s, then only quiet polls: the cadence is idle again 30 s after the wake, at
+    130 s, not 30 s after the first poll that followed it (100.5 s)."""
+    c = EngineCadence(fast=0.25, calm=1.0, idle=5.0, max_num_seqs=None)
+    for i in range(31):
+        c.observe(idle_vllm(float(i)))
+    assert c.interval == 5.0
+    c.wake(100.0)
+    assert c.interval == 1.0
+    quiet: list[float] = [100.5, 101.0, *map(float, range(102, 130))]
+    for t in quiet:
+        c.observe(idle_vllm(t))
+    assert c.interval == 1.0
+    c.observe(idle_vllm(130.0))
+    assert c.interval == 5.0
+
+
+class TestPipelineFacts:
+    def test_what_the_exporter_was_told_is_declared(self) -> None:
+        r = RooflineSettings(tp=2, pp=1, dtype_env="fp8", model_params=(8e9, 1e9))
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, roofline=r, max_num_seqs=64.0,
+                     revision="r7")  # fmt: skip
+        assert p.declared() == {"max_num_seqs": "64", "tp": "2", "pp": "1", "dtype": "fp8",
+                                "model_params": "8e+09,1e+09", "revision": "r7"}  # fmt: skip
+        flag = Pipeline(horizon_seconds=60, poll_interval=0.25,
+                        roofline=replace(r, dtype_flag="bf16", model_params=None))  # fmt: skip
+        assert flag.declared() == {"tp": "2", "pp": "1", "dtype": "bf16"}  # the flag wins
+
+    def test_a_restart_names_its_cause(self) -> None:
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25)
+        for i in range(12):
+            start = 1.0 if i < 6 else 2.0
+            p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=10.0 * i,
+                                        process_start_time=start), gpu=None))  # fmt: skip
+        assert (p.snapshot.epoch, p.snapshot.epoch_cause) == (1, "vllm_restart")
+
+    def test_an_epoch_with_nothing_evaluable_is_no_baseline(self) -> None:
+        # A whole recording: the first process never said how many requests ran (nothing
+        # evaluable), the second did: there is nothing to compare the second with.
+        p = Pipeline(horizon_seconds=4.0, poll_interval=0.25, whole_epochs=True)
+        for i in range(20):
+            first = i < 8
+            s = vllm(i * 0.25, running=None if first else 1.0, generation_tokens=10.0 * i,
+                     process_start_time=1.0 if first else 2.0)  # fmt: skip
+            p.add_tick(Tick(engine=s, gpu=None))
+        assert p.snapshot.epoch == 1 and p.snapshot.direction is None
+
+    def test_the_models_roots_reach_the_catalog(self) -> None:
+        # vLLM serves "chat" from meta-llama/Llama-3.1-8B (what /v1/models says): the catalog
+        # matches the root.
+        catalog = load_catalog(load_config({}, {}, {}))
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25,
+                     roofline=RooflineSettings(catalog=catalog))  # fmt: skip
+        models = ModelsInfo(0.0, 4096, ("chat",), (("chat", "meta-llama/Llama-3.1-8B"),))
+        for i in range(9):
+            p.add_tick(Tick(engine=vllm(i * 0.25, model_name="chat", model_names=("chat",)),
+                            gpu=None, models=models if i == 0 else None))  # fmt: skip
+        a = p.snapshot.assessment
+        assert a is not None and a.resolved.model_matched_on == "root"
+        assert a.resolved.model_root == "meta-llama/Llama-3.1-8B"
+
+    def test_a_window_without_a_running_count_adds_nothing_to_the_objectives(self) -> None:
+        # vLLM's latency histograms moved, but the window is not evaluable (no running count):
+        # its requests are not counted, as its seconds are not.
+        h0 = Histogram((0.5, INF), (0.0, 0.0), 0.0, 0.0)
+        h1 = Histogram((0.5, INF), (4.0, 5.0), 2.0, 5.0)
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25,
+                     roofline=RooflineSettings(slo=SloTargets(ttft=0.5)))  # fmt: skip
+        for i in range(9):
+            p.add_tick(Tick(engine=vllm(i * 0.25, running=None, ttft=h1 if i else h0), gpu=None))
+        assert len(p.windows) == 1 and not p.windows[0][1].evaluable
+        assert dict(p.snapshot.ledger.slo) == {}

@@ -132,6 +132,26 @@ class TestAggregate:
         agg = aggregate([(w, classify(w)) for w in (a, b)])
         assert (agg.gpus[0].temperature_c, agg.gpus[0].temperature_peak_c) == (58.0, 60.0)
 
+    def test_a_gpu_first_seen_while_vllm_is_silent_has_its_own_figures(self) -> None:
+        # GPU 1 appears in the latest window only, one vLLM did not answer in: its peaks are its
+        # current readings (52 °C, 3 GB), nothing borrowed from GPU 0.
+        a = win(0.0, running=(1.0, 1.0), gpus=[gpu(t, dict(temperature_c=60.0)) for t in (0, 2)])
+        both = [gpu(t, dict(temperature_c=61.0), dict(temperature_c=c, mem_used_bytes=3e9))
+                for t, c in ((2.0, 50.0), (4.0, 52.0))]  # fmt: skip
+        silent = build_window([], both, start=2.0, end=4.0)
+        agg = aggregate([(w, classify(w)) for w in (a, silent)])
+        g0, g1 = agg.gpus
+        assert (g0.temperature_c, g0.temperature_peak_c) == (61.0, 61.0)
+        assert (g1.temperature_c, g1.temperature_peak_c) == (52.0, 52.0)
+        assert (g1.mem_used_bytes, g1.mem_used_peak_bytes) == (3e9, 3e9)
+
+    def test_short_windows_count_their_seconds(self) -> None:
+        # Two evaluable windows of 0.5 s (--window 500ms): 1 s observed, 1 s active.
+        ws = [win(t, dur=0.5, running=(1.0, 1.0), generation_tokens=(10.0 * t, 10.0 * t + 5))
+              for t in (0.0, 0.5)]  # fmt: skip
+        agg = aggregate([(w, classify(w)) for w in ws])
+        assert (agg.observed_seconds, agg.active_seconds) == (1.0, 1.0)
+
     def test_prefix_ratio_over_evaluable_sums(self) -> None:
         # (10 + 0 + 50) hits / (20 + 0 + 100) queries = 60/120 = 0.5; the idle middle window
         # contributes nothing to either sum.

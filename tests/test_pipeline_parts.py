@@ -212,6 +212,16 @@ class TestHorizonWindows:
         h.add(self.hw(8.0))
         assert h.full(0) and not h.full(1)  # 10 s >= 10 - 0.125
 
+    def test_spanning_exactly_the_horizon_less_the_slack_is_full(self) -> None:
+        h = HorizonWindows(horizon_seconds=10.0, slack=0.625)
+        for i in range(5):
+            h.add(self.hw(1.875 * i, length=1.875))
+        assert h.full(0)  # 5 x 1.875 = 9.375 = 10 - 0.625 (exact in binary)
+        h.clear()
+        for i in range(4):
+            h.add(self.hw(1.875 * i, length=1.875))
+        assert not h.full(0)
+
     def test_longer_windows_fill_it_by_ageing_out(self) -> None:
         """Windows of 2.25 s (a starved loop): the horizon keeps those that start within 10.125 s
         of the newest end, never five, and at most 9 s of them; it is full once the epoch's first

@@ -442,6 +442,16 @@ class TestR5:
         w = replace(bare(running=7.0, waiting=3.0), running_peak=8.0, waiting_capacity=2.9)
         assert not evaluate_window(w, 8.0)[R5].fired  # 2.9 / 9.9 = 29.3%
 
+    def test_exactly_two_waiting_for_capacity_fires(self) -> None:
+        # --max-num-seqs 4, running 3 on average (peak 4): 2 waiting for capacity is 2 / 5 = 40%
+        # of the requests; 1.99 is below the two.
+        def r5(capacity: float) -> RuleResult:
+            w = replace(bare(running=3.0, waiting=capacity), running_peak=4.0,
+                        waiting_capacity=capacity)  # fmt: skip
+            return evaluate_window(w, 4.0)[R5]
+
+        assert r5(2.0).fired and not r5(1.99).fired
+
 
 def results(pattern: list[bool], key: tuple[str, str] = R1, **flags: bool) -> list[dict]:
     return [{key: RuleResult(f, **(flags if f else {}))} for f in pattern]

@@ -84,6 +84,10 @@ class TestAttainmentAndGoodput:
         empty = HistDelta(H.bounds, (0.0, 0.0, 0.0), 0.0, 0.0)
         s = summarize([window(empty)], SloTargets(ttft=0.5), 100.0)
         assert s is not None and s.attainment == {} and s.goodput_tps is None
+        # One request is enough to say: it met the objective (1 of 1).
+        one = HistDelta(H.bounds, (1.0, 1.0, 1.0), 0.05, 1.0)
+        s = summarize([window(one)], SloTargets(ttft=0.5), 100.0)
+        assert s is not None and s.attainment == {"ttft": 1.0} and s.goodput_tps == 100.0
 
     def test_the_ledger_counts_from_the_first_window(self) -> None:
         t = SloTargets(ttft=0.5)

@@ -156,6 +156,12 @@ class TestLedger:
         # A GPU with neither: no partial sum (it would read low).
         assert window_joules(win(gpus=(gpu(1000.0, None), gpu(None, None)))) is None
         assert window_joules(win(gpus=())) is None
+        # Two energy counters add up, whichever GPU comes first.
+        assert window_joules(win(gpus=(gpu(None, 300.0), gpu(1000.0, None)))) == 1600.0
+        assert window_joules(win(gpus=(gpu(250.0, None), gpu(1000.0, None)))) == 1250.0
+        # Power over a short window: 300 W x 0.5 s; over no time at all there is nothing to say.
+        assert window_joules(win(end=10.5, gpus=(gpu(None, 300.0),))) == 150.0
+        assert window_joules(win(end=10.0, gpus=(gpu(None, 300.0),))) is None
 
     def test_only_evaluable_windows_count(self) -> None:
         kw = dict(cost_per_hour=3.6, price_source="flag")
@@ -163,6 +169,19 @@ class TestLedger:
         assert led == Ledger()
         no_span = accrue(Ledger(), win(duration=None), evaluable=True, active=True, **kw)  # type: ignore[arg-type]
         assert no_span == Ledger()
+        zero = accrue(Ledger(), win(duration=0.0), evaluable=True, active=True, **kw)  # type: ignore[arg-type]
+        assert zero == Ledger()  # not even a $0 series for the price
+        # Half a second counts like any span: 0.5 s at $3.60/h is $0.0005.
+        short = accrue(Ledger(), win(end=10.5, duration=0.5), evaluable=True, active=True, **kw)  # type: ignore[arg-type]
+        assert short.observed_seconds == 0.5 and short.active_seconds == 0.5
+        assert dict(short.dollars) == pytest.approx({"flag": 0.0005})
+
+    def test_a_price_needs_its_source(self) -> None:
+        # A cost without the source it came from (or the reverse) accrues no dollars.
+        for cost, source in ((None, "flag"), (3.6, None)):
+            led = accrue(Ledger(), win(), evaluable=True, active=True, cost_per_hour=cost,
+                         price_source=source)  # fmt: skip
+            assert led.dollars == {} and led.observed_seconds == 2.0
 
     def test_a_price_change_starts_its_own_series(self) -> None:
         # Two windows of 2 s: the first at $3.60/h from the catalog, the second at $7.20/h from
