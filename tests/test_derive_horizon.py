@@ -151,6 +151,18 @@ class TestAggregate:
               for t in (0.0, 0.5)]  # fmt: skip
         agg = aggregate([(w, classify(w)) for w in ws])
         assert (agg.observed_seconds, agg.active_seconds) == (1.0, 1.0)
+        assert (agg.observed_tokens, agg.observed_token_seconds) == (10.0, 1.0)
+
+    def test_a_window_without_a_token_delta_adds_no_token_seconds(self) -> None:
+        # The token counter reset in the second window: its 2 s count as observed, not as the
+        # time the known tokens were made in.
+        a = win(0.0, running=(1.0, 1.0), generation_tokens=(0.0, 30.0))
+        b = win(2.0, running=(1.0, 1.0), generation_tokens=(30.0, 4.0))
+        agg = aggregate([(w, classify(w)) for w in (a, b)])
+        assert agg.observed_seconds == 4.0
+        assert (agg.observed_tokens, agg.observed_token_seconds) == (30.0, 2.0)
+        only_reset = aggregate([(b, classify(b))])
+        assert (only_reset.observed_tokens, only_reset.observed_token_seconds) == (None, 0.0)
 
     def test_prefix_ratio_over_evaluable_sums(self) -> None:
         # (10 + 0 + 50) hits / (20 + 0 + 100) queries = 60/120 = 0.5; the idle middle window

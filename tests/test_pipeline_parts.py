@@ -293,3 +293,8 @@ def test_tokens_per_step_is_a_ratio_of_sums() -> None:
     # A window whose steps are unknown (a counter reset) counts for neither sum.
     reset = replace(active(4.0, 900.0, 0.0), d_steps=None)
     assert aggregate([*gated, (reset, classify(reset))]).decode_batch_per_step == 3.5
+    # One step in the whole horizon is enough: its 6 tokens are a batch of 6; none is nothing.
+    one = active(0.0, 6.0, 1.0)
+    assert aggregate([(one, classify(one))]).decode_batch_per_step == 6.0
+    none = active(0.0, 0.0, 0.0)
+    assert aggregate([(none, classify(none))]).decode_batch_per_step is None
