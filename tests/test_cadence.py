@@ -15,6 +15,7 @@ from exporter.app import load_catalog
 from exporter.config import load_config
 from exporter.derive import thresholds as T
 from exporter.derive.cadence import EngineCadence, RefreshCadence, pressure
+from exporter.derive.direction import Summary
 from exporter.derive.resolve import RooflineSettings
 from exporter.derive.slo import SloTargets
 from exporter.loop import PollLoop
@@ -720,3 +721,14 @@ class TestPipelineFacts:
             p.add_tick(Tick(engine=vllm(i * 0.25, running=None, ttft=h1 if i else h0), gpu=None))
         assert len(p.windows) == 1 and not p.windows[0][1].evaluable
         assert dict(p.snapshot.ledger.slo) == {}
+
+    def test_a_run_is_compared_with_an_earlier_one(self) -> None:
+        # diagnose --loop: the horizon now (100 tokens/s, 1 running, no roofline) against a
+        # summary kept from the last run (250 tokens/s): throughput -60%, worse.
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25)
+        for i in range(17):
+            p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=25.0 * i), gpu=None))
+        assert p.summary().generation_tps == pytest.approx(100.0)
+        d = p.compared_with(Summary(generation_tps=250.0, running=1.0))
+        assert (d.direction, d.signal) == ("worse", "throughput")
+        assert d.throughput_delta_pct == pytest.approx(-60.0)
