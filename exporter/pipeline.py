@@ -63,8 +63,8 @@ class Snapshot:
     epoch: int = 0
     direction: Direction | None = None
     ledger: Ledger = field(default_factory=Ledger)
-    # What started the current epoch: "vllm_restart" (into another configuration, or before it
-    # is known), "vllm_restart_same_config" (a restart into the configuration it had),
+    # What started the current epoch: "engine_restart" (into another configuration, or before it
+    # is known), "engine_restart_same_config" (a restart into the configuration it had),
     # "cache_config_change", "reconfigured"
     epoch_cause: str | None = None
     slo: SloSummary | None = None  # the latency objectives over the horizon, when set

@@ -97,8 +97,8 @@ KV_PEAK_ABOVE_MEAN = 0.10  # or 10 percentage points above the mean
 VRAM_PEAK_SHOWN_AT = 0.90
 TEMP_PEAK_SHOWN_AT = 80.0
 
-CAUSES = {"vllm_restart": "vLLM restarted",
-          "vllm_restart_same_config": "vLLM restarted (the configuration it shows unchanged)",
+CAUSES = {"engine_restart": "vLLM restarted",
+          "engine_restart_same_config": "vLLM restarted (the configuration it shows unchanged)",
           "cache_config_change": "vLLM's cache_config changed",
           "reconfigured": "the exporter was reconfigured"}  # fmt: skip
 

@@ -683,7 +683,7 @@ class TestPipelineFacts:
             start = 1.0 if i < 6 else 2.0
             p.add_tick(Tick(engine=vllm(i * 0.25, generation_tokens=10.0 * i,
                                         process_start_time=start), gpu=None))  # fmt: skip
-        assert (p.snapshot.epoch, p.snapshot.epoch_cause) == (1, "vllm_restart")
+        assert (p.snapshot.epoch, p.snapshot.epoch_cause) == (1, "engine_restart")
 
     def test_an_epoch_with_nothing_evaluable_is_no_baseline(self) -> None:
         # A whole recording: the first process never said how many requests ran (nothing

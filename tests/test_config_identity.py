@@ -47,7 +47,7 @@ def test_a_crash_restart_that_kept_its_configuration_is_said_so() -> None:
     # still runs), caused by a restart into the same configuration, and one identity throughout.
     m = samples(run_replay(str(RESTART), "--gpu-source", "none", "--max-num-seqs", "8"))
     assert m[("vllm_profile_config_epoch", ())] == 1
-    assert cause(m) == "vllm_restart_same_config"
+    assert cause(m) == "engine_restart_same_config"
     assert re.fullmatch(r"[0-9a-f]{12}", info(m)["config_id"])
 
 
@@ -56,7 +56,7 @@ def test_a_restart_into_another_configuration_is_a_change(tmp_path: Path) -> Non
                                 'gpu_memory_utilization="0.85"')  # fmt: skip
     m = samples(run_replay(str(rec), "--gpu-source", "none", "--max-num-seqs", "8"))
     assert m[("vllm_profile_config_epoch", ())] == 1
-    assert cause(m) == "vllm_restart"
+    assert cause(m) == "engine_restart"
     same = samples(run_replay(str(RESTART), "--gpu-source", "none", "--max-num-seqs", "8"))
     assert info(m)["config_id"] != info(same)["config_id"]
 

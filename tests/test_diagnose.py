@@ -171,7 +171,7 @@ def test_whole_recording_diagnosis_compares_the_epochs_around_a_restart() -> Non
     d = json.loads(cli_in_process("replay", str(VLLM / "vllm032-cpu-f-restart.jsonl.gz"),
                                   "--diagnose", "--json", "--max-num-seqs", "8"))  # fmt: skip
     # The recording's vLLM restarted with the same flags: a restart, not a configuration change.
-    assert figure(d, "vllm_profile_config_epoch_info", cause="vllm_restart_same_config") == 1
+    assert figure(d, "vllm_profile_config_epoch_info", cause="engine_restart_same_config") == 1
     assert figure(d, "vllm_profile_config_epoch") == 1
     # The span is the new process's only: nothing from before the restart is mixed in.
     start = figure(d, "vllm_profile_horizon_start_timestamp_seconds")

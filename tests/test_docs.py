@@ -64,7 +64,7 @@ def exported_names() -> set[str]:
         p.snapshot,
         direction=compare(Summary(0.1, 4.0, 100.0, 0.5), Summary(0.2, 4.0, 150.0, 0.5)),
         epoch=1,
-        epoch_cause="vllm_restart_same_config",
+        epoch_cause="engine_restart_same_config",
     )
     answered = replace(p.snapshot, capacity=Capacity(
         None, 8.0, 7.0, 9.0, "tpot", {"tpot": 8.0, "max_num_seqs": 9.0, "kv_cache": 10.0},

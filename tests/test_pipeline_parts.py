@@ -151,14 +151,14 @@ class TestEpochs:
         assert e.change(served("32"), restarted=False) == "cache_config_change"
         assert e.change(EngineSample(2.0), restarted=False) is None  # states nothing
         # A restart into the same configuration is a restart, not a change; into another, not.
-        assert e.change(served("16"), restarted=True) == "vllm_restart"
-        e.begin("vllm_restart")
+        assert e.change(served("16"), restarted=True) == "engine_restart"
+        e.begin("engine_restart")
         e.settle(served("16"))
-        assert (e.epoch, e.cause) == (1, "vllm_restart_same_config")
-        assert e.change(served("16"), restarted=True) == "vllm_restart"
-        e.begin("vllm_restart")
+        assert (e.epoch, e.cause) == (1, "engine_restart_same_config")
+        assert e.change(served("16"), restarted=True) == "engine_restart"
+        e.begin("engine_restart")
         e.settle(served("64"))
-        assert (e.epoch, e.cause) == (2, "vllm_restart")
+        assert (e.epoch, e.cause) == (2, "engine_restart")
 
     def test_the_direction_compares_full_horizons_once(self) -> None:
         e = Epochs()
@@ -178,7 +178,7 @@ class TestEpochs:
 
     def test_whole_epochs_compare_with_the_whole_epoch_before(self) -> None:
         e = Epochs(whole_epochs=True)
-        e.begin("vllm_restart", Summary(generation_tps=100.0))
+        e.begin("engine_restart", Summary(generation_tps=100.0))
         e.track(False, T.PERSIST_MIN_WINDOWS - 1, lambda: Summary(generation_tps=200.0))
         assert e.direction is None
         e.track(False, T.PERSIST_MIN_WINDOWS, lambda: Summary(generation_tps=200.0))

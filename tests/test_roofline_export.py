@@ -212,7 +212,7 @@ class TestChains:
         )
         assert resolve_dtype(s, "m", "fp8_e4m3", None) == (
             "fp8",
-            "vllm_cache_dtype",
+            "engine_cache_dtype",
         )
         assert resolve_dtype(s, "deepseek-ai/DeepSeek-R1", "auto", r1) == (
             "fp8",

@@ -249,7 +249,7 @@ def _bottlenecks(p: P) -> list[dict[str, Any]]:
             'vllm_profile_direction{direction="worse"} == 1\n'
             f"  and {_on(p)} changes(vllm_profile_config_epoch[2h]) > 0\n"
             f"  unless {_on(p)} "
-            'vllm_profile_config_epoch_info{cause="vllm_restart_same_config"}',
+            'vllm_profile_config_epoch_info{cause="engine_restart_same_config"}',
             "warning", "A configuration change made vLLM worse.",
             f"{{{{ {t} }}}}: after the latest change (epoch "
             + _value(p, "vllm_profile_config_epoch", fmt="printf \"%.0f\"")

@@ -27,8 +27,8 @@ class Epochs:
     def __init__(self, whole_epochs: bool = False) -> None:
         self.whole_epochs = whole_epochs
         self.epoch = 0
-        # "vllm_restart" (into another configuration, or before it is known),
-        # "vllm_restart_same_config", "cache_config_change", "reconfigured"
+        # "engine_restart" (into another configuration, or before it is known),
+        # "engine_restart_same_config", "cache_config_change", "reconfigured"
         self.cause: str | None = None
         self.direction: Direction | None = None
         self._full: Summary | None = None  # the current epoch's last full horizon
@@ -42,7 +42,7 @@ class Epochs:
         configuration); None when it does not."""
         if restarted:
             self._restart_from = self._last_seen
-            return "vllm_restart"
+            return "engine_restart"
         if s.serving.stated and self._last_serving not in (None, s.serving):
             return "cache_config_change"
         return None
@@ -56,7 +56,7 @@ class Epochs:
         seen = (dict(s.serving.settings), s.model_names, s.engines)
         if self._restart_from is not None:
             if seen == self._restart_from:
-                self.cause = "vllm_restart_same_config"
+                self.cause = "engine_restart_same_config"
             self._restart_from = None
         self._last_seen = seen
 

@@ -134,7 +134,7 @@ def resolve_dtype(
             if t in _NAME_DTYPES:
                 return _NAME_DTYPES[t], "model_name"
     if cache_dtype and (d := normalize_dtype(cache_dtype)):
-        return d, "vllm_cache_dtype"
+        return d, "engine_cache_dtype"
     if model is not None and model.dtype:
         return model.dtype, "catalog"
     return "bf16", "default"

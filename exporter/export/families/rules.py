@@ -86,8 +86,8 @@ FAMILIES: tuple[Family[View], ...] = (
            "Configuration epochs seen: +1 on each vLLM restart, cache_config_info change or "
            "exporter reconfiguration.", (), _one(lambda v: float(v.snap.epoch))),
     Family("config_epoch_info", "gauge",
-           "1 for what started the current configuration epoch: vllm_restart (into another "
-           "configuration), vllm_restart_same_config (a restart that kept its configuration: "
+           "1 for what started the current configuration epoch: engine_restart (into another "
+           "configuration), engine_restart_same_config (a restart that kept its configuration: "
            "not a configuration change), cache_config_change or reconfigured; absent before "
            "the first.", ("cause",),
            lambda v: [((v.snap.epoch_cause,), 1.0)] if v.snap.epoch_cause else []),
