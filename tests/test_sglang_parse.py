@@ -64,6 +64,17 @@ def test_real_bodies_read_as_prometheus_client_reads_them(path: Path) -> None:
     tpot = total(body, "sglang:request_time_per_output_token_seconds_count")
     assert s.tpot is not None and s.tpot.count == tpot
     assert s.queue_time is not None and s.process_start_time is None
+    # Prefill time: the prefill_forward stage of the per-stage latencies, no other stage.
+    stages = series(body, "sglang:per_stage_req_latency_seconds_count")
+    prefill = [v for labels, v in stages if labels.get("stage") == "prefill_forward"]
+    if prefill:
+        assert s.prefill_time is not None and s.prefill_time.count == sum(prefill)
+        sums = series(body, "sglang:per_stage_req_latency_seconds_sum")
+        want = sum(v for labels, v in sums if labels.get("stage") == "prefill_forward")
+        assert s.prefill_time.sum == pytest.approx(want)
+        assert s.prefill_time.count != total(body, "sglang:per_stage_req_latency_seconds_count")
+    else:
+        assert s.prefill_time is None
 
 
 def test_the_busy_body_in_figures_worked_by_hand() -> None:
@@ -165,3 +176,16 @@ def test_a_recording_of_real_bodies_replays_through_the_pipeline(tmp_path: Path)
     errors = [s for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "vllm_profile_poll_errors_total" and s.value]  # fmt: skip
     assert errors == []
+
+
+def test_under_batching_is_judged_from_sglangs_prefill_stage(tmp_path: Path) -> None:
+    # R1 needs the time spent prefilling: SGLang's prefill_forward stage gives it, so with
+    # --max-num-seqs the rule is evaluated, not skipped.
+    text = cli_in_process("replay", str(recording(tmp_path)), "--print-metrics",
+                          "--gpu-source", "none", "--calm-poll-interval", "250ms",
+                          "--max-num-seqs", "8")  # fmt: skip
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    skipped = {(s.labels["rule"], s.labels["reason"]) for s in samples
+               if s.name == "vllm_profile_rule_skipped"}  # fmt: skip
+    assert not any(rule == "R1" for rule, _ in skipped), skipped
+    assert any(s.name == "vllm_profile_rule_firing" and s.labels["rule"] == "R1" for s in samples)

@@ -56,7 +56,10 @@ _HISTOGRAMS = {
     P + "inter_token_latency_seconds": "itl",
     P + "queue_time_seconds": "queue_time",
     P + "prompt_tokens_histogram": "prompt_len",
+    # Per request stage; only the prefill forward's is read (vLLM's prefill time).
+    P + "per_stage_req_latency_seconds": "prefill_time",
 }
+PREFILL_STAGE = "prefill_forward"
 # Per data-parallel rank, the fullest rank counts (the one that retracts first).
 _PER_RANK = frozenset({"token_usage", "kv_used", "kv_total"})
 _SUFFIXES = ("_bucket", "_sum", "_count")
@@ -107,6 +110,8 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
             models.add(m)
         if not _lead_rank(labels):
             continue
+        if what == "prefill_time" and labels.pop("stage", None) != PREFILL_STAGE:
+            continue
         if suffix:
             le = labels.pop("le", None)
             key = tuple(sorted(labels.items()))
@@ -154,6 +159,7 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
         ttft=merged.get("ttft"),
         tpot=merged.get("tpot") or merged.get("itl"),
         queue_time=merged.get("queue_time"),
+        prefill_time=merged.get("prefill_time"),
         prompt_len=merged.get("prompt_len"),
         serving=_serving(ranks, sums),
         engines=len(dp_ranks),
