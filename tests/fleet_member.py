@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from exporter import __version__
-from exporter.app import export_settings, make_pipeline, make_render_cache
+from exporter.app import engine_kind, export_settings, make_pipeline, make_render_cache
 from exporter.config import load_config
 from exporter.export.http import make_handler
 from exporter.export.server import HttpServer
@@ -34,6 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     options = dict(o.split("=", 1) for o in args.option)
     cfg = load_config({}, {}, options)
+    cfg = replace(cfg, engine=engine_kind(cfg, args.vllm))  # the recording's own, as replay does
     pipeline = make_pipeline(cfg, False)
     ticks = list(replay_ticks(args.vllm, args.gpu))
     first = int(len(ticks) * args.split)

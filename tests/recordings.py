@@ -38,3 +38,27 @@ def renamed(src: Path, dst: Path, model: str, served: str = "tiny-llama") -> Non
             if isinstance(entry.get("body"), str):
                 entry["body"] = entry["body"].replace(old, new)
             out.write(json.dumps(entry) + "\n")
+
+
+SGLANG_ORDER = ("1-idle", "run1-2-busy-running1", "run1-3-after", "2-busy", "3-after")
+
+
+def sglang_recording(path: Path, model: str = "tiny-llama", seconds: float = 20.0) -> None:
+    """Real bodies of one SGLang process (tests/fixtures/sglang), in the order they were taken,
+    polled every 250 ms for ``seconds`` in all (each body for an equal stretch: its counters
+    stand still within it), the served model's name replaced."""
+    from exporter.recording import RecordingWriter
+
+    fixtures = Path(__file__).parent / "fixtures" / "sglang"
+    bodies = [(fixtures / f"sglang0523-cpu-{name}.txt").read_text() for name in SGLANG_ORDER]
+    bodies = [b.replace('model_name="tiny-llama"', f'model_name="{model}"') for b in bodies]
+    per_body = max(1, round(seconds / 0.25 / len(bodies)))
+    t = 1_800_000_000.0
+    writer = RecordingWriter(path, {"exporter_version": "test", "engine": "sglang"})
+    models = {"data": [{"id": model, "root": f"/models/{model}", "max_model_len": 1024}]}
+    writer.write({"t": t, "source": "sglang_models", "body": json.dumps(models)})
+    for body in bodies:
+        for _ in range(per_body):
+            writer.write({"t": t, "source": "sglang", "body": body})
+            t += 0.25
+    writer.close()

@@ -1,7 +1,8 @@
 """A fleet: 20 exporters in two clusters, each serving a different real recording (H100 or H200
-readings, 1 to 8 GPUs, TP 1 to 8, four models, every recorded load), scraped by one real
-Prometheus loaded with the shipped recording and alert rules. As under one Thanos or Mimir, the
-clusters repeat each other's instance and job values: only the cluster label tells them apart.
+readings, 1 to 8 GPUs, TP 1 to 8, four models, every recorded load; two are SGLang servers),
+scraped by one real Prometheus loaded with the shipped recording and alert rules. As under one
+Thanos or Mimir, the clusters repeat each other's instance and job values: only the cluster
+label tells them apart.
 
 Each exporter serves its replay frozen (tests/fleet_member.py), so the /metrics this test reads
 is the /metrics Prometheus scrapes: every fleet recording rule is checked against a computation
@@ -30,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Prometheus, free_port, terminate, wait_for
 from tests.paths import FIX, H100, H200, ROOT
-from tests.recordings import gpu_recording, renamed
+from tests.recordings import gpu_recording, renamed, sglang_recording
 from tests.test_dashboards import DASHBOARDS, grafana_regex, panels
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +42,7 @@ REPORT = ROOT / "build" / "fleet-report.json"
 # recording → vLLM's --max-num-seqs when it was made (the recordings' own headers)
 RECORDINGS = {"b-underbatch": 64, "c-saturation": 4, "d-kvpressure": 8, "e1-prefix-shared": 8,
               "e2-prefix-unique": 8, "e3-prefix-disabled": 8, "f-restart": 8}  # fmt: skip
+SGLANG_MEMBERS = (N // 2 - 2, N - 2)  # one in each cluster
 MODELS = ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
           "Qwen/Qwen2.5-7B-Instruct", "acme/support-assistant")  # fmt: skip
 # The fourth model is the operator's own, known through a catalog file.
@@ -57,6 +59,7 @@ class Member:
     options: dict[str, str]
     split: float = 0.5
     cluster: str = "east"
+    engine: str = "vllm"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
@@ -76,7 +79,11 @@ class Member:
 
     def start(self, tmp: Path) -> None:
         vllm = tmp / f"{self.recording}-{MODELS.index(self.model)}.jsonl.gz"
-        if not vllm.exists():
+        if vllm.exists():
+            pass
+        elif self.engine == "sglang":
+            sglang_recording(vllm, self.model, seconds=150.0)
+        else:
             renamed(FIX / "vllm" / f"vllm032-cpu-{self.recording}.jsonl.gz", vllm, self.model)
         gpu = tmp / f"{self.probe.stem}-{self.gpus}.jsonl.gz"
         if not gpu.exists():
@@ -133,8 +140,12 @@ def fleet(tmp: Path) -> list[Member]:
         # The restart recording serves its first 30%: the restart comes with the second part.
         split = 0.3 if recording == "f-restart" else 0.5
         cluster = "east" if i < N // 2 else "west"
+        engine = "vllm"
+        if i in SGLANG_MEMBERS:  # SGLang servers of the same models, in one fleet with vLLM's
+            engine, recording, split = "sglang", "sglang", 0.5
+            options["max-num-seqs"] = "8"  # its --max-running-requests
         members.append(
-            Member(i, recording, model, (H100, H200)[i % 2], tp, options, split, cluster)
+            Member(i, recording, model, (H100, H200)[i % 2], tp, options, split, cluster, engine)
         )
     return members
 
@@ -286,6 +297,11 @@ def test_a_fleet_of_twenty(tmp_path: Path) -> None:
 
         # Frozen: the exporters serve now what Prometheus scraped and the rules summed.
         texts = {m: m.metrics() for m in members}
+        for m, text in texts.items():  # each profiled as its own engine
+            s = samples(text)
+            ((info, _),) = s["vllm_profile_info"]
+            up = {labels["source"] for labels, _ in s["vllm_profile_up"]} - {"nvml"}
+            assert (info["engine"], up) == (m.engine, {m.engine}), m.index
         expected = by_service(texts)
         services = {service(m, t) for m, t in texts.items()}
         assert {c for c, _, _ in services} == {"east", "west"}

@@ -4,7 +4,6 @@ by hand on small bodies, and a recording of real bodies replayed through the pip
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.engines import ENGINES
 from exporter.engines.sglang.parse import parse_sglang_metrics
-from exporter.recording import RecordingWriter
 from exporter.scrape.text_format import MAX_LINE, ParseError
 from tests.helpers import cli_in_process
 from tests.paths import SGLANG as FIX
+from tests.recordings import SGLANG_ORDER, sglang_recording
 
 BODIES = sorted(FIX.glob("*.txt"))
 
@@ -143,18 +142,8 @@ def test_a_body_it_cannot_trust_is_refused_with_its_reason(body: str, reason: st
 def recording(tmp: Path) -> Path:
     """Real bodies of one SGLang process, in the order they were taken, each polled for 4 s at
     250 ms (a body's counters stand still within its stretch)."""
-    order = ["1-idle", "run1-2-busy-running1", "run1-3-after", "2-busy", "3-after"]
     path = tmp / "sglang.jsonl.gz"
-    t = 1_800_000_000.0
-    writer = RecordingWriter(path, {"exporter_version": "test", "engine": "sglang"})
-    models = {"data": [{"id": "tiny-llama", "root": "/models/tiny-llama", "max_model_len": 1024}]}
-    writer.write({"t": t, "source": "sglang_models", "body": json.dumps(models)})
-    for name in order:
-        body = (FIX / f"sglang0523-cpu-{name}.txt").read_text()
-        for _ in range(16):
-            writer.write({"t": t, "source": "sglang", "body": body})
-            t += 0.25
-    writer.close()
+    sglang_recording(path, seconds=4.0 * len(SGLANG_ORDER))
     return path
 
 
