@@ -732,3 +732,17 @@ class TestPipelineFacts:
         d = p.compared_with(Summary(generation_tps=250.0, running=1.0))
         assert (d.direction, d.signal) == ("worse", "throughput")
         assert d.throughput_delta_pct == pytest.approx(-60.0)
+
+    def test_a_reload_is_an_epoch_of_its_own_identity(self) -> None:
+        # SIGHUP with another --max-num-seqs: a new epoch, caused by the reload, and a new
+        # configuration identity (the declared settings are part of it).
+        p = Pipeline(horizon_seconds=60, poll_interval=0.25, max_num_seqs=8.0)
+        for i in range(9):
+            p.add_tick(Tick(engine=vllm(i * 0.25, model_name="m", model_names=("m",)), gpu=None))
+        before = p.snapshot.config_id
+        assert before and p.snapshot.epoch == 0
+        p.reconfigure(RooflineSettings(), 16.0)
+        for i in range(9, 18):
+            p.add_tick(Tick(engine=vllm(i * 0.25, model_name="m", model_names=("m",)), gpu=None))
+        assert (p.snapshot.epoch, p.snapshot.epoch_cause) == (1, "reconfigured")
+        assert p.snapshot.config_id not in ("", before)

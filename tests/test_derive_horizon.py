@@ -176,10 +176,13 @@ class TestAggregate:
 
     def test_cumulative_totals_from_last_window_and_empty_horizon(self) -> None:
         ws = [
-            win(0.0, running=(1.0, 0.0), generation_tokens=(10.0, 90.0)),
-            win(2.0, running=(0.0, 0.0), generation_tokens=(90.0, 90.0)),
-        ]
-        assert aggregate([(w, classify(w)) for w in ws]).generation_tokens_total == 90.0
+            win(0.0, running=(1.0, 0.0), generation_tokens=(10.0, 90.0),
+                requests_finished=(1.0, 3.0)),
+            win(2.0, running=(0.0, 0.0), generation_tokens=(90.0, 90.0),
+                requests_finished=(3.0, 4.0)),
+        ]  # fmt: skip
+        agg = aggregate([(w, classify(w)) for w in ws])
+        assert (agg.generation_tokens_total, agg.requests_total) == (90.0, 4.0)
         assert aggregate([]).generation_tps is None
 
 
