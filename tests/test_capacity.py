@@ -244,16 +244,19 @@ class TestEstimate:
 
 class TestMix:
     def test_ratios_of_sums_by_hand(self) -> None:
-        """Two windows: 2 s with 4 requests, 400 tokens, 300 prompt tokens of which 100 cached;
-        4 s with 6 requests, 500 tokens, 200 prompt, none cached. Load 10 / 6 s; 90 tokens a
-        request; 400 uncached / 900 generated."""
+        """2 s with 4 requests, 400 tokens, 300 prompt tokens of which 100 cached; 4 s with 6
+        requests, 500 tokens, 200 prompt, none cached; 2 s idle. Load 10 / 8 s; 90 tokens a
+        request; 400 uncached / 900 generated; KV 12% for 12 running: 1% a request."""
         ws = [window(d_requests=4.0, d_generation_tokens=400.0, d_prompt_tokens=300.0,
-                     d_prefix_hits=100.0),
+                     d_prefix_hits=100.0, running=12.0, kv_usage=0.12),
               window(start=2.0, end=6.0, duration=4.0, d_requests=6.0, d_generation_tokens=500.0,
-                     d_prompt_tokens=200.0)]  # fmt: skip
+                     d_prompt_tokens=200.0, running=12.0, kv_usage=0.12),
+              # idle: no request ran, its empty KV cache says nothing of a request's share
+              window(start=6.0, end=8.0, running=0.0, kv_usage=0.0, d_requests=0.0,
+                     d_generation_tokens=0.0, d_prompt_tokens=0.0)]  # fmt: skip
         m = mix(ws, agg())
         assert m is not None
-        assert m.load_rps == pytest.approx(10 / 6)
+        assert m.load_rps == pytest.approx(10 / 8)
         assert m.tokens_per_request == pytest.approx(90.0)
         assert m.prefill_per_generated == pytest.approx(400 / 900)
         assert m.tail_ratio == pytest.approx(1.5)  # 33 ms / 22 ms
@@ -262,6 +265,8 @@ class TestMix:
         # Two engines, 12 running in all at 6 a step on each: one running request per slot.
         two = mix(ws, agg(engines=2, decode_batch_per_step=6.0))
         assert two is not None and two.engines == 2 and two.running_per_batch == pytest.approx(1.0)
+        # The fullest engine's 12% holds its 6 running: 2% of an engine's KV a request.
+        assert two.kv_per_batch == pytest.approx(0.02)
 
     def test_a_closed_loop_holds_one_running_peak(self) -> None:
         """Ten active windows all peaking at 8 running, each at least 90% of it on average:

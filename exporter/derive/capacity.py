@@ -111,20 +111,31 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
         tail = max(1.0, agg.tpot_p99 / agg.tpot_mean)
     batch = agg.decode_batch_per_step  # per engine step: each engine's own batch
     engines = max(1, agg.engines)
+    # running is the sum over engines; KV usage the fullest engine's
+    per_slot = agg.running_active / (batch * engines) if batch and agg.running_active else None
     return Mix(
         load_rps=requests / seconds,
         tokens_per_request=gen / done,
         prefill_per_generated=uncached / gen_p if gen_p > 0 else 0.0,
         tail_ratio=tail,
         batch_now=batch,
-        # running is the sum over engines; KV usage the fullest engine's
-        running_per_batch=agg.running_active / (batch * engines)
-        if batch and agg.running_active
-        else None,
-        kv_per_batch=agg.kv_usage_mean / batch if batch and agg.kv_usage_mean else None,
+        running_per_batch=per_slot,
+        kv_per_batch=_kv_per_batch(ws, engines, per_slot),
         engines=engines,
         closed_loop=closed_loop(ws),
     )
+
+
+def _kv_per_batch(ws: Sequence[Window], engines: int, per_slot: float | None) -> float | None:
+    """The share of an engine's KV cache one unit of its decode batch holds: KV usage per
+    running request on an engine, over the windows where requests ran (idle windows would
+    dilute it), times the running requests per decode slot."""
+    busy = [w for w in ws if w.running and w.kv_usage is not None and w.duration]
+    kv = sum((w.kv_usage or 0.0) * (w.duration or 0.0) for w in busy)
+    running = sum((w.running or 0.0) / engines * (w.duration or 0.0) for w in busy)
+    if per_slot is None or kv <= 0 or running <= 0:
+        return None
+    return kv / running * per_slot
 
 
 def closed_loop(ws: Sequence[Window]) -> bool:
