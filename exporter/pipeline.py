@@ -131,7 +131,6 @@ class Pipeline:
         ``revision``: the deployment's own name for its configuration (part of its identity)."""
         if poll_interval <= 0 or window_seconds <= 0:
             raise ValueError("the poll interval and the window must be positive")
-        self.horizon_seconds = horizon_seconds
         self.poll_interval = poll_interval
         self.window_seconds = window_seconds
         self.engine_source_name = engine_source_name

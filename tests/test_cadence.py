@@ -746,3 +746,11 @@ class TestPipelineFacts:
             p.add_tick(Tick(engine=vllm(i * 0.25, model_name="m", model_names=("m",)), gpu=None))
         assert (p.snapshot.epoch, p.snapshot.epoch_cause) == (1, "reconfigured")
         assert p.snapshot.config_id not in ("", before)
+
+    def test_nothing_declared_nothing_named(self) -> None:
+        # No setting given: nothing declared but PP (1 unless told); before any engine data, no
+        # identity; a half-second window is a valid setting.
+        p = Pipeline(horizon_seconds=1.0, poll_interval=0.25, window_seconds=0.5)
+        assert p.declared() == {"pp": "1"}
+        p.add_tick(Tick(engine=PollError(0.0, "connection_refused"), gpu=None))
+        assert p.snapshot.config_id == ""

@@ -478,3 +478,5 @@ def test_finished_reason_shares_over_the_evaluable_windows() -> None:
     )
     nothing = win(0.0, running=(0.0, 0.0), finished_by_reason=({"stop": 5.0}, {"stop": 5.0}))
     assert aggregate([(nothing, classify(nothing))]).finished_ratio_by_reason == {}
+    one = win(0.0, running=r, finished_by_reason=({"stop": 5.0}, {"stop": 6.0}))
+    assert aggregate([(one, classify(one))]).finished_ratio_by_reason == {"stop": 1.0}

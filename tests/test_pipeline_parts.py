@@ -15,6 +15,7 @@ from exporter.derive.epochs import Epochs
 from exporter.derive.gate import classify
 from exporter.derive.horizon import aggregate
 from exporter.derive.horizon_windows import HorizonWindow, HorizonWindows
+from exporter.derive.source_health import HealthTracker
 from exporter.derive.window import Window, build_window
 from exporter.derive.windower import MAX_TICKS_PER_WINDOW, Cut, Windower
 from exporter.samples import EngineSample, ServingConfig, Tick
@@ -298,3 +299,31 @@ def test_tokens_per_step_is_a_ratio_of_sums() -> None:
     assert aggregate([(one, classify(one))]).decode_batch_per_step == 6.0
     none = active(0.0, 0.0, 0.0)
     assert aggregate([(none, classify(none))]).decode_batch_per_step is None
+
+
+class TestHealthTracker:
+    def test_the_interval_measured_is_the_mean_gap_between_polls(self) -> None:
+        h = HealthTracker()
+        assert h.freeze(0.25).measured_interval is None  # no poll
+        h.record(vllm(10.0), 0.01)
+        assert h.freeze(0.25).measured_interval is None  # one poll: no gap yet
+        h.record(vllm(10.5), 0.01)
+        assert h.freeze(0.25).measured_interval == 0.5  # two polls: their gap
+        h.record(vllm(10.5), 0.01)  # stamped alike (a coarse clock): a gap of 0
+        h.record(vllm(11.75), 0.01)
+        assert h.freeze(0.25).measured_interval == pytest.approx(1.75 / 3)
+
+    def test_two_polls_stamped_alike_measure_nothing(self) -> None:
+        h = HealthTracker()
+        h.record(vllm(3.0), 0.01)
+        h.record(vllm(3.0), 0.01)
+        assert h.freeze(0.25).measured_interval is None
+
+    def test_a_clock_that_steps_back_starts_the_measure_again(self) -> None:
+        h = HealthTracker()
+        for t in (100.0, 101.0, 102.0):
+            h.record(vllm(t), 0.01)
+        h.record(vllm(50.0), 0.01)  # stepped back: the gaps before are another clock's
+        assert h.freeze(1.0).measured_interval is None
+        h.record(vllm(50.25), 0.01)
+        assert h.freeze(1.0).measured_interval == 0.25
