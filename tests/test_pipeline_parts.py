@@ -318,6 +318,8 @@ class TestHealthTracker:
         h.record(vllm(3.0), 0.01)
         h.record(vllm(3.0), 0.01)
         assert h.freeze(0.25).measured_interval is None
+        h.record(vllm(4.0), 0.01)  # then a gap: 1 s over the three polls' two gaps
+        assert h.freeze(0.25).measured_interval == 0.5
 
     def test_a_clock_that_steps_back_starts_the_measure_again(self) -> None:
         h = HealthTracker()
