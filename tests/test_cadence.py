@@ -303,8 +303,9 @@ class TestPipelineDetails:
             p.add_tick(Tick(engine=vllm(i * 0.25), gpu=None))
         snap = p.snapshot
         assert snap.ticks == 3 and snap.latest is None
-        assert (snap.assessment, snap.diagnosis, snap.max_model_len, snap.direction) == (
-            None, None, None, None)  # fmt: skip
+        assert (snap.assessment, snap.diagnosis, snap.max_model_len, snap.direction, snap.slo) == (
+            None, None, None, None, None)  # fmt: skip
+        assert snap.capacity.withheld == "too_few_windows"
 
     def test_plan_intervals(self) -> None:
         p = Pipeline(horizon_seconds=60, poll_interval=0.25, calm_poll_interval=1.0)

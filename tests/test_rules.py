@@ -687,6 +687,10 @@ class TestR4:
         assert d.groups[0].group == "memory" and d.groups[0].primary.rule == "R4"
         # 140e9 / 1 = 140.0 GB per GPU; headroom 85.52e9 × 0.9 − 140e9 = −63.0 GB.
         assert r4.evidence == "weights need 140.0 GB per GPU (bf16, TP 1); KV headroom -63.0 GB"
+        assert r4.fix_code == "raise_tensor_parallel_size"
+        assert r4.fix == (
+            "Raise --tensor-parallel-size, or use a lower-precision weight format (e.g. fp8)."
+        )
         # TP 4: 35 GB per GPU fits, R4 is quiet.
         four = assess(agg, RooflineSettings(catalog=catalog, tp=4))
         assert not next(
