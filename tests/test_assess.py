@@ -3,6 +3,8 @@ counters, each at its edges."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from exporter.app import load_catalog
@@ -92,3 +94,31 @@ def test_an_unknown_gpu_has_no_peaks_and_a_quantized_name_its_dtype() -> None:
     assert res.inputs.peak_flops is None and res.inputs.peak_bw is None
     assert (res.dtype, res.dtype_source) == ("fp8", "model_name")
     assert res.reasons == ("unknown_gpu",)
+
+
+def test_vllms_kv_cache_dtype_names_the_weights_when_nothing_else_does() -> None:
+    # Llama 3.1 8B served with --kv-cache-dtype fp8, no quantization in its name, no flag: the
+    # cache dtype comes before the catalog's default, and is said to.
+    agg = Aggregate(model_name="meta-llama/Llama-3.1-8B-Instruct",
+                    serving=serving_config({"cache_dtype": "fp8"}))  # fmt: skip
+    res = assess(agg, SETTINGS).resolved
+    assert (res.dtype, res.dtype_source) == ("fp8", "engine_cache_dtype")
+
+
+def test_a_root_that_matches_nothing_matches_nothing() -> None:
+    res = resolve(SETTINGS, model_name="chat", model_root="/models/no-such-model", gpu_names=[])
+    assert res.model is None and res.model_matched_on == ""
+
+
+def test_a_quantized_served_name_keeps_its_dtype_beside_a_root() -> None:
+    res = resolve(SETTINGS, model_name="Qwen/Qwen2.5-7B-Instruct-FP8", model_root="/models/q7",
+                  gpu_names=[])  # fmt: skip
+    assert (res.dtype, res.dtype_source) == ("fp8", "model_name")
+
+
+def test_a_split_the_gpus_contradict_has_no_peaks() -> None:
+    # TP 4 declared, one H100 seen: no ceiling at all, rather than ceilings scaled wrong.
+    res = resolve(replace(SETTINGS, tp=4), model_name="meta-llama/Llama-3.1-8B-Instruct",
+                  gpu_names=[H100_NAME])  # fmt: skip
+    assert "parallelism_mismatch" in res.reasons
+    assert (res.inputs.peak_flops, res.inputs.peak_bw) == (None, None)

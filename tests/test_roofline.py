@@ -284,6 +284,29 @@ class TestEconomicsEdges:
                               efficiency=None, energy_joules=0.5, energy_tokens=2.0)  # fmt: skip
         assert (c.joules_per_token, c.joules_source) == (0.25, "energy_counter")
 
+    def test_an_energy_counter_without_tokens_falls_back_to_power(self) -> None:
+        # 400 W at 200 tok/s: 2 J per token, whenever the counter cannot divide.
+        for joules, tokens in ((None, 100.0), (50.0, 0.0), (0.0, 100.0)):
+            e = economics.compute(
+                actual_tps=200.0, power_watts=400.0, cost_per_hour=None, efficiency=None,
+                energy_joules=joules, energy_tokens=tokens,
+            )  # fmt: skip
+            assert (e.joules_per_token, e.joules_source) == (2.0, "power"), (joules, tokens)
+
+    def test_nothing_observed_no_wall_clock(self) -> None:
+        e = economics.compute(actual_tps=500.0, power_watts=None, cost_per_hour=13.8,
+                              efficiency=0.5)  # fmt: skip
+        assert (e.duty_cycle, e.wall_cost_per_million_tokens, e.wall_recoverable_per_hour) == (
+            None, None, None)  # fmt: skip
+        # 10 s observed, none of them active: idle, the whole cost recoverable.
+        idle = economics.compute(actual_tps=None, power_watts=None, cost_per_hour=13.8,
+                                 efficiency=None, observed_seconds=10.0)  # fmt: skip
+        assert (idle.duty_cycle, idle.wall_recoverable_per_hour) == (0.0, 13.8)
+        # Tokens known but not the seconds they were made in: no wall-clock price per token.
+        unknown = economics.compute(actual_tps=500.0, power_watts=None, cost_per_hour=13.8,
+                                    efficiency=None, observed_tokens=1000.0)  # fmt: skip
+        assert unknown.wall_cost_per_million_tokens is None
+
     def test_no_power_no_joules(self) -> None:
         e = economics.compute(actual_tps=10.0, power_watts=0.0, cost_per_hour=None,
                               efficiency=None)  # fmt: skip
