@@ -755,3 +755,10 @@ class TestPipelineFacts:
         assert p.declared() == {"pp": "1"}
         p.add_tick(Tick(engine=PollError(0.0, "connection_refused"), gpu=None))
         assert p.snapshot.config_id == ""
+
+
+def test_running_near_the_cap_counts_every_engine() -> None:
+    # --max-num-seqs 8 per engine, two engines: 14.4 running (90% of 16) is near the cap, 10 not.
+    assert pressure(EngineSample(1.0, running=14.4, engines=2), None, 8.0) == "running"
+    assert pressure(EngineSample(1.0, running=10.0, engines=2), None, 8.0) is None
+    assert pressure(EngineSample(1.0, running=7.2, engines=1), None, 8.0) == "running"

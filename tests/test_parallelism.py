@@ -17,7 +17,7 @@ from exporter.app import load_catalog
 from exporter.config import ConfigError, load_config
 from exporter.derive.assess import assess
 from exporter.derive.horizon import Aggregate, GpuAggregate
-from exporter.derive.resolve import RooflineSettings
+from exporter.derive.resolve import Parallelism, RooflineSettings, resolve_parallelism
 from exporter.derive.rules import R4, RULES
 from exporter.engines.vllm.serving import serving_config
 from tests.helpers import H100_MEMORY, H100_NAME
@@ -187,3 +187,28 @@ def test_four_recorded_h100s_serving_a_70b_model_end_to_end(tmp_path: Path) -> N
     assert not [n for n, _ in bad if n == "vllm_profile_kv_headroom_bytes"]
     skipped = (("name", "OOM Risk"), ("reason", "parallelism_mismatch"), ("rule", "R4"))
     assert bad[("vllm_profile_rule_skipped", skipped)] == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "gpus", "engines", "expected"),
+    [
+        # Declared TP: taken; consistent when TP x PP x DP is the GPUs seen (or none is seen).
+        (RooflineSettings(tp=2, tp_source="flag"), 4, 2,
+         Parallelism(2, "flag", 1, "default", 2, 4)),
+        (RooflineSettings(tp=2, tp_source="env", pp=2, pp_source="flag"), 4, 1,
+         Parallelism(2, "env", 2, "flag", 1, 4)),
+        (RooflineSettings(tp=2, tp_source="flag"), 0, 1,
+         Parallelism(2, "flag", 1, "default", 1, 0)),
+        (RooflineSettings(tp=2, tp_source="flag"), 4, 1,
+         Parallelism(2, "flag", 1, "default", 1, 4, consistent=False)),
+        # Nothing declared: none seen is TP 1 by default; else the GPUs over PP x DP.
+        (RooflineSettings(pp=2, pp_source="env"), 0, 3, Parallelism(1, "default", 2, "env", 3, 0)),
+        (RooflineSettings(), 8, 2, Parallelism(4, "gpus", 1, "default", 2, 8)),
+        # 6 GPUs cannot split over 4 engines: TP 1, said to contradict.
+        (RooflineSettings(pp=1, pp_source="flag"), 6, 4,
+         Parallelism(1, "gpus", 1, "flag", 4, 6, consistent=False)),
+    ],
+)  # fmt: skip
+def test_the_split_by_hand(settings: RooflineSettings, gpus: int, engines: int,
+                           expected: Parallelism) -> None:  # fmt: skip
+    assert resolve_parallelism(settings, gpus=gpus, engines=engines) == expected

@@ -306,6 +306,13 @@ class TestEconomicsEdges:
         unknown = economics.compute(actual_tps=500.0, power_watts=None, cost_per_hour=13.8,
                                     efficiency=None, observed_tokens=1000.0)  # fmt: skip
         assert unknown.wall_cost_per_million_tokens is None
+        # Half a second is time like any other: all of it active; 1,000 tokens made in it at
+        # $3.60/h cost 3.6 x 0.5 / 3600 / 1000 x 1e6 = $0.50 per million.
+        short = economics.compute(actual_tps=2000.0, power_watts=None, cost_per_hour=3.6,
+                                  efficiency=None, observed_seconds=0.5, active_seconds=0.5,
+                                  observed_tokens=1000.0, observed_token_seconds=0.5)  # fmt: skip
+        assert short.duty_cycle == 1.0
+        assert short.wall_cost_per_million_tokens == pytest.approx(0.5)
 
     def test_no_power_no_joules(self) -> None:
         e = economics.compute(actual_tps=10.0, power_watts=0.0, cost_per_hour=None,
