@@ -378,3 +378,23 @@ class TestWallClockEconomics:
         # rest): 7.2 × 300/3600 = $0.60 for 6,000 tokens = $100 per 1M, not $200.
         e = self.wall(observed_tokens=6000.0, observed_token_seconds=300.0)
         assert e.wall_cost_per_million_tokens == pytest.approx(100.0)
+
+
+class TestFloorsAcrossStagesAndEngines:
+    """1 PFLOP/s and 2 TB/s a GPU, 1e9 parameters of 2 bytes, TP 1 x PP 2: the ridge is
+    1e15 x 2 / (2 x 2e12) = 500 requests; an engine's ceiling 1e15 x 2 / 2e9 = 1e6 tokens/s."""
+
+    INP = RooflineInputs(1e15, 2e12, 1e9, 1e9, 2.0, 1, pp=2)
+
+    def test_the_tpot_floor_at_one_engines_batch(self) -> None:
+        # Two engines, 2,400 running: 1,200 each. Weights: 2e9 / 2e12 = 1 ms a token; compute:
+        # 1,200 x 2e9 / (1e15 x 1 x 2) = 1.2 ms. The floor is the larger.
+        r = compute(self.INP, batch=2400.0, actual_tps=1e5, replicas=2)
+        assert r.tpot_floor_seconds == pytest.approx(1.2e-3)
+        assert r.hardware_tps == pytest.approx(2e6)
+
+    def test_a_prompt_crosses_the_stages_in_turn(self) -> None:
+        # Below the ridge, a 1,000-token prompt runs at one stage's share of the engine:
+        # 1e6 / 2 = 5e5 tokens/s, so 2 ms.
+        r = compute(self.INP, batch=200.0, actual_tps=1e4, prompt_tokens_mean=1000.0)
+        assert r.prefill_floor_seconds == pytest.approx(2e-3)
