@@ -14,6 +14,7 @@ from exporter.derive.horizon import Aggregate, GpuAggregate
 from exporter.derive.resolve import RooflineSettings, resolve
 from exporter.derive.roofline import RooflineInputs
 from exporter.engines.vllm.serving import serving_config
+from exporter.samples import ServingConfig
 from tests.helpers import H100_NAME
 
 SETTINGS = RooflineSettings(catalog=load_catalog(load_config({}, {}, {})))
@@ -122,3 +123,9 @@ def test_a_split_the_gpus_contradict_has_no_peaks() -> None:
                   gpu_names=[H100_NAME])  # fmt: skip
     assert "parallelism_mismatch" in res.reasons
     assert (res.inputs.peak_flops, res.inputs.peak_bw) == (None, None)
+
+
+def test_a_zero_memory_share_from_any_engine_is_not_believed() -> None:
+    # vLLM's parser already drops a 0; another engine's might not: assess keeps its own guard.
+    a = assess(Aggregate(serving=ServingConfig(gpu_memory_utilization=0.0)), SETTINGS)
+    assert (a.gpu_memory_utilization, a.gpu_memory_utilization_source) == (1.0, "default")
