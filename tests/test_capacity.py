@@ -14,6 +14,8 @@ from exporter import report
 from exporter.derive.capacity import REASONS, Capacity, Mix, bounds, closed_loop, estimate, mix
 from exporter.derive.histogram import HistDelta
 from exporter.derive.horizon import Aggregate
+from exporter.derive.resolve import RooflineSettings
+from exporter.derive.slo import SloTargets
 from exporter.derive.step_fit import Reservoir, StepModel, StepPoint, fit, point
 from exporter.derive.window import Window
 from exporter.export import status_page
@@ -382,6 +384,22 @@ class TestThroughThePipeline:
         }
         assert limit == {"max_num_seqs": 1.0, "kv_cache": 0.0}
         assert "vllm_profile_capacity_unavailable" not in families
+
+    def test_an_objective_that_binds(self) -> None:
+        """--slo-tpot 200 ms. Every TPOT lies in vLLM's first bucket (up to 100 ms here): the
+        horizon's p99 is read as 99 ms against a 30 ms mean, a tail of 3.3, so the mean may
+        reach 200 / 3.3 = 60.6 ms: B = (0.0606 - 0.010) / 0.001 = 50.6, and 50.6 / (100 x
+        0.0606) = 8.35 req/s, below the cap's 8.65."""
+        p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0,
+                     roofline=RooflineSettings(slo=SloTargets(tpot=0.2)))  # fmt: skip
+        for i in range(int(self.END / 0.25) + 1):
+            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
+        c = p.snapshot.capacity
+        mean_at_limit = 0.2 / (0.099 / 0.030)
+        batch = (mean_at_limit - 0.010) / 0.001
+        assert c.withheld is None and c.limit == "tpot"
+        assert c.requests_per_second == pytest.approx(batch / (100 * mean_at_limit), rel=1e-6)
+        assert c.concurrency == pytest.approx(batch, rel=1e-6)
 
     def test_a_restart_starts_the_fit_again(self) -> None:
         p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
