@@ -118,6 +118,7 @@ class TestPoint:
         assert point(window(**(good | change))) is None
 
 
+RESOLVED = HistDelta((0.01, 0.025, 0.05, float("inf")), (0.0, 50.0, 100.0, 100.0), 3.0, 100.0)
 MIX = Mix(load_rps=3.0, tokens_per_request=100.0, prefill_per_generated=0.0, tail_ratio=1.5,
           batch_now=12.0, running_per_batch=1.0, kv_per_batch=0.01)  # fmt: skip
 
@@ -213,6 +214,7 @@ class TestEstimate:
             ("several_models", points(SPREAD), dict(a=agg(model_names=("a", "b")))),
             ("no_load", points(SPREAD), dict(m=None)),
             ("missing_cap", points(SPREAD), dict(max_num_seqs=None)),
+            ("tpot_unresolved", points(SPREAD), dict(m=replace(MIX, tail_ratio=None))),
             ("missing_kv", points(SPREAD), dict(m=replace(MIX, kv_per_batch=None))),
             ("overloaded", points(SPREAD), dict(a=agg(waiting=1.0))),
             ("no_batch_spread", points([10.0 + 0.1 * i for i in range(40)]), {}),
@@ -250,7 +252,7 @@ class TestMix:
         requests, 500 tokens, 200 prompt, none cached; 2 s idle. Load 10 / 8 s; 90 tokens a
         request; 400 uncached / 900 generated; KV 12% for 12 running: 1% a request."""
         ws = [window(d_requests=4.0, d_generation_tokens=400.0, d_prompt_tokens=300.0,
-                     d_prefix_hits=100.0, running=12.0, kv_usage=0.12),
+                     d_prefix_hits=100.0, running=12.0, kv_usage=0.12, tpot=RESOLVED),
               window(start=2.0, end=6.0, duration=4.0, d_requests=6.0, d_generation_tokens=500.0,
                      d_prompt_tokens=200.0, running=12.0, kv_usage=0.12),
               # idle: no request ran, its empty KV cache says nothing of a request's share
@@ -261,7 +263,10 @@ class TestMix:
         assert m.load_rps == pytest.approx(10 / 8)
         assert m.tokens_per_request == pytest.approx(90.0)
         assert m.prefill_per_generated == pytest.approx(400 / 900)
-        assert m.tail_ratio == pytest.approx(1.5)  # 33 ms / 22 ms
+        # TPOT p99 in the (25, 50] ms bucket: 25 + 25 x (99 - 50) / 50 = 49.5 ms over a 22 ms mean.
+        assert m.tail_ratio == pytest.approx(0.0495 / 0.022)
+        unresolved = [replace(w, tpot=TPOT) for w in ws]  # all in a first bucket, from 0
+        assert (u := mix(unresolved, agg())) is not None and u.tail_ratio is None
         assert m.running_per_batch == pytest.approx(1.0) and m.kv_per_batch == pytest.approx(0.01)
         assert m.engines == 1
         # Two engines, 12 running in all at 6 a step on each: one running request per slot.
@@ -297,11 +302,13 @@ class TestThroughThePipeline:
 
     PHASES = ((0.0, 5.0), (20.0, 10.0), (40.0, 20.0), (60.0, 40.0), (80.0, 20.0))
     END = 150.0
+    BOUNDS = (0.025, 0.05, 0.1, float("inf"))  # TPOT buckets: 15 and 20 ms, 30 ms, 50 ms
 
     def sample(self, t: float, loop: bool = False) -> EngineSample:
         """The counters at ``t``, integrated phase by phase: steps/s = 1 / step(B), tokens/s =
         B / step(B), requests/s = tokens/s / 100, each request's TPOT = step(B)."""
         gen = steps = req = tpot_sum = batch = 0.0
+        cumulative = [0.0] * len(self.BOUNDS)
         ends = [start for start, _ in self.PHASES[1:]] + [self.END]
         for (start, b), stop in zip(self.PHASES, ends, strict=True):
             span = max(0.0, min(t, stop) - start)
@@ -310,17 +317,20 @@ class TestThroughThePipeline:
             gen += span * b / step
             req += span * b / step / 100.0
             tpot_sum += span * b / step / 100.0 * step
+            for k, bound in enumerate(self.BOUNDS):  # each request's TPOT, in its bucket
+                cumulative[k] += span * b / step / 100.0 if step <= bound else 0.0
             batch = b if start <= t else batch
         # Open-loop arrivals: running moves around the batch, its peak differs from window to
         # window (amplitude 1, 2, 3 by window), its mean over each window is the batch exactly.
         i = round(t / 0.25)
         running = batch + (0 if loop else (1 + (i // 8) % 3) * (0, 1, 0, -1)[i % 4])
         inf = float("inf")
+        tpot = Histogram(self.BOUNDS, tuple(cumulative), tpot_sum, req)
         return EngineSample(
             t, model_name="m", model_names=("m",), running=running, waiting=0.0,
             kv_usage=0.01 * batch, generation_tokens=gen, prompt_tokens=2.0 * gen,
             requests_finished=req, step_tokens=Histogram((inf,), (steps,), 3.0 * gen, steps),
-            tpot=Histogram((0.1, inf), (req, req), tpot_sum, req), process_start_time=1.0,
+            tpot=tpot, process_start_time=1.0,
         )  # fmt: skip
 
     def fed(self, loop: bool = False) -> Pipeline:
@@ -386,20 +396,30 @@ class TestThroughThePipeline:
         assert "vllm_profile_capacity_unavailable" not in families
 
     def test_an_objective_that_binds(self) -> None:
-        """--slo-tpot 200 ms. Every TPOT lies in vLLM's first bucket (up to 100 ms here): the
-        horizon's p99 is read as 99 ms against a 30 ms mean, a tail of 3.3, so the mean may
-        reach 200 / 3.3 = 60.6 ms: B = (0.0606 - 0.010) / 0.001 = 50.6, and 50.6 / (100 x
-        0.0606) = 8.35 req/s, below the cap's 8.65."""
+        """--slo-tpot 100 ms. The last horizon's TPOTs (30 ms) all lie in the (25, 50] ms bucket:
+        its p99 is read as 25 + 25 x 0.99 = 49.75 ms against a 30 ms mean, a tail of 1.658, so
+        the mean may reach 100 / 1.658 = 60.3 ms: B = (0.0603 - 0.010) / 0.001 = 50.3, and
+        50.3 / (100 x 0.0603) = 8.34 req/s, below the cap's 8.65."""
         p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0,
-                     roofline=RooflineSettings(slo=SloTargets(tpot=0.2)))  # fmt: skip
+                     roofline=RooflineSettings(slo=SloTargets(tpot=0.1)))  # fmt: skip
         for i in range(int(self.END / 0.25) + 1):
             p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
         c = p.snapshot.capacity
-        mean_at_limit = 0.2 / (0.099 / 0.030)
+        mean_at_limit = 0.1 / (0.04975 / 0.030)
         batch = (mean_at_limit - 0.010) / 0.001
         assert c.withheld is None and c.limit == "tpot"
         assert c.requests_per_second == pytest.approx(batch / (100 * mean_at_limit), rel=1e-6)
         assert c.concurrency == pytest.approx(batch, rel=1e-6)
+
+    def test_an_objective_the_buckets_cannot_check(self) -> None:
+        # The same server with vLLM's coarse first bucket (all TPOTs under 100 ms in one bucket
+        # read from 0): its p99 would be a guess, so capacity is withheld, not made up.
+        self.BOUNDS = (0.1, float("inf"))
+        p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0,
+                     roofline=RooflineSettings(slo=SloTargets(tpot=0.1)))  # fmt: skip
+        for i in range(int(self.END / 0.25) + 1):
+            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
+        assert p.snapshot.capacity.withheld == "tpot_unresolved"
 
     def test_a_restart_starts_the_fit_again(self) -> None:
         p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from exporter.derive.histogram import merge_latest
 from exporter.derive.horizon import Aggregate
 from exporter.derive.step_fit import StepFit, StepModel
 from exporter.derive.window import Window
@@ -34,11 +35,16 @@ OVERLOADED_WAITING = 1.0  # requests waiting, time-weighted over the horizon
 CLOSED_LOOP_WINDOWS = 10  # active windows at one running peak that make a fixed concurrency
 CLOSED_LOOP_FILL = 0.9  # ... each running at least this share of that peak on average
 Z90 = 1.645  # a two-sided 90% interval
+P99 = 0.99
+RESOLVED_WIDTH = 0.5  # a p99 is read from a bucket at most this wide against its upper bound
 
 LIMITS = ("tpot", "max_num_seqs", "kv_cache")
 # Why capacity is withheld, checked in this order; each is a value of the `reason` label.
 REASONS: Mapping[str, str] = {
     "overloaded": "requests wait for the scheduler: the load is at or past capacity",
+    "tpot_unresolved": (f"the TPOT histogram's buckets cannot place its 99th percentile (it lies "
+                        f"in the first bucket, or one wider than {RESOLVED_WIDTH:.0%} of its "
+                        f"bound): the TPOT objective cannot be checked"),
     "config_changed": "the configuration changed and the fit starts again: too few windows since",
     "too_few_windows": f"fewer than {MIN_POINTS} active windows with engine steps and TPOT",
     "several_models": "the server serves several models: one fit cannot tell them apart",
@@ -106,9 +112,7 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
     priced = [w for w in ws if w.d_prompt_tokens is not None and w.d_generation_tokens]
     uncached = sum(max(0.0, (w.d_prompt_tokens or 0.0) - (w.d_prefix_hits or 0.0)) for w in priced)
     gen_p = sum(w.d_generation_tokens or 0.0 for w in priced)
-    tail = None
-    if agg.tpot_p99 is not None and agg.tpot_mean:
-        tail = max(1.0, agg.tpot_p99 / agg.tpot_mean)
+    tail = _tail_ratio(ws, agg.tpot_mean)
     batch = agg.decode_batch_per_step  # per engine step: each engine's own batch
     engines = max(1, agg.engines)
     # running is the sum over engines; KV usage the fullest engine's
@@ -124,6 +128,23 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
         engines=engines,
         closed_loop=closed_loop(ws),
     )
+
+
+def _tail_ratio(ws: Sequence[Window], mean: float | None) -> float | None:
+    """TPOT p99 / mean over the windows where requests finished; None unless the buckets place
+    the p99: not in the first bucket (read from 0 up, anything inside it is a guess), nor in one
+    wider than :data:`RESOLVED_WIDTH` of its upper bound, nor past the last finite bound."""
+    h = merge_latest(t for w in ws if (t := w.tpot) is not None and t.count > 0)
+    if h is None or not mean or not h.cumulative[-1] > 0:
+        return None
+    rank = P99 * h.cumulative[-1]
+    b = next(i for i, c in enumerate(h.cumulative) if c >= rank)
+    lo, hi = (h.bounds[b - 1] if b else 0.0), h.bounds[b]
+    if b == 0 or math.isinf(hi) or hi - lo > RESOLVED_WIDTH * hi:
+        return None
+    below = h.cumulative[b - 1]
+    p99 = lo + (hi - lo) * (rank - below) / (h.cumulative[b] - below)
+    return max(1.0, p99 / mean)
 
 
 def _kv_per_batch(ws: Sequence[Window], engines: int, per_slot: float | None) -> float | None:
@@ -213,6 +234,7 @@ def estimate(
         (len(agg.model_names) > 1, "several_models"),
         (m is None, "no_load"),
         (not max_num_seqs, "missing_cap"),
+        (tpot_target is not None and m is not None and m.tail_ratio is None, "tpot_unresolved"),
         (m is None or m.kv_per_batch is None, "missing_kv"),
     ])  # fmt: skip
     if early is not None or f is None or m is None or not max_num_seqs:
