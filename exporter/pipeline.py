@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from exporter.derive import thresholds as T
 from exporter.derive.assess import Assessment, assess
-from exporter.derive.cadence import EngineCadence, RefreshCadence
+from exporter.derive.cadence import EngineCadence, RefreshCadence, gpu_busy
 from exporter.derive.capacity import Capacity, estimate, mix
 from exporter.derive.diagnosis import Diagnosis, diagnose
 from exporter.derive.direction import Direction, Summary, compare, summarize
@@ -97,13 +97,6 @@ class TickOutcome:
     taken (several processes behind one URL), None when it was (or there was none)."""
 
     refused: str | None = None
-
-
-def _gpu_busy(g: GpuSample) -> bool:
-    """A GPU works: load may have begun on an idle vLLM."""
-    return any(
-        r.util_gpu_pct is not None and r.util_gpu_pct >= T.CADENCE_WAKE_GPU_UTIL_PCT for r in g.gpus
-    )
 
 
 class Pipeline:
@@ -286,7 +279,7 @@ class Pipeline:
         times = [r.observed_at for r in (tick.engine, tick.gpu) if r is not None]
         if times:
             self._take(max(times), self.windower.add(max(times), tick))
-        if isinstance(tick.gpu, GpuSample) and _gpu_busy(tick.gpu):
+        if isinstance(tick.gpu, GpuSample) and gpu_busy(tick.gpu):
             # After the window decision at this tick: the window that ends next holds the
             # engine poll this wake asks for.
             self.cadence.wake(tick.gpu.observed_at)

@@ -201,3 +201,10 @@ class RefreshCadence:
 
     def due(self, at: float, slack: float) -> bool:
         return _due(self._last_poll, at, self.interval - slack)
+
+
+def gpu_busy(g: GpuSample) -> bool:
+    """A GPU works: load may have begun on an idle vLLM."""
+    return any(
+        r.util_gpu_pct is not None and r.util_gpu_pct >= T.CADENCE_WAKE_GPU_UTIL_PCT for r in g.gpus
+    )
