@@ -123,6 +123,7 @@ def fleet(tmp: Path) -> list[Member]:
     catalog = tmp / "catalog.yaml"
     catalog.write_text(CATALOG)
     members = []
+    ports: set[int] = set()  # each its own: two random picks may meet
     recordings = list(RECORDINGS)
     for i in range(N):
         recording, model = recordings[i % len(recordings)], MODELS[i % len(MODELS)]
@@ -144,8 +145,14 @@ def fleet(tmp: Path) -> list[Member]:
         if i in SGLANG_MEMBERS:  # SGLang servers of the same models, in one fleet with vLLM's
             engine, recording, split = "sglang", "sglang", 0.5
             options["max-num-seqs"] = "8"  # its --max-running-requests
+        port = free_port()
+        while port in ports:
+            port = free_port()
+        ports.add(port)
         members.append(
-            Member(i, recording, model, (H100, H200)[i % 2], tp, options, split, cluster, engine)
+            Member(
+                i, recording, model, (H100, H200)[i % 2], tp, options, split, cluster, engine, port
+            )  # fmt: skip
         )
     return members
 

@@ -252,7 +252,7 @@ volumeMounts:
        series under one of these names would rename the exporter's (Prometheus keeps the target's
        and writes exported_<name>), and every rule and dashboard reading it would miss. */}}
 {{- define "vllm-profile-exporter.exportedLabels" -}}
-UUID cause compute_peak config_id declared direction dtype dtype_source engine finished_reason fix gpu gpu_catalog gpu_name group mode model model_catalog model_matched_on model_root name pipeline_parallel_size pipeline_parallel_size_source price_source reason rule source tensor_parallel_size tensor_parallel_size_source variant version
+UUID cause compute_peak config_id declared direction dtype dtype_source engine finished_reason fix gpu gpu_catalog gpu_name group limit mode model model_catalog model_matched_on model_root name pipeline_parallel_size pipeline_parallel_size_source price_source reason rule source tensor_parallel_size tensor_parallel_size_source variant version
 {{- end }}
 
 {{- define "vllm-profile-exporter.checkTargetLabels" -}}
