@@ -96,7 +96,7 @@ def test_panel_lint(name: str) -> None:
             assert t["datasource"] == DS
             expr = t["expr"]
             assert '${cluster_label}=~"$cluster"' in expr, expr  # every query, every cluster
-            if re.search(r"\bcluster_namespace_model:vllm_profile_", expr):
+            if re.search(r"\bcluster_namespace_model(_gpu)?:vllm_profile_", expr):
                 for var in ("namespace", "model"):  # recording rules carry these labels
                     assert f'{var}=~"${var}"' in expr, expr
             else:
@@ -135,6 +135,9 @@ def concatenated(tmp: Path) -> tuple[Path, Path]:
                         e["t"] += lap * 60.0  # the second lap follows the first in time
                         out.write(json.dumps(e) + "\n")
     return vllm, gpu
+
+
+CAPACITY_BOUND = re.compile(r"capacity_lower_requests_per_second|replicas_needed")
 
 
 def grafana_regex(values: list[str]) -> str:
@@ -189,8 +192,13 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
             for k, v in subst.items():
                 q = q.replace(f"${k}", v)
             assert "$" not in q, q
-            if not prom.query(q):
-                missing.append(f"{name} / {title}: {expr}")
+            if prom.query(q):
+                continue
+            # A replica's capacity bound is absent while it withholds (the replay's horizons
+            # are too short for an answer): then the panel may be empty, and only then.
+            if CAPACITY_BOUND.search(expr) and prom.query("vllm_profile_capacity_unavailable"):
+                continue
+            missing.append(f"{name} / {title}: {expr}")
         assert not missing, "panels without data:\n" + "\n".join(missing)
     finally:
         prom.stop()

@@ -525,6 +525,21 @@ def fleet() -> dict[str, Any]:
         12,
         8,
     )
+    gpu_lvl, on_gpu = "cluster_namespace_model_gpu:vllm_profile_", f"{who} on {{{{gpu_name}}}}"
+    b.add(series("Replicas needed by model and GPU kind",
+                 "The model's whole load over the weakest replica's lower capacity bound, rounded "
+                 "up, per GPU kind (docs/capacity.md). Absent while every replica of that kind "
+                 "withholds its capacity (the server dashboard says why).", "short",
+                 (f"{gpu_lvl}replicas_needed:ceil{{{m}}}", on_gpu)),
+          12, 8)  # fmt: skip
+    b.add(series("Load and capacity by model",
+                 "Requests per second the model's servers finish, and the weakest replica's lower "
+                 "capacity bound per GPU kind: one replica of that kind takes at least this.",
+                 "reqps",
+                 (f"{lvl}capacity_load_requests_per_second:sum{{{m}}}", f"load {who}"),
+                 (f"{gpu_lvl}capacity_lower_requests_per_second:min{{{m}}}",
+                  f"one replica, lower bound: {on_gpu}")),
+          12, 8)  # fmt: skip
     table_targets = [
         target(f"vllm_profile_wall_clock_recoverable_cost_per_hour_dollars{{{SEL}}}", ref="A",
                instant=True, fmt="table"),
@@ -549,6 +564,8 @@ def fleet() -> dict[str, Any]:
     rows: list[tuple[str | None, list[str]]] = [
         ("By model", ["Recoverable cost by model (est)", "Cost per 1M tokens by model",
                       "Efficiency by model (est)", "Throughput by model"]),
+        ("Capacity by model", ["Replicas needed by model and GPU kind",
+                               "Load and capacity by model"]),
         ("Servers", ["Servers by recoverable cost"]),
     ]  # fmt: skip
     return dashboard("vllm-profile-fleet", "vLLM profile: fleet", b.layout(rows),
@@ -594,6 +611,7 @@ OVERVIEW_LOOKS: dict[str, dict[str, Any]] = {
     },
 }
 FLEET_LOOKS: dict[str, dict[str, Any]] = {
+    "Replicas needed by model and GPU kind": {"noValue": "capacity withheld"},
     "Servers by recoverable cost": {
         # Each row opens that server's dashboard, same data source and time range.
         "links": [
