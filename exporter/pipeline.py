@@ -346,6 +346,7 @@ class Pipeline:
         self._slo = summarize_slo(evaluable, self._roofline.slo, self._agg.generation_tps)
         self._capacity = estimate(self._steps.fit(), mix(evaluable, self._agg), self._agg,
                                   tpot_target=self._roofline.slo.tpot,
+                                  ttft_target=self._roofline.slo.ttft,
                                   max_num_seqs=self._max_num_seqs,
                                   bins=self._steps.reservoir.bins(),
                                   since_change=self.epochs.epoch > 0)  # fmt: skip

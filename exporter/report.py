@@ -160,9 +160,11 @@ def _capacity_line(snap: Snapshot) -> str:
     c = snap.capacity
     if c.withheld is not None or c.requests_per_second is None:
         return f"Capacity   not estimated: {CAPACITY_REASONS.get(c.withheld or '', 'no answer')}"
-    target = snap.slo.targets.tpot if snap.slo else None
+    tpot = snap.slo.targets.tpot if snap.slo else None
+    ttft = snap.slo.targets.ttft if snap.slo else None
     limit = {
-        "tpot": f"TPOT p99 crosses {_num(target, '.0f', 1e3, ' ms')}",
+        "tpot": f"TPOT p99 crosses {_num(tpot, '.0f', 1e3, ' ms')}",
+        "ttft": f"TTFT p99 crosses {_num(ttft, '.0f', 1e3, ' ms')} waiting for a slot (R5's fix)",
         "max_num_seqs": "running requests reach --max-num-seqs (R5's fix)",
         "kv_cache": "the KV cache is full (R2's fix)",
     }.get(c.limit or "", c.limit or "?")

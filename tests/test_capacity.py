@@ -11,7 +11,21 @@ from typing import Any
 import pytest
 
 from exporter import report
-from exporter.derive.capacity import REASONS, Capacity, Mix, bounds, closed_loop, estimate, mix
+from exporter.derive.capacity import (
+    LIMITS,
+    REASONS,
+    Capacity,
+    Mix,
+    bounds,
+    closed_loop,
+    dispersion,
+    erlang_c,
+    estimate,
+    mix,
+    self_check,
+    steady,
+    ttft_p99,
+)
 from exporter.derive.histogram import HistDelta
 from exporter.derive.horizon import Aggregate
 from exporter.derive.resolve import RooflineSettings
@@ -119,18 +133,34 @@ class TestPoint:
 
 
 RESOLVED = HistDelta((0.01, 0.025, 0.05, float("inf")), (0.0, 50.0, 100.0, 100.0), 3.0, 100.0)
-MIX = Mix(load_rps=3.0, tokens_per_request=100.0, prefill_per_generated=0.0, tail_ratio=1.5,
-          batch_now=12.0, running_per_batch=1.0, kv_per_batch=0.01)  # fmt: skip
+MIX = Mix(load_rps=3.0, tokens_per_request=100.0, prefill_per_generated=0.0, ttft_p99=None,
+          dispersion=1.0, steady=True, batch_now=12.0, running_per_batch=1.0,
+          kv_per_batch=0.01, recent=((StepPoint(12.0, 0.0, 0.022, 0.0), 10.0),))  # fmt: skip
+# TPOT p99 at 60 ms under TRUE with Poisson arrivals: step(B) + 2.326 sqrt(2/3 x 0.001^2 x B)
+# = 0.060 is, with x = sqrt(B), 0.001 x^2 + 0.0018992 x - 0.050 = 0: x = 6.18495, B = 38.254,
+# step 48.254 ms, 38.254 / (100 x 0.048254) = 7.9276 req/s.
+TPOT_BATCH, TPOT_RPS = 38.254, 7.9276
+
+
+def p99_by_hand(model: StepModel, batch: float, dispersion: float = 1.0, prefill: float = 0.0,
+                ) -> float:  # fmt: skip
+    """TPOT p99 as docs/capacity.md writes it: the mean step time plus 2.326 standard
+    deviations of a request's mean step time, 2/3 b^2 B for the overlap and (c k)^2 B for the
+    prefill interruptions, times the dispersion (never below 1)."""
+    b, c = model.per_sequence, model.per_prefill_token
+    var = max(1.0, dispersion) * (2 / 3 * b * b + (c * prefill) ** 2) * batch
+    return model.base + (b + c * prefill) * batch + 2.326 * math.sqrt(var)
 
 
 class TestBounds:
     def test_each_limit_by_hand(self) -> None:
-        """step(B) = 0.010 + 0.001 B; 100 tokens a request; p99 = 1.5 x mean.
-        tpot 60 ms: the mean may reach 40 ms, B = 30, 30 / (100 x 0.040) = 7.5 req/s;
+        """step(B) = 0.010 + 0.001 B; 100 tokens a request; Poisson arrivals.
+        tpot 60 ms: B = 38.254 (above), 7.9276 req/s;
         64 seqs: 64 / (100 x 0.074) = 8.6486 req/s; KV full at B = 1 / 0.01 = 100:
         100 / (100 x 0.110) = 9.0909 req/s."""
         b = bounds(TRUE, MIX, 0.060, 64.0)
-        assert b["tpot"] == pytest.approx((30.0, 7.5))
+        assert b["tpot"] == pytest.approx((TPOT_BATCH, TPOT_RPS), rel=1e-4)
+        assert p99_by_hand(TRUE, b["tpot"][0]) == pytest.approx(0.060, rel=1e-9)
         assert b["max_num_seqs"] == pytest.approx((64.0, 64.0 / 7.4))
         assert b["kv_cache"] == pytest.approx((100.0, 100.0 / 11.0))
 
@@ -140,12 +170,55 @@ class TestBounds:
         model = replace(TRUE, per_prefill_token=0.0002)
         m = replace(MIX, prefill_per_generated=0.5, running_per_batch=1.25)
         b = bounds(model, m, 0.060, 64.0)
-        assert b["tpot"][0] == pytest.approx(0.030 / 0.0011)
+        assert p99_by_hand(model, b["tpot"][0], prefill=0.5) == pytest.approx(0.060, rel=1e-9)
+        # The prefill interruptions widen the tail: 2/3 x 1e-6 + (1e-4)^2 = 6.767e-7 per unit
+        # of batch. At B = 40: 0.010 + 0.044 + 2.326 x sqrt(6.767e-7 x 40) = 0.066101 > 0.060.
+        assert p99_by_hand(model, 40.0, prefill=0.5) == pytest.approx(0.066101, rel=1e-4)
+        assert b["tpot"][0] < 40.0
         assert b["max_num_seqs"] == pytest.approx((51.2, 51.2 / (100 * (0.010 + 0.0011 * 51.2))))
 
     def test_a_target_below_the_empty_step_gives_nothing_at_any_load(self) -> None:
-        b = bounds(TRUE, MIX, 0.012, 64.0)  # the mean may reach 8 ms: below the 10 ms base
+        b = bounds(TRUE, MIX, 0.009, 64.0)  # below the 10 ms an empty step takes
         assert b["tpot"] == (0.0, 0.0)
+
+    def test_bursty_arrivals_widen_the_tail(self) -> None:
+        """Arrivals dispersed 4x Poisson: the spread doubles. 0.001 x^2 + 0.0037984 x - 0.05 =
+        0: x = 5.4225, B = 29.403; smoother than Poisson counts as Poisson."""
+        b = bounds(TRUE, replace(MIX, dispersion=4.0), 0.060, 64.0)
+        assert b["tpot"][0] == pytest.approx(29.403, rel=1e-4)
+        assert p99_by_hand(TRUE, b["tpot"][0], 4.0) == pytest.approx(0.060, rel=1e-9)
+        smooth = bounds(TRUE, replace(MIX, dispersion=0.2), 0.060, 64.0)
+        assert smooth["tpot"][0] == pytest.approx(TPOT_BATCH, rel=1e-4)
+
+    def test_erlang_c_by_hand(self) -> None:
+        # M/M/1 at 0.5: an arrival waits half the time. M/M/2 offered 1 erlang: Erlang B =
+        # (1/2) / (1 + 1 + 1/2) = 0.2, C = 2 x 0.2 / (2 - 1 x 0.8) = 1/3.
+        assert erlang_c(1, 0.5) == pytest.approx(0.5)
+        assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+        assert erlang_c(2, 2.0) == 1.0 and erlang_c(64, 70.0) == 1.0  # saturated
+
+    def test_the_ttft_limit_by_hand(self) -> None:
+        """Two slots (--max-num-seqs 2), today's TTFT p99 50 ms at batch 12 (step 22 ms).
+        At batch 1: step 11 ms, so 25 ms unqueued; a request holds its slot 100 x 11 ms = 1.1 s;
+        offered 1 erlang to 2 slots, an arrival waits with chance 1/3, and the wait's p99 is
+        1.1 x ln((1/3) / 0.01) / (2 - 1) = 3.857 s. With that TTFT as the objective the batch
+        is 1: 1 / (100 x 0.011) = 0.909 req/s."""
+        m = replace(MIX, ttft_p99=0.050)
+        target = 0.025 + 1.1 * math.log(100 / 3)
+        b = bounds(TRUE, m, None, 2.0, ttft_target=target)
+        assert b["ttft"] == pytest.approx((1.0, 1 / 1.1), rel=1e-6)
+        # Bursty arrivals (dispersion 3): Kingman's (1 + 3) / 2 doubles the wait, so the same
+        # objective holds at a smaller batch.
+        bursty = bounds(TRUE, replace(m, dispersion=3.0), None, 2.0, ttft_target=target)
+        assert bursty["ttft"][0] < 0.9
+        assert ttft_p99(TRUE, replace(m, dispersion=3.0), 1.0, 2.0) == pytest.approx(
+            0.025 + 2 * 1.1 * math.log(100 / 3)
+        )
+        # No TTFT objective or no TTFT seen: no TTFT limit.
+        assert "ttft" not in bounds(TRUE, m, None, 2.0)
+        assert "ttft" not in bounds(TRUE, MIX, None, 2.0, ttft_target=target)
+        # An objective below today's unqueued TTFT at an empty batch: nothing.
+        assert bounds(TRUE, m, None, 2.0, ttft_target=0.01)["ttft"] == (0.0, 0.0)
 
     def test_no_objective_no_tpot_bound(self) -> None:
         assert set(bounds(TRUE, MIX, None, 64.0)) == {"max_num_seqs", "kv_cache"}
@@ -175,18 +248,19 @@ class TestEstimate:
         c = answer(points(SPREAD, wobble=0.01))
         assert c.withheld is None and c.limit == "tpot"
         rps, lower, upper = c.requests_per_second, c.lower, c.upper
-        assert rps == pytest.approx(7.5, rel=0.03)
+        assert rps == pytest.approx(TPOT_RPS, rel=0.03)
         assert rps is not None and lower is not None and upper is not None
         assert lower < rps < upper
-        assert lower <= 7.5 <= upper  # the interval covers the truth
+        assert lower <= TPOT_RPS <= upper  # the interval covers the truth
         assert c.headroom == pytest.approx(rps - 3.0)
-        assert c.concurrency == pytest.approx(30.0, rel=0.03)
+        assert c.concurrency == pytest.approx(TPOT_BATCH, rel=0.03)
         assert set(c.bounds) == {"tpot", "max_num_seqs", "kv_cache"}
         assert c.model_error == pytest.approx(0.0, abs=0.03)  # 0.010 + 0.012 = the 22 ms mean
         assert (c.points, c.batch_high) == (40, 41.0)
 
     def test_a_loose_objective_hands_the_limit_to_the_cap(self) -> None:
-        c = answer(points(SPREAD, wobble=0.01), tpot_target=0.120)  # tpot: B 70, 8.75 req/s
+        # tpot at 120 ms: 0.001 x^2 + 0.0018992 x - 0.11 = 0, B = 91.8, 9.02 req/s
+        c = answer(points(SPREAD, wobble=0.01), tpot_target=0.120)
         assert c.limit == "max_num_seqs"
         assert c.requests_per_second == pytest.approx(64.0 / 7.4, rel=0.03)
         # No objective, KV 2% per unit of batch: full at 50, 50 / (100 x 0.060) = 8.33 req/s.
@@ -203,8 +277,8 @@ class TestEstimate:
         for k, (b, r) in one.items():
             assert two[k] == pytest.approx((b, 2 * r))
         c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, engines=2))
-        assert c.requests_per_second == pytest.approx(15.0, rel=0.03)
-        assert c.concurrency == pytest.approx(60.0, rel=0.03)  # 30 running on each
+        assert c.requests_per_second == pytest.approx(2 * TPOT_RPS, rel=0.03)
+        assert c.concurrency == pytest.approx(2 * TPOT_BATCH, rel=0.03)  # on each engine
 
     @pytest.mark.parametrize(
         ("reason", "pts", "kw"),
@@ -214,13 +288,14 @@ class TestEstimate:
             ("several_models", points(SPREAD), dict(a=agg(model_names=("a", "b")))),
             ("no_load", points(SPREAD), dict(m=None)),
             ("missing_cap", points(SPREAD), dict(max_num_seqs=None)),
-            ("tpot_unresolved", points(SPREAD), dict(m=replace(MIX, tail_ratio=None))),
+            ("not_steady", points(SPREAD), dict(m=replace(MIX, steady=False))),
             ("missing_kv", points(SPREAD), dict(m=replace(MIX, kv_per_batch=None))),
             ("overloaded", points(SPREAD), dict(a=agg(waiting=1.0))),
             ("no_batch_spread", points([10.0 + 0.1 * i for i in range(40)]), {}),
             ("non_positive_slope",
              points(SPREAD, model=StepModel(0.06, -0.001, 0.0)), dict(a=agg(tpot_mean=0.048))),
-            ("model_mismatch", points(SPREAD), dict(a=agg(tpot_mean=0.040))),
+            ("model_mismatch", points(SPREAD),
+             dict(m=replace(MIX, recent=((StepPoint(12.0, 0.0, 0.040, 0.0), 10.0),)))),
             ("extrapolating", points([1.0 + 0.1 * i for i in range(40)]),
              dict(a=agg(tpot_mean=0.0114), m=replace(MIX, batch_now=1.4))),
             ("interval_too_wide", points(SPREAD, wobble=0.9), {}),  # +-90% windows
@@ -238,11 +313,21 @@ class TestEstimate:
         covered = {p[0] for p in TestEstimate.test_withheld_with_a_reason.pytestmark[0].args[1]}
         assert covered | {"closed_loop"} == set(REASONS)  # closed_loop: the test below
 
+    def test_the_self_check_weighs_windows_by_their_requests(self) -> None:
+        """Windows at batch 4 (14 ms, 10 requests) and 20 (measured 33 ms where the fit says
+        30, 30 requests): predicted 10 x 0.014 + 30 x 0.030 = 1.04 request-seconds per token
+        against 0.14 + 0.99 = 1.13 measured: -7.96%."""
+        recent = ((StepPoint(4.0, 0.0, 0.014, 0.0), 10.0), (StepPoint(20.0, 0.0, 0.033, 2.0), 30.0))
+        assert self_check(TRUE, replace(MIX, recent=recent)) == pytest.approx(1.04 / 1.13 - 1)
+        assert self_check(TRUE, replace(MIX, recent=())) is None
+        c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, recent=recent))
+        assert c.model_error == pytest.approx(1.04 / 1.13 - 1, rel=0.05)
+
     def test_a_fixed_concurrency_is_answered_in_concurrency(self) -> None:
         c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, closed_loop=True))
         assert c.withheld == "closed_loop" and c.requests_per_second is None
         assert c.headroom is None and c.limit is None and c.bounds == {}
-        assert c.concurrency == pytest.approx(30.0, rel=0.03)  # the TPOT limit's batch
+        assert c.concurrency == pytest.approx(TPOT_BATCH, rel=0.03)  # the TPOT limit's batch
         assert c.load == 3.0
 
 
@@ -250,11 +335,13 @@ class TestMix:
     def test_ratios_of_sums_by_hand(self) -> None:
         """2 s with 4 requests, 400 tokens, 300 prompt tokens of which 100 cached; 4 s with 6
         requests, 500 tokens, 200 prompt, none cached; 2 s idle. Load 10 / 8 s; 90 tokens a
-        request; 400 uncached / 900 generated; KV 12% for 12 running: 1% a request."""
+        request; 400 uncached / 900 generated; 12 a step (400 / 33.33, 500 / 41.67) with 12
+        running: one per decode slot; KV 12% for 12 running: 1% a request."""
         ws = [window(d_requests=4.0, d_generation_tokens=400.0, d_prompt_tokens=300.0,
-                     d_prefix_hits=100.0, running=12.0, kv_usage=0.12, tpot=RESOLVED),
+                     d_prefix_hits=100.0, running=12.0, kv_usage=0.12, tpot=RESOLVED,
+                     d_steps=400 / 12),
               window(start=2.0, end=6.0, duration=4.0, d_requests=6.0, d_generation_tokens=500.0,
-                     d_prompt_tokens=200.0, running=12.0, kv_usage=0.12),
+                     d_prompt_tokens=200.0, running=12.0, kv_usage=0.12, d_steps=500 / 12),
               # idle: no request ran, its empty KV cache says nothing of a request's share
               window(start=6.0, end=8.0, running=0.0, kv_usage=0.0, d_requests=0.0,
                      d_generation_tokens=0.0, d_prompt_tokens=0.0)]  # fmt: skip
@@ -263,17 +350,34 @@ class TestMix:
         assert m.load_rps == pytest.approx(10 / 8)
         assert m.tokens_per_request == pytest.approx(90.0)
         assert m.prefill_per_generated == pytest.approx(400 / 900)
-        # TPOT p99 in the (25, 50] ms bucket: 25 + 25 x (99 - 50) / 50 = 49.5 ms over a 22 ms mean.
-        assert m.tail_ratio == pytest.approx(0.0495 / 0.022)
-        unresolved = [replace(w, tpot=TPOT) for w in ws]  # all in a first bucket, from 0
-        assert (u := mix(unresolved, agg())) is not None and u.tail_ratio is None
+        # Arrivals (finished requests: no TTFT histogram here) 4, 6, 0 over 2, 4, 2 s: 10 / 8
+        # s = 1.25/s, expected 2.5, 5, 2.5; chi^2 = (1.5^2 / 2.5 + 1 / 5 + 2.5^2 / 2.5) / 2.
+        assert m.dispersion == pytest.approx((2.25 / 2.5 + 0.2 + 2.5) / 2)
+        assert m.ttft_p99 == agg().ttft_p99
+        assert m.batch_now == pytest.approx(12.0)
         assert m.running_per_batch == pytest.approx(1.0) and m.kv_per_batch == pytest.approx(0.01)
         assert m.engines == 1
-        # Two engines, 12 running in all at 6 a step on each: one running request per slot.
-        two = mix(ws, agg(engines=2, decode_batch_per_step=6.0))
-        assert two is not None and two.engines == 2 and two.running_per_batch == pytest.approx(1.0)
+        # Two engines, 12 running in all: each engine counts its own steps (twice as many for
+        # the same tokens), 6 a step on each: one running request per slot.
+        twice = [replace(w, d_steps=2 * w.d_steps) if w.d_steps else w for w in ws]
+        two = mix(twice, agg(engines=2))
+        assert two is not None and two.engines == 2 and two.batch_now == pytest.approx(6.0)
+        assert two.running_per_batch == pytest.approx(1.0)
         # The fullest engine's 12% holds its 6 running: 2% of an engine's KV a request.
         assert two.kv_per_batch == pytest.approx(0.02)
+
+    def test_the_batch_is_weighed_by_time_like_the_running_requests(self) -> None:
+        """2 s at batch 4 (400 tokens in 100 steps) with 4 running, 2 s at batch 20 (4000 in
+        200) with 20 running: one running request per slot in each. By time the batch is
+        (4 + 20) / 2 = 12 and running 12: 1.0. The ratio of sums, 4400 / 300 = 14.67 a step,
+        would have made it 0.82."""
+        ws = [window(d_requests=4.0, d_generation_tokens=400.0, d_prompt_tokens=0.0,
+                     d_steps=100.0, running=4.0),
+              window(start=2.0, end=4.0, d_requests=40.0, d_generation_tokens=4000.0,
+                     d_prompt_tokens=0.0, d_steps=200.0, running=20.0)]  # fmt: skip
+        m = mix(ws, agg())
+        assert m is not None and m.batch_now == pytest.approx(12.0)
+        assert m.running_per_batch == pytest.approx(1.0)
 
     def test_a_closed_loop_holds_one_running_peak(self) -> None:
         """Ten active windows all peaking at 8 running, each at least 90% of it on average:
@@ -292,6 +396,43 @@ class TestMix:
     def test_no_finished_request_no_mix(self) -> None:
         assert mix([window(d_requests=0.0, d_generation_tokens=40.0)], agg()) is None
         assert mix([], agg()) is None
+
+
+def admitted(n: float) -> HistDelta:
+    """A TTFT histogram delta of ``n`` first tokens: ``n`` requests admitted."""
+    return HistDelta((float("inf"),), (n,), 0.01 * n, n)
+
+
+class TestArrivals:
+    def test_dispersion_by_hand(self) -> None:
+        # 10 and 30 first tokens in two 2 s windows: 10/s, 20 expected in each:
+        # chi^2 = (100 + 100) / 20 = 10 over one degree of freedom.
+        ws = [window(ttft=admitted(10)), window(start=2.0, end=4.0, ttft=admitted(30))]
+        assert dispersion(ws) == pytest.approx(10.0)
+        # Counts in proportion to unequal lengths: no dispersion at all.
+        even = [window(end=1.0, duration=1.0, ttft=admitted(10)),
+                window(start=1.0, end=3.0, ttft=admitted(20))]  # fmt: skip
+        assert dispersion(even) == 0.0
+        # One window, or nothing admitted: Poisson's 1 (and the answer is withheld anyway).
+        assert dispersion(ws[:1]) == 1.0
+        assert dispersion([window(ttft=admitted(0)), window(ttft=admitted(0))]) == 1.0
+
+    @staticmethod
+    def halves(first: float, second: float) -> list[Window]:
+        """Thirty 2 s windows: the first fifteen admit ``first`` each, the rest ``second``."""
+        return [window(start=2.0 * i, end=2.0 * i + 2, ttft=admitted(first if i < 15 else second))
+                for i in range(30)]  # fmt: skip
+
+    def test_steady_by_hand(self) -> None:
+        """Halves of 30 s each. 4 then 8 a window: 60 and 120 admitted, rates 2 and 4/s, a 50%
+        change and sqrt(60/900 + 120/900) = 0.447/s of standard error: 4.5 errors apart, not
+        steady. 1 then 2 a window: also 50%, but 0.5 / (sqrt(45)/30) = 2.2 errors: chance can
+        do that. 4 then 4.8: 3.8 errors apart, but a change of 17%, under 25%: steady."""
+        assert not steady(self.halves(4.0, 8.0))
+        assert steady(self.halves(1.0, 2.0))
+        assert steady(self.halves(4.0, 4.8))
+        assert steady(self.halves(8.0, 4.0)) is False  # a falling load too
+        assert steady([])
 
 
 class TestThroughThePipeline:
@@ -395,31 +536,31 @@ class TestThroughThePipeline:
         assert limit == {"max_num_seqs": 1.0, "kv_cache": 0.0}
         assert "vllm_profile_capacity_unavailable" not in families
 
-    def test_an_objective_that_binds(self) -> None:
-        """--slo-tpot 100 ms. The last horizon's TPOTs (30 ms) all lie in the (25, 50] ms bucket:
-        its p99 is read as 25 + 25 x 0.99 = 49.75 ms against a 30 ms mean, a tail of 1.658, so
-        the mean may reach 100 / 1.658 = 60.3 ms: B = (0.0603 - 0.010) / 0.001 = 50.3, and
-        50.3 / (100 x 0.0603) = 8.34 req/s, below the cap's 8.65."""
+    def objective(self, bounds: tuple[float, ...]) -> Capacity:
+        self.BOUNDS = bounds
         p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0,
-                     roofline=RooflineSettings(slo=SloTargets(tpot=0.1)))  # fmt: skip
+                     roofline=RooflineSettings(slo=SloTargets(tpot=0.08)))  # fmt: skip
         for i in range(int(self.END / 0.25) + 1):
             p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
-        c = p.snapshot.capacity
-        mean_at_limit = 0.1 / (0.04975 / 0.030)
-        batch = (mean_at_limit - 0.010) / 0.001
-        assert c.withheld is None and c.limit == "tpot"
-        assert c.requests_per_second == pytest.approx(batch / (100 * mean_at_limit), rel=1e-6)
-        assert c.concurrency == pytest.approx(batch, rel=1e-6)
+        return p.snapshot.capacity
 
-    def test_an_objective_the_buckets_cannot_check(self) -> None:
-        # The same server with vLLM's coarse first bucket (all TPOTs under 100 ms in one bucket
-        # read from 0): its p99 would be a guess, so capacity is withheld, not made up.
-        self.BOUNDS = (0.1, float("inf"))
-        p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0,
-                     roofline=RooflineSettings(slo=SloTargets(tpot=0.1)))  # fmt: skip
-        for i in range(int(self.END / 0.25) + 1):
-            p.add_tick(Tick(engine=self.sample(i * 0.25), gpu=None))
-        assert p.snapshot.capacity.withheld == "tpot_unresolved"
+    def test_an_objective_that_binds(self) -> None:
+        """--slo-tpot 80 ms. The counters arrive evenly (dispersion under 1: counted as
+        Poisson). 0.001 x^2 + 0.0018992 x - 0.070 = 0: x = 7.4707, B = 55.81, step 65.81 ms,
+        55.81 / (100 x 0.06581) = 8.481 req/s, below the cap's 8.6486."""
+        c = self.objective(self.BOUNDS)
+        assert c.withheld is None and c.limit == "tpot"
+        assert c.requests_per_second == pytest.approx(8.481, rel=1e-3)
+        assert c.concurrency == pytest.approx(55.81, rel=1e-3)
+        assert p99_by_hand(TRUE, c.concurrency or 0.0) == pytest.approx(0.080, rel=1e-9)
+        assert c.dispersion is not None and c.dispersion < 1.0
+
+    def test_the_buckets_do_not_matter(self) -> None:
+        # vLLM's coarse first bucket (all TPOTs under 100 ms in one bucket): the p99 comes from
+        # the batch's spread, not from the buckets, so the answer is the same.
+        fine = self.objective(self.BOUNDS)
+        coarse = self.objective((0.1, float("inf")))
+        assert coarse.requests_per_second == pytest.approx(fine.requests_per_second, rel=1e-9)
 
     def test_a_restart_starts_the_fit_again(self) -> None:
         p = Pipeline(horizon_seconds=60.0, poll_interval=0.25, max_num_seqs=64.0)
@@ -439,3 +580,14 @@ class TestThroughThePipeline:
         reason = families["vllm_profile_capacity_unavailable"].samples[0].labels["reason"]
         assert reason == "config_changed"
         assert "vllm_profile_capacity_requests_per_second" not in families
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_every_limit_is_told_in_words(limit: str) -> None:
+    """The report and the status page name each limit in words, not by its label value."""
+    answered = Capacity(None, 5.0, 4.0, 6.0, limit, {limit: 5.0}, headroom=1.0, concurrency=10.0,
+                        load=4.0, points=40, batch_high=20.0)  # fmt: skip
+    snap = replace(Pipeline(horizon_seconds=60.0, poll_interval=0.25).snapshot, capacity=answered)
+    line = next(x for x in report.render(snap, 64.0).splitlines() if x.startswith("Capacity"))
+    assert f"before {limit}" not in line and "5.00 req/s" in line
+    assert limit in status_page.LIMIT_WORDS

@@ -70,6 +70,7 @@ def test_every_family_of_the_horizon_was_exported_by_the_fresh_replay_or_says_wh
                         "requests_per_second", "lower_requests_per_second",
                         "upper_requests_per_second", "headroom_requests_per_second",
                         "concurrency_target", "tpot_requests_per_second",
+                        "ttft_requests_per_second",
                         "max_num_seqs_requests_per_second", "kv_cache_requests_per_second",
                         "limit", "model_error_ratio"))}  # fmt: skip
     by_name = {f.name: f for f in WINDOW_FAMILIES}

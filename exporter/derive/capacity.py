@@ -4,14 +4,22 @@ From the step-time fit (:mod:`exporter.derive.step_fit`) and the horizon's own m
 with ``L`` generated tokens per request, Little's law gives the arrival rate that keeps a decode
 batch ``B`` running as ``λ(B) = B / (L × step(B))``. Each limit caps the batch:
 
-* ``tpot``: the step time at which TPOT at the 99th percentile reaches ``--slo-tpot`` (the
-  percentile is the mean × the horizon's own p99 / mean);
+* ``tpot``: the batch at which TPOT at the 99th percentile reaches ``--slo-tpot``. A request's
+  TPOT is the mean step time over its life, so its spread is the spread of the batch it lived
+  beside: for Poisson arrivals a request that overlaps others for its whole life sees a mean
+  batch whose variance is 2/3 of the batch (the decode part) and whose prefill interruptions
+  vary as their count does; both scale with the arrivals' measured index of dispersion. The
+  p99 is the fit's mean step time plus 2.33 of those standard deviations;
+* ``ttft``: the batch at which TTFT at the 99th percentile reaches ``--slo-ttft``: today's TTFT
+  p99 stretched with the step time, plus the wait for a slot. Requests hold one of the
+  ``--max-num-seqs`` (or KV-bound) slots for ``L`` steps; the wait's tail is an M/M/c queue's
+  (Erlang C), scaled for bursty arrivals by Kingman's ``(1 + dispersion) / 2``;
 * ``max_num_seqs``: ``--max-num-seqs`` per engine;
 * ``kv_cache``: the batch at which the KV cache is full, at the horizon's KV per running request.
 
 Capacity is the smallest of those rates and names its limit; the interval is a block jackknife
-over the fit's points. When the evidence cannot carry an answer, nothing is given but a reason
-(:data:`REASONS`). Pure: no I/O, no clock.
+over the fit's points, widened by the self-check's error. When the evidence cannot carry an
+answer, nothing is given but a reason (:data:`REASONS`). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -20,9 +28,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporter.derive.histogram import merge_latest
 from exporter.derive.horizon import Aggregate
-from exporter.derive.step_fit import StepFit, StepModel
+from exporter.derive.step_fit import StepFit, StepModel, StepPoint, point
 from exporter.derive.window import Window
 
 MIN_POINTS = 30  # a minute of active windows
@@ -35,20 +42,22 @@ OVERLOADED_WAITING = 1.0  # requests waiting, time-weighted over the horizon
 CLOSED_LOOP_WINDOWS = 10  # active windows at one running peak that make a fixed concurrency
 CLOSED_LOOP_FILL = 0.9  # ... each running at least this share of that peak on average
 Z90 = 1.645  # a two-sided 90% interval
+Z99 = 2.326  # the 99th percentile of a normal, in standard deviations
 P99 = 0.99
-RESOLVED_WIDTH = 0.5  # a p99 is read from a bucket at most this wide against its upper bound
+OVERLAP = 2.0 / 3.0  # variance of the mean batch over a request's life, per unit of batch
+STEADY_Z = 3.0  # the horizon's halves differ in load by this many standard errors ...
+STEADY_CHANGE = 0.25  # ... and by more than this share: not steady
 
-LIMITS = ("tpot", "max_num_seqs", "kv_cache")
+LIMITS = ("tpot", "ttft", "max_num_seqs", "kv_cache")
 # Why capacity is withheld, checked in this order; each is a value of the `reason` label.
 REASONS: Mapping[str, str] = {
     "overloaded": "requests wait for the scheduler: the load is at or past capacity",
-    "tpot_unresolved": (f"the TPOT histogram's buckets cannot place its 99th percentile (it lies "
-                        f"in the first bucket, or one wider than {RESOLVED_WIDTH:.0%} of its "
-                        f"bound): the TPOT objective cannot be checked"),
     "config_changed": "the configuration changed and the fit starts again: too few windows since",
     "too_few_windows": f"fewer than {MIN_POINTS} active windows with engine steps and TPOT",
     "several_models": "the server serves several models: one fit cannot tell them apart",
     "no_load": "no request finished in the horizon: nothing to scale from",
+    "not_steady": (f"the load of the horizon's two halves differs by more than "
+                   f"{STEADY_CHANGE:.0%} (and {STEADY_Z:g} standard errors): no one mix to scale"),
     "missing_cap": "no --max-num-seqs: the scheduler's cap on the batch is unknown",
     "missing_kv": "the engine does not say how full its KV cache is",
     "no_batch_spread": (f"the batch varied less than {MIN_BATCH_SPREAD:g}x over fewer than "
@@ -72,12 +81,16 @@ class Mix:
     load_rps: float  # requests finished per second
     tokens_per_request: float  # generated
     prefill_per_generated: float  # uncached prompt tokens per generated token
-    tail_ratio: float | None  # TPOT p99 / mean, >= 1; None: no TPOT histogram moved
+    dispersion: float  # the arrivals' variance / mean per window, 1 for Poisson (measured)
+    steady: bool  # the horizon's two halves carry the same load (see :func:`steady`)
+    ttft_p99: float | None  # today's TTFT p99, seconds (None: no TTFT histogram moved)
     batch_now: float | None  # generated tokens per engine step
     running_per_batch: float | None  # running requests per decode slot (prefills in flight)
     kv_per_batch: float | None  # share of an engine's KV cache per unit of its batch
     engines: int = 1  # data-parallel engines: each steps its own batch
     closed_loop: bool = False  # a fixed concurrency drives it (see :func:`closed_loop`)
+    # The horizon's own fit points, each with its requests finished: the self-check
+    recent: tuple[tuple[StepPoint, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,7 @@ class Capacity:
     concurrency: float | None = None
     load: float | None = None
     model_error: float | None = None  # predicted / measured step time at today's batch - 1
+    dispersion: float | None = None  # the arrivals' (Mix.dispersion), while there is a mix
     points: int = 0
     batch_high: float | None = None
 
@@ -112,39 +126,107 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
     priced = [w for w in ws if w.d_prompt_tokens is not None and w.d_generation_tokens]
     uncached = sum(max(0.0, (w.d_prompt_tokens or 0.0) - (w.d_prefix_hits or 0.0)) for w in priced)
     gen_p = sum(w.d_generation_tokens or 0.0 for w in priced)
-    tail = _tail_ratio(ws, agg.tpot_mean)
-    batch = agg.decode_batch_per_step  # per engine step: each engine's own batch
     engines = max(1, agg.engines)
-    # running is the sum over engines; KV usage the fullest engine's
-    per_slot = agg.running_active / (batch * engines) if batch and agg.running_active else None
+    batch, per_slot = _batch(ws, engines)
     return Mix(
         load_rps=requests / seconds,
         tokens_per_request=gen / done,
         prefill_per_generated=uncached / gen_p if gen_p > 0 else 0.0,
-        tail_ratio=tail,
+        ttft_p99=agg.ttft_p99,
+        dispersion=dispersion(timed),
+        steady=steady(timed),
         batch_now=batch,
         running_per_batch=per_slot,
         kv_per_batch=_kv_per_batch(ws, engines, per_slot),
         engines=engines,
         closed_loop=closed_loop(ws),
+        recent=tuple(
+            (p, w.tpot.count) for w in ws if w.tpot is not None and (p := point(w)) is not None
+        ),  # fmt: skip
     )
 
 
-def _tail_ratio(ws: Sequence[Window], mean: float | None) -> float | None:
-    """TPOT p99 / mean over the windows where requests finished; None unless the buckets place
-    the p99: not in the first bucket (read from 0 up, anything inside it is a guess), nor in one
-    wider than :data:`RESOLVED_WIDTH` of its upper bound, nor past the last finite bound."""
-    h = merge_latest(t for w in ws if (t := w.tpot) is not None and t.count > 0)
-    if h is None or not mean or not h.cumulative[-1] > 0:
-        return None
-    rank = P99 * h.cumulative[-1]
-    b = next(i for i, c in enumerate(h.cumulative) if c >= rank)
-    lo, hi = (h.bounds[b - 1] if b else 0.0), h.bounds[b]
-    if b == 0 or math.isinf(hi) or hi - lo > RESOLVED_WIDTH * hi:
-        return None
-    below = h.cumulative[b - 1]
-    p99 = lo + (hi - lo) * (rank - below) / (h.cumulative[b] - below)
-    return max(1.0, p99 / mean)
+def _arrivals(w: Window) -> float:
+    """Requests admitted in the window: first tokens given (TTFT observations), else finished."""
+    return w.ttft.count if w.ttft is not None else (w.d_requests or 0.0)
+
+
+def dispersion(ws: Sequence[Window]) -> float:
+    """The arrivals' index of dispersion over windows of unequal length: Pearson's χ² of the
+    counts against one rate, over its degrees of freedom. Poisson gives 1, bursts more; a load
+    that moved within the horizon adds to it too, which only widens the tail. Fewer than two
+    windows, or none admitted: 1."""
+    seconds = sum(w.duration or 0.0 for w in ws)
+    counts = [(_arrivals(w), w.duration or 0.0) for w in ws]
+    total = sum(c for c, _ in counts)
+    if len(counts) < 2 or seconds <= 0 or total <= 0:
+        return 1.0
+    rate = total / seconds
+    chi2 = sum((c - rate * d) ** 2 / (rate * d) for c, d in counts if d > 0)
+    return chi2 / (len(counts) - 1)
+
+
+def steady(ws: Sequence[Window]) -> bool:
+    """The first and the second half of the horizon (split at its middle in time) carry one
+    load: their rates differ by less than :data:`STEADY_CHANGE` or than :data:`STEADY_Z`
+    standard errors of Poisson counts."""
+    if len(ws) < 2:
+        return True
+    middle = (ws[0].start + ws[-1].end) / 2
+    halves = ([w for w in ws if w.end <= middle], [w for w in ws if w.end > middle])
+    n = [sum(_arrivals(w) for w in h) for h in halves]
+    d = [sum(w.duration or 0.0 for w in h) for h in halves]
+    if min(d) <= 0:
+        return True
+    r = [n[i] / d[i] for i in (0, 1)]
+    se = math.sqrt(n[0] / d[0] ** 2 + n[1] / d[1] ** 2)
+    change = abs(r[0] - r[1]) / max(r) if max(r) > 0 else 0.0
+    return not (change > STEADY_CHANGE and abs(r[0] - r[1]) > STEADY_Z * se)
+
+
+def tpot_p99(model: StepModel, m: Mix, batch: float) -> float:
+    """The 99th percentile of TPOT at a mean decode ``batch`` (see the module's docstring)."""
+    return model.step_seconds(batch, m.prefill_per_generated) + Z99 * math.sqrt(
+        _tail_variance(model, m) * batch
+    )
+
+
+def _tail_variance(model: StepModel, m: Mix) -> float:
+    """Variance of a request's mean step time per unit of batch: the batch's overlap part and
+    the prefill interruptions' count part, scaled by the arrivals' dispersion (never below
+    Poisson's: smoother arrivals than Poisson are not counted on)."""
+    decode = OVERLAP * model.per_sequence**2
+    prefill = (model.per_prefill_token * m.prefill_per_generated) ** 2
+    return max(1.0, m.dispersion) * (decode + prefill)
+
+
+def _tpot_batch(model: StepModel, m: Mix, target: float) -> float:
+    """The batch at which :func:`tpot_p99` reaches ``target``: with ``x² = batch``, the root of
+    ``s x² + z √v x + (a − target) = 0``; 0 when the base step alone exceeds it."""
+    s = model.slope(m.prefill_per_generated)
+    k = Z99 * math.sqrt(_tail_variance(model, m))
+    room = target - model.base
+    if room <= 0:
+        return 0.0
+    x = (-k + math.sqrt(k * k + 4 * s * room)) / (2 * s)
+    return x * x
+
+
+def _batch(ws: Sequence[Window], engines: int) -> tuple[float | None, float | None]:
+    """Today's decode batch per engine step, and the running requests per decode slot: both
+    weighted by time over the windows where the engine stepped. (A ratio of the horizon's sums
+    of tokens and steps would weigh each window by its steps, and short steps at small batches
+    are many: against time-weighted running requests it made a 1.0 ratio read 1.25.)"""
+    busy = [w for w in ws if w.d_steps and w.d_generation_tokens and w.duration
+            and w.running is not None]  # fmt: skip
+    seconds = sum(w.duration or 0.0 for w in busy)
+    batch = sum((w.d_generation_tokens or 0.0) / (w.d_steps or 1.0) * (w.duration or 0.0)
+                for w in busy)  # fmt: skip
+    running = sum((w.running or 0.0) * (w.duration or 0.0) for w in busy)
+    if seconds <= 0 or batch <= 0:
+        return None, None
+    # running is the sum over engines; each engine steps its own batch
+    return batch / seconds, (running / (batch * engines) if running > 0 else None)
 
 
 def _kv_per_batch(ws: Sequence[Window], engines: int, per_slot: float | None) -> float | None:
@@ -173,8 +255,55 @@ def closed_loop(ws: Sequence[Window]) -> bool:
     )
 
 
+def erlang_c(c: int, a: float) -> float:
+    """The chance an arrival waits in an M/M/c queue offered ``a`` erlangs (Erlang B by its
+    stable recursion, then C); 1 at or past saturation."""
+    if a >= c:
+        return 1.0
+    b = 1.0
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    return c * b / (c - a * (1.0 - b))
+
+
+def ttft_p99(model: StepModel, m: Mix, batch: float, slots: float) -> float | None:
+    """TTFT's 99th percentile at a mean decode ``batch`` per engine with ``slots`` running
+    requests per engine (see the module's docstring); None without today's TTFT or batch."""
+    if m.ttft_p99 is None or not m.batch_now:
+        return None
+    step = model.step_seconds(batch, m.prefill_per_generated)
+    unqueued = m.ttft_p99 * step / model.step_seconds(m.batch_now, m.prefill_per_generated)
+    per_slot = m.running_per_batch or 1.0
+    c = max(1, math.floor(slots * m.engines))
+    a = batch * per_slot * m.engines  # running requests: the offered erlangs
+    hold = per_slot * m.tokens_per_request * step  # seconds a request holds its slot
+    waits = erlang_c(c, a)
+    if waits >= 1.0:
+        return math.inf
+    wait = hold * math.log(waits / (1 - P99)) / (c - a) if waits > 1 - P99 else 0.0
+    return unqueued + (1.0 + max(1.0, m.dispersion)) / 2.0 * wait
+
+
+def _ttft_batch(model: StepModel, m: Mix, target: float, slots: float, high: float) -> float:
+    """The largest batch up to ``high`` whose :func:`ttft_p99` stays within ``target``
+    (bisection: it grows with the batch)."""
+    first = ttft_p99(model, m, 0.0, slots)
+    if first is None or first > target:
+        return 0.0
+    lo, hi = 0.0, high
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        t = ttft_p99(model, m, mid, slots)
+        lo, hi = (mid, hi) if t is not None and t <= target else (lo, mid)
+    return lo
+
+
 def bounds(
-    model: StepModel, m: Mix, tpot_target: float | None, cap: float
+    model: StepModel,
+    m: Mix,
+    tpot_target: float | None,
+    cap: float,
+    ttft_target: float | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Each limit's (decode batch, arrival rate in requests/s) under ``model``; a limit that
     cannot be computed is left out."""
@@ -182,8 +311,13 @@ def bounds(
     if m.kv_per_batch:
         batches["kv_cache"] = 1.0 / m.kv_per_batch
     slope = model.slope(m.prefill_per_generated)
-    if tpot_target is not None and m.tail_ratio is not None and slope > 0:
-        batches["tpot"] = max(0.0, (tpot_target / m.tail_ratio - model.base) / slope)
+    if tpot_target is not None and slope > 0:
+        batches["tpot"] = _tpot_batch(model, m, tpot_target)
+    if ttft_target is not None and m.ttft_p99 is not None and m.batch_now and slope > 0:
+        # Slots in running requests: the cap, or fewer where the KV cache fills first.
+        slots_batch = min(batches["max_num_seqs"], batches.get("kv_cache", math.inf))
+        slots = slots_batch * (m.running_per_batch or 1.0)
+        batches["ttft"] = _ttft_batch(model, m, ttft_target, slots, slots_batch)
     out = {}
     for limit, b in batches.items():
         step = model.step_seconds(b, m.prefill_per_generated)
@@ -192,15 +326,26 @@ def bounds(
     return out
 
 
+def self_check(model: StepModel, m: Mix) -> float | None:
+    """The fit's mean TPOT over the horizon against the measured one, minus 1: each window's
+    requests at the fit's step time for that window's own batch and prefill (the same
+    weighing as the measured mean's, request by request)."""
+    predicted = sum(model.at(p) * n for p, n in m.recent)
+    measured = sum(p.step_seconds * n for p, n in m.recent)
+    return predicted / measured - 1.0 if measured > 0 else None
+
+
 def _first(reasons: Sequence[tuple[bool, str]]) -> str | None:
     return next((r for bad, r in reasons if bad), None)
 
 
-def _jackknife_se(f: StepFit, m: Mix, tpot_target: float | None, cap: float) -> float | None:
+def _jackknife_se(
+    f: StepFit, m: Mix, tpot_target: float | None, cap: float, ttft_target: float | None
+) -> float | None:
     """The block jackknife's standard error of the capacity (the smallest bound)."""
     reps = [min(r for _, r in b.values()) for lo in f.leave_outs
             if lo.slope(m.prefill_per_generated) > 0
-            and (b := bounds(lo, m, tpot_target, cap))]  # fmt: skip
+            and (b := bounds(lo, m, tpot_target, cap, ttft_target))]  # fmt: skip
     g = len(reps)
     if g < 2:
         return None
@@ -214,6 +359,7 @@ def estimate(
     agg: Aggregate,
     *,
     tpot_target: float | None,
+    ttft_target: float | None = None,
     max_num_seqs: float | None,
     bins: int,
     since_change: bool,
@@ -224,8 +370,9 @@ def estimate(
     high = f.batch_high if f else None
 
     def withheld(reason: str, error: float | None = None) -> Capacity:
-        load = m.load_rps if m else None
-        return Capacity(reason, load=load, model_error=error, points=n, batch_high=high)
+        load, dispersion = (m.load_rps, m.dispersion) if m else (None, None)
+        return Capacity(reason, load=load, model_error=error, points=n, batch_high=high,
+                        dispersion=dispersion)  # fmt: skip
 
     early = _first([
         (agg.waiting is not None and agg.waiting >= OVERLOADED_WAITING, "overloaded"),
@@ -233,27 +380,29 @@ def estimate(
         (n < MIN_POINTS, "too_few_windows"),
         (len(agg.model_names) > 1, "several_models"),
         (m is None, "no_load"),
+        (m is not None and not m.steady, "not_steady"),
         (not max_num_seqs, "missing_cap"),
-        (tpot_target is not None and m is not None and m.tail_ratio is None, "tpot_unresolved"),
         (m is None or m.kv_per_batch is None, "missing_kv"),
     ])  # fmt: skip
     if early is not None or f is None or m is None or not max_num_seqs:
         return withheld(early or "too_few_windows")
     model, cap = f.model, max_num_seqs
-    error = None
-    if m.batch_now is not None and agg.tpot_mean:
-        error = model.step_seconds(m.batch_now, m.prefill_per_generated) / agg.tpot_mean - 1.0
+    error = self_check(model, m)
     shape = _first([
         (f.batch_high / f.batch_low < MIN_BATCH_SPREAD or bins < MIN_BINS, "no_batch_spread"),
         (model.slope(m.prefill_per_generated) <= 0, "non_positive_slope"),
         (error is not None and abs(error) > MISMATCH_AT_MOST, "model_mismatch"),
     ])  # fmt: skip
-    each = bounds(model, m, tpot_target, cap)
+    each = bounds(model, m, tpot_target, cap, ttft_target)
     if shape is not None or not each:
         return withheld(shape or "non_positive_slope", error)
     limit = min(each, key=lambda k: each[k][1])
     batch, answer = each[limit]
-    se = _jackknife_se(f, m, tpot_target, cap)
+    se = _jackknife_se(f, m, tpot_target, cap, ttft_target)
+    if se is not None and error is not None:
+        # The jackknife sees only how the fit moves with its windows; a fit off at today's
+        # load by the self-check's error may be off by as much at capacity.
+        se = math.hypot(se, error * answer)
     late = _first([
         (batch > EXTRAPOLATE_AT_MOST * f.batch_high, "extrapolating"),
         (se is None or answer <= 0 or 2 * Z90 * se / answer > INTERVAL_WIDTH_AT_MOST,
@@ -265,7 +414,7 @@ def estimate(
     if m.closed_loop:
         # No arrival rate to scale: the concurrency the limit allows is the answer.
         return Capacity("closed_loop", concurrency=concurrency, load=m.load_rps, model_error=error,
-                        points=n, batch_high=high)  # fmt: skip
+                        points=n, batch_high=high, dispersion=m.dispersion)  # fmt: skip
     return Capacity(
         requests_per_second=answer,
         lower=max(0.0, answer - Z90 * se),
@@ -278,4 +427,5 @@ def estimate(
         model_error=error,
         points=n,
         batch_high=high,
+        dispersion=m.dispersion,
     )

@@ -6,8 +6,9 @@ time per output token, which is the step time its requests saw. The fit is
 
     step seconds = a + b × batch + c × prefill tokens per step
 
-by iteratively reweighted least squares with Huber weights, so a window disturbed by something
-else (a pause, a burst of long prompts) pulls on it little. Points are kept in bins of a quarter
+by iteratively reweighted least squares with Huber weights, then Tukey's bisquare at that fit's
+scale, so a window disturbed by something else (a pause, a burst of long prompts) pulls on it
+little, and one far off not at all. Points are kept in bins of a quarter
 octave of batch, each holding its latest :data:`PER_BIN`, so hours at one operating point cannot
 push out the few windows seen at another; the whole memory is dropped at a configuration change.
 Pure: no I/O, no clock.
@@ -25,6 +26,7 @@ from exporter.derive.window import Window
 PER_BIN = 16  # points kept per quarter octave of batch
 BATCH_RANGE = (0.25, 4096.0)  # batches outside are not kept (a body's lie cannot add bins)
 HUBER_K = 1.345  # residuals beyond k robust standard deviations are weighed down
+BISQUARE_C = 4.685  # ... and beyond c, in the bisquare pass that follows, not counted
 ITERATIONS = 6
 
 
@@ -177,6 +179,30 @@ def _huber(points: Sequence[StepPoint], cols: int) -> tuple[list[float], list[fl
     return coef, weights
 
 
+def _bisquare(
+    points: Sequence[StepPoint], cols: int, coef: list[float]
+) -> tuple[list[float], list[float]] | None:
+    """From the Huber fit, Tukey's bisquare at the Huber residuals' scale (held fixed): a
+    window beyond :data:`BISQUARE_C` robust standard deviations gets no weight at all. Huber
+    only weighs such windows down, and a stalled engine's windows (a pause: the step time
+    doubles while the queue lifts the batch to the cap) sit where the slope is decided. None
+    when too few windows keep a weight to fix the coefficients."""
+    model = _model(coef)
+    spread = 1.4826 * _median([abs(p.step_seconds - model.at(p)) for p in points])
+    if spread <= 0:
+        return None
+    c = BISQUARE_C * spread
+    weights: list[float] = []
+    for _ in range(ITERATIONS):
+        res = [p.step_seconds - model.at(p) for p in points]
+        weights = [(1 - (r / c) ** 2) ** 2 if abs(r) < c else 0.0 for r in res]
+        got = _solve(*_normal(points, weights, cols))
+        if got is None:
+            return None
+        coef, model = got, _model(got)
+    return coef, weights
+
+
 def fit(points: Sequence[StepPoint], blocks: int = 10) -> StepFit | None:
     """The step-time fit and its block leave-outs; None with fewer than 3 points or when even
     ``a + b × batch`` is undetermined (a single batch). The prefill term is dropped when the
@@ -190,7 +216,7 @@ def fit(points: Sequence[StepPoint], blocks: int = 10) -> StepFit | None:
             break
     else:
         return None
-    coef, weights = got
+    coef, weights = _bisquare(ordered, cols, got[0]) or got
     size = math.ceil(len(ordered) / blocks)
     parts = [range(i, min(i + size, len(ordered))) for i in range(0, len(ordered), size)]
     full = _normal(ordered, weights, cols)

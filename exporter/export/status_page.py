@@ -335,7 +335,9 @@ def _capacity(f: _Figures) -> str:
     return f'<section><h2>Capacity</h2><p>{stops}</p><div class="figs">{figs}</div></section>'
 
 
-LIMIT_WORDS = {"tpot": "the TPOT objective", "max_num_seqs": "--max-num-seqs (R5's fix)",
+LIMIT_WORDS = {"tpot": "the TPOT objective",
+               "ttft": "the TTFT objective, waiting for a slot (R5's fix)",
+               "max_num_seqs": "--max-num-seqs (R5's fix)",
                "kv_cache": "a full KV cache (R2's fix)"}  # fmt: skip
 
 

@@ -51,23 +51,34 @@ FAMILIES: tuple[Family[View], ...] = (
            "running requests (also given when capacity is withheld as closed_loop: the answer "
            "in concurrency).", (), _cap(lambda c: c.concurrency), needs=ENGINE),
     Family("capacity_tpot_requests_per_second", "gauge",
-           "Requests per second at which TPOT p99 reaches --slo-tpot (p99 taken as the mean "
-           "times the last {H}'s own p99 / mean).", (), _bound("tpot"), needs=ENGINE),
+           "Requests per second at which TPOT p99 reaches --slo-tpot (the fit's mean step "
+           "time plus the spread of the batch a request lives beside, for the measured "
+           "arrivals).", (), _bound("tpot"), needs=ENGINE),
+    Family("capacity_ttft_requests_per_second", "gauge",
+           "Requests per second at which TTFT p99 reaches --slo-ttft (today's TTFT p99 "
+           "stretched with the step time, plus the wait for a slot of --max-num-seqs or the KV "
+           "cache: Erlang C, scaled for bursty arrivals).", (), _bound("ttft"), needs=ENGINE),
     Family("capacity_max_num_seqs_requests_per_second", "gauge",
            "Requests per second at which the running requests reach --max-num-seqs x engines.",
            (), _bound("max_num_seqs"), needs=ENGINE),
     Family("capacity_kv_cache_requests_per_second", "gauge",
            "Requests per second at which the KV cache is full, at the last {H}'s KV per running "
            "request.", (), _bound("kv_cache"), needs=ENGINE),
+    Family("capacity_arrival_dispersion_ratio", "gauge",
+           "The arrivals' index of dispersion over the last {H}'s windows (variance / mean of "
+           "requests admitted per window): 1 for Poisson arrivals, more for bursts or a load "
+           "that moved.", (), _cap(lambda c: c.dispersion), needs=ENGINE),
     Family("capacity_limit", "gauge",
-           "One-hot: the limit capacity stops at (tpot, max_num_seqs or kv_cache).", ("limit",),
+           "One-hot: the limit capacity stops at (tpot, ttft, max_num_seqs or kv_cache).",
+           ("limit",),
            _limit, needs=ENGINE),
     Family("capacity_unavailable", "gauge",
            "1 with the reason capacity is withheld (docs/capacity.md lists them).", ("reason",),
            _unavailable, needs=ENGINE),
     Family("capacity_model_error_ratio", "gauge",
-           "Self-check: the fit's step time at the last {H}'s batch over the measured mean TPOT, "
-           "minus 1.", (), _cap(lambda c: c.model_error), needs=ENGINE),
+           "Self-check: the fit's mean TPOT over the last {H} (each window's requests at the "
+           "fit's step time for that window's batch) over the measured mean TPOT, minus 1.", (),
+           _cap(lambda c: c.model_error), needs=ENGINE),
     Family("capacity_fit_windows", "gauge",
            "Active windows the step-time fit stands on (this configuration epoch; at most 16 "
            "per quarter octave of batch).", (), _cap(lambda c: float(c.points)),
