@@ -291,6 +291,8 @@ class TestEstimate:
             ("not_steady", points(SPREAD), dict(m=replace(MIX, steady=False))),
             ("missing_kv", points(SPREAD), dict(m=replace(MIX, kv_per_batch=None))),
             ("overloaded", points(SPREAD), dict(a=agg(waiting=1.0))),
+            # No queue, but the load is past the 7.93 req/s the TPOT objective allows.
+            ("overloaded", points(SPREAD, wobble=0.01), dict(m=replace(MIX, load_rps=8.0))),
             ("no_batch_spread", points([10.0 + 0.1 * i for i in range(40)]), {}),
             ("non_positive_slope",
              points(SPREAD, model=StepModel(0.06, -0.001, 0.0)), dict(a=agg(tpot_mean=0.048))),
@@ -324,11 +326,14 @@ class TestEstimate:
         assert c.model_error == pytest.approx(1.04 / 1.13 - 1, rel=0.05)
 
     def test_a_fixed_concurrency_is_answered_in_concurrency(self) -> None:
-        c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, closed_loop=True))
+        c = answer(points(SPREAD, wobble=0.01), m=replace(MIX, closed_loop=8.0))
         assert c.withheld == "closed_loop" and c.requests_per_second is None
         assert c.headroom is None and c.limit is None and c.bounds == {}
         assert c.concurrency == pytest.approx(TPOT_BATCH, rel=0.03)  # the TPOT limit's batch
         assert c.load == 3.0
+        # One peak at the cap (64) is a server held at its cap, not clients in a loop.
+        held = answer(points(SPREAD, wobble=0.01), m=replace(MIX, closed_loop=64.0))
+        assert held.withheld is None and held.requests_per_second is not None
 
 
 class TestMix:
@@ -380,18 +385,20 @@ class TestMix:
         assert m.running_per_batch == pytest.approx(1.0)
 
     def test_a_closed_loop_holds_one_running_peak(self) -> None:
-        """Ten active windows all peaking at 8 running, each at least 90% of it on average:
-        eight clients in a loop. One window peaking at 9, or one at 7.0 on average, is not."""
-        loop = [window(running=7.6, running_peak=8.0, d_requests=2.0, d_generation_tokens=200.0)
-                for _ in range(10)]  # fmt: skip
-        assert closed_loop(loop)
-        assert not closed_loop(loop[:9])  # too few windows to tell
-        assert not closed_loop([*loop[:9], replace(loop[0], running_peak=9.0)])
-        assert not closed_loop([*loop[:9], replace(loop[0], running=7.0)])
+        """Ten active windows all peaking at 8 running, averaging 7.6 and 6.0 in turn (6.8: at
+        least 80% of 8): eight clients in a loop. One window peaking at 9, or an average under
+        6.4, is not."""
+        loop = [window(running=7.6 if i % 2 else 6.0, running_peak=8.0, d_requests=2.0,
+                       d_generation_tokens=200.0) for i in range(10)]  # fmt: skip
+        assert closed_loop(loop) == 8.0
+        assert closed_loop(loop[:9]) is None  # too few windows to tell
+        assert closed_loop([*loop[:9], replace(loop[0], running_peak=9.0)]) is None
+        low = [replace(w, running=6.3) for w in loop]
+        assert closed_loop(low) is None
         ones = [replace(w, running=1.0, running_peak=1.0) for w in loop]
-        assert not closed_loop(ones)  # a single client is not told apart from light traffic
+        assert closed_loop(ones) is None  # a single client is not told apart from light traffic
         m = mix(loop, agg())
-        assert m is not None and m.closed_loop
+        assert m is not None and m.closed_loop == 8.0
 
     def test_no_finished_request_no_mix(self) -> None:
         assert mix([window(d_requests=0.0, d_generation_tokens=40.0)], agg()) is None
