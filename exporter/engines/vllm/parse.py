@@ -91,6 +91,11 @@ def _sample_names() -> dict[str, tuple[str, _Kind, str]]:
 _SAMPLE_NAMES = _sample_names()
 
 
+def read_names() -> frozenset[str]:
+    """Every sample name this parser reads (a recording cut to these parses the same)."""
+    return frozenset(_SAMPLE_NAMES)
+
+
 def _cut_le(label_text: str) -> tuple[str | None, str]:
     """Split ``le="…"`` out of a label text → (le value, the other labels' text).
 
