@@ -51,8 +51,8 @@ STEADY_CHANGE = 0.25  # ... and by more than this share: not steady
 LIMITS = ("tpot", "ttft", "max_num_seqs", "kv_cache")
 # Why capacity is withheld, checked in this order; each is a value of the `reason` label.
 REASONS: Mapping[str, str] = {
-    "overloaded": ("requests wait for the scheduler, or the load is at or past the capacity "
-                   "computed for it: the load is at or past capacity"),
+    "overloaded": ("requests wait for the scheduler, or the load is past the capacity "
+                   "computed for it"),
     "config_changed": "the configuration changed and the fit starts again: too few windows since",
     "too_few_windows": f"fewer than {MIN_POINTS} active windows with engine steps and TPOT",
     "several_models": "the server serves several models: one fit cannot tell them apart",
