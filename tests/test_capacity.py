@@ -217,6 +217,9 @@ class TestBounds:
         # No TTFT objective or no TTFT seen: no TTFT limit.
         assert "ttft" not in bounds(TRUE, m, None, 2.0)
         assert "ttft" not in bounds(TRUE, MIX, None, 2.0, ttft_target=target)
+        # A fit whose step at today's batch is not positive (base -10 ms, 1 ms a sequence, at
+        # batch 5: -5 ms) has no TTFT to stretch: none, and no division by it.
+        assert ttft_p99(StepModel(-0.010, 0.001, 0.0), replace(m, batch_now=5.0), 1.0, 2.0) is None
         # An objective below today's unqueued TTFT at an empty batch: nothing.
         assert bounds(TRUE, m, None, 2.0, ttft_target=0.01)["ttft"] == (0.0, 0.0)
 

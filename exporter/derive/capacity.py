@@ -274,10 +274,11 @@ def erlang_c(c: int, a: float) -> float:
 def ttft_p99(model: StepModel, m: Mix, batch: float, slots: float) -> float | None:
     """TTFT's 99th percentile at a mean decode ``batch`` per engine with ``slots`` running
     requests per engine (see the module's docstring); None without today's TTFT or batch."""
-    if m.ttft_p99 is None or not m.batch_now:
-        return None
+    now = model.step_seconds(m.batch_now or 0.0, m.prefill_per_generated)
+    if m.ttft_p99 is None or not m.batch_now or now <= 0:
+        return None  # a fit whose step at today's batch is not positive cannot stretch it
     step = model.step_seconds(batch, m.prefill_per_generated)
-    unqueued = m.ttft_p99 * step / model.step_seconds(m.batch_now, m.prefill_per_generated)
+    unqueued = m.ttft_p99 * step / now
     per_slot = m.running_per_batch or 1.0
     c = max(1, math.floor(slots * m.engines))
     a = batch * per_slot * m.engines  # running requests: the offered erlangs
