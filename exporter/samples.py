@@ -78,8 +78,15 @@ class EngineSample:
     prefill_time: Histogram | None = None
     queue_time: Histogram | None = None
     prompt_len: Histogram | None = None
-    # Tokens per engine step (vLLM's iteration_tokens_total): its count is the steps taken.
-    step_tokens: Histogram | None = None
+    output_len: Histogram | None = None  # generated tokens per finished request
+    # Engine steps taken (forward passes of the scheduler), a counter: the count of vLLM's
+    # iteration_tokens_total, the sum of SGLang's cuda_graph_passes_total over its modes.
+    steps: float | None = None
+    # What those steps made, where the engine's token counters count only when a request ends
+    # (SGLang): tokens generated, and prompt tokens computed (not taken from the prefix cache).
+    # None where generation_tokens and prompt_tokens less prefix_hits count them as made (vLLM).
+    step_generated: float | None = None
+    step_prefilled: float | None = None
     est_flops: float | None = None
     est_read_bytes: float | None = None
     est_write_bytes: float | None = None

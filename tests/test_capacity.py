@@ -103,6 +103,11 @@ class TestFit:
 def window(**kw: object) -> Window:
     base: dict[str, object] = dict(start=0.0, end=2.0, duration=2.0, engine_polls=9, gpu_polls=0)
     base.update(kw)
+    # As a window reads a vLLM sample: its steps made what the token counters count.
+    base.setdefault("d_step_generated", base.get("d_generation_tokens"))
+    prompt, hits = base.get("d_prompt_tokens"), base.get("d_prefix_hits")
+    if "d_step_prefilled" not in base and isinstance(prompt, float):
+        base["d_step_prefilled"] = prompt - (hits if isinstance(hits, float) else 0.0)
     return Window(**base)  # type: ignore[arg-type]
 
 
@@ -214,6 +219,12 @@ class TestBounds:
         assert ttft_p99(TRUE, replace(m, dispersion=3.0), 1.0, 2.0) == pytest.approx(
             0.025 + 2 * 1.1 * math.log(100 / 3)
         )
+        # Requests all of one length (service variability 0): Kingman's (1 + 0) / 2 halves
+        # the wait; the variability unknown counts as an exponential's 1, as above.
+        assert ttft_p99(TRUE, replace(m, service_cv2=0.0), 1.0, 2.0) == pytest.approx(
+            0.025 + 0.5 * 1.1 * math.log(100 / 3)
+        )
+        assert ttft_p99(TRUE, replace(m, service_cv2=None), 1.0, 2.0) == pytest.approx(target)
         # No TTFT objective or no TTFT seen: no TTFT limit.
         assert "ttft" not in bounds(TRUE, m, None, 2.0)
         assert "ttft" not in bounds(TRUE, MIX, None, 2.0, ttft_target=target)
@@ -271,6 +282,26 @@ class TestEstimate:
                     m=replace(MIX, kv_per_batch=0.02))  # fmt: skip
         assert c2.limit == "kv_cache"
         assert c2.requests_per_second == pytest.approx(50 / 6, rel=0.03)
+
+    def test_an_objective_already_broken_is_an_overload(self) -> None:
+        """TPOT objective 60 ms on vLLM's bounds (..., 0.05, 0.075, 0.1, ...): 100 requests.
+        2 certainly over it (past 75 ms): overloaded, whatever the fit says. 2 in (50, 75] may
+        be under it: not called. 1 certainly over is 1%, not more: not called either."""
+        bounds_ = (0.025, 0.05, 0.075, 0.1, float("inf"))
+
+        def tpot(cum: tuple[float, ...]) -> Mix:
+            return replace(MIX, tpot=HistDelta(bounds_, cum, 2.0, 100.0))
+
+        assert answer(points(SPREAD, wobble=0.01), m=tpot((50, 98, 98, 100, 100))).withheld == (
+            "overloaded"
+        )
+        assert answer(points(SPREAD, wobble=0.01), m=tpot((50, 98, 100, 100, 100))).withheld is None
+        assert answer(points(SPREAD, wobble=0.01), m=tpot((50, 98, 99, 100, 100))).withheld is None
+        # TTFT: 2 of 100 past 2.5 s against a 2 s objective.
+        ttft = HistDelta((1.0, 2.5, float("inf")), (90.0, 98.0, 100.0), 50.0, 100.0)
+        m = replace(MIX, ttft=ttft)
+        assert answer(points(SPREAD, wobble=0.01), m=m, ttft_target=2.0).withheld == "overloaded"
+        assert answer(points(SPREAD, wobble=0.01), m=m).withheld is None  # no TTFT objective
 
     def test_each_data_parallel_engine_steps_its_own_batch(self) -> None:
         """Two engines: every limit's batch is per engine and its rate doubles."""
@@ -475,12 +506,11 @@ class TestThroughThePipeline:
         # window (amplitude 1, 2, 3 by window), its mean over each window is the batch exactly.
         i = round(t / 0.25)
         running = batch + (0 if loop else (1 + (i // 8) % 3) * (0, 1, 0, -1)[i % 4])
-        inf = float("inf")
         tpot = Histogram(self.BOUNDS, tuple(cumulative), tpot_sum, req)
         return EngineSample(
             t, model_name="m", model_names=("m",), running=running, waiting=0.0,
             kv_usage=0.01 * batch, generation_tokens=gen, prompt_tokens=2.0 * gen,
-            requests_finished=req, step_tokens=Histogram((inf,), (steps,), 3.0 * gen, steps),
+            requests_finished=req, steps=steps,
             tpot=tpot, process_start_time=1.0,
         )  # fmt: skip
 

@@ -294,3 +294,37 @@ class TestTimeWeightedMean:
     def test_no_model_names_is_an_empty_tuple(self) -> None:
         w = build_window([vllm(0.0), vllm(1.0)], [], start=0.0, end=1.0)
         assert w.model_names == ()
+
+
+class TestWhatTheStepsMade:
+    def test_from_the_token_counters_where_they_count_as_made(self) -> None:
+        # vLLM: 400 tokens generated, 300 prompt tokens of which 100 from the prefix cache.
+        w = window(
+            vllm(0.0, generation_tokens=1000.0, prompt_tokens=500.0, prefix_hits=50.0, steps=10.0),
+            vllm(2.0, generation_tokens=1400.0, prompt_tokens=800.0, prefix_hits=150.0, steps=30.0),
+        )
+        assert (w.d_steps, w.d_step_generated, w.d_step_prefilled) == (20.0, 400.0, 200.0)
+
+    def test_from_the_engines_own_where_its_counters_count_at_a_requests_end(self) -> None:
+        # SGLang: no request ended (its token counters stand still) while the passes made 60
+        # tokens and computed 40 prompt tokens.
+        w = window(
+            vllm(
+                0.0,
+                generation_tokens=1000.0,
+                prompt_tokens=500.0,
+                steps=10.0,
+                step_generated=700.0,
+                step_prefilled=300.0,
+            ),  # fmt: skip
+            vllm(
+                2.0,
+                generation_tokens=1000.0,
+                prompt_tokens=500.0,
+                steps=40.0,
+                step_generated=760.0,
+                step_prefilled=340.0,
+            ),  # fmt: skip
+        )
+        assert w.d_generation_tokens == 0.0
+        assert (w.d_steps, w.d_step_generated, w.d_step_prefilled) == (30.0, 60.0, 40.0)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.engines import ENGINES
 from exporter.engines.sglang.parse import parse_sglang_metrics
+from exporter.engines.sglang.per_poll import parse_sglang_poll
 from exporter.scrape.text_format import MAX_LINE, ParseError
 from tests.helpers import cli_in_process
 from tests.paths import SGLANG as FIX
@@ -52,6 +53,11 @@ def test_real_bodies_read_as_prometheus_client_reads_them(path: Path) -> None:
     assert s.generation_tokens == total(body, "sglang:generation_tokens_total")
     assert s.prompt_tokens == total(body, "sglang:prompt_tokens_total")
     assert s.requests_finished == total(body, "sglang:num_requests_total")
+    # Engine steps: the decode passes; what they made, as they made it.
+    passes = series(body, "sglang:cuda_graph_passes_total")
+    assert s.steps == sum(v for labels, v in passes if labels["mode"].startswith("decode"))
+    made = {labels["mode"]: v for labels, v in series(body, "sglang:realtime_tokens_total")}
+    assert (s.step_generated, s.step_prefilled) == (made["decode"], made["prefill_compute"])
     assert s.prefix_hits == (total(body, "sglang:cached_tokens_total") or 0.0)
     assert s.prefix_queries == s.prompt_tokens
     # No retraction happened in any of them (the fixtures' README): 0, not unknown.
@@ -178,3 +184,35 @@ def test_under_batching_is_judged_from_sglangs_prefill_stage(tmp_path: Path) -> 
                if s.name == "vllm_profile_rule_skipped"}  # fmt: skip
     assert not any(rule == "R1" for rule, _ in skipped), skipped
     assert any(s.name == "vllm_profile_rule_firing" and s.labels["rule"] == "R1" for s in samples)
+
+
+def test_engine_steps_are_the_decode_passes() -> None:
+    """The body after 18 requests (its lines, read by eye): 1,104 decode passes (6 prefill
+    passes beside them), which made 6,589 tokens; 175 prompt tokens computed, 941 from the
+    prefix cache. A decode batch of 6,589 / 1,104 = 5.97."""
+    s = parse_sglang_metrics((FIX / "sglang0523-cpu-3-after.txt").read_text(), 1.0)
+    assert (s.steps, s.step_generated, s.step_prefilled) == (1104, 6589, 175)
+
+
+SGLANG_PER_POLL = ("running", "waiting", "kv_usage", "preemptions", "generation_tokens",
+                   "model_name", "model_names", "engines")  # fmt: skip
+
+
+@pytest.mark.parametrize("path", BODIES, ids=lambda p: p.stem)
+def test_a_partly_read_poll_has_the_whole_reads_per_poll_figures(path: Path) -> None:
+    body = path.read_text()
+    whole, part = parse_sglang_metrics(body, 1.0), parse_sglang_poll(body, 1.0)
+    assert whole.complete and not part.complete
+    assert {f: getattr(part, f) for f in SGLANG_PER_POLL} == {
+        f: getattr(whole, f) for f in SGLANG_PER_POLL
+    }
+    # What only a window's edges need is not read; nor the configuration (a partial read that
+    # stated less of it would look like another).
+    assert part.ttft is None and part.prompt_tokens is None and part.steps is None
+    assert not part.serving.stated and whole.serving.stated
+
+
+def test_a_partial_read_of_a_body_without_sglang_families_is_refused() -> None:
+    with pytest.raises(ParseError) as e:
+        parse_sglang_poll('vllm:num_requests_running{engine="0"} 1\n', 1.0)
+    assert e.value.reason == "no_sglang_metrics"

@@ -13,7 +13,9 @@ batch ``B`` running as ``λ(B) = B / (L × step(B))``. Each limit caps the batch
 * ``ttft``: the batch at which TTFT at the 99th percentile reaches ``--slo-ttft``: today's TTFT
   p99 stretched with the step time, plus the wait for a slot. Requests hold one of the
   ``--max-num-seqs`` (or KV-bound) slots for ``L`` steps; the wait's tail is an M/M/c queue's
-  (Erlang C), scaled for bursty arrivals by Kingman's ``(1 + dispersion) / 2``;
+  (Erlang C), scaled by Kingman's ``(dispersion + service variability) / 2``: the arrivals'
+  index of dispersion and the squared coefficient of variation of the requests' lengths (1,
+  an exponential's, where the engine does not say);
 * ``max_num_seqs``: ``--max-num-seqs`` per engine;
 * ``kv_cache``: the batch at which the KV cache is full, at the horizon's KV per running request.
 
@@ -28,6 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from exporter.derive.histogram import HistDelta, merge_latest, share_above, squared_cv
 from exporter.derive.horizon import Aggregate
 from exporter.derive.step_fit import StepFit, StepModel, StepPoint, point
 from exporter.derive.window import Window
@@ -51,8 +54,8 @@ STEADY_CHANGE = 0.25  # ... and by more than this share: not steady
 LIMITS = ("tpot", "ttft", "max_num_seqs", "kv_cache")
 # Why capacity is withheld, checked in this order; each is a value of the `reason` label.
 REASONS: Mapping[str, str] = {
-    "overloaded": ("requests wait for the scheduler, or the load is past the capacity "
-                   "computed for it"),
+    "overloaded": ("requests wait for the scheduler, more than 1% of them already miss an "
+                   "objective, or the load is past the capacity computed for it"),
     "config_changed": "the configuration changed and the fit starts again: too few windows since",
     "too_few_windows": f"fewer than {MIN_POINTS} active windows with engine steps and TPOT",
     "several_models": "the server serves several models: one fit cannot tell them apart",
@@ -90,6 +93,12 @@ class Mix:
     kv_per_batch: float | None  # share of an engine's KV cache per unit of its batch
     engines: int = 1  # data-parallel engines: each steps its own batch
     closed_loop: float | None = None  # the running count fixed clients hold (:func:`closed_loop`)
+    # How much the time a request holds its slot varies: the squared coefficient of variation
+    # of its generated tokens (None: unknown, taken as 1, an exponential's)
+    service_cv2: float | None = None
+    # The horizon's TPOT and TTFT observations: an objective already broken is no capacity left
+    tpot: HistDelta | None = None
+    ttft: HistDelta | None = None
     # The horizon's own fit points, each with its requests finished: the self-check
     recent: tuple[tuple[StepPoint, float], ...] = ()
 
@@ -124,9 +133,10 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
     gen = sum(w.d_generation_tokens or 0.0 for w in both)
     if seconds <= 0 or requests <= 0 or done <= 0 or gen <= 0:
         return None
-    priced = [w for w in ws if w.d_prompt_tokens is not None and w.d_generation_tokens]
-    uncached = sum(max(0.0, (w.d_prompt_tokens or 0.0) - (w.d_prefix_hits or 0.0)) for w in priced)
-    gen_p = sum(w.d_generation_tokens or 0.0 for w in priced)
+    # As the step fit reads them: what the engine's steps made.
+    priced = [w for w in ws if w.d_step_prefilled is not None and w.d_step_generated]
+    uncached = sum(max(0.0, w.d_step_prefilled or 0.0) for w in priced)
+    gen_p = sum(w.d_step_generated or 0.0 for w in priced)
     engines = max(1, agg.engines)
     batch, per_slot = _batch(ws, engines)
     return Mix(
@@ -141,10 +151,30 @@ def mix(ws: Sequence[Window], agg: Aggregate) -> Mix | None:
         kv_per_batch=_kv_per_batch(ws, engines, per_slot),
         engines=engines,
         closed_loop=closed_loop(ws),
+        service_cv2=_service_cv2(ws),
+        tpot=merge_latest(h for w in ws if (h := w.tpot) is not None and h.count > 0),
+        ttft=merge_latest(h for w in ws if (h := w.ttft) is not None and h.count > 0),
         recent=tuple(
             (p, w.tpot.count) for w in ws if w.tpot is not None and (p := point(w)) is not None
         ),  # fmt: skip
     )
+
+
+def broken(m: Mix, tpot_target: float | None, ttft_target: float | None) -> bool:
+    """Today's load already breaks an objective: more than 1% of the horizon's requests were
+    certainly slower than it (in buckets that start past it; the bucket that holds it is not
+    counted, so a coarse bucket never calls it)."""
+    return any(
+        h is not None and target is not None and (share_above(h, target) or 0.0) > 1 - P99
+        for h, target in ((m.tpot, tpot_target), (m.ttft, ttft_target))
+    )
+
+
+def _service_cv2(ws: Sequence[Window]) -> float | None:
+    """The squared coefficient of variation of the requests' generated tokens over ``ws`` (a
+    request holds its slot for as many steps): from the output-length histogram's buckets."""
+    merged = merge_latest(h for w in ws if (h := w.output_len) is not None and h.count > 0)
+    return None if merged is None else squared_cv(merged)
 
 
 def _arrivals(w: Window) -> float:
@@ -218,10 +248,10 @@ def _batch(ws: Sequence[Window], engines: int) -> tuple[float | None, float | No
     weighted by time over the windows where the engine stepped. (A ratio of the horizon's sums
     of tokens and steps would weigh each window by its steps, and short steps at small batches
     are many: against time-weighted running requests it made a 1.0 ratio read 1.25.)"""
-    busy = [w for w in ws if w.d_steps and w.d_generation_tokens and w.duration
+    busy = [w for w in ws if w.d_steps and w.d_step_generated and w.duration
             and w.running is not None]  # fmt: skip
     seconds = sum(w.duration or 0.0 for w in busy)
-    batch = sum((w.d_generation_tokens or 0.0) / (w.d_steps or 1.0) * (w.duration or 0.0)
+    batch = sum((w.d_step_generated or 0.0) / (w.d_steps or 1.0) * (w.duration or 0.0)
                 for w in busy)  # fmt: skip
     running = sum((w.running or 0.0) * (w.duration or 0.0) for w in busy)
     if seconds <= 0 or batch <= 0:
@@ -287,7 +317,8 @@ def ttft_p99(model: StepModel, m: Mix, batch: float, slots: float) -> float | No
     if waits >= 1.0:
         return math.inf
     wait = hold * math.log(waits / (1 - P99)) / (c - a) if waits > 1 - P99 else 0.0
-    return unqueued + (1.0 + max(1.0, m.dispersion)) / 2.0 * wait
+    service = 1.0 if m.service_cv2 is None else m.service_cv2
+    return unqueued + (max(1.0, m.dispersion) + service) / 2.0 * wait
 
 
 def _ttft_batch(model: StepModel, m: Mix, target: float, slots: float, high: float) -> float:
@@ -382,6 +413,7 @@ def estimate(
 
     early = _first([
         (agg.waiting is not None and agg.waiting >= OVERLOADED_WAITING, "overloaded"),
+        (m is not None and broken(m, tpot_target, ttft_target), "overloaded"),
         (n < MIN_POINTS and since_change, "config_changed"),
         (n < MIN_POINTS, "too_few_windows"),
         (len(agg.model_names) > 1, "several_models"),

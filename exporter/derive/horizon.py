@@ -94,8 +94,8 @@ class Aggregate:
 
 def _per_step(ws: Sequence[Window]) -> float | None:
     """Tokens generated per engine step, over the windows where both counters moved known."""
-    both = [(w.d_generation_tokens, w.d_steps) for w in ws
-            if w.d_generation_tokens is not None and w.d_steps is not None]  # fmt: skip
+    both = [(w.d_step_generated, w.d_steps) for w in ws
+            if w.d_step_generated is not None and w.d_steps is not None]  # fmt: skip
     steps = sum(s for _, s in both)
     return sum(g for g, _ in both) / steps if steps > 0 else None
 

@@ -42,13 +42,12 @@ class StepPoint:
 
 def point(w: Window) -> StepPoint | None:
     """The window's point; None when a counter it needs is missing, reset or did not move."""
-    steps, gen, prompt = w.d_steps, w.d_generation_tokens, w.d_prompt_tokens
+    steps, gen, uncached = w.d_steps, w.d_step_generated, w.d_step_prefilled
     tpot = w.tpot
-    if steps is None or gen is None or prompt is None or tpot is None or steps <= 0 or gen <= 0:
+    if steps is None or gen is None or uncached is None or tpot is None or steps <= 0 or gen <= 0:
         return None
     if tpot.count <= 0 or w.tpot_mean is None or w.tpot_mean <= 0:
         return None
-    uncached = prompt - (w.d_prefix_hits or 0.0)
     batch = gen / steps
     if not BATCH_RANGE[0] <= batch <= BATCH_RANGE[1]:
         return None

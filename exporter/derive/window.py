@@ -68,6 +68,9 @@ class Window:
     d_est_flops: float | None = None  # vLLM --enable-mfu-metrics counters (per GPU)
     d_est_bytes: float | None = None
     d_steps: float | None = None  # engine steps taken (None after a reset)
+    # Tokens those steps generated, and prompt tokens they computed (not from the prefix cache)
+    d_step_generated: float | None = None
+    d_step_prefilled: float | None = None
     generation_tokens_total: float | None = None  # last poll's cumulative values
     requests_total: float | None = None
     ttft: HistDelta | None = None
@@ -75,6 +78,7 @@ class Window:
     prefill_time: HistDelta | None = None
     queue_time: HistDelta | None = None
     prompt_len: HistDelta | None = None
+    output_len: HistDelta | None = None
     ttft_mean: float | None = None
     tpot_mean: float | None = None
     prefill_time_mean: float | None = None
@@ -250,6 +254,7 @@ def build_window(
     prefill, prefill_mean, _ = _hist(v, lambda p: p.prefill_time)
     queue, queue_mean, _ = _hist(v, lambda p: p.queue_time)
     plen, plen_mean, _ = _hist(v, lambda p: p.prompt_len)
+    olen, _, _ = _hist(v, lambda p: p.output_len)
     gen = d(lambda p: p.generation_tokens)
     kv = [p.kv_usage for p in v]
     return Window(
@@ -292,7 +297,9 @@ def build_window(
                 else p.est_read_bytes + p.est_write_bytes
             )
         ),
-        d_steps=d(lambda p: p.step_tokens.count if p.step_tokens is not None else None),
+        d_steps=d(lambda p: p.steps),
+        d_step_generated=d(_step_generated),
+        d_step_prefilled=d(_step_prefilled),
         generation_tokens_total=last.generation_tokens,
         requests_total=last.requests_finished,
         ttft=ttft,
@@ -300,6 +307,7 @@ def build_window(
         prefill_time=prefill,
         queue_time=queue,
         prompt_len=plen,
+        output_len=olen,
         ttft_mean=ttft_mean,
         tpot_mean=tpot_mean,
         prefill_time_mean=prefill_mean,
@@ -313,3 +321,16 @@ def build_window(
 
 def _last_str(values: Sequence[str | None]) -> str | None:
     return next((x for x in reversed(values) if x is not None), None)
+
+
+def _step_generated(s: EngineSample) -> float | None:
+    return s.step_generated if s.step_generated is not None else s.generation_tokens
+
+
+def _step_prefilled(s: EngineSample) -> float | None:
+    if s.step_prefilled is not None:
+        return s.step_prefilled
+    if s.prompt_tokens is None:
+        return None
+    # Cumulative and never falling: each prefill adds its prompt and at most as many hits.
+    return s.prompt_tokens - (s.prefix_hits or 0.0)

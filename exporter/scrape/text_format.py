@@ -125,3 +125,33 @@ def merge_histogram(
         total_count += s.count
     assert bounds is not None
     return Histogram(bounds, tuple(cumulative), total_sum, total_count)
+
+
+# Finding a family by name, for the per-poll reads that need a few families of a body.
+
+
+def _find_family(body: str, name: str, start: int, stop: int) -> int:
+    """Where the first sample line of family ``name`` starts in ``body[start:stop]``, or -1."""
+    at = start - 1
+    while (at := body.find(name, at + 1, stop)) != -1:
+        end = at + len(name)
+        if (at == 0 or body[at - 1] == "\n") and body[end : end + 1] in ("{", " "):
+            return at
+    return -1
+
+
+def family_lines(body: str, name: str, start: int) -> tuple[list[str], int] | None:
+    """The sample lines of family ``name`` (a family's lines are consecutive in the text
+    format) and where they end: searched from ``start`` on, then before it."""
+    at = _find_family(body, name, start, len(body))
+    if at == -1 and start > 0:
+        at = _find_family(body, name, 0, start + len(name))
+    if at == -1:
+        return None
+    lines = []
+    end = len(name)
+    while body.startswith(name, at) and body[at + end : at + end + 1] in ("{", " "):
+        nl = body.find("\n", at)
+        lines.append(body[at:nl])  # the body ends with a newline: checked first
+        at = nl + 1
+    return lines, at

@@ -49,6 +49,12 @@ _SCALARS = {
     P + "num_retracted_reqs": "retracted_now",
     P + "page_size": "page_size",
     P + "context_len": "context_len",
+    # Forward passes by mode (prefill or decode, with or without a CUDA graph): the decode
+    # passes are the engine steps (each generates one token per running request).
+    P + "cuda_graph_passes_total": "passes",
+    # Tokens as the passes make them, by mode: decode (generated), prefill_compute (prompt
+    # tokens computed), prefill_cache (taken from the prefix cache).
+    P + "realtime_tokens_total": "realtime_tokens",
 }
 _HISTOGRAMS = {
     P + "time_to_first_token_seconds": "ttft",
@@ -56,10 +62,12 @@ _HISTOGRAMS = {
     P + "inter_token_latency_seconds": "itl",
     P + "queue_time_seconds": "queue_time",
     P + "prompt_tokens_histogram": "prompt_len",
+    P + "generation_tokens_histogram": "output_len",
     # Per request stage; only the prefill forward's is read (vLLM's prefill time).
     P + "per_stage_req_latency_seconds": "prefill_time",
 }
 PREFILL_STAGE = "prefill_forward"
+_REALTIME = {"decode": "step_generated", "prefill_compute": "step_prefilled"}
 # Per data-parallel rank, the fullest rank counts (the one that retracts first).
 _PER_RANK = frozenset({"token_usage", "kv_used", "kv_total"})
 _SUFFIXES = ("_bucket", "_sum", "_count")
@@ -112,6 +120,10 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
             continue
         if what == "prefill_time" and labels.pop("stage", None) != PREFILL_STAGE:
             continue
+        if what == "passes":
+            what = "steps" if labels.get("mode", "").startswith("decode") else "prefill_passes"
+        elif what == "realtime_tokens":
+            what = _REALTIME.get(labels.get("mode", ""), "realtime_other")
         if suffix:
             le = labels.pop("le", None)
             key = tuple(sorted(labels.items()))
@@ -156,11 +168,16 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
         generation_tokens=sums.get("generation_tokens"),
         prompt_tokens=sums.get("prompt_tokens"),
         requests_finished=sums.get("requests_finished"),
+        # Counted as the passes run; the request counters above only when a request ends.
+        steps=sums.get("steps"),
+        step_generated=sums.get("step_generated"),
+        step_prefilled=sums.get("step_prefilled"),
         ttft=merged.get("ttft"),
         tpot=merged.get("tpot") or merged.get("itl"),
         queue_time=merged.get("queue_time"),
         prefill_time=merged.get("prefill_time"),
         prompt_len=merged.get("prompt_len"),
+        output_len=merged.get("output_len"),
         serving=_serving(ranks, sums),
         engines=len(dp_ranks),
     )

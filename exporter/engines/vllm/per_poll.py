@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from exporter.engines.vllm.parse import parse_vllm_metrics
 from exporter.samples import EngineSample
-from exporter.scrape.text_format import ParseError
+from exporter.scrape.text_format import ParseError, family_lines
 
 _PER_POLL = (("process_start_time_seconds",), ("vllm:num_requests_running",),
              ("vllm:num_requests_waiting",), ("vllm:num_requests_waiting_by_reason",),
@@ -23,33 +23,6 @@ _PER_POLL_SPELLINGS = tuple(
     tuple(s for n in names for s in ((n, "vllm_" + n[5:]) if n[:5] == "vllm:" else (n,)))
     for names in _PER_POLL
 )
-
-
-def _find_family(body: str, name: str, start: int, stop: int) -> int:
-    """Where the first sample line of family ``name`` starts in ``body[start:stop]``, or -1."""
-    at = start - 1
-    while (at := body.find(name, at + 1, stop)) != -1:
-        end = at + len(name)
-        if (at == 0 or body[at - 1] == "\n") and body[end : end + 1] in ("{", " "):
-            return at
-    return -1
-
-
-def _family_lines(body: str, name: str, start: int) -> tuple[list[str], int] | None:
-    """The sample lines of family ``name`` (a family's lines are consecutive in the text
-    format) and where they end: searched from ``start`` on, then before it."""
-    at = _find_family(body, name, start, len(body))
-    if at == -1 and start > 0:
-        at = _find_family(body, name, 0, start + len(name))
-    if at == -1:
-        return None
-    lines = []
-    end = len(name)
-    while body.startswith(name, at) and body[at + end : at + end + 1] in ("{", " "):
-        nl = body.find("\n", at)
-        lines.append(body[at:nl])  # the body ends with a newline: checked first
-        at = nl + 1
-    return lines, at
 
 
 def parse_vllm_poll(body: str, observed_at: float) -> EngineSample:
@@ -65,7 +38,7 @@ def parse_vllm_poll(body: str, observed_at: float) -> EngineSample:
     start = 0
     for spellings in _PER_POLL_SPELLINGS:
         for name in spellings:
-            found = _family_lines(body, name, start)
+            found = family_lines(body, name, start)
             if found is not None:
                 picked += found[0]
                 start = found[1]

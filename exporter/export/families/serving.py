@@ -43,12 +43,13 @@ FAMILIES: tuple[Family[View], ...] = (
            needs=ENGINE),
     Family("engine_steps_per_second", "gauge",
            "Engine steps (scheduler iterations) per second, over the active windows of the last "
-           "{H}. From the count of vllm:iteration_tokens_total.", (),
+           "{H}. From the count of vllm:iteration_tokens_total (SGLang: its decode passes).", (),
            _serving(lambda a: a.engine_steps_per_second), needs=ENGINE),
     Family("decode_batch_per_step", "gauge",
            "Generated tokens per engine step over the active windows of the last {H}: the mean "
            "decode batch, from counters (requests_running is sampled at each poll). From "
-           "vllm:generation_tokens_total and the count of vllm:iteration_tokens_total.", (),
+           "vllm:generation_tokens_total and the count of vllm:iteration_tokens_total (SGLang: "
+           "its decode tokens and passes).", (),
            _serving(lambda a: a.decode_batch_per_step), needs=ENGINE),
     Family("requests_running", "gauge",
            "Running requests, time-weighted mean over the evaluable windows of the last {H} "
