@@ -1,6 +1,7 @@
 """Capacity against the truth, on a real vLLM (docs/capacity.md). Not part of the test run.
 
     .venv/bin/python bench/capacity.py [--shapes decode-heavy,...] [--repeats 2]
+                                       [--restart --truth balanced=RPS@TPOT_MS]
                                        [--out bench/capacity-results.json]
 
 For each workload shape, on the real vLLM (the CPU build and the tiny model of
@@ -18,6 +19,11 @@ For each workload shape, on the real vLLM (the CPU build and the tiny model of
    (tests/capacity_check.py): capacity at the end of each plateau against the truth, how soon
    the overload said ``overloaded`` and the loop ``closed_loop``.
 
+``--restart``: the balanced shape's truth at --max-num-seqs 8 searched, then a fresh server at
+32 observed at 30% and 60% of its truth, restarted at 8 (the recorder attached all along) and
+observed in the same steps around the new truth: ``config_changed`` at once, then the new
+answer against the new truth.
+
 ``--fixtures RESULTS`` turns a results file's recordings into the CI's replay fixtures
 (tests/fixtures/capacity/: the families the parser reads, the rest of each body dropped, the
 same answers checked) and their truths.json. Recordings are written to
@@ -27,9 +33,9 @@ same answers checked) and their truths.json. Recordings are written to
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +53,7 @@ from exporter.engines.vllm.parse import read_names  # noqa: E402
 from tests import capacity_check as check  # noqa: E402
 from tests.realvllm import server as vllm_server  # noqa: E402
 from tests.realvllm.server import VllmServer, realtime  # noqa: E402
+from tests.recordings import trimmed  # noqa: E402
 
 TTFT_OBJECTIVE = check.TTFT_OBJECTIVE
 PROBE_SECONDS = 40.0
@@ -155,68 +162,123 @@ CLOSED_CLIENTS, CLOSED_SECONDS = MAX_NUM_SEQS // 2, 150.0
 PREPARE_SECONDS = 60.0  # launched clients load the tokenizer and make their prompts meanwhile
 
 
+class Observation:
+    """A fresh server with ``vllm-profile-exporter record`` attached, and the load clients
+    launched against it; everything stopped on exit."""
+
+    def __init__(self, shape: Shape, recording: Path, logs: Path, max_num_seqs: int) -> None:
+        self.shape, self.logs = shape, logs
+        self.server = self._server(max_num_seqs)
+        self.server.start()
+        self.rec = subprocess.Popen(
+            realtime([sys.executable, "-m", "exporter", "record", "--vllm-url", self.server.url,
+                      "--gpu-source", "none", "--max-num-seqs", str(max_num_seqs),
+                      "--poll-interval", "250ms", "--calm-poll-interval", "250ms",
+                      "-o", str(recording), "--duration", "3600s"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        self.clients: list[subprocess.Popen[bytes]] = []
+
+    def _server(self, max_num_seqs: int) -> VllmServer:
+        log = self.logs / f"{self.shape.name}-obs-{max_num_seqs}.log"
+        return VllmServer("--max-num-seqs", str(max_num_seqs), *self.shape.flags, log=log)
+
+    def launch(self, r: float | None, prompts: int, start_at: float,
+               concurrency: int | None = None) -> None:  # fmt: skip
+        i = len(self.clients)
+        out = self.logs / f"{self.shape.name}-obs-{i}.json"
+        cmd = bench_command(self.server, self.shape, r, prompts, out, concurrency, seed=i,
+                            start_at=start_at)  # fmt: skip
+        with open(out.with_suffix(".log"), "ab") as log:
+            self.clients.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                 env=CLIENT_ENV))  # fmt: skip
+
+    def steps(self, rate: float, shares: tuple[float, ...]) -> float:
+        """Open-loop Poisson clients at ``shares`` of ``rate``, PROBE_SECONDS each, from a
+        minute from now; returns when the last step ends. Every client is launched now and
+        sends from its own step's start: their CPU-heavy starts fall before the load, and one
+        step's arrivals run on into the next without a gap (open-loop load as a server in
+        production sees it). Each its own prompts."""
+        t0 = time.time() + PREPARE_SECONDS
+        for i, share in enumerate(shares):
+            r = share * rate
+            self.launch(r, max(8, round(r * PROBE_SECONDS)), t0 + i * PROBE_SECONDS)
+        return t0 + len(shares) * PROBE_SECONDS
+
+    def drain(self) -> None:
+        for c in self.clients:
+            c.wait(timeout=1800)
+
+    def restart(self, max_num_seqs: int) -> float:
+        """The server stopped and started again (same port) with another --max-num-seqs, the
+        recorder attached all along; returns when it stopped."""
+        port = self.server.port
+        stopped = time.time()
+        self.server.stop()
+        self.server = self._server(max_num_seqs)
+        self.server.port = port
+        self.server.start()
+        return stopped
+
+    def __enter__(self) -> Observation:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for c in self.clients:
+            if c.poll() is None:
+                c.terminate()
+        self.rec.terminate()
+        self.rec.wait(timeout=60)
+        self.server.stop()
+
+
 def observe(shape: Shape, rate: float, recording: Path, logs: Path) -> dict[str, Any]:
     """A fresh server, recorded under: Poisson load stepping around ``rate`` (the truth),
     then 1.3x the truth for a minute, then a fixed number of clients in a loop. Returns the
     phases' wall-clock marks (tests/capacity_check.Marks)."""
-    server = VllmServer(
-        "--max-num-seqs", str(MAX_NUM_SEQS), *shape.flags, log=logs / f"{shape.name}-obs.log"
-    )
-    server.start()
-    rec = subprocess.Popen(
-        realtime([sys.executable, "-m", "exporter", "record", "--vllm-url", server.url,
-                  "--gpu-source", "none", "--max-num-seqs", str(MAX_NUM_SEQS),
-                  "--poll-interval", "250ms", "--calm-poll-interval", "250ms",
-                  "-o", str(recording), "--duration", "3600s"]),
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
-    clients: list[subprocess.Popen[bytes]] = []
-
-    def launch(i: int, r: float | None, prompts: int, start_at: float,
-               concurrency: int | None = None) -> None:  # fmt: skip
-        out = logs / f"{shape.name}-obs-{i}.json"
-        cmd = bench_command(server, shape, r, prompts, out, concurrency, seed=i, start_at=start_at)
-        with open(out.with_suffix(".log"), "ab") as log:
-            clients.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                            env=CLIENT_ENV))  # fmt: skip
-
     marks: dict[str, Any] = {}
-    try:
-        # Every open-loop client is launched now and sends from its own step's start: their
-        # CPU-heavy starts fall before the load, and one step's arrivals run on into the next
-        # without a gap (open-loop load as a server in production sees it). Each its own prompts.
-        t0 = time.time() + PREPARE_SECONDS
-        for i, share in enumerate(STEPS):
-            r = share * rate
-            launch(i, r, max(8, round(r * PROBE_SECONDS)), t0 + i * PROBE_SECONDS)
-        marks["low_end"] = t0 + (LOW_PLATEAU + 1) * PROBE_SECONDS
-        marks["main_end"] = t0 + len(STEPS) * PROBE_SECONDS
+    with Observation(shape, recording, logs, MAX_NUM_SEQS) as o:
+        marks["main_end"] = o.steps(rate, STEPS)
+        marks["low_end"] = marks["main_end"] - (len(STEPS) - LOW_PLATEAU - 1) * PROBE_SECONDS
         r = OVERLOAD * rate
-        launch(len(STEPS), r, round(r * OVERLOAD_SECONDS), marks["main_end"])
-        for c in clients:
-            c.wait(timeout=1800)  # the overload's backlog drains
+        o.launch(r, round(r * OVERLOAD_SECONDS), marks["main_end"])
+        o.drain()  # the overload's backlog drains
         marks["overload"] = (marks["main_end"], time.time())
         start = time.time() + PREPARE_SECONDS
         # Prompts enough for the whole loop, not more: they are made before it starts.
         prompts = round(1.5 * rate * CLOSED_SECONDS)
-        launch(len(STEPS) + 1, None, prompts, start, concurrency=CLOSED_CLIENTS)
+        o.launch(None, prompts, start, concurrency=CLOSED_CLIENTS)
         time.sleep(PREPARE_SECONDS + CLOSED_SECONDS)
         marks["closed"] = (start, time.time())
-    finally:
-        for c in clients:
-            if c.poll() is None:
-                c.terminate()
-        rec.terminate()
-        rec.wait(timeout=60)
-        server.stop()
     return marks
+
+
+RESTART_MAX_NUM_SEQS = 8
+BEFORE_RESTART = (0.3, 0.6, 0.6)  # shares of the first truth, before the restart
+
+
+def observe_restart(
+    shape: Shape, first: float, second: float, recording: Path, logs: Path
+) -> dict[str, Any]:
+    """A server at --max-num-seqs MAX_NUM_SEQS under load around ``first`` (its truth), then
+    restarted at RESTART_MAX_NUM_SEQS and loaded in STEPS around ``second`` (the truth
+    there). Marks: the restart (when the first server stopped, and the new cap) and the end
+    of the ~60% plateau after it."""
+    with Observation(shape, recording, logs, MAX_NUM_SEQS) as o:
+        o.steps(first, BEFORE_RESTART)
+        o.drain()
+        restart = o.restart(RESTART_MAX_NUM_SEQS)
+        main_end = o.steps(second, STEPS)
+        o.drain()
+    return {"restart": (restart, RESTART_MAX_NUM_SEQS), "main_end": main_end,
+            "low_end": None, "overload": None, "closed": None}  # fmt: skip
 
 
 def answer(
     recording: Path, objective: float, truth: float, marks: dict[str, Any]
 ) -> dict[str, Any]:
     """The exporter's answers at the marks, and the checks of docs/capacity.md's criteria."""
-    seen = check.observe(recording, objective, check.Marks(**marks))
+    seen = check.observe(recording, objective, check.marks(marks))
 
     def said(c: Capacity | None) -> dict[str, Any] | None:
         return None if c is None else {
@@ -234,7 +296,27 @@ def answer(
         "overloaded_after_s": seen.overloaded_after,
         "headroom_positive_in_overload": seen.headroom_positive_in_overload,
         "closed_after_s": seen.closed_after, "closed_concurrency": seen.closed_concurrency,
+        "config_changed_after_s": seen.config_changed_after,
     }  # fmt: skip
+
+
+def search(shape: Shape, repeats: int, tmp: Path, max_num_seqs: int,
+           objective: float | None = None) -> tuple[list[float], float]:  # fmt: skip
+    """The truth ``repeats`` times on one fresh server, and the TPOT objective (3x TPOT p99
+    alone, unless given)."""
+    server = VllmServer("--max-num-seqs", str(max_num_seqs), *shape.flags,
+                        log=tmp / f"{shape.name}-{max_num_seqs}.log")  # fmt: skip
+    server.start()
+    try:
+        alone = bench(server, shape, None, 12, tmp / f"{shape.name}-alone.json", concurrency=1)
+        if objective is None:
+            objective = round(3 * alone["p99_tpot_ms"]) / 1e3
+        # An eighth of what the cap would allow at the latency alone: a few doublings from the
+        # answer, whatever the shape.
+        start = max_num_seqs / statistics.mean(alone["latencies"]) / 8
+        return [truth(server, shape, objective, tmp, start) for _ in range(repeats)], objective
+    finally:
+        server.stop()
 
 
 def run_shape(shape: Shape, repeats: int, tmp: Path, out_dir: Path,
@@ -246,19 +328,7 @@ def run_shape(shape: Shape, repeats: int, tmp: Path, out_dir: Path,
     if known is not None:
         truths, objective = [known[0]], known[1]
     else:
-        server = VllmServer(
-            "--max-num-seqs", str(MAX_NUM_SEQS), *shape.flags, log=tmp / f"{shape.name}.log"
-        )
-        server.start()
-        try:
-            alone = bench(server, shape, None, 12, tmp / f"{shape.name}-alone.json", concurrency=1)
-            objective = round(3 * alone["p99_tpot_ms"]) / 1e3
-            # An eighth of what the cap would allow at the latency alone: a few doublings from
-            # the answer, whatever the shape.
-            start = MAX_NUM_SEQS / statistics.mean(alone["latencies"]) / 8
-            truths = [truth(server, shape, objective, tmp, start) for _ in range(repeats)]
-        finally:
-            server.stop()
+        truths, objective = search(shape, repeats, tmp, MAX_NUM_SEQS)
     t1 = time.monotonic()
     recording = out_dir / f"{shape.name}.jsonl.gz"
     best = statistics.median(truths)
@@ -268,6 +338,31 @@ def run_shape(shape: Shape, repeats: int, tmp: Path, out_dir: Path,
         "shape": shape.name, "tpot_objective_s": objective, "truths": truths, "truth": best,
         "truth_limit": known[2] if known else truth_limit(PROBES, best, objective),
         "marks": marks,
+        "answer": answer(recording, objective, best, marks), "probes": list(PROBES),
+        "seconds": {"truth": round(t1 - t0), "observation": round(t2 - t1)},
+    }  # fmt: skip
+
+
+RESTART = "restart"  # the restart's result and recording: shape "restart"
+
+
+def run_restart(shape: Shape, repeats: int, tmp: Path, out_dir: Path,
+                known: tuple[float, float, str | None]) -> dict[str, Any]:  # fmt: skip
+    """The restart into another --max-num-seqs: the truth there searched, then observed from
+    the first cap's load (``known``: its truth and objective) through the restart."""
+    t0 = time.monotonic()
+    PROBES.clear()
+    first, objective = known[0], known[1]
+    truths, _ = search(shape, repeats, tmp, RESTART_MAX_NUM_SEQS, objective)
+    t1 = time.monotonic()
+    best = statistics.median(truths)
+    recording = out_dir / f"{RESTART}.jsonl.gz"
+    marks = observe_restart(shape, first, best, recording, tmp)
+    t2 = time.monotonic()
+    return {
+        "shape": RESTART, "workload": shape.name, "tpot_objective_s": objective,
+        "truth_before": first, "truths": truths, "truth": best,
+        "truth_limit": truth_limit(PROBES, best, objective), "marks": marks,
         "answer": answer(recording, objective, best, marks), "probes": list(PROBES),
         "seconds": {"truth": round(t1 - t0), "observation": round(t2 - t1)},
     }  # fmt: skip
@@ -292,22 +387,16 @@ def trim(src: Path, dst: Path) -> None:
     """``src`` with each vLLM body cut to the lines the parser reads (and their HELP/TYPE)."""
     names = read_names()
     families = {n.removesuffix(x) for n in names for x in ("_bucket", "_sum", "_count")}
-    with gzip.open(src, "rt", encoding="utf-8") as f, gzip.open(dst, "wt", encoding="utf-8") as out:
-        for line in f:
-            entry = json.loads(line)
-            if entry.get("source") == "vllm" and isinstance(entry.get("body"), str):
-                kept = [x for x in entry["body"].splitlines()
-                        if (x.split(" ")[2] in families if x.startswith("# ") and x.count(" ") > 1
-                            else x.split("{")[0].split(" ")[0] in names)]  # fmt: skip
-                entry["body"] = "\n".join(kept) + "\n"
-            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    trimmed(src, dst, "vllm", names | families)
 
 
 def fixtures(results: Path) -> None:
     """The CI's replay fixtures from a results file: each recording trimmed (its answers checked
-    to be the same as the whole recording's) and truths.json."""
+    to be the same as the whole recording's) and its entry in truths.json (the shapes) or
+    restart.json (the restart) replaced; other shapes' entries are kept."""
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    truths = {}
+    index = FIXTURES / "truths.json"
+    truths = json.loads(index.read_text()) if index.exists() else {}
     for r in json.loads(results.read_text()):
         shape = r["shape"]
         src = ROOT / "bench" / "capacity-recordings" / f"{shape}.jsonl.gz"
@@ -318,14 +407,19 @@ def fixtures(results: Path) -> None:
         if whole != cut:
             raise SystemExit(f"{shape}: the trimmed recording answers otherwise: {whole} {cut}")
         missed = [p["rate"] for p in r["probes"] if not p["meets"] and p["rate"] > r["truth"]]
-        truths[shape] = {k: r[k] for k in ("truth", "truths", "truth_limit", "tpot_objective_s",
-                                           "marks", "seconds")}  # fmt: skip
-        if "note" in r:
-            truths[shape]["note"] = r["note"]
+        kept = ("truth", "truths", "truth_limit", "tpot_objective_s", "marks", "seconds", "note",
+                "truth_before", "workload")  # fmt: skip
+        entry = {k: r[k] for k in kept if k in r}
         # The bisection says the truth lies between the highest rate met and this.
-        truths[shape]["truth_missed_at"] = min(missed) if missed else None
+        entry["truth_missed_at"] = min(missed) if missed else None
+        if shape == RESTART:
+            (FIXTURES / "restart.json").write_text(json.dumps(entry, indent=1, sort_keys=True)
+                                                   + "\n")  # fmt: skip
+        else:
+            truths[shape] = entry
         print(f"{dst}: {dst.stat().st_size / 1e3:.0f} kB (from {src.stat().st_size / 1e3:.0f} kB)")
-    (FIXTURES / "truths.json").write_text(json.dumps(truths, indent=1, sort_keys=True) + "\n")
+        print(json.dumps({"shape": shape, "truth": r["truth"], "answer": cut}), flush=True)
+    index.write_text(json.dumps(truths, indent=1, sort_keys=True) + "\n")
 
 
 def main() -> int:
@@ -341,12 +435,22 @@ def main() -> int:
         help="a shape's truth and TPOT objective from an earlier run: observe only",
     )
     ap.add_argument(
+        "--restart",
+        action="store_true",
+        help=f"also the restart into --max-num-seqs {RESTART_MAX_NUM_SEQS} (balanced; needs its "
+        "--truth)",
+    )
+    ap.add_argument(
         "--fixtures",
         type=Path,
         metavar="RESULTS",
         help="make tests/fixtures/capacity/ from a results file and stop",
     )
     args = ap.parse_args()
+    # A SIGTERM or SIGHUP unwinds like Ctrl-C: every ``finally`` stops its vLLM (a server runs in
+    # its own session with engine children, which a plain kill of this driver would orphan).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(128 + 15))
     if args.fixtures:
         fixtures(args.fixtures)
         return 0
@@ -363,9 +467,14 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.shapes.split(","):
+        for name in filter(None, args.shapes.split(",")):
             results.append(run_shape(SHAPES[name], args.repeats, Path(tmp), out_dir,
                                      known.get(name)))  # fmt: skip
+            print(json.dumps(results[-1], indent=1), flush=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+        if args.restart:
+            results.append(run_restart(SHAPES["balanced"], args.repeats, Path(tmp), out_dir,
+                                       known["balanced"]))  # fmt: skip
             print(json.dumps(results[-1], indent=1), flush=True)
             args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0

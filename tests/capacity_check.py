@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.app import make_pipeline
+from exporter.app import load_catalog, make_pipeline, roofline_settings
 from exporter.config import load_config
 from exporter.derive.capacity import Capacity
 from exporter.scrape.replay import replay_ticks
@@ -27,12 +27,15 @@ HORIZON = "60s"
 class Marks:
     """Wall-clock times (the recording's own clock) of the observation's phases: the ends of
     the plateau at ~30% and at ~60% of the truth, the overload (1.3x the truth) and the
-    fixed-concurrency client. A phase not observed is None."""
+    fixed-concurrency client; a restart: when the server stopped, and the --max-num-seqs it
+    came back with (the exporter told it at once, as an operator's reload does). A phase not
+    observed is None."""
 
     low_end: float | None = None
     main_end: float | None = None
     overload: tuple[float, float] | None = None
     closed: tuple[float, float] | None = None
+    restart: tuple[float, float] | None = None
 
 
 @dataclass
@@ -45,11 +48,13 @@ class Observed:
     headroom_positive_in_overload: bool = False
     closed_after: float | None = None  # seconds into the closed loop until `closed_loop`
     closed_concurrency: float | None = None
+    config_changed_after: float | None = None  # seconds after the restart until `config_changed`
+    answered_before_config_changed: bool = False  # an answer after the restart, before that
     reasons: list[str] = field(default_factory=list)
 
 
-def settings(tpot_objective: float) -> Any:
-    flags = {"max_num_seqs": str(MAX_NUM_SEQS), "slo_tpot": f"{tpot_objective * 1e3:.1f}ms",
+def settings(tpot_objective: float, max_num_seqs: float = MAX_NUM_SEQS) -> Any:
+    flags = {"max_num_seqs": f"{max_num_seqs:g}", "slo_tpot": f"{tpot_objective * 1e3:.1f}ms",
              "slo_ttft": f"{TTFT_OBJECTIVE:g}s", "horizon": HORIZON}  # fmt: skip
     return load_config(flags, {}, {})
 
@@ -58,12 +63,24 @@ def observe(recording: Path, tpot_objective: float, marks: Marks) -> Observed:
     """Replay ``recording`` and read capacity at ``marks``."""
     pipeline = make_pipeline(settings(tpot_objective))
     seen = Observed()
+    restarted = False
     for tick in replay_ticks(recording, None):
         at = tick.engine.observed_at if tick.engine is not None else None
         if at is None:
             pipeline.add_tick(tick)
             continue
+        if marks.restart is not None and not restarted and at >= marks.restart[0]:
+            # The exporter's reload with the new cap (what ``serve`` does on SIGHUP).
+            cfg = settings(tpot_objective, marks.restart[1])
+            pipeline.reconfigure(roofline_settings(cfg, load_catalog(cfg)), marks.restart[1])
+            restarted = True
         c = pipeline.snapshot.capacity
+        if restarted and seen.config_changed_after is None:
+            assert marks.restart is not None
+            if c.withheld == "config_changed":
+                seen.config_changed_after = at - marks.restart[0]
+            elif c.requests_per_second is not None and seen.config_changed_after is None:
+                seen.answered_before_config_changed = True
         if marks.low_end is not None and seen.low is None and at >= marks.low_end:
             seen.low = c
         if marks.main_end is not None and seen.main is None and at >= marks.main_end:
@@ -107,3 +124,8 @@ def limit_matches(c: Capacity | None, truth_limit: str) -> bool:
     if c is None or c.limit is None:
         return False
     return c.limit == "tpot" if truth_limit == "tpot" else c.limit != "tpot"
+
+
+def marks(saved: dict[str, Any]) -> Marks:
+    """Marks from their JSON (pairs saved as lists)."""
+    return Marks(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})

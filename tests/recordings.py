@@ -40,6 +40,34 @@ def renamed(src: Path, dst: Path, model: str, served: str = "tiny-llama") -> Non
             out.write(json.dumps(entry) + "\n")
 
 
+def trimmed(src: Path, dst: Path, source: str, names: frozenset[str]) -> None:
+    """``src`` with each ``source`` body cut to the samples named in ``names`` (a histogram's
+    family name keeps its buckets, sum and count) and their HELP and TYPE lines: what the
+    engine's parser reads, so the cut recording answers the same, at a fraction of the size."""
+
+    def family(name: str) -> str:
+        for sfx in ("_bucket", "_sum", "_count"):
+            if name.endswith(sfx) and name[: -len(sfx)] in names:
+                return name[: -len(sfx)]
+        return name
+
+    with gzip.open(src, "rt", encoding="utf-8") as f, gzip.open(dst, "wt", encoding="utf-8") as out:
+        for line in f:
+            entry = json.loads(line)
+            if entry.get("source") == source and isinstance(entry.get("body"), str):
+                kept = []
+                for x in entry["body"].splitlines():
+                    if x.startswith("# "):
+                        parts = x.split(" ")
+                        keep = len(parts) > 2 and family(parts[2]) in names
+                    else:
+                        keep = family(x.split("{")[0].split(" ")[0]) in names
+                    if keep:
+                        kept.append(x)
+                entry["body"] = "\n".join(kept) + "\n"
+            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+
 SGLANG_ORDER = ("1-idle", "run1-2-busy-running1", "run1-3-after", "2-busy", "3-after")
 
 
