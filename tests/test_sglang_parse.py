@@ -39,6 +39,7 @@ def test_real_bodies_read_as_prometheus_client_reads_them(path: Path) -> None:
     # One scheduler (TP 1): its gauges as they are.
     assert s.running == total(body, "sglang:num_running_reqs")
     assert s.waiting == total(body, "sglang:num_queue_reqs")
+    assert s.waiting_capacity == s.waiting  # its one queue waits for capacity
     # KV usage from the exact token counts, not the gauge rounded to two decimals.
     used, capacity = (
         total(body, "sglang:kv_used_tokens"),
@@ -194,8 +195,8 @@ def test_engine_steps_are_the_decode_passes() -> None:
     assert (s.steps, s.step_generated, s.step_prefilled) == (1104, 6589, 175)
 
 
-SGLANG_PER_POLL = ("running", "waiting", "kv_usage", "preemptions", "generation_tokens",
-                   "model_name", "model_names", "engines")  # fmt: skip
+SGLANG_PER_POLL = ("running", "waiting", "waiting_capacity", "kv_usage", "preemptions",
+                   "generation_tokens", "model_name", "model_names", "engines")  # fmt: skip
 
 
 @pytest.mark.parametrize("path", BODIES, ids=lambda p: p.stem)

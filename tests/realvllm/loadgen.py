@@ -71,12 +71,16 @@ class LoadGenerator(ClientSideTruth):
         shared_prefix_words: int = 0,
         seed: int = 1,
         model: str = SERVED_NAME,
+        ignore_eos: int = 1,
     ) -> None:
+        """``ignore_eos=0``: the model may stop early (SGLang then admits by its estimate of
+        the tokens to come, not by max_tokens)."""
         self.url = url.rstrip("/") + "/v1/completions"
         self.model = model  # a served name: the base model or a LoRA adapter
         self.clients = clients
         self.prompt_words = prompt_words
         self.max_tokens = max_tokens
+        self.ignore_eos = bool(ignore_eos)
         self.rng = random.Random(seed)
         self.prefix = " ".join(self.rng.choice(WORDS) for _ in range(shared_prefix_words))
         self.logs: list[RequestLog] = []
@@ -97,7 +101,7 @@ class LoadGenerator(ClientSideTruth):
             "model": self.model,
             "prompt": self._prompt(rng),
             "max_tokens": self.max_tokens,
-            "ignore_eos": True,  # a vLLM extension: exactly max_tokens tokens
+            "ignore_eos": self.ignore_eos,  # an extension: exactly max_tokens tokens
             "temperature": 0.0,
             "stream": True,
         }
@@ -183,10 +187,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--model", default=SERVED_NAME)
+    ap.add_argument("--ignore-eos", type=int, default=1)
     a = ap.parse_args()
     gen = LoadGenerator(
         a.url, clients=a.clients, prompt_words=a.prompt_words, max_tokens=a.max_tokens,
         shared_prefix_words=a.shared_prefix_words, seed=a.seed, model=a.model,
+        ignore_eos=a.ignore_eos,
     )  # fmt: skip
     done = threading.Event()
     route({signal.SIGTERM: done.set})  # before the generator's threads start

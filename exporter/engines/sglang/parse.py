@@ -161,6 +161,9 @@ def parse_sglang_metrics(body: str, observed_at: float) -> EngineSample:
         model_names=tuple(sorted(models)),
         running=sums.get("running"),
         waiting=sums.get("waiting"),
+        # Its queue waits for the scheduler's capacity (running slots or KV memory) alone:
+        # requests waiting on a grammar have a queue of their own, not read.
+        waiting_capacity=sums.get("waiting"),
         kv_usage=_kv_usage(ranks),
         prefix_queries=sums.get("prompt_tokens") if prefix_hits is not None else None,
         prefix_hits=prefix_hits,
