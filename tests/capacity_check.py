@@ -49,7 +49,6 @@ class Observed:
     closed_after: float | None = None  # seconds into the closed loop until `closed_loop`
     closed_concurrency: float | None = None
     config_changed_after: float | None = None  # seconds after the restart until `config_changed`
-    answered_before_config_changed: bool = False  # an answer after the restart, before that
     reasons: list[str] = field(default_factory=list)
 
 
@@ -75,12 +74,6 @@ def observe(recording: Path, tpot_objective: float, marks: Marks) -> Observed:
             pipeline.reconfigure(roofline_settings(cfg, load_catalog(cfg)), marks.restart[1])
             restarted = True
         c = pipeline.snapshot.capacity
-        if restarted and seen.config_changed_after is None:
-            assert marks.restart is not None
-            if c.withheld == "config_changed":
-                seen.config_changed_after = at - marks.restart[0]
-            elif c.requests_per_second is not None and seen.config_changed_after is None:
-                seen.answered_before_config_changed = True
         if marks.low_end is not None and seen.low is None and at >= marks.low_end:
             seen.low = c
         if marks.main_end is not None and seen.main is None and at >= marks.main_end:
@@ -97,6 +90,11 @@ def observe(recording: Path, tpot_objective: float, marks: Marks) -> Observed:
                 seen.closed_after = at - marks.closed[0]
                 seen.closed_concurrency = c.concurrency
         pipeline.add_tick(tick)
+        if restarted and seen.config_changed_after is None:
+            # What the tick that follows the restart (and each after it) made of capacity.
+            assert marks.restart is not None
+            if pipeline.snapshot.capacity.withheld == "config_changed":
+                seen.config_changed_after = at - marks.restart[0]
     return seen
 
 
