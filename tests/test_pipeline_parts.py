@@ -281,9 +281,10 @@ def test_tokens_per_step_is_a_ratio_of_sums() -> None:
     mean of the windows' own 8 and 2."""
 
     def active(start: float, tokens: float, steps: float) -> Window:
+        # As from vLLM: the steps made what its token counter counts.
         return Window(start=start, end=start + 2.0, duration=2.0, engine_polls=9,
                       gpu_polls=0, running=4.0, kv_usage=0.5, d_generation_tokens=tokens,
-                      d_steps=steps)  # fmt: skip
+                      d_step_generated=tokens, d_steps=steps)  # fmt: skip
 
     windows = [active(0.0, 400.0, 50.0), active(2.0, 300.0, 150.0)]
     gated = [(w, classify(w)) for w in windows]

@@ -49,13 +49,6 @@ def environment() -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("stack"))
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SglangServer]:
     s = SglangServer(log=tmp_path_factory.mktemp("sglang") / "server.log", max_running=CAP)
     s.start()

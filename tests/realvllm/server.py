@@ -39,12 +39,14 @@ def realtime(cmd: list[str]) -> list[str]:
     return cmd
 
 
-class VllmServer:
-    def __init__(self, *flags: str, log: Path, python: Path | None = None) -> None:
-        """``python``: another vLLM environment's interpreter (default: the suite's)."""
-        self.flags = flags
+class LoopbackServer:
+    """A real engine server on loopback, in its own session so that its worker processes stop
+    with it. Subclasses say how it is started (:meth:`command`, :meth:`environment`)."""
+
+    name = "the engine"
+
+    def __init__(self, log: Path) -> None:
         self.log = log
-        self.python = python or venv_python()
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -52,38 +54,29 @@ class VllmServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        """Set on top of this process's environment."""
+        return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+
     def start(self, timeout: float = 300.0) -> float:
         """Start and wait for /health; returns the seconds it took."""
         t0 = time.monotonic()
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "VLLM_TARGET_DEVICE": "cpu",
-        }
-        cmd = [
-            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(cache_root() / "tiny-llama"),
-            "--served-model-name", SERVED_NAME,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--max-model-len", "1024", "--dtype", "bfloat16",
-            *self.flags,
-        ]  # fmt: skip
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+                self.command(), stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.environment()}, start_new_session=True,
+            )  # fmt: skip
 
         def healthy() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"vLLM exited {self.proc.returncode}; see {self.log}")
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}; see {self.log}")
             return requests.get(self.url + "/health", timeout=2).status_code == 200
 
-        wait_for(healthy, timeout, f"vLLM to be healthy (log: {self.log})", every=1.0)
+        wait_for(healthy, timeout, f"{self.name} to be healthy (log: {self.log})", every=1.0)
         return time.monotonic() - t0
 
     def stop(self) -> None:
@@ -101,6 +94,30 @@ class VllmServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+class VllmServer(LoopbackServer):
+    name = "vLLM"
+
+    def __init__(self, *flags: str, log: Path, python: Path | None = None) -> None:
+        """``python``: another vLLM environment's interpreter (default: the suite's)."""
+        super().__init__(log)
+        self.flags = flags
+        self.python = python or venv_python()
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "VLLM_NO_USAGE_STATS": "1",
+                "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu"}  # fmt: skip
+
+    def command(self) -> list[str]:
+        return [
+            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(cache_root() / "tiny-llama"),
+            "--served-model-name", SERVED_NAME,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--max-model-len", "1024", "--dtype", "bfloat16",
+            *self.flags,
+        ]  # fmt: skip
 
     def cpu_seconds(self) -> float:
         """CPU (user + system) seconds of the API server process, the one that serves /metrics."""

@@ -4,9 +4,11 @@ throughout, with exporters coming and going on it, and a reader of /metrics text
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Exporter, Prometheus, free_port, wait_for
@@ -75,3 +77,11 @@ def metric(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and labels.items() <= sample.labels.items():
                 return float(sample.value)
     return None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One Stack for a test module's scenarios."""
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    yield s
+    s.stop()

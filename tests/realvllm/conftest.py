@@ -1,0 +1,1 @@
+from tests.realvllm.stack import stack  # noqa: F401 (the scenarios' fixture)
