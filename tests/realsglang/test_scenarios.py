@@ -193,13 +193,16 @@ def test_saturation(stack: Stack, server: SglangServer, tmp_path: Path) -> None:
             load.stop()
 
 
-def test_kv_pressure_retracts(stack: Stack, tmp_path: Path) -> None:
+def test_kv_pressure_retracts(stack: Stack, server: SglangServer, tmp_path: Path) -> None:
     """A 1,536-token KV pool and requests that grow to ~350 tokens: SGLang admits a request that
     may stop early (no ignore_eos) by an estimate of the tokens still to come (by default 0.7 of
     max_tokens, decaying to ~0.1 over 600 steps of steady load); started at 0.1 (its
     SGLANG_INIT_NEW_TOKEN_RATIO), it admits eight that cannot all grow (the tiny model's
     random weights almost never stop early), and retracts requests to free memory. R2 (KV
     pressure) is significant on SGLang's own retraction counter."""
+    # One SGLang at a time: an idle one's scheduler still keeps a core busy, and on two cores
+    # the other then ran 20x slower (no retraction in 4 minutes).
+    server.stop()
     kv = SglangServer("--max-total-tokens", "1536", log=tmp_path / "kv.log", max_running=CAP,
                       env={"SGLANG_INIT_NEW_TOKEN_RATIO": "0.1"})  # fmt: skip
     kv.start()
@@ -220,6 +223,7 @@ def test_kv_pressure_retracts(stack: Stack, tmp_path: Path) -> None:
     finally:
         stack.stop_exporter()
         kv.stop()
+        server.start()
 
 
 def test_restart_starts_an_epoch(stack: Stack, server: SglangServer, tmp_path: Path) -> None:
