@@ -171,8 +171,10 @@ class LoadProcess(ClientSideTruth):
         if self.proc is None:
             return
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
         self.proc = None
+        if code == -signal.SIGTERM and not self.out.exists():
+            return  # stopped while it was still starting, before it sent anything
         self.logs += [RequestLog(**x) for x in json.loads(self.out.read_text())]
 
 
